@@ -1,0 +1,25 @@
+"""soniq_ref -- the pure-NumPy reference of SONIQ, and its specification.
+
+Read it top to bottom: :mod:`quantizers` (values <-> codes), :mod:`bitpack`
+(bit planes, packing), :mod:`integer_core` (exact accumulators),
+:mod:`epilogue` (accumulator -> float32 or next codes), :mod:`noise`
+(phase-1 noise injection), :mod:`layers` (forward and backward).
+"""
+
+from .backend import CONTRACT, NAMES as BACKENDS, get_backend
+from .bitpack import PackedWeights, pack_activations, pack_bits, pack_weights, unpack_bits
+from .epilogue import epilogue, requantize
+from .integer_core import conv2d_int, im2col, linear_int, linear_int_bitserial
+from .quantizers import (act_ratio, act_step, dequantize_acts, dequantize_weights,
+                         quantize_acts, quantize_weights, signed_levels)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CONTRACT", "BACKENDS", "get_backend",
+    "PackedWeights", "pack_weights", "pack_activations", "pack_bits", "unpack_bits",
+    "linear_int", "conv2d_int", "linear_int_bitserial", "im2col",
+    "epilogue", "requantize",
+    "quantize_weights", "dequantize_weights", "signed_levels",
+    "quantize_acts", "dequantize_acts", "act_step", "act_ratio",
+]

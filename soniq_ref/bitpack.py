@@ -1,0 +1,122 @@
+"""Bit planes and bit packing.
+
+A ``b``-bit code ``k = sum_j 2**j * t_j`` splits into ``b`` bit planes ``t_j``.
+For weights the plane ``t_j`` stands for the +-1 plane ``2 t_j - 1``, because
+``q = 2k - n = sum_j 2**j (2 t_j - 1)``. For activations the planes are those of
+the shifted code ``k << (A - b)`` on the layer's A-bit grid, so plane ``i`` of a
+low-precision channel is simply zero for ``i < A - b``.
+
+Packing lays a plane along K into little-endian uint64 words: element ``k`` of
+the plane is bit ``k % 64`` of word ``k // 64``. The tail of the last word is
+always zero, which is what makes ``popcount(W & A)`` correct for any K.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import checks
+from .quantizers import shifted_codes
+
+WORD_BITS = 64
+
+
+def words_for(k: int) -> int:
+    """Number of uint64 words that hold ``k`` bits."""
+    return (k + WORD_BITS - 1) // WORD_BITS
+
+
+def code_planes(codes: np.ndarray, n_planes: int) -> np.ndarray:
+    """uint8 {0, 1} [..., n_planes, K]: plane j is bit j of each code (codes [..., K])."""
+    j = np.arange(n_planes, dtype=np.int64).reshape(-1, 1)
+    return ((codes[..., None, :].astype(np.int64) >> j) & 1).astype(np.uint8)
+
+
+def pack_bits(plane: np.ndarray) -> np.ndarray:
+    """{0, 1} array [..., K] -> uint64 [..., words_for(K)], LSB first, zero tail."""
+    k = plane.shape[-1]
+    padded = np.zeros(plane.shape[:-1] + (words_for(k) * WORD_BITS,), dtype=np.uint8)
+    padded[..., :k] = plane
+    packed = np.packbits(padded, axis=-1, bitorder="little")
+    return np.ascontiguousarray(packed).view("<u8").astype(np.uint64)
+
+
+def unpack_bits(words: np.ndarray, k: int) -> np.ndarray:
+    """Inverse of :func:`pack_bits`: uint64 [..., W] -> uint8 {0, 1} [..., k]."""
+    as_bytes = np.ascontiguousarray(words.astype("<u8")).view(np.uint8)
+    return np.unpackbits(as_bytes, axis=-1, bitorder="little")[..., :k]
+
+
+# ------------------------------------------------------------------------------ weights
+
+@dataclass(frozen=True)
+class PackedWeights:
+    """Weights packed once for the bit-serial core (the reference backend's format).
+
+    planes: uint64 [N, 8, words_for(K)] -- plane j of every output channel's codes;
+            planes j >= bits[o] are zero.
+    bits:   uint8 [N] -- weight bit width per output channel.
+    shape:  the shape of the original code array ([N, K] or [O, C, kh, kw]).
+    """
+
+    planes: np.ndarray
+    bits: np.ndarray
+    shape: tuple
+
+    @property
+    def k(self) -> int:
+        return int(np.prod(self.shape[1:]))
+
+    def codes(self) -> np.ndarray:
+        """Unpack back to the uint8 code array of the original shape."""
+        bit_planes = unpack_bits(self.planes, self.k).astype(np.int64)
+        weights = (np.int64(1) << np.arange(8, dtype=np.int64)).reshape(1, 8, 1)
+        return (bit_planes * weights).sum(axis=1).astype(np.uint8).reshape(self.shape)
+
+
+def check_weights(w_codes, w_bits) -> tuple[np.ndarray, np.ndarray]:
+    """Validate weight codes (uint8 [N, ...]) and their per-row bit widths (uint8 [N])."""
+    w_codes = checks.as_array("w_codes", w_codes, np.uint8)
+    if w_codes.ndim not in (2, 4):
+        raise ValueError(f"w_codes must be [N, K] or [O, C, kh, kw], got shape {w_codes.shape}")
+    w_bits = checks.check_bits("w_bits", w_bits, w_codes.shape[0])
+    checks.check_codes("w_codes", w_codes, w_bits, axis=0)
+    return w_codes, w_bits
+
+
+def pack_weights(w_codes, w_bits) -> PackedWeights:
+    """Pack weight codes ([N, K] or [O, C, kh, kw], uint8) with bits uint8 [N]."""
+    w_codes, w_bits = check_weights(w_codes, w_bits)
+    flat = w_codes.reshape(w_codes.shape[0], -1)
+    planes = code_planes(flat, 8)
+    return PackedWeights(pack_bits(planes), w_bits.copy(), tuple(w_codes.shape))
+
+
+def unpack_weights(w_codes, w_bits, name: str = "w_codes") -> tuple[np.ndarray, np.ndarray]:
+    """Accept codes + bits or a :class:`PackedWeights`; return validated (codes, bits)."""
+    if isinstance(w_codes, PackedWeights):
+        if w_bits is not None:
+            w_bits = checks.check_bits("w_bits", w_bits, w_codes.bits.shape[0])
+            if not np.array_equal(w_bits, w_codes.bits):
+                raise ValueError("w_bits disagrees with the bits stored in the packed weights")
+        return w_codes.codes(), w_codes.bits
+    if w_bits is None:
+        raise TypeError("w_bits is required unless w_codes is a PackedWeights")
+    return check_weights(w_codes, w_bits)
+
+
+# -------------------------------------------------------------------------- activations
+
+def pack_activations(a_codes, a_bits, act_bits_hi: int) -> np.ndarray:
+    """Activation codes uint8 [M, K] -> packed planes uint64 [M, A, words_for(K)].
+
+    Plane ``i`` holds bit ``i`` of ``a_codes[m, c] << (A - a_bits[c])``.
+    """
+    act_bits_hi = checks.check_bits_value("act_bits_hi", act_bits_hi)
+    a_codes = checks.as_array("a_codes", a_codes, np.uint8, ndim=2)
+    a_bits = checks.check_bits("a_bits", a_bits, a_codes.shape[1], hi=act_bits_hi)
+    checks.check_codes("a_codes", a_codes, a_bits, axis=1)
+    shifted = shifted_codes(a_codes, a_bits, act_bits_hi)
+    return pack_bits(code_planes(shifted, act_bits_hi))

@@ -1,0 +1,90 @@
+"""Argument validation shared by every public function of the backend contract.
+
+Every check raises ``TypeError`` (wrong type or dtype) or ``ValueError`` (wrong
+shape, range or value) with a message that names the offending argument, and
+runs before any arithmetic, so a bad call never produces a partial result.
+Fast backends call these same checks, so all backends refuse the same inputs
+with the same messages.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MIN_BITS = 1
+MAX_BITS = 8
+
+
+def as_array(name: str, value, dtype, ndim: int | None = None) -> np.ndarray:
+    """Return ``value`` as a C-contiguous NumPy array of exactly ``dtype``.
+
+    Integer arrays are never silently converted between dtypes: an int64 array
+    where uint8 codes are expected is a ``TypeError``, because a silent cast could
+    wrap values. Non-contiguous and read-only arrays are accepted (copied when
+    needed, never written to).
+    """
+    if hasattr(value, "get") and not isinstance(value, np.ndarray):  # CuPy array
+        value = value.get()
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array of dtype {np.dtype(dtype).name}, "
+                        f"got {type(value).__name__}")
+    if value.dtype != np.dtype(dtype):
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype).name}, got {value.dtype}")
+    if ndim is not None and value.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {value.shape}")
+    return np.ascontiguousarray(value)
+
+
+def check_bits_value(name: str, bits) -> int:
+    """A single bit width: a Python or NumPy integer in 1..8."""
+    if isinstance(bits, (bool, np.bool_)) or not isinstance(bits, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer bit width in 1..8, got {bits!r}")
+    if not MIN_BITS <= int(bits) <= MAX_BITS:
+        raise ValueError(f"{name} must be in 1..8, got {int(bits)}")
+    return int(bits)
+
+
+def check_bits(name: str, bits, length: int, hi: int = MAX_BITS) -> np.ndarray:
+    """Per-channel bit widths: uint8 array of shape [length], every entry in 1..hi."""
+    bits = as_array(name, bits, np.uint8, ndim=1)
+    if bits.shape[0] != length:
+        raise ValueError(f"{name} must have length {length}, got {bits.shape[0]}")
+    if bits.size and (bits.min() < MIN_BITS or bits.max() > hi):
+        bad = bits[(bits < MIN_BITS) | (bits > hi)][0]
+        raise ValueError(f"{name} entries must be in 1..{hi}, found {int(bad)}")
+    return bits
+
+
+def check_codes(name: str, codes: np.ndarray, bits: np.ndarray, axis: int) -> None:
+    """Every code along ``axis`` channel ``c`` must be <= 2**bits[c] - 1."""
+    if codes.size == 0:
+        return
+    limit = (1 << bits.astype(np.int64)) - 1
+    moved = np.moveaxis(codes, axis, 0).reshape(codes.shape[axis], -1)
+    over = moved.max(axis=1).astype(np.int64) > limit
+    if over.any():
+        c = int(np.flatnonzero(over)[0])
+        raise ValueError(f"{name} has a code above 2**bits - 1 = {int(limit[c])} "
+                         f"in channel {c} (max {int(moved[c].max())})")
+
+
+def check_finite(name: str, values: np.ndarray) -> None:
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{name} contains NaN or Inf")
+
+
+def check_float32(name: str, value, length: int) -> np.ndarray:
+    """A finite float32 vector of shape [length]."""
+    arr = as_array(name, value, np.float32, ndim=1)
+    if arr.shape[0] != length:
+        raise ValueError(f"{name} must have length {length}, got {arr.shape[0]}")
+    check_finite(name, arr)
+    return arr
+
+
+def check_nonneg_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {int(value)}")
+    return int(value)

@@ -1,0 +1,159 @@
+"""The integer core: exact accumulators of quantized linear and conv layers.
+
+For activation codes ``a[m, c]`` (bits ``ba[c]``, layer high level ``A``) and
+weight codes ``w[o, c]`` (bits ``bw[o]``, level ``q = 2w - n``)::
+
+    acc[m, o] = sum_c q[o, c] * (a[m, c] << (A - ba[c]))            (exact, int64)
+
+Conv2d is the same sum over im2col patches, K ordered by input channel, then
+kernel row, then kernel column. Zero padding is activation code 0.
+
+The bit-serial form, with weight planes ``W_j`` and activation planes ``A_i``
+packed along K (see :mod:`soniq_ref.bitpack`)::
+
+    acc = 2 * sum_{i,j} 2**(i+j) popcount(W_j & A_i) - (2**bw - 1) * sum_c a'
+
+is what the fast backends compute; :func:`linear_int_bitserial` spells it out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import checks
+from .bitpack import (code_planes, pack_activations, pack_bits, unpack_weights)
+from .quantizers import shifted_codes, signed_levels
+
+
+def _check_acts(a_codes, a_bits, act_bits_hi, k: int, ndim: int, name: str = "a_codes"):
+    act_bits_hi = checks.check_bits_value("act_bits_hi", act_bits_hi)
+    a_codes = checks.as_array(name, a_codes, np.uint8, ndim=ndim)
+    if a_codes.shape[1] != k:
+        raise ValueError(f"{name} has {a_codes.shape[1]} channels but the weights expect {k}")
+    a_bits = checks.check_bits("a_bits", a_bits, k, hi=act_bits_hi)
+    checks.check_codes(name, a_codes, a_bits, axis=1)
+    return a_codes, a_bits, act_bits_hi
+
+
+def _exact_matmul(a: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """int64 ``a @ q.T`` for a [M, K], q [N, K] with |a| <= 255, |q| <= 255.
+
+    Computed in float64 on purpose: every product and partial sum is an integer
+    of magnitude <= K * 255 * 255 < 2**53 (K up to ~1.3e11), so float64 is exact
+    and BLAS-fast. Tests check it against a plain int64 matmul.
+    """
+    if a.shape[1] > 2 ** 53 // (255 * 255):
+        return a.astype(np.int64) @ q.T.astype(np.int64)
+    return (a.astype(np.float64) @ q.T.astype(np.float64)).astype(np.int64)
+
+
+def linear_int(a_codes, a_bits, w_codes, w_bits, act_bits_hi) -> np.ndarray:
+    """Exact accumulator of a quantized linear layer.
+
+    a_codes: uint8 [M, K]; a_bits: uint8 [K] in 1..act_bits_hi;
+    w_codes: uint8 [N, K] (or a PackedWeights, then w_bits may be None);
+    w_bits: uint8 [N] in 1..8; act_bits_hi: the activation palette's high level A.
+    Returns int64 [M, N]: ``sum_c q[o, c] * (a[m, c] << (A - a_bits[c]))``.
+    """
+    w_codes, w_bits = unpack_weights(w_codes, w_bits)
+    if w_codes.ndim != 2:
+        raise ValueError(f"w_codes must be [N, K] for linear_int, got shape {w_codes.shape}")
+    a_codes, a_bits, act_bits_hi = _check_acts(a_codes, a_bits, act_bits_hi,
+                                               w_codes.shape[1], ndim=2)
+    a = shifted_codes(a_codes, a_bits, act_bits_hi)
+    return _exact_matmul(a, signed_levels(w_codes, w_bits))
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """``floor((size + 2 * padding - kernel) / stride) + 1``."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int) -> np.ndarray:
+    """[B, C, H, W] -> patches [B * Ho * Wo, C * kh * kw], K ordered (c, row, col).
+
+    Rows are ordered (b, out_row, out_col). Padding inserts zeros.
+    """
+    b, c, h, w = x.shape
+    ho = conv_output_size(h, kh, stride, padding)
+    wo = conv_output_size(w, kw, stride, padding)
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    cols = np.empty((b, c, kh, kw, ho, wo), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, i, j] = xp[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride]
+    return cols.transpose(0, 4, 5, 1, 2, 3).reshape(b * ho * wo, c * kh * kw)
+
+
+def col2im(cols: np.ndarray, x_shape: tuple, kh: int, kw: int, stride: int,
+           padding: int) -> np.ndarray:
+    """Adjoint of :func:`im2col`: scatter-add patches back to [B, C, H, W]."""
+    b, c, h, w = x_shape
+    ho = conv_output_size(h, kh, stride, padding)
+    wo = conv_output_size(w, kw, stride, padding)
+    cols = cols.reshape(b, ho, wo, c, kh, kw).transpose(0, 3, 4, 5, 1, 2)
+    xp = np.zeros((b, c, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            xp[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride] += cols[:, :, i, j]
+    return xp[:, :, padding:padding + h, padding:padding + w]
+
+
+def check_conv_geometry(x_shape, w_shape, stride, padding) -> tuple[int, int, int, int]:
+    """Validate stride/padding against the shapes; return (stride, padding, Ho, Wo)."""
+    stride = checks.check_nonneg_int("stride", stride, 1)
+    padding = checks.check_nonneg_int("padding", padding, 0)
+    kh, kw = w_shape[2], w_shape[3]
+    if kh < 1 or kw < 1:
+        raise ValueError(f"w_codes kernel must be at least 1x1, got {kh}x{kw}")
+    if padding >= kh or padding >= kw:
+        raise ValueError(f"padding must be smaller than the kernel ({kh}x{kw}), got {padding}")
+    ho = conv_output_size(x_shape[2], kh, stride, padding)
+    wo = conv_output_size(x_shape[3], kw, stride, padding)
+    if ho < 1 or wo < 1:
+        raise ValueError(f"x_codes spatial size {x_shape[2]}x{x_shape[3]} is smaller than the "
+                         f"kernel {kh}x{kw} with padding {padding}")
+    return stride, padding, ho, wo
+
+
+def conv2d_int(x_codes, a_bits, w_codes, w_bits, act_bits_hi, stride=1, padding=0):
+    """Exact accumulator of a quantized conv2d layer (groups = 1).
+
+    x_codes: uint8 [B, C, H, W]; a_bits: uint8 [C]; w_codes: uint8 [O, C, kh, kw]
+    (or PackedWeights); w_bits: uint8 [O]. Returns int64 [B, O, Ho, Wo] with
+    ``Ho = (H + 2 padding - kh) // stride + 1`` (likewise Wo).
+    """
+    w_codes, w_bits = unpack_weights(w_codes, w_bits)
+    if w_codes.ndim != 4:
+        raise ValueError(f"w_codes must be [O, C, kh, kw] for conv2d_int, got {w_codes.shape}")
+    x_codes, a_bits, act_bits_hi = _check_acts(x_codes, a_bits, act_bits_hi,
+                                               w_codes.shape[1], ndim=4, name="x_codes")
+    stride, padding, ho, wo = check_conv_geometry(x_codes.shape, w_codes.shape, stride, padding)
+    o, _, kh, kw = w_codes.shape
+    x = shifted_codes(x_codes, a_bits, act_bits_hi)
+    patches = im2col(x, kh, kw, stride, padding)
+    acc = _exact_matmul(patches, signed_levels(w_codes.reshape(o, -1), w_bits))
+    return acc.reshape(x_codes.shape[0], ho, wo, o).transpose(0, 3, 1, 2).copy()
+
+
+def linear_int_bitserial(a_codes, a_bits, w_codes, w_bits, act_bits_hi) -> np.ndarray:
+    """:func:`linear_int` computed the bit-serial way, as the fast kernels do.
+
+    ``acc[m, o] = 2 * sum_{i<A, j<bw[o]} 2**(i+j) popcount(W_j[o] & A_i[m])
+    - (2**bw[o] - 1) * sum_c a'[m, c]`` with packed planes and ``a' = a << (A - ba)``.
+    """
+    w_codes, w_bits = unpack_weights(w_codes, w_bits)
+    a_codes, a_bits, act_bits_hi = _check_acts(a_codes, a_bits, act_bits_hi,
+                                               w_codes.shape[1], ndim=2)
+    a_planes = pack_activations(a_codes, a_bits, act_bits_hi)       # [M, A, words]
+    w_planes = pack_bits(code_planes(w_codes, 8))                    # [N, 8, words]
+    m, n = a_codes.shape[0], w_codes.shape[0]
+    acc = np.zeros((m, n), dtype=np.int64)
+    for j in range(8):
+        for i in range(act_bits_hi):
+            both = a_planes[:, None, i, :] & w_planes[None, :, j, :]  # [M, N, words]
+            pop = np.bitwise_count(both).sum(axis=-1, dtype=np.int64)
+            acc += (pop << (i + j)) * (j < w_bits.astype(np.int64))[None, :]
+    row_sum = shifted_codes(a_codes, a_bits, act_bits_hi).sum(axis=1)  # sum_c a'
+    n_levels = (np.int64(1) << w_bits.astype(np.int64)) - 1
+    return 2 * acc - row_sum[:, None] * n_levels[None, :]
