@@ -1,0 +1,38 @@
+"""The layer interface: explicit forward and backward, no autograd.
+
+A layer keeps its trainable arrays in ``params`` (name -> ndarray). ``forward``
+caches what ``backward`` needs; ``backward(dy)`` returns ``dx`` and writes the
+gradient of every parameter into ``grads`` under the same name (overwriting,
+not accumulating). Parameter names carry meaning for the optimizers: the
+precision parameters are called ``theta_w`` / ``theta_a`` and get their own
+optimizer (see :mod:`soniq_ref.train`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Module:
+    """Base class of every layer."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.training = True
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    def train(self, mode: bool = True) -> "Module":
+        self.training = mode
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
