@@ -6,9 +6,11 @@ Read it top to bottom: :mod:`quantizers` (values <-> codes), :mod:`bitpack`
 (phase-1 noise injection), :mod:`layers` (forward and backward).
 """
 
+from . import budget, noise
 from .backend import CONTRACT, NAMES as BACKENDS, get_backend
 from .bitpack import PackedWeights, pack_activations, pack_bits, pack_weights, unpack_bits
 from .epilogue import epilogue, requantize
+from .layers import QuantConv2d, QuantLinear
 from .integer_core import conv2d_int, im2col, linear_int, linear_int_bitserial
 from .quantizers import (act_ratio, act_step, dequantize_acts, dequantize_weights,
                          quantize_acts, quantize_weights, signed_levels)
@@ -22,4 +24,5 @@ __all__ = [
     "epilogue", "requantize",
     "quantize_weights", "dequantize_weights", "signed_levels",
     "quantize_acts", "dequantize_acts", "act_step", "act_ratio",
+    "QuantLinear", "QuantConv2d", "budget", "noise",
 ]

@@ -1,0 +1,292 @@
+"""What QuantLinear and QuantConv2d share: the quantizers around an affine map.
+
+A quantized layer computes ``y = f(x~, w~) + bias`` where ``f`` is a matmul
+(linear) or a convolution, ``w~`` is the weight and ``x~`` the layer's *input*
+activation, each transformed according to the layer's mode:
+
+``float``  no quantization: ``x~ = x``, ``w~ = w`` (the full-precision baseline).
+``noise``  phase 1: noise of one quantization step at the learned precision
+           (:mod:`soniq_ref.noise`); gradients to w, bias, alpha, beta, theta.
+``exact``  phase 2: real codes through the integer core and the epilogue
+           (:mod:`soniq_ref.integer_core`, :mod:`soniq_ref.epilogue`); backward by
+           the straight-through estimator, LSQ-style gradients for alpha and beta.
+
+Parameters (``params``): ``weight``, ``bias``, ``alpha`` [O] (weight clip),
+``theta_w`` [O] (weight precision) and, unless ``first_layer``, ``beta`` [1]
+(activation clip) and ``theta_a`` [C] (activation precision per input channel).
+The first layer of a network reads pixels ``k / 255`` and treats them as 8-bit
+codes with ``s_a = 1/255``: no activation clip, no noise, no precision to learn.
+
+Clips are initialised from the data on the first non-float forward pass
+(``alpha[o] = max |w[o]|``, ``beta`` = the 99.9th percentile of ``max(x, 0)``),
+so a float warm-up can precede phase 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import noise
+from ..backend import get_backend
+from ..quantizers import (act_ratio, act_step, dequantize_acts, dequantize_weights,
+                          quantize_acts, quantize_weights, weight_step)
+from .module import Module
+
+MODES = ("float", "noise", "exact")
+PIXEL_STEP = np.float32(1.0 / 255.0)
+MIN_CLIP = 1e-6
+
+
+def check_palette(name: str, palette) -> tuple[int, int]:
+    """A palette is two bit widths ``(lo, hi)`` with ``1 <= lo <= hi <= 8``."""
+    try:
+        lo, hi = (int(v) for v in palette)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be two bit widths (lo, hi), got {palette!r}") from None
+    if not 1 <= lo <= hi <= 8:
+        raise ValueError(f"{name} levels must satisfy 1 <= lo <= hi <= 8, got ({lo}, {hi})")
+    return lo, hi
+
+
+class QuantLayer(Module):
+    """Base class; subclasses supply the affine map and its integer version."""
+
+    def __init__(self, n_in: int, n_out: int, weight_shape: tuple, *, weight_palette=(1, 4),
+                 act_palette=(2, 8), first_layer=False, seed=0, dtype=np.float32,
+                 theta_init=0.0):
+        super().__init__()
+        self.weight_palette = check_palette("weight_palette", weight_palette)
+        self.first_layer = bool(first_layer)
+        self.act_palette = (8, 8) if self.first_layer else check_palette("act_palette",
+                                                                         act_palette)
+        self.dtype = np.dtype(dtype)
+        init_rng, self.noise_rng = (np.random.default_rng(s)
+                                    for s in np.random.SeedSequence(seed).spawn(2))
+        fan_in = int(np.prod(weight_shape[1:]))
+        self.params["weight"] = (init_rng.standard_normal(weight_shape)
+                                 * np.sqrt(2.0 / fan_in)).astype(self.dtype)
+        self.params["bias"] = np.zeros(n_out, self.dtype)
+        self.params["alpha"] = np.ones(n_out, self.dtype)
+        self.params["theta_w"] = np.full(n_out, theta_init, self.dtype)
+        if not self.first_layer:
+            self.params["beta"] = np.ones(1, self.dtype)
+            self.params["theta_a"] = np.full(n_in, theta_init, self.dtype)
+        self.mode = "float"
+        self.backend = "ref"             # backend for the integer core in exact mode
+        self.clips_ready = False
+        self.fixed_noise = None          # (u_w, u_a) to replay instead of drawing
+        self.last_noise = None
+        self.w_bits = None
+        self.a_bits = np.full(n_in, 8, np.uint8) if self.first_layer else None
+        self.weight_channel_size = fan_in
+        self.act_channel_size = 1
+        self._cache = None
+
+    # ---------------------------------------------------------------- configuration
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode == "exact" and self.w_bits is None:
+            raise ValueError("exact mode needs fixed bit widths: call set_bits() first")
+        self.mode = mode
+
+    @property
+    def act_bits_hi(self) -> int:
+        return self.act_palette[1]
+
+    def soft_weight_bits(self) -> np.ndarray:
+        """Continuous weight precision b~ per output channel, [O]."""
+        return noise.soft_bits(self.params["theta_w"], *self.weight_palette)
+
+    def soft_act_bits(self):
+        """Continuous activation precision b~ per input channel, [C] (None: first layer)."""
+        if self.first_layer:
+            return None
+        return noise.soft_bits(self.params["theta_a"], *self.act_palette)
+
+    def set_bits(self, w_bits, a_bits=None) -> None:
+        """Fix the precisions (each entry one of the palette's two levels)."""
+        self.w_bits = self._check_levels("w_bits", w_bits, self.weight_palette,
+                                         self.params["weight"].shape[0])
+        if not self.first_layer:
+            self.a_bits = self._check_levels("a_bits", a_bits, self.act_palette,
+                                             self.params["theta_a"].shape[0])
+
+    @staticmethod
+    def _check_levels(name, bits, palette, length):
+        bits = np.asarray(bits)
+        if bits.shape != (length,):
+            raise ValueError(f"{name} must have shape ({length},), got {bits.shape}")
+        if not np.all(np.isin(bits, palette)):
+            raise ValueError(f"{name} entries must be palette levels {palette}")
+        return bits.astype(np.uint8)
+
+    def init_clips(self, x: np.ndarray) -> None:
+        """alpha = max |w| per output channel; beta = 99.9th percentile of max(x, 0)."""
+        w = self.params["weight"]
+        peak = np.abs(w).reshape(w.shape[0], -1).max(axis=1)
+        self.params["alpha"][...] = np.maximum(peak, MIN_CLIP)
+        if not self.first_layer:
+            self.params["beta"][...] = max(float(np.percentile(np.maximum(x, 0), 99.9)), 1e-3)
+        self.clips_ready = True
+
+    # ---------------------------------------------------------------- export
+
+    def quantized_weights(self):
+        """(codes uint8, bits uint8 [O], step float32 [O]) for the fixed bits."""
+        alpha = self._alpha().astype(np.float32)
+        codes = quantize_weights(self.params["weight"].astype(np.float32), alpha, self.w_bits)
+        return codes, self.w_bits, weight_step(alpha, self.w_bits)
+
+    def act_step(self) -> np.float32:
+        """The input activation step s_a (1/255 for the first layer's pixels)."""
+        if self.first_layer:
+            return PIXEL_STEP
+        return act_step(self._beta(), self.act_bits_hi)
+
+    def act_ratio(self) -> np.ndarray:
+        """float32 [C]: ``2**a_bits / beta``, what quantizes this layer's input."""
+        if self.first_layer:
+            return np.full(self.a_bits.shape, 255.0, np.float32)
+        return act_ratio(self._beta(), self.a_bits)
+
+    def _alpha(self) -> np.ndarray:
+        return np.maximum(self.params["alpha"], MIN_CLIP)
+
+    def _beta(self) -> np.float32:
+        return np.float32(max(float(self.params["beta"][0]), MIN_CLIP))
+
+    # ---------------------------------------------------------------- forward / backward
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.act_channel_size = int(np.prod(x.shape[2:])) if x.ndim > 2 else 1
+        if self.mode != "float" and not self.clips_ready:
+            self.init_clips(x)
+        if self.mode == "float":
+            return self._forward_float(x)
+        if self.mode == "noise":
+            return self._forward_noise(x)
+        return self._forward_exact(x)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        kind = self._cache[0]
+        grads = {name: np.zeros_like(p) for name, p in self.params.items()}
+        grads["bias"] = self._bias_grad(dy).astype(self.dtype)
+        if kind == "float":
+            _, x = self._cache
+            dx, grads["weight"] = self._affine_backward(dy, x, self.params["weight"])
+        elif kind == "noise":
+            dx = self._backward_noise(dy, grads)
+        else:
+            dx = self._backward_exact(dy, grads)
+        self.grads = {k: v.astype(self.dtype, copy=False) for k, v in grads.items()}
+        return dx
+
+    # float ----------------------------------------------------------------
+
+    def _forward_float(self, x):
+        self._cache = ("float", x)
+        return self._affine(x, self.params["weight"])
+
+    # noise ----------------------------------------------------------------
+
+    def _draw_noise(self, x):
+        if self.fixed_noise is not None:
+            return self.fixed_noise
+        u_w = noise.uniform_noise(self.noise_rng, self.params["weight"].shape, self.dtype)
+        u_a = None if self.first_layer else noise.uniform_noise(self.noise_rng, x.shape,
+                                                                  self.dtype)
+        return u_w, u_a
+
+    def _forward_noise(self, x):
+        u_w, u_a = self.last_noise = self._draw_noise(x)
+        bw = self.soft_weight_bits()
+        w_t = noise.weight_noise(self.params["weight"], self.params["alpha"], bw, u_w)
+        if self.first_layer:
+            x_t, ba, beta = x, None, None
+        else:
+            ba, beta = self.soft_act_bits(), self.params["beta"][0]
+            x_t = noise.act_noise(x, beta, ba, u_a)
+        self._cache = ("noise", x, x_t, w_t, bw, ba, beta, u_w, u_a)
+        return self._affine(x_t, w_t)
+
+    def _backward_noise(self, dy, grads):
+        _, x, x_t, w_t, bw, ba, beta, u_w, u_a = self._cache
+        dx_t, dw_t = self._affine_backward(dy, x_t, w_t)
+        grads["weight"], grads["alpha"], dbw = noise.weight_noise_backward(
+            dw_t, self.params["weight"], self.params["alpha"], bw, u_w)
+        grads["theta_w"] = dbw * noise.soft_bits_grad(self.params["theta_w"],
+                                                      *self.weight_palette)
+        if self.first_layer:
+            return dx_t
+        dx, dbeta, dba = noise.act_noise_backward(dx_t, x, beta, ba, u_a)
+        grads["beta"] = np.array([dbeta], self.dtype)
+        grads["theta_a"] = dba * noise.soft_bits_grad(self.params["theta_a"], *self.act_palette)
+        return dx
+
+    # exact ----------------------------------------------------------------
+
+    def _input_codes(self, x):
+        """Quantize the input: pixels for the first layer, else the learned grid."""
+        x = np.asarray(x, np.float32)
+        if self.first_layer:
+            return np.clip(np.rint(x * np.float32(255.0)), 0, 255).astype(np.uint8)
+        return quantize_acts(x, self.a_bits, self._beta())
+
+    def _forward_exact(self, x):
+        a_codes = self._input_codes(x)
+        w_codes, w_bits, w_step = self.quantized_weights()
+        s_a = self.act_step()
+        backend = get_backend(self.backend)
+        acc = self._integer_affine(backend, a_codes, w_codes)
+        scale = (w_step * s_a).astype(np.float32)
+        y = backend.epilogue(acc, scale, self.params["bias"].astype(np.float32))
+        self._cache = ("exact", x, a_codes, w_codes, s_a)
+        return y.astype(self.dtype, copy=False)
+
+    def _backward_exact(self, dy, grads):
+        _, x, a_codes, w_codes, s_a = self._cache
+        alpha = self._alpha()
+        w = self.params["weight"]
+        w_hat = dequantize_weights(w_codes, alpha.astype(np.float32), self.w_bits).astype(dy.dtype)
+        if self.first_layer:
+            x_hat = (a_codes.astype(np.float32) * PIXEL_STEP).astype(dy.dtype)
+        else:
+            x_hat = dequantize_acts(a_codes, self.a_bits, self._beta(),
+                                    self.act_bits_hi).astype(dy.dtype)
+        dx_hat, dw_hat = self._affine_backward(dy, x_hat, w_hat)
+        # Weights: w_hat = alpha * Q(w / alpha); STE Q' = 1 inside [-1, 1].
+        a = alpha.reshape([-1] + [1] * (w.ndim - 1))
+        inside_w = np.abs(w) <= a
+        grads["weight"] = dw_hat * inside_w
+        grads["alpha"] = (dw_hat * (w_hat / a - np.where(inside_w, w / a, 0.0))) \
+            .reshape(w.shape[0], -1).sum(axis=1)
+        if self.first_layer:
+            return dx_hat
+        # Activations: x_hat = beta * Q(x / beta); inside where 0 <= x * r_c <= 2**b - 1.
+        beta = self._beta()
+        ratio = act_ratio(beta, self.a_bits).reshape([1, -1] + [1] * (x.ndim - 2))
+        top = ((1 << self.a_bits.astype(np.int64)) - 1).reshape(ratio.shape)
+        scaled = np.asarray(x, np.float32) * ratio
+        inside_x = (scaled >= 0) & (scaled <= top)
+        grads["beta"] = np.array([np.sum(dx_hat * (x_hat / beta - np.where(inside_x, x / beta,
+                                                                             0.0)))])
+        return dx_hat * inside_x
+
+    # subclass hooks ------------------------------------------------------------
+
+    def _affine(self, x, w):
+        """y = f(x, w) + bias."""
+        raise NotImplementedError
+
+    def _affine_backward(self, dy, x, w):
+        """-> (dx, dw) of f(x, w)."""
+        raise NotImplementedError
+
+    def _bias_grad(self, dy):
+        raise NotImplementedError
+
+    def _integer_affine(self, backend, a_codes, w_codes):
+        """The integer accumulator of f on codes, through ``backend``."""
+        raise NotImplementedError

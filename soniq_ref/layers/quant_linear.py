@@ -1,0 +1,31 @@
+"""QuantLinear: ``y = x~ @ w~.T + bias`` with x [M, C], w [O, C], y [M, O].
+
+The quantizers, modes and parameters are described in :mod:`.quant_layer`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .quant_layer import QuantLayer
+
+
+class QuantLinear(QuantLayer):
+    """A fully connected layer with per-channel learned precision (see QuantLayer)."""
+
+    def __init__(self, in_features: int, out_features: int, **kwargs):
+        super().__init__(in_features, out_features, (out_features, in_features), **kwargs)
+
+    def _affine(self, x, w):
+        if x.ndim != 2 or x.shape[1] != w.shape[1]:
+            raise ValueError(f"x must be [M, {w.shape[1]}], got shape {x.shape}")
+        return x @ w.T + self.params["bias"]
+
+    def _affine_backward(self, dy, x, w):
+        return dy @ w, dy.T @ x
+
+    def _bias_grad(self, dy):
+        return dy.sum(axis=0)
+
+    def _integer_affine(self, backend, a_codes, w_codes):
+        return backend.linear_int(a_codes, self.a_bits, w_codes, self.w_bits, self.act_bits_hi)
