@@ -1,0 +1,97 @@
+"""Batch normalization over the channel axis (axis 1), 1-d and 2-d.
+
+For x [N, C] (1-d) or [B, C, H, W] (2-d), per channel c, with the statistics
+taken over every axis but 1::
+
+    train:  mu_c, var_c = mean, biased variance of x[:, c] over the batch
+            running_mean <- (1 - momentum) * running_mean + momentum * mu
+            running_var  <- (1 - momentum) * running_var  + momentum * var_unbiased
+    eval:   mu_c, var_c = running_mean[c], running_var[c]
+    y = weight[c] * (x - mu_c) / sqrt(var_c + eps) + bias[c]
+
+In eval mode the layer is the per-channel affine map ``y = a_c * x + b_c`` with
+``a = weight / sqrt(running_var + eps)``, ``b = bias - a * running_mean``
+(:meth:`BatchNorm.folded`), which is what the deploy model folds into the
+previous layer's epilogue.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .module import Module
+
+
+class BatchNorm(Module):
+    """Batch norm over axis 1 of an input with ``ndim`` dimensions."""
+
+    ndim = 0
+
+    def __init__(self, channels: int, *, eps: float = 1e-5, momentum: float = 0.1,
+                 dtype=np.float32):
+        super().__init__()
+        if not isinstance(channels, (int, np.integer)) or channels < 1:
+            raise ValueError(f"channels must be a positive integer, got {channels!r}")
+        self.channels, self.eps, self.momentum = int(channels), float(eps), float(momentum)
+        self.dtype = np.dtype(dtype)
+        self.params["weight"] = np.ones(channels, self.dtype)
+        self.params["bias"] = np.zeros(channels, self.dtype)
+        self.running_mean = np.zeros(channels, self.dtype)
+        self.running_var = np.ones(channels, self.dtype)
+        self._cache = None
+
+    def _axes(self, x):
+        if x.ndim != self.ndim or x.shape[1] != self.channels:
+            raise ValueError(f"x must have {self.ndim} dimensions and {self.channels} channels "
+                             f"on axis 1, got shape {x.shape}")
+        return (0,) + tuple(range(2, x.ndim))
+
+    def _col(self, v, ndim):
+        return v.reshape([1, -1] + [1] * (ndim - 2))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        axes = self._axes(x)
+        if self.training:
+            mu, var = x.mean(axis=axes), x.var(axis=axes)
+            n = x.size // self.channels
+            unbiased = var * (n / max(n - 1, 1))
+            m = self.momentum
+            self.running_mean[...] = (1 - m) * self.running_mean + m * mu
+            self.running_var[...] = (1 - m) * self.running_var + m * unbiased
+        else:
+            mu, var = self.running_mean, self.running_var
+        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
+        x_hat = (x - self._col(mu, x.ndim)) * self._col(inv_std, x.ndim)
+        self._cache = (x_hat, inv_std, axes, self.training)
+        return self._col(self.params["weight"], x.ndim) * x_hat + \
+            self._col(self.params["bias"], x.ndim)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        x_hat, inv_std, axes, training = self._cache
+        self.grads = {"weight": (dy * x_hat).sum(axis=axes).astype(self.dtype),
+                      "bias": dy.sum(axis=axes).astype(self.dtype)}
+        g = self._col(self.params["weight"] * inv_std, dy.ndim)
+        if not training:
+            return dy * g
+        # d/dx of the batch statistics: subtract the mean of dy and of dy * x_hat.
+        mean_dy = dy.mean(axis=axes, keepdims=True)
+        mean_dy_xhat = (dy * x_hat).mean(axis=axes, keepdims=True)
+        return g * (dy - mean_dy - x_hat * mean_dy_xhat)
+
+    def folded(self) -> tuple[np.ndarray, np.ndarray]:
+        """Eval-mode affine map as float64 ``(a, b)``: ``y = a * x + b`` per channel."""
+        a = self.params["weight"].astype(np.float64) / np.sqrt(
+            self.running_var.astype(np.float64) + self.eps)
+        return a, self.params["bias"].astype(np.float64) - a * self.running_mean
+
+
+class BatchNorm1d(BatchNorm):
+    """x [N, C]."""
+
+    ndim = 2
+
+
+class BatchNorm2d(BatchNorm):
+    """x [B, C, H, W]."""
+
+    ndim = 4

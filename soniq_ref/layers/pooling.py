@@ -1,0 +1,78 @@
+"""Max pooling over non-overlapping or strided windows of [B, C, H, W].
+
+``y[b, c, i, j] = max_{u, v < k} x[b, c, i*s + u, j*s + v]`` with output size
+``floor((H - k) / s) + 1``. Backward routes ``dy`` to the first maximum of each
+window (row-major order), so ties are resolved deterministically.
+
+:func:`max_pool_codes` is the same max on uint8 activation codes: because the
+activation quantizer is monotone, pooling codes equals quantizing the pooled
+values, which is how the deploy model pools.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .module import Module
+
+
+def _check(x, kernel, stride):
+    if x.ndim != 4:
+        raise ValueError(f"x must be [B, C, H, W], got shape {x.shape}")
+    if x.shape[2] < kernel or x.shape[3] < kernel:
+        raise ValueError(f"x spatial size {x.shape[2:]} is smaller than the pooling "
+                         f"kernel {kernel}")
+
+
+def _windows(x: np.ndarray, kernel: int, stride: int) -> np.ndarray:
+    """[B, C, Ho, Wo, k*k] view-copy of every pooling window."""
+    b, c, h, w = x.shape
+    ho, wo = (h - kernel) // stride + 1, (w - kernel) // stride + 1
+    win = np.lib.stride_tricks.sliding_window_view(x, (kernel, kernel), axis=(2, 3))
+    win = win[:, :, ::stride, ::stride][:, :, :ho, :wo]
+    return win.reshape(b, c, ho, wo, kernel * kernel)
+
+
+def pool_output_size(size: int, kernel: int, stride: int) -> int:
+    return (size - kernel) // stride + 1
+
+
+def max_pool_codes(codes: np.ndarray, kernel: int, stride: int | None = None) -> np.ndarray:
+    """Max pooling of uint8 codes [B, C, H, W] -> uint8 [B, C, Ho, Wo]."""
+    stride = kernel if stride is None else stride
+    if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8:
+        raise TypeError("codes must be a uint8 NumPy array")
+    _check(codes, kernel, stride)
+    return _windows(codes, kernel, stride).max(axis=-1)
+
+
+class MaxPool2d(Module):
+    """Max pooling with a square ``kernel`` and ``stride`` (default: the kernel)."""
+
+    def __init__(self, kernel: int, stride: int | None = None):
+        super().__init__()
+        if not isinstance(kernel, (int, np.integer)) or kernel < 1:
+            raise ValueError(f"kernel must be a positive integer, got {kernel!r}")
+        stride = kernel if stride is None else stride
+        if not isinstance(stride, (int, np.integer)) or stride < 1:
+            raise ValueError(f"stride must be a positive integer, got {stride!r}")
+        self.kernel, self.stride = int(kernel), int(stride)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        _check(x, self.kernel, self.stride)
+        win = _windows(x, self.kernel, self.stride)
+        self._arg = win.argmax(axis=-1)
+        self._shape = x.shape
+        return np.take_along_axis(win, self._arg[..., None], axis=-1)[..., 0]
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        b, c, ho, wo = dy.shape
+        k, s = self.kernel, self.stride
+        dx = np.zeros(self._shape, dy.dtype)
+        rows = np.arange(ho)[:, None] * s + self._arg // k
+        cols = np.arange(wo)[None, :] * s + self._arg % k
+        bi = np.arange(b)[:, None, None, None]
+        ci = np.arange(c)[None, :, None, None]
+        # Windows may overlap when stride < kernel: accumulate, never overwrite.
+        np.add.at(dx, (bi, ci, rows, cols), dy)
+        return dx

@@ -1,0 +1,125 @@
+"""Models: a composable ``Sequential`` and the two stock networks.
+
+``Sequential`` runs its layers in order and keeps a parameter registry: the
+parameter ``name`` of layer ``i`` is registered as ``"i.name"`` (``"3.weight"``,
+``"3.theta_w"``), pointing at the layer's own array, so an optimizer that
+updates the registry in place updates the layers.
+
+``mlp`` and ``cnn`` build the networks the trainer knows by name. Both take
+8-bit images ``[B, C, H, W]`` (as float ``k / 255``): the first quantized layer
+reads the pixels as 8-bit codes; every later quantized layer learns its own
+input precision per channel (a ReLU in front of it makes the float baseline a
+ReLU network; in the quantized modes its input clip does the same).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .layers import QuantConv2d, QuantLayer, QuantLinear
+from .layers.activations import ReLU
+from .layers.batchnorm import BatchNorm1d, BatchNorm2d
+from .layers.flatten import Flatten
+from .layers.module import Module
+from .layers.pooling import MaxPool2d, pool_output_size
+
+MODEL_NAMES = ("cnn", "mlp")
+
+
+class Sequential(Module):
+    """Layers applied in order; ``params``/``grads`` are the registry ``"i.name" -> array``."""
+
+    def __init__(self, layers):
+        super().__init__()
+        self.layers = list(layers)
+        if not all(isinstance(l, Module) for l in self.layers):
+            raise TypeError("layers must all be Module instances")
+        self.params = {f"{i}.{name}": p for i, l in enumerate(self.layers)
+                       for name, p in l.params.items()}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        self.grads = {f"{i}.{name}": g for i, l in enumerate(self.layers)
+                      for name, g in l.grads.items()}
+        return dy
+
+    def train(self, mode: bool = True) -> "Sequential":
+        self.training = mode
+        for layer in self.layers:
+            layer.train(mode)
+        return self
+
+    def quant_layers(self) -> list[QuantLayer]:
+        """The quantized layers, in order."""
+        return [l for l in self.layers if isinstance(l, QuantLayer)]
+
+    def set_mode(self, mode: str) -> None:
+        """Put every quantized layer in ``mode`` ('float', 'noise' or 'exact')."""
+        for layer in self.quant_layers():
+            layer.set_mode(mode)
+
+    def collect_grads(self) -> dict:
+        """Re-read the layers' ``grads`` (after something added to them, e.g. the budget)."""
+        self.grads = {f"{i}.{name}": g for i, l in enumerate(self.layers)
+                      for name, g in l.grads.items()}
+        return self.grads
+
+
+def _check_shape(input_shape) -> tuple[int, int, int]:
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape!r}")
+    return shape
+
+
+def _quant_kwargs(weight_palette, act_palette, seed, index):
+    return dict(weight_palette=weight_palette, act_palette=act_palette,
+                seed=[int(seed), index], first_layer=index == 0)
+
+
+def mlp(input_shape, n_classes: int, *, hidden=(128, 64), weight_palette=(1, 4),
+        act_palette=(2, 8), seed: int = 0) -> Sequential:
+    """Flatten -> [QuantLinear -> BatchNorm1d -> ReLU] per hidden width -> QuantLinear."""
+    c, h, w = _check_shape(input_shape)
+    widths = [c * h * w] + [int(v) for v in hidden]
+    layers = [Flatten()]
+    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+        layers += [QuantLinear(n_in, n_out, **_quant_kwargs(weight_palette, act_palette, seed, i)),
+                   BatchNorm1d(n_out), ReLU()]
+    layers.append(QuantLinear(widths[-1], int(n_classes),
+                              **_quant_kwargs(weight_palette, act_palette, seed, len(hidden))))
+    return Sequential(layers)
+
+
+def cnn(input_shape, n_classes: int, *, channels=(16, 32), weight_palette=(1, 4),
+        act_palette=(2, 8), seed: int = 0) -> Sequential:
+    """Per width: QuantConv2d 3x3 (pad 1) -> BatchNorm2d -> ReLU -> MaxPool2d 2; then
+    Flatten -> QuantLinear classifier. A block whose input is smaller than 2x2 skips
+    the pooling."""
+    c, h, w = _check_shape(input_shape)
+    layers = []
+    for i, width in enumerate(int(v) for v in channels):
+        layers += [QuantConv2d(c, width, 3, padding=1,
+                               **_quant_kwargs(weight_palette, act_palette, seed, i)),
+                   BatchNorm2d(width), ReLU()]
+        if min(h, w) >= 2:
+            layers.append(MaxPool2d(2))
+            h, w = pool_output_size(h, 2, 2), pool_output_size(w, 2, 2)
+        c = width
+    layers += [Flatten(), QuantLinear(c * h * w, int(n_classes),
+                                      **_quant_kwargs(weight_palette, act_palette, seed,
+                                                      len(channels)))]
+    return Sequential(layers)
+
+
+def build_model(name: str, input_shape, n_classes: int, **kwargs) -> Sequential:
+    """``mlp`` or ``cnn`` by name."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"model must be one of {', '.join(MODEL_NAMES)}, got {name!r}")
+    return (cnn if name == "cnn" else mlp)(input_shape, n_classes, **kwargs)

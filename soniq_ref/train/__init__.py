@@ -1,0 +1,7 @@
+"""The two-phase trainer: phase 1 (noise + bit budget), snapping, phase 2 (exact), export."""
+
+from .config import TrainConfig
+from .snapping import allocate, snap
+from .trainer import TrainResult, train
+
+__all__ = ["TrainConfig", "TrainResult", "train", "allocate", "snap"]

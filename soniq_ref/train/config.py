@@ -1,0 +1,77 @@
+"""Everything a training run depends on; the same config and seed replay exactly."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..data import DATASET_NAMES
+from ..layers import check_palette
+from ..models import MODEL_NAMES
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass
+class TrainConfig:
+    """A training run. Defaults are tuned for ``digits`` on the reference backend."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    model: str = "cnn"
+    weight_palette: tuple = (1, 4)
+    act_palette: tuple = (2, 8)
+    target_weight_bits: float = 2.0
+    target_act_bits: float = 4.0
+    epochs_phase1: int = 12
+    epochs_phase2: int = 6
+    seed: int = 0
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 3e-3
+    lr_theta: float = 1e-2
+    weight_decay: float = 1e-4
+    lambda_w: float = 0.05
+    lambda_a: float = 0.05
+    fp32: bool = False
+    limit_train: int | None = None      # use only the first N training images (tests)
+    limit_test: int | None = None
+    channels: tuple = field(default=(16, 32))
+    hidden: tuple = field(default=(128, 64))
+
+    def validate(self) -> "TrainConfig":
+        """Raise ValueError naming the first bad field; returns self."""
+        if self.dataset not in DATASET_NAMES:
+            raise ValueError(f"dataset must be one of {', '.join(DATASET_NAMES)}, "
+                             f"got {self.dataset!r}")
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"model must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                             f"got {self.optimizer!r}")
+        self.weight_palette = check_palette("weight_palette", self.weight_palette)
+        self.act_palette = check_palette("act_palette", self.act_palette)
+        for name in ("target_weight_bits", "target_act_bits", "lr", "lr_theta"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        for name in ("weight_decay", "lambda_w", "lambda_a"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        for name, least in (("epochs_phase1", 0), ("epochs_phase2", 0), ("batch_size", 1),
+                            ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        for name in ("limit_train", "limit_test"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.epochs_phase1 + self.epochs_phase2 == 0:
+            raise ValueError("epochs_phase1 + epochs_phase2 must be at least 1")
+        return self
+
+    def as_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,182 @@
+"""The two-phase trainer.
+
+``train(config)`` runs, for a quantized model::
+
+    phase 1  noise mode: loss = cross-entropy + lambda_w * mean_w + lambda_a * mean_a
+             (means of the continuous precisions b~, :mod:`soniq_ref.budget`);
+             weights, clips and batch norm by the main optimizer, theta by its own Adam
+    snap     every channel to its palette's lo or hi level under the targets (:mod:`.snapping`)
+    phase 2  exact mode: the real quantizers and integer core, STE backward, bits fixed
+    export   :class:`soniq_ref.deploy.DeployModel`; the reported test accuracy is the
+             deploy model's, so ``soniq eval`` on the exported file reproduces it exactly
+
+and for ``fp32`` the same network in float mode for ``epochs_phase1 + epochs_phase2``
+epochs. Each phase uses a cosine learning-rate schedule over its own steps.
+
+Every random choice (initialisation, noise, batch order) derives from
+``config.seed``, so the same config gives the same metrics and model bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import budget
+from ..data import Dataset, load_dataset
+from ..deploy import DeployModel
+from ..loss import softmax_cross_entropy
+from ..models import Sequential, build_model
+from ..optim import SGD, Adam, cosine_lr
+from .config import TrainConfig
+from .snapping import snap
+
+THETA_NAMES = ("theta_w", "theta_a")
+PHASE2_LR_FACTOR = 0.3
+EVAL_BATCH = 512
+
+
+@dataclass
+class EpochRecord:
+    """One epoch: phase ('noise', 'exact' or 'float'), mean train loss, accuracies in %."""
+
+    phase: str
+    epoch: int
+    loss: float
+    train_accuracy: float
+    test_accuracy: float
+    mean_weight_bits: float
+    mean_act_bits: float
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig
+    model: Sequential
+    deploy: DeployModel | None
+    test_accuracy: float
+    train_seconds: float
+    mean_weight_bits: float
+    mean_act_bits: float
+    history: list = field(default_factory=list)
+
+
+def _limit(data: Dataset, config: TrainConfig) -> Dataset:
+    return Dataset(data.name, data.x_train[:config.limit_train], data.y_train[:config.limit_train],
+                   data.x_test[:config.limit_test], data.y_test[:config.limit_test],
+                   data.n_classes)
+
+
+def as_float(x_uint8: np.ndarray) -> np.ndarray:
+    """8-bit pixel codes -> float32 ``k / 255``, what the first layer reads."""
+    return x_uint8.astype(np.float32) / np.float32(255.0)
+
+
+def predict(model: Sequential, x_uint8: np.ndarray) -> np.ndarray:
+    """Class predictions of ``model`` in its current mode, eval batch norm."""
+    model.eval()
+    out = [model.forward(as_float(x_uint8[i:i + EVAL_BATCH])).argmax(axis=1)
+           for i in range(0, len(x_uint8), EVAL_BATCH)]
+    model.train()
+    return np.concatenate(out)
+
+
+def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
+    """Percentage of correct predictions."""
+    return 100.0 * float(np.mean(pred == labels)) if len(labels) else 0.0
+
+
+def _optimizers(model: Sequential, config: TrainConfig, lr_scale: float):
+    main = {k: p for k, p in model.params.items() if k.split(".", 1)[1] not in THETA_NAMES}
+    theta = {k: p for k, p in model.params.items() if k.split(".", 1)[1] in THETA_NAMES}
+    opt = (Adam(main, weight_decay=config.weight_decay) if config.optimizer == "adam"
+           else SGD(main, momentum=0.9, weight_decay=config.weight_decay))
+    return opt, Adam(theta), config.lr * lr_scale
+
+
+def _mean_bits(model: Sequential, phase: str) -> tuple[float, float]:
+    layers = model.quant_layers()
+    if phase == "float":
+        return 32.0, 32.0
+    return budget.soft_mean_bits(layers) if phase == "noise" else budget.hard_mean_bits(layers)
+
+
+def _run_phase(model, data, config, phase, epochs, lr_scale, rng, history, bar):
+    """Train ``epochs`` epochs in ``phase``; append an EpochRecord per epoch."""
+    model.set_mode(phase)
+    opt, theta_opt, lr0 = _optimizers(model, config, lr_scale)
+    x_all = as_float(data.x_train)
+    n = len(x_all)
+    steps_per_epoch = -(-n // config.batch_size)
+    total, step = epochs * steps_per_epoch, 0
+    layers = model.quant_layers()
+    for epoch in range(epochs):
+        order = rng.permutation(n)
+        loss_sum, correct = 0.0, 0
+        for start in range(0, n, config.batch_size):
+            idx = order[start:start + config.batch_size]
+            logits = model.forward(x_all[idx])
+            loss, dlogits = softmax_cross_entropy(logits, data.y_train[idx])
+            model.backward(dlogits)
+            if phase == "noise":
+                loss += budget.add_budget_grads(layers, config.lambda_w, config.lambda_a)
+            grads = model.collect_grads()
+            lr = cosine_lr(step, total, lr0)
+            opt.step(grads, lr)
+            if phase == "noise":
+                theta_opt.step(grads, config.lr_theta)
+            step += 1
+            loss_sum += loss * len(idx)
+            correct += int((logits.argmax(axis=1) == data.y_train[idx]).sum())
+        mean_w, mean_a = _mean_bits(model, phase)
+        record = EpochRecord(phase, len(history) + 1, loss_sum / n, 100.0 * correct / n,
+                             accuracy(predict(model, data.x_test), data.y_test), mean_w, mean_a)
+        history.append(record)
+        bar.set_description(f"{ {'noise': 'phase 1', 'exact': 'phase 2'}.get(phase, 'fp32')}")
+        bar.set_postfix_str(f"epoch {record.epoch} loss {record.loss:.3f} "
+                            f"acc {record.train_accuracy:.1f}/{record.test_accuracy:.1f} "
+                            f"bits w{mean_w:.2f} a{mean_a:.2f}")
+        bar.update(1)
+
+
+def _deploy_accuracy(deploy: DeployModel, data: Dataset) -> float:
+    pred = np.concatenate([deploy.forward(data.x_test[i:i + EVAL_BATCH]).argmax(axis=1)
+                           for i in range(0, len(data.x_test), EVAL_BATCH)])
+    return accuracy(pred, data.y_test)
+
+
+def train(config: TrainConfig, *, progress: bool = False) -> TrainResult:
+    """Run ``config`` end to end; ``progress`` shows a bar on stderr."""
+    from tqdm import tqdm
+
+    config.validate()
+    start = time.perf_counter()
+    data = _limit(load_dataset(config.dataset, config.data_dir), config)
+    model_kwargs = dict(weight_palette=config.weight_palette, act_palette=config.act_palette,
+                        seed=config.seed)
+    model_kwargs.update(channels=config.channels) if config.model == "cnn" else \
+        model_kwargs.update(hidden=config.hidden)
+    model = build_model(config.model, data.input_shape, data.n_classes, **model_kwargs)
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
+    history: list[EpochRecord] = []
+    total_epochs = config.epochs_phase1 + config.epochs_phase2
+    with tqdm(total=total_epochs, disable=not progress, unit="epoch", leave=True) as bar:
+        if config.fp32:
+            _run_phase(model, data, config, "float", total_epochs, 1.0, rng, history, bar)
+            test_acc = accuracy(predict(model, data.x_test), data.y_test)
+            return TrainResult(config, model, None, test_acc, time.perf_counter() - start,
+                               32.0, 32.0, history)
+        _run_phase(model, data, config, "noise", config.epochs_phase1, 1.0, rng, history, bar)
+        if config.epochs_phase1 == 0:
+            model.set_mode("noise")
+            predict(model, data.x_train[:config.batch_size])   # sets clips and sizes
+        snap(model.quant_layers(), config.target_weight_bits, config.target_act_bits)
+        _run_phase(model, data, config, "exact", config.epochs_phase2, PHASE2_LR_FACTOR, rng,
+                   history, bar)
+    model.set_mode("exact")
+    deploy = DeployModel.from_model(model, data.input_shape)
+    mean_w, mean_a = budget.hard_mean_bits(model.quant_layers())
+    return TrainResult(config, model, deploy, _deploy_accuracy(deploy, data),
+                       time.perf_counter() - start, mean_w, mean_a, history)
