@@ -52,6 +52,7 @@ class Block:
     lang: str
     source: str
     line: int                     # 1-based line of the opening fence
+    end: int = 0                  # 1-based line of the closing fence
     marker: str | None = None     # text of a docs-test marker just above the fence
     expected: str | None = None   # the ```text block that follows, if any
 
@@ -81,19 +82,14 @@ def parse_blocks(text: str) -> list[Block]:
             i += 1
         i += 1
         marker = MARKER.match(previous)
-        block = Block(match.group(1).lower(), "\n".join(body) + "\n", start + 1,
+        block = Block(match.group(1).lower(), "\n".join(body) + "\n", start + 1, i,
                       marker.group(1) if marker else None)
         if block.lang == "text" and blocks and blocks[-1].lang == "python" \
-                and _only_blank_between(lines, blocks[-1], start):
+                and not any(line.strip() for line in lines[blocks[-1].end:start]):
             blocks[-1].expected = block.source
         blocks.append(block)
         previous = ""
     return blocks
-
-
-def _only_blank_between(lines, block: Block, start: int) -> bool:
-    end_of_block = block.line + block.source.count("\n")   # index of the closing fence
-    return all(not line.strip() for line in lines[end_of_block + 1:start])
 
 
 def normalise(text: str) -> str:
