@@ -1,0 +1,52 @@
+"""The integer core on the device: linear_int and conv2d_int as one (implicit) GEMM.
+
+Rows m of the GEMM are output pixels (b, oy, ox) -- for linear, just b -- and
+columns are weight rows o; the result lands in [B, N, hw] order (hw = Ho * Wo,
+1 for linear), which is NCHW for conv2d and [M, N] for linear.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from soniq_ref.bitpack import words_for
+
+from ..packed import CudaPackedWeights
+from .engines import split_rows
+from .pack import pack_planes, plane_row_sums
+
+TILE = 8        # bitserial / int8 blocks: 8 x 8 threads, one output each
+MMA_M, MMA_N = 16, 8
+
+
+def _tiles(n: int, t: int) -> int:
+    return max(1, (n + t - 1) // t)
+
+
+def integer_gemm(rt, engine: str, x, shift, geometry, m: int, act_bits_hi: int,
+                 weights: CudaPackedWeights, hw: int):
+    """int64 [m // hw, N, hw] accumulators of codes x (u8, gathered by ``geometry``)."""
+    n, k = weights.bits.shape[0], weights.k
+    words = words_for(k)
+    out = rt.empty((m // hw, n, hw), np.int64)
+    planes = row_sums = None
+    for kernel, rows in split_rows(weights.bits, act_bits_hi, engine,
+                                   rt.compute_capability).items():
+        device_rows = rt.to_device(rows)
+        if kernel == "int8_gemm":
+            rt.function(kernel)((_tiles(m, TILE), _tiles(rows.size, TILE)), (TILE, TILE),
+                                (x, shift, rt.to_device(geometry), np.int32(m), np.int32(k),
+                                 weights.codes, weights.bits_device, device_rows,
+                                 np.int32(rows.size), np.int32(n), np.int32(hw), out))
+            continue
+        if planes is None:
+            planes = pack_planes(rt, x, shift, geometry, m, k, act_bits_hi)
+            row_sums = plane_row_sums(rt, planes, m, act_bits_hi, words)
+        grid, block = ((_tiles(m, MMA_M), _tiles(rows.size, MMA_N)), (32,)) \
+            if kernel == "mma_gemm" else ((_tiles(m, TILE), _tiles(rows.size, TILE)), (TILE, TILE))
+        rt.function(kernel)(grid, block,
+                            (planes, row_sums, np.int32(m), np.int32(act_bits_hi),
+                             weights.planes, weights.bits_device, device_rows,
+                             np.int32(rows.size), np.int32(n), np.int32(words), np.int32(hw),
+                             out))
+    return out

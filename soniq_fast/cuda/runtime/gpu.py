@@ -1,0 +1,51 @@
+"""The GPU runtime: the same kernels through ``cupy.RawModule`` on a real device."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernel_files import KERNEL_DIR, KERNELS
+
+NVRTC_OPTIONS = ("--std=c++14", "--fmad=false")
+
+
+def load_cupy():
+    """Import CuPy and check for a device; raise ImportError / RuntimeError saying what is missing."""
+    try:
+        import cupy
+    except ImportError as exc:
+        raise ImportError("the 'cuda' backend needs CuPy (pip install cupy-cuda12x) and an NVIDIA "
+                          "GPU; set SONIQ_CUDA_EMULATE=1 or use backend 'cuda-emu' to run the "
+                          "kernels on the CPU emulation runtime") from exc
+    if not cupy.is_available():
+        raise RuntimeError("the 'cuda' backend found CuPy but no usable CUDA device; set "
+                           "SONIQ_CUDA_EMULATE=1 or use backend 'cuda-emu' to run the kernels on "
+                           "the CPU emulation runtime")
+    return cupy
+
+
+class GpuRuntime:
+    """Runs kernels on the current CUDA device; arrays are CuPy arrays."""
+
+    name = "gpu"
+
+    def __init__(self):
+        self.cp = load_cupy()
+        self.compute_capability = int(self.cp.cuda.Device().compute_capability)  # e.g. "80"
+        self._modules = {}
+
+    def function(self, name: str):
+        path = KERNEL_DIR / KERNELS[name]
+        if path.name not in self._modules:
+            self._modules[path.name] = self.cp.RawModule(
+                code=path.read_text(), options=NVRTC_OPTIONS + ("-I" + str(KERNEL_DIR),))
+        return self._modules[path.name].get_function(name)
+
+    def to_device(self, array):
+        return self.cp.ascontiguousarray(self.cp.asarray(array))
+
+    def empty(self, shape, dtype):
+        return self.cp.empty(shape, dtype)
+
+    def to_host(self, array) -> np.ndarray:
+        return self.cp.asnumpy(array)
