@@ -97,7 +97,7 @@ def mlp(input_shape, n_classes: int, *, hidden=(128, 64), weight_palette=(1, 4),
     return Sequential(layers)
 
 
-def cnn(input_shape, n_classes: int, *, channels=(16, 32), weight_palette=(1, 4),
+def cnn(input_shape, n_classes: int, *, channels=(32, 64), weight_palette=(1, 4),
         act_palette=(2, 8), seed: int = 0) -> Sequential:
     """Per width: QuantConv2d 3x3 (pad 1) -> BatchNorm2d -> ReLU -> MaxPool2d 2; then
     Flatten -> QuantLinear classifier. A block whose input is smaller than 2x2 skips

@@ -24,8 +24,8 @@ class TrainConfig:
     act_palette: tuple = (2, 8)
     target_weight_bits: float = 2.0
     target_act_bits: float = 4.0
-    epochs_phase1: int = 12
-    epochs_phase2: int = 6
+    epochs_phase1: int = 30
+    epochs_phase2: int = 15
     seed: int = 0
     batch_size: int = 64
     optimizer: str = "adam"
@@ -37,7 +37,7 @@ class TrainConfig:
     fp32: bool = False
     limit_train: int | None = None      # use only the first N training images (tests)
     limit_test: int | None = None
-    channels: tuple = field(default=(16, 32))
+    channels: tuple = field(default=(32, 64))
     hidden: tuple = field(default=(128, 64))
 
     def validate(self) -> "TrainConfig":

@@ -1,0 +1,53 @@
+"""What a training run leaves in its output folder, and ``metrics.json``.
+
+``metrics.json`` keys (stable; documented in docs/cli.md): ``test_accuracy``
+(%, of the exported deploy model; of the float model for ``--fp32``),
+``train_seconds``, ``mean_weight_bits``, ``mean_act_bits`` (parameter- and
+activation-element-weighted, 32 for ``--fp32``), ``model_bytes`` (size of
+``model.soniq``; for ``--fp32`` the float32 weights and biases), ``compression_vs_fp32``
+(float32 bytes of the same network's weights and biases / ``model_bytes``),
+``epochs_phase1``, ``epochs_phase2``, ``seed``, ``dataset``, ``model``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .. import fileformat
+from ..plots import plot_bits, plot_curves
+from .trainer import TrainResult
+
+METRIC_KEYS = ("test_accuracy", "train_seconds", "mean_weight_bits", "mean_act_bits",
+               "model_bytes", "compression_vs_fp32", "epochs_phase1", "epochs_phase2",
+               "seed", "dataset", "model")
+
+
+def _float_bytes(result: TrainResult) -> int:
+    return 4 * sum(l.params["weight"].size + l.params["bias"].size
+                   for l in result.model.quant_layers())
+
+
+def write_run(result: TrainResult, out_dir) -> dict:
+    """Write metrics.json, curves.png and (unless fp32) model.soniq and bits.png."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = result.config
+    fp32_bytes = _float_bytes(result)
+    if result.deploy is None:
+        model_bytes = fp32_bytes
+    else:
+        model_bytes = fileformat.save(result.deploy, out / "model.soniq")
+        plot_bits(result.deploy, out / "bits.png")
+    plot_curves(result.history, out / "curves.png")
+    metrics = {"test_accuracy": result.test_accuracy,
+               "train_seconds": round(result.train_seconds, 3),
+               "mean_weight_bits": result.mean_weight_bits,
+               "mean_act_bits": result.mean_act_bits,
+               "model_bytes": model_bytes,
+               "compression_vs_fp32": fp32_bytes / model_bytes,
+               "epochs_phase1": config.epochs_phase1, "epochs_phase2": config.epochs_phase2,
+               "seed": config.seed, "dataset": config.dataset, "model": config.model}
+    fileformat.atomic_write_bytes(out / "metrics.json",
+                                  (json.dumps(metrics, indent=2) + "\n").encode("utf-8"))
+    return metrics
