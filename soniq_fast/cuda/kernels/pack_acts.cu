@@ -25,7 +25,9 @@ pack_planes(const u8* __restrict__ x, const u8* __restrict__ shift, const i32* _
 #pragma unroll
         for (i32 i = 0; i < 8; ++i) acc[i] |= (u64)((v >> i) & 1u) << (k - k0);
     }
-    for (i32 i = 0; i < planes; ++i) out[((i64)m * planes + i) * words + w] = acc[i];
+#pragma unroll
+    for (i32 i = 0; i < 8; ++i)   // constant bounds keep acc[] in registers
+        if (i < planes) out[((i64)m * planes + i) * words + w] = acc[i];
 }
 
 // Row sums of the shifted codes from their planes: rowsum[m] = sum_i 2^i popcount(plane i).

@@ -14,13 +14,11 @@ def load_cupy():
     try:
         import cupy
     except ImportError as exc:
-        raise ImportError("the 'cuda' backend needs CuPy (pip install cupy-cuda12x) and an NVIDIA "
-                          "GPU; set SONIQ_CUDA_EMULATE=1 or use backend 'cuda-emu' to run the "
-                          "kernels on the CPU emulation runtime") from exc
+        raise ImportError("CuPy is not installed (pip install cupy-cuda12x); "
+                          "SONIQ_CUDA_EMULATE=1 runs the kernels on the CPU emulation") from exc
     if not cupy.is_available():
-        raise RuntimeError("the 'cuda' backend found CuPy but no usable CUDA device; set "
-                           "SONIQ_CUDA_EMULATE=1 or use backend 'cuda-emu' to run the kernels on "
-                           "the CPU emulation runtime")
+        raise RuntimeError("CuPy found no usable CUDA device; "
+                           "SONIQ_CUDA_EMULATE=1 runs the kernels on the CPU emulation")
     return cupy
 
 
