@@ -159,7 +159,7 @@ class DeployModel:
     def __init__(self, input_shape, stages: list):
         self.input_shape = tuple(int(v) for v in input_shape)
         self.stages = list(stages)
-        self._packed: dict[str, list] = {}
+        self._packed: dict[str, tuple] = {}
 
     @property
     def quant_stages(self) -> list[QuantStage]:
@@ -208,21 +208,28 @@ class DeployModel:
             raise ValueError("the model must end with a quantized layer (the classifier)")
         return cls(input_shape, stages)
 
-    def _packed_weights(self, name: str, backend) -> list:
-        if name not in self._packed:
-            self._packed[name] = [backend.pack_weights(s.w_codes, s.w_bits)
-                                  for s in self.quant_stages]
-        return self._packed[name]
+    def _packed_weights(self, key: str, backend) -> list:
+        """Weights packed once per backend (kept with the backend object they belong to)."""
+        owner, packed = self._packed.get(key, (None, None))
+        if owner is not backend:
+            packed = [backend.pack_weights(s.w_codes, s.w_bits) for s in self.quant_stages]
+            self._packed[key] = (backend, packed)
+        return packed
 
-    def forward(self, x, backend: str = "ref") -> np.ndarray:
-        """x: uint8 [B, *input_shape] pixel codes -> float32 logits [B, n_classes]."""
+    def forward(self, x, backend="ref") -> np.ndarray:
+        """x: uint8 [B, *input_shape] pixel codes -> float32 logits [B, n_classes].
+
+        ``backend``: a name for :func:`soniq_ref.get_backend`, or a backend object
+        (e.g. one pinned to a code path with ``variant``).
+        """
         if not isinstance(x, np.ndarray) or x.dtype != np.uint8:
             raise TypeError("x must be a uint8 NumPy array of pixel codes")
         if x.ndim != 1 + len(self.input_shape) or x.shape[1:] != self.input_shape:
             raise ValueError(f"x must have shape [B, {', '.join(map(str, self.input_shape))}], "
                              f"got {x.shape}")
-        impl = get_backend(backend)
-        packed = iter(self._packed_weights(backend, impl))
+        impl = get_backend(backend) if isinstance(backend, str) else backend
+        key = backend if isinstance(backend, str) else f"object-{id(backend)}"
+        packed = iter(self._packed_weights(key, impl))
         codes = x
         for stage in self.stages:
             if isinstance(stage, FlattenStage):
@@ -252,7 +259,7 @@ class DeployModel:
                                np.repeat(stage.bias, positions), stage.out_bits, stage.out_ratio)
         return flat.reshape(acc.shape)
 
-    def predict(self, x, backend: str = "ref", batch: int = 512) -> np.ndarray:
+    def predict(self, x, backend="ref", batch: int = 512) -> np.ndarray:
         """Class indices int64 [B]."""
         if len(x) == 0:
             return np.zeros(0, np.int64)
