@@ -61,6 +61,7 @@ struct Fiber {
     ucontext_t ctx;
     State state = State::Ready;
     int line = 0;           // barrier source line while AtBarrier
+    int site = 0;           // which textual __syncthreads (two on one line differ)
     unsigned mask = 0;      // lane mask while AtWarpSync
     dim3 tid;
 };
@@ -106,10 +107,11 @@ inline void park() {
     std::abort();  // unreachable: the scheduler never resumes a failed launch
 }
 
-inline void syncthreads(int line) {
+inline void syncthreads(int line, int site) {
     Fiber& f = self();
     f.state = State::AtBarrier;
     f.line = line;
+    f.site = site;
     park();
 }
 
@@ -217,9 +219,9 @@ inline bool release_barrier(Launch& l, std::string& error) {
         if (f.state == State::AtBarrier) {
             ++waiting;
             if (first < 0) first = t;
-            else if (f.line != l.fibers[first].line)
-                error = "divergent __syncthreads: threads wait at " + line_text(l.fibers[first].line) +
-                        " and at " + line_text(f.line);
+            else if (f.site != l.fibers[first].site)
+                error = "divergent __syncthreads: threads wait at two different barriers (" +
+                        line_text(l.fibers[first].line) + ", " + line_text(f.line) + ")";
         } else if (f.state == State::Done) {
             ++done;
         }
@@ -329,7 +331,7 @@ inline int launch(void (*kernel)(P...), const unsigned* grid, const unsigned* bl
 
 // ------------------------------------------------------------ CUDA device API
 
-#define __syncthreads() ::soniq_emu::syncthreads(__LINE__)
+#define __syncthreads() ::soniq_emu::syncthreads(__LINE__, __COUNTER__)
 
 static inline void __syncwarp(unsigned mask = 0xffffffffu) { ::soniq_emu::warp_sync(mask); }
 
