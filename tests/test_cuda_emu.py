@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 import independent
 from strategies import conv_case, linear_case
@@ -139,7 +139,7 @@ def test_launch_arguments_are_checked(rules):
 
 # ------------------------------------------------------------------ b1 mma model
 
-def _mma_reference(a_frag, b_frag):
+def mma_reference(a_frag, b_frag):
     """D = popcount(A & B) with A, B rebuilt from the fragment layout in mma_b1.cuh."""
     bits = lambda word: [(int(word) >> e) & 1 for e in range(32)]
     a = np.zeros((16, 256), np.int64)
@@ -159,7 +159,6 @@ def _mma_reference(a_frag, b_frag):
     return out
 
 
-@settings(max_examples=10)
 @given(seed=st.integers(0, 2 ** 32 - 1), density=st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0]))
 def test_b1_mma_model_matches_direct_popcount(seed, density):
     rng = np.random.default_rng(seed)
@@ -171,7 +170,7 @@ def test_b1_mma_model_matches_direct_popcount(seed, density):
     d = np.zeros(128, np.int32)
     probe = EmulatedRuntime("random", seed=seed).function("mma_probe")
     probe((1,), (32,), (a.reshape(-1), b.reshape(-1), d))
-    np.testing.assert_array_equal(d.reshape(32, 4), _mma_reference(a, b))
+    np.testing.assert_array_equal(d.reshape(32, 4), mma_reference(a, b))
 
 
 # --------------------------------------------------------------------- loader cache
@@ -211,7 +210,6 @@ ENGINES = ["bitserial", "mma", "int8"]
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-@settings(max_examples=8)
 @given(case=linear_case(max_m=20, max_n=18))
 def test_each_engine_linear(engine, case):
     a, a_bits, w, w_bits, hi = case
@@ -221,7 +219,6 @@ def test_each_engine_linear(engine, case):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-@settings(max_examples=8)
 @given(case=conv_case())
 def test_each_engine_conv(engine, case):
     x, a_bits, w, w_bits, hi, stride, padding = case
