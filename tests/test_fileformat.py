@@ -1,0 +1,225 @@
+"""The .soniq file: round trip, determinism, safetensors compatibility, atomic writes,
+and refusal of truncated, tampered, mismatched or oversized files with SoniqFileError."""
+
+import hashlib
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from soniq_ref import fileformat
+from soniq_ref.fileformat import SoniqFileError
+from soniq_ref.train import TrainConfig, train
+
+X = np.random.default_rng(0).integers(0, 256, (5, 1, 8, 8)).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def model():
+    config = TrainConfig(epochs_phase1=1, epochs_phase2=0, limit_train=64, channels=(3, 5),
+                         batch_size=32, seed=2)
+    return train(config).deploy
+
+
+@pytest.fixture(scope="module")
+def raw(model):
+    return fileformat.to_bytes(model)
+
+
+def _same_logits(a, b):
+    return np.array_equal(a.forward(X).view(np.uint32), b.forward(X).view(np.uint32))
+
+
+def test_round_trip_is_exact(model, raw, tmp_path):
+    size = fileformat.save(model, tmp_path / "m.soniq")
+    assert size == len(raw) == (tmp_path / "m.soniq").stat().st_size
+    back = fileformat.load(tmp_path / "m.soniq")
+    assert back.input_shape == model.input_shape and len(back.stages) == len(model.stages)
+    for a, b in zip(model.quant_stages, back.quant_stages):
+        for name in ("w_codes", "w_bits", "a_bits", "scale", "bias"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert _same_logits(model, back)
+    assert fileformat.to_bytes(back) == raw
+
+
+def test_bytes_are_deterministic(model, raw):
+    assert fileformat.to_bytes(model) == raw
+
+
+def test_a_safetensors_reader_sees_the_same_tensors(raw, tmp_path):
+    st_numpy = pytest.importorskip("safetensors.numpy",
+                                   reason="pip install safetensors to cross-check the container")
+    path = tmp_path / "m.soniq"
+    path.write_bytes(raw)
+    tensors = st_numpy.load_file(str(path))
+    header, _ = fileformat._split_container(raw)
+    ours = fileformat._tensors(header, memoryview(raw)[8 + struct.unpack("<Q", raw[:8])[0]:])
+    assert set(tensors) == set(ours)
+    for name in ours:
+        np.testing.assert_array_equal(tensors[name], ours[name])
+
+
+def test_weights_are_stored_bit_packed(model):
+    stage = model.quant_stages[1]
+    planes = fileformat.weight_planes(stage.w_codes, stage.w_bits)
+    assert planes.shape[0] == int(stage.w_bits.sum())
+    k = stage.w_codes[0].size
+    codes = fileformat.codes_from_planes(planes, stage.w_bits, k)
+    np.testing.assert_array_equal(codes.reshape(stage.w_codes.shape), stage.w_codes)
+
+
+@given(st.data())
+def test_any_truncation_is_refused(raw, data):
+    cut = data.draw(st.integers(0, len(raw) - 1))
+    with pytest.raises(SoniqFileError):
+        fileformat.from_bytes(raw[:cut])
+
+
+@given(st.data())
+def test_any_corrupted_byte_is_refused_or_harmless(model, raw, data):
+    """Never a crash: a flipped byte is refused, or (a header byte that JSON ignores)
+    changes nothing."""
+    pos = data.draw(st.integers(0, len(raw) - 1))
+    flip = data.draw(st.integers(1, 255))
+    bad = bytearray(raw)
+    bad[pos] ^= flip
+    header_end = 8 + struct.unpack("<Q", raw[:8])[0]
+    try:
+        loaded = fileformat.from_bytes(bytes(bad))
+    except SoniqFileError:
+        return
+    assert pos < header_end, "a changed tensor byte must fail its SHA-256 check"
+    assert _same_logits(model, loaded)
+
+
+def _rewrite(raw, edit_header=None, edit_manifest=None, rehash=True):
+    """Decode, edit header / manifest dicts in place, encode again."""
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    data = raw[8 + n:]
+    manifest = json.loads(header["__metadata__"]["soniq_manifest"])
+    if edit_header:
+        edit_header(header, manifest)
+    if edit_manifest:
+        edit_manifest(manifest)
+    if rehash:
+        for name, entry in header.items():
+            if name != "__metadata__" and name in manifest["sha256"]:
+                b, e = entry["data_offsets"]
+                manifest["sha256"][name] = hashlib.sha256(data[b:e]).hexdigest()
+    header["__metadata__"]["soniq_manifest"] = json.dumps(manifest)
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def _set(path, value):
+    def edit(manifest):
+        target = manifest
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_set(["format_version"], 2), "format_version"),
+    (_set(["format"], "onnx"), "format"),
+    (_set(["n_classes"], 11), "n_classes"),
+    (_set(["input_shape"], [1, 16, 16]), "2.out_bits"),
+    (_set(["input_shape"], [1, 8]), "input_shape"),
+    (_set(["stages", 0, "type"], "attention"), "unknown type"),
+    (_set(["stages", 0, "weight_palette"], [1, 2]), "weight_bits"),
+    (_set(["stages", 0, "weight_palette"], [4, 1]), "weight_palette"),
+    (_set(["stages", 0, "act_bits_hi"], 7), "act_bits_hi"),
+    (_set(["stages", 0, "stride"], 0), "stride"),
+    (_set(["stages", 0, "weight_shape"], [3, 1, 3]), "weight_shape"),
+    (_set(["stages", 0, "weight_shape"], [3, 2, 3, 3]), "input channels"),
+    (_set(["stages", 1, "kernel"], 100), "kernel"),
+    (_set(["stages", 0, "per_feature"], True), "out_bits"),
+    (_set(["stages", 2, "per_feature"], False), "out_bits"),
+    (lambda m: m["stages"].pop(), "n_classes|unexpected tensors|last stage"),
+    (lambda m: m["sha256"].pop(next(iter(m["sha256"]))), "sha256"),
+])
+def test_inconsistent_manifests_are_refused(raw, edit, message):
+    with pytest.raises(SoniqFileError, match=message):
+        fileformat.from_bytes(_rewrite(raw, edit_manifest=edit))
+
+
+def _first_tensor(header):
+    return next(k for k in sorted(header) if k != "__metadata__")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h, m: h[_first_tensor(h)].update(dtype="F64"), "dtype"),
+    (lambda h, m: h[_first_tensor(h)].update(shape=[2 ** 62, 2 ** 62]), "needs"),
+    (lambda h, m: h[_first_tensor(h)].update(data_offsets=[0, 2 ** 60]), "outside"),
+    (lambda h, m: h["0.weight_bits"].update(shape=[1, h["0.weight_bits"]["shape"][0]]),
+     "0.weight_bits"),
+    (lambda h, m: h.pop("0.scale"), "contiguous"),
+    (lambda h, m: h.__setitem__("9.extra", {"dtype": "U8", "shape": [0],
+                                             "data_offsets": [0, 0]}), "sha256"),
+])
+def test_inconsistent_headers_are_refused(raw, edit, message):
+    with pytest.raises(SoniqFileError, match=message):
+        fileformat.from_bytes(_rewrite(raw, edit_header=edit))
+
+
+def test_a_plain_safetensors_file_is_not_a_soniq_file(raw):
+    text = json.dumps({"w": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}}).encode()
+    with pytest.raises(SoniqFileError, match="not a .soniq file"):
+        fileformat.from_bytes(struct.pack("<Q", len(text)) + text + b"\x01\x02")
+
+
+def test_tampered_tensor_values_are_refused_even_with_a_fresh_digest(raw, model):
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    b, e = header["0.weight_bits"]["data_offsets"]
+    data = bytearray(raw[8 + n:])
+    data[b] = 3                               # not a level of the (1, 4) palette
+    bad = raw[:8 + n] + bytes(data)
+    with pytest.raises(SoniqFileError, match="SHA-256"):
+        fileformat.from_bytes(bad)
+    with pytest.raises(SoniqFileError, match="bit widths outside"):
+        fileformat.from_bytes(_rewrite(bad))
+    b, e = header["2.input_bits"]["data_offsets"]
+    data = bytearray(raw[8 + n:])
+    data[b] = 8 if data[b] == 2 else 2        # disagrees with what stage 0 produces
+    with pytest.raises(SoniqFileError, match="input_bits do not match"):
+        fileformat.from_bytes(_rewrite(raw[:8 + n] + bytes(data)))
+
+
+def test_container_level_defects(raw, tmp_path):
+    with pytest.raises(SoniqFileError, match="truncated"):
+        fileformat.from_bytes(b"\x01\x02")
+    with pytest.raises(SoniqFileError, match="exceeds the limit"):
+        fileformat.from_bytes(struct.pack("<Q", 2 ** 63) + b"{}")
+    with pytest.raises(SoniqFileError, match="truncated"):
+        fileformat.from_bytes(struct.pack("<Q", 1000) + b"{}")
+    with pytest.raises(SoniqFileError, match="JSON"):
+        fileformat.from_bytes(struct.pack("<Q", 4) + b"{{{{")
+    with pytest.raises(SoniqFileError, match="unexpected bytes"):
+        fileformat.from_bytes(raw + b"\x00" * 8)
+    with pytest.raises(SoniqFileError, match="cannot read"):
+        fileformat.load(tmp_path / "missing.soniq")
+    assert issubclass(SoniqFileError, ValueError)
+
+
+def test_writes_are_atomic(model, raw, tmp_path, monkeypatch):
+    path = tmp_path / "m.soniq"
+    path.write_bytes(b"previous contents")
+
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        fileformat.save(model, path)
+    assert path.read_bytes() == b"previous contents"
+    assert os.listdir(tmp_path) == ["m.soniq"]          # no temporary file left behind
+    monkeypatch.undo()
+    fileformat.save(model, path)
+    assert path.read_bytes() == raw and os.listdir(tmp_path) == ["m.soniq"]
