@@ -1,0 +1,82 @@
+"""The two-phase trainer on tiny configurations: phases, budget, seeding (same seed ->
+same metrics and byte-identical model file), the float baseline, config checks."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from soniq_ref import fileformat
+from soniq_ref.train import TrainConfig, train
+
+TINY = dict(epochs_phase1=1, epochs_phase2=1, limit_train=96, limit_test=60, channels=(3, 4),
+            batch_size=32)
+
+
+def _comparable(result):
+    return [dataclasses.astuple(h) for h in result.history], result.test_accuracy, \
+        result.mean_weight_bits, result.mean_act_bits
+
+
+def test_phases_budget_and_export():
+    result = train(TrainConfig(**TINY, seed=1))
+    assert [h.phase for h in result.history] == ["noise", "exact"]
+    assert result.mean_weight_bits <= 2.0 and result.mean_act_bits <= 4.0
+    assert result.history[-1].mean_weight_bits == result.mean_weight_bits
+    assert all(l.mode == "exact" for l in result.model.quant_layers())
+    assert result.deploy is not None and 0 <= result.test_accuracy <= 100
+    assert all(np.isfinite(h.loss) for h in result.history)
+
+
+def test_same_seed_same_metrics_and_bytes():
+    a, b = (train(TrainConfig(**TINY, seed=3)) for _ in range(2))
+    assert _comparable(a) == _comparable(b)
+    assert fileformat.to_bytes(a.deploy) == fileformat.to_bytes(b.deploy)
+    c = train(TrainConfig(**TINY, seed=4))
+    assert fileformat.to_bytes(c.deploy) != fileformat.to_bytes(a.deploy)
+
+
+def test_mlp_and_custom_palettes():
+    config = TrainConfig(**{**TINY, "limit_train": 64}, model="mlp", hidden=(16,),
+                         weight_palette=(2, 3), act_palette=(3, 5), target_weight_bits=2.5,
+                         target_act_bits=3.5)
+    result = train(config)
+    assert result.mean_weight_bits <= 2.5 and result.mean_act_bits <= 3.5
+    for layer in result.model.quant_layers():
+        assert set(np.unique(layer.w_bits)) <= {2, 3}
+
+
+def test_fp32_baseline_trains_the_float_network():
+    result = train(TrainConfig(**TINY, fp32=True))
+    assert [h.phase for h in result.history] == ["float", "float"]
+    assert result.deploy is None and result.mean_weight_bits == 32.0
+    assert all(l.mode == "float" for l in result.model.quant_layers())
+
+
+def test_learning_happens():
+    result = train(TrainConfig(epochs_phase1=2, epochs_phase2=1, limit_train=600,
+                               channels=(16, 32), seed=0))
+    losses = [h.loss for h in result.history]
+    assert losses[2] < losses[1] < losses[0]
+    assert result.test_accuracy > 25          # ten classes: chance is 10 %
+
+
+def test_phase2_only_snaps_untrained_precisions():
+    result = train(TrainConfig(**{**TINY, "epochs_phase1": 0}))
+    assert [h.phase for h in result.history] == ["exact"]
+    assert result.mean_weight_bits <= 2.0
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("dataset", "imagenet", "dataset"), ("model", "vit", "model"),
+    ("weight_palette", (0, 4), "weight_palette"), ("act_palette", (4, 2), "act_palette"),
+    ("target_weight_bits", 0.0, "target_weight_bits"), ("lr", float("nan"), "lr"),
+    ("epochs_phase1", -1, "epochs_phase1"), ("batch_size", 0, "batch_size"),
+    ("seed", 1.5, "seed"), ("optimizer", "lbfgs", "optimizer"),
+    ("lambda_w", -1.0, "lambda_w"), ("limit_train", 0, "limit_train"),
+])
+def test_config_is_validated(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        train(TrainConfig(**{field: value}))
+    with pytest.raises(ValueError, match="at least 1"):
+        TrainConfig(epochs_phase1=0, epochs_phase2=0).validate()
