@@ -169,7 +169,7 @@ def test_page_examples(page, scratch_docs, monkeypatch):
     result = run_page(page, scratch_docs)
     if result.skipped:
         where = "; ".join(f"line {line}: {reason}" for line, reason in result.skipped)
-        pytest.skip(f"docs/{page}: {result.ran} blocks ran and matched, "
+        pytest.skip(f"docs/{page}: {result.ran} blocks ran and passed, "
                     f"{len(result.skipped)} need a backend not available here -- {where}")
 
 
