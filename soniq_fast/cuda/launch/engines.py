@@ -4,6 +4,7 @@ The palette makes a layer's rows fall in two groups. A row whose bit-serial cost
 ``bw * A`` (plane pairs) is at most ``BINARY_MAX_PLANE_PAIRS`` runs on a binary
 engine -- the tensor-core b1 mma on sm_80+, else the CUDA-core popcount kernel;
 every other row runs on the dp4a byte engine, whose cost does not grow with bits.
+``cuda-core`` is ``auto`` without tensor cores (binary rows on the popcount kernel).
 An engine may also be forced for all rows (tests use this to cover each engine).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-ENGINES = ("auto", "bitserial", "mma", "int8")
+ENGINES = ("auto", "cuda-core", "bitserial", "mma", "int8")
 BINARY_MAX_PLANE_PAIRS = 4
 
 
@@ -25,6 +26,7 @@ def split_rows(bits: np.ndarray, act_bits_hi: int, engine: str, compute_capabili
     if engine == "int8":
         return {"int8_gemm": rows}
     binary = bits.astype(np.int64) * act_bits_hi <= BINARY_MAX_PLANE_PAIRS
-    binary_kernel = "mma_gemm" if compute_capability >= 80 else "bitserial_gemm"
+    tensor_cores = engine == "auto" and compute_capability >= 80
+    binary_kernel = "mma_gemm" if tensor_cores else "bitserial_gemm"
     groups = {binary_kernel: rows[binary], "int8_gemm": rows[~binary]}
     return {name: r for name, r in groups.items() if r.size}
