@@ -1,0 +1,119 @@
+"""The ``soniq`` command: train -> eval reproduces test_accuracy exactly, info, the fp32
+baseline, seeded byte-identical output, and one-line user errors without a traceback."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from soniq_ref.cli import main
+from soniq_ref.train.outputs import METRIC_KEYS
+
+QUICK = ["--epochs-phase1", "1", "--epochs-phase2", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main(["train", "--seed", "7", "--out", str(out), *QUICK]) == 0
+    return out
+
+
+def test_train_writes_every_output(run_dir):
+    assert sorted(p.name for p in run_dir.iterdir()) == ["bits.png", "curves.png",
+                                                         "metrics.json", "model.soniq"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert tuple(metrics) == METRIC_KEYS
+    assert metrics["model_bytes"] == (run_dir / "model.soniq").stat().st_size
+    assert metrics["mean_weight_bits"] <= 2.0 and metrics["mean_act_bits"] <= 4.0
+    assert metrics["compression_vs_fp32"] > 1
+    assert (metrics["seed"], metrics["dataset"], metrics["model"]) == (7, "digits", "cnn")
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_reproduces_test_accuracy_exactly(run_dir, capsys):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    capsys.readouterr()
+    assert main(["eval", str(run_dir / "model.soniq"), "--dataset", "digits", "--backend", "ref",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["test_accuracy"] == metrics["test_accuracy"]
+    assert main(["eval", str(run_dir / "model.soniq"), "--dataset", "digits"]) == 0
+    assert repr(metrics["test_accuracy"]) in capsys.readouterr().out
+
+
+def test_info_describes_the_model(run_dir, capsys):
+    capsys.readouterr()
+    assert main(["info", str(run_dir / "model.soniq")]) == 0
+    text = capsys.readouterr().out
+    assert "conv" in text and "linear" in text and "compression" in text
+    assert main(["info", str(run_dir / "model.soniq"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["bytes"] == (run_dir / "model.soniq").stat().st_size
+    assert [s["kind"] for s in info["stages"]][-1] == "linear"
+
+
+def test_same_seed_gives_identical_files(run_dir, tmp_path):
+    assert main(["train", "--seed", "7", "--out", str(tmp_path), *QUICK]) == 0
+    assert (tmp_path / "model.soniq").read_bytes() == (run_dir / "model.soniq").read_bytes()
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (run_dir, tmp_path))
+    a.pop("train_seconds"), b.pop("train_seconds")
+    assert a == b
+
+
+def test_fp32_baseline(tmp_path):
+    assert main(["train", "--fp32", "--epochs-phase1", "1", "--epochs-phase2", "0", "--quiet",
+                 "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "metrics.json"]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["mean_weight_bits"] == 32.0 and metrics["compression_vs_fp32"] == 1.0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--weight-palette", "1,9"], "weight-palette"),
+    (["train", "--dataset", "imagenet"], "dataset"),
+    (["train", "--dataset", "mnist"], "--data-dir"),
+    (["train", "--epochs-phase1", "-2"], "epochs_phase1"),
+    (["eval", "missing.soniq", "--dataset", "digits"], "cannot read"),
+    (["info", "missing.soniq"], "cannot read"),
+    (["frobnicate"], "invalid choice"),
+    ([], "required"),
+])
+def test_user_errors_are_one_line(argv, message, capsys):
+    status = main(argv)
+    err = capsys.readouterr().err
+    assert status != 0
+    assert err.count("\n") == 1 and err.startswith("soniq: error:") and message in err
+
+
+def test_bad_model_and_mismatched_dataset(run_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.soniq"
+    bad.write_bytes((run_dir / "model.soniq").read_bytes()[:100])
+    assert main(["info", str(bad)]) == 1
+    assert "truncated" in capsys.readouterr().err
+    (tmp_path / "mnist").mkdir()
+    assert main(["eval", str(run_dir / "model.soniq"), "--dataset", "mnist", "--data-dir",
+                 str(tmp_path / "mnist")]) == 1
+    assert "missing train-images-idx3-ubyte" in capsys.readouterr().err
+    assert main(["eval", str(run_dir / "model.soniq"), "--dataset", "digits",
+                 "--backend", "tpu"]) == 1
+    assert "unknown backend" in capsys.readouterr().err
+
+
+def test_no_traceback_from_the_command_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "soniq_ref.cli", "info",
+                           str(tmp_path / "nothing.soniq")], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("soniq")
+    if exe is None:
+        pytest.skip("the soniq console script is not on PATH; pip install -e . installs it")
+    proc = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "train" in proc.stdout
