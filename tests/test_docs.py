@@ -22,6 +22,13 @@ Contributor note -- how a page's code blocks are run
 ``test_site_builds`` runs ``mkdocs build --strict`` on the same scratch copy of
 docs/ (with the figures the examples just made) into a temporary directory: a
 broken link, a missing nav page or a bad API reference fails the suite.
+
+Figures: pages save their figures under ``figures/`` in the scratch copy, and the
+site is built with those fresh files. The committed PNGs in docs/figures/ (what a
+plain ``mkdocs build`` shows) are refreshed from a run with
+``SONIQ_DOCS_UPDATE_FIGURES=1 python -m pytest tests/test_docs.py``. Two figures
+come from a full training run instead (digits-bits.png, digits-curves.png: the
+``bits.png`` and ``curves.png`` of ``soniq train --out runs/digits``).
 """
 
 from __future__ import annotations
@@ -167,10 +174,20 @@ def test_page_examples(page, scratch_docs, monkeypatch):
     monkeypatch.chdir(scratch_docs)
     monkeypatch.syspath_prepend(str(scratch_docs))
     result = run_page(page, scratch_docs)
+    if os.environ.get("SONIQ_DOCS_UPDATE_FIGURES") == "1":
+        _copy_figures(scratch_docs / "figures", DOCS / "figures")
     if result.skipped:
         where = "; ".join(f"line {line}: {reason}" for line, reason in result.skipped)
         pytest.skip(f"docs/{page}: {result.ran} blocks ran and passed, "
                     f"{len(result.skipped)} need a backend not available here -- {where}")
+
+
+def _copy_figures(source: Path, target: Path) -> None:
+    """Copy every PNG of ``source`` into ``target`` (temp file + rename each)."""
+    for png in sorted(source.glob("*.png")):
+        tmp = target / f".{png.name}.tmp"
+        shutil.copyfile(png, tmp)
+        os.replace(tmp, target / png.name)
 
 
 def test_parser_pairs_code_with_output():
@@ -191,22 +208,41 @@ def test_a_broken_example_fails(tmp_path, monkeypatch):
         run_page("broken.md", tmp_path)
 
 
-def test_site_builds(scratch_docs, tmp_path):
-    """``mkdocs build --strict`` on docs/ (after the examples ran) succeeds."""
+def build_site(docs_dir: Path, out: Path, nav=None) -> subprocess.CompletedProcess:
+    """``mkdocs build --strict`` with the project's mkdocs.yml, on ``docs_dir``."""
     pytest.importorskip("mkdocs", reason="mkdocs is not installed: pip install -e '.[test]'")
     pytest.importorskip("mkdocstrings", reason="mkdocstrings is not installed: "
                                                "pip install -e '.[test]'")
-    yaml = pytest.importorskip("yaml", reason="PyYAML comes with mkdocs")
+    import yaml   # comes with mkdocs
+
     config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
-    config["docs_dir"] = str(scratch_docs)
+    config["docs_dir"] = str(docs_dir)
+    if nav is not None:
+        config["nav"] = nav
     for plugin in config.get("plugins", []):
         if isinstance(plugin, dict) and "mkdocstrings" in plugin:
             plugin["mkdocstrings"]["handlers"]["python"]["paths"] = [str(ROOT)]
-    config_file = tmp_path / "mkdocs.yml"
+    config_file = out / "mkdocs.yml"
     config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict",
-                           "-f", str(config_file), "-d", str(tmp_path / "site")],
+    # No -q: it would hide the warnings that --strict turns into a failure.
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict",
+                           "-f", str(config_file), "-d", str(out / "site")],
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+
+
+def test_site_builds(scratch_docs, tmp_path):
+    """``mkdocs build --strict`` on docs/ (after the examples ran) succeeds."""
+    done = build_site(scratch_docs, tmp_path)
     assert done.returncode == 0, f"mkdocs build --strict failed:\n{done.stdout}\n{done.stderr}"
     assert (tmp_path / "site" / "index.html").exists()
+
+
+def test_strict_build_refuses_a_broken_link(tmp_path):
+    """The build really is strict: a link to a missing page fails it."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "index.md").write_text("# Home\n\nSee [the missing page](missing.md).\n")
+    done = build_site(docs, tmp_path, nav=[{"Home": "index.md"}])
+    assert done.returncode != 0
+    assert "missing.md" in done.stdout + done.stderr
