@@ -15,6 +15,13 @@ from .integer_core import conv2d_int, im2col, linear_int, linear_int_bitserial
 from .quantizers import (act_ratio, act_step, dequantize_acts, dequantize_weights,
                          quantize_acts, quantize_weights, signed_levels)
 
+from .data import load_dataset
+from .deploy import DeployModel
+from .fileformat import SoniqFileError, load as load_model, save as save_model
+from .layers import BatchNorm1d, BatchNorm2d, Flatten, MaxPool2d, ReLU
+from .models import Sequential, cnn, mlp
+from .train import TrainConfig   # the function is soniq_ref.train.train (a subpackage)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -25,4 +32,7 @@ __all__ = [
     "quantize_weights", "dequantize_weights", "signed_levels",
     "quantize_acts", "dequantize_acts", "act_step", "act_ratio",
     "QuantLinear", "QuantConv2d", "budget", "noise",
+    "BatchNorm1d", "BatchNorm2d", "ReLU", "MaxPool2d", "Flatten", "Sequential", "mlp", "cnn",
+    "load_dataset", "TrainConfig", "DeployModel", "save_model", "load_model",
+    "SoniqFileError",
 ]
