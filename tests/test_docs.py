@@ -7,7 +7,9 @@ Contributor note -- how a page's code blocks are run
   so a block that saves ``figures/name.png`` writes next to the page's sources.
 * A ```python block followed (only blank lines between) by a ```text block must
   print exactly that text; trailing spaces and trailing blank lines are ignored,
-  nothing else is. A python block with no ```text block after it may print anything.
+  nothing else is. A python block with no ```text block after it may print anything;
+  a ```text block after anything else (say, the output of a long shell command
+  that is shown but not run) is illustration and is not checked.
 * ```bash (and other non-python) blocks are shown, not run -- except a bash block
   right after the marker ``<!-- docs-test: run -->``, which runs in the same
   scratch directory and must exit 0 (keep such commands cheap).
