@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -15,7 +15,9 @@ class CudaPackedWeights:
             j >= bits[o]), for the bit-serial and tensor-core engines;
     codes:  u8 [N, K] -- the unsigned codes, for the dp4a engine;
     bits:   u8 [N] (host) and bits_device (runtime copy);
-    shape:  the original code shape, [N, K] or [O, C, kh, kw].
+    shape:  the original code shape, [N, K] or [O, C, kh, kw];
+    row_groups: per (act_bits_hi, engine, compute capability), the engine split
+            of the rows with their device index arrays, computed on first use.
     """
 
     planes: object
@@ -23,6 +25,7 @@ class CudaPackedWeights:
     bits: np.ndarray
     bits_device: object
     shape: tuple
+    row_groups: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def k(self) -> int:

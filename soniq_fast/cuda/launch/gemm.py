@@ -16,11 +16,20 @@ from .engines import split_rows
 from .pack import pack_planes, plane_row_sums
 
 TILE = 8        # bitserial / int8 blocks: 8 x 8 threads, one output each
-MMA_M, MMA_N = 16, 8
+MMA_M, MMA_N, MMA_THREADS = 64, 32, 128   # mma_gemm.cu: 4 warps x (16 rows), 4 x 8 columns
 
 
 def _tiles(n: int, t: int) -> int:
     return max(1, (n + t - 1) // t)
+
+
+def _row_groups(rt, engine: str, act_bits_hi: int, weights: CudaPackedWeights):
+    """[(kernel, rows, rows on the device)], cached on the packed weights."""
+    key = (act_bits_hi, engine, rt.compute_capability)
+    if key not in weights.row_groups:
+        groups = split_rows(weights.bits, act_bits_hi, engine, rt.compute_capability)
+        weights.row_groups[key] = [(k, r, rt.to_device(r)) for k, r in groups.items()]
+    return weights.row_groups[key]
 
 
 def integer_gemm(rt, engine: str, x, shift, geometry, m: int, act_bits_hi: int,
@@ -30,9 +39,7 @@ def integer_gemm(rt, engine: str, x, shift, geometry, m: int, act_bits_hi: int,
     words = words_for(k)
     out = rt.empty((m // hw, n, hw), np.int64)
     planes = row_sums = None
-    for kernel, rows in split_rows(weights.bits, act_bits_hi, engine,
-                                   rt.compute_capability).items():
-        device_rows = rt.to_device(rows)
+    for kernel, rows, device_rows in _row_groups(rt, engine, act_bits_hi, weights):
         if kernel == "int8_gemm":
             rt.function(kernel)((_tiles(m, TILE), _tiles(rows.size, TILE)), (TILE, TILE),
                                 (x, shift, rt.to_device(geometry), np.int32(m), np.int32(k),
@@ -42,7 +49,7 @@ def integer_gemm(rt, engine: str, x, shift, geometry, m: int, act_bits_hi: int,
         if planes is None:
             planes = pack_planes(rt, x, shift, geometry, m, k, act_bits_hi)
             row_sums = plane_row_sums(rt, planes, m, act_bits_hi, words)
-        grid, block = ((_tiles(m, MMA_M), _tiles(rows.size, MMA_N)), (32,)) \
+        grid, block = ((_tiles(m, MMA_M), _tiles(rows.size, MMA_N)), (MMA_THREADS,)) \
             if kernel == "mma_gemm" else ((_tiles(m, TILE), _tiles(rows.size, TILE)), (TILE, TILE))
         rt.function(kernel)(grid, block,
                             (planes, row_sums, np.int32(m), np.int32(act_bits_hi),
