@@ -7,6 +7,9 @@
 //   m = (b * Ho + oy) * Wo + ox,   k = (c * kh + r) * kw + s
 //   y = oy * stride - pad + r,     x = ox * stride - pad + s
 //   code(m, k) = x_codes[b, c, y, x] << shift[c]   (0 outside the image: zero padding)
+//
+// A 1x1 conv over a 1x1 image is exactly x[m, k] << shift[k]: that common case skips the
+// index arithmetic (the test is uniform across the grid, so it costs no divergence).
 #pragma once
 #include "types.cuh"
 
@@ -27,6 +30,10 @@ __device__ __forceinline__ ConvGeometry load_geometry(const i32* __restrict__ g)
 
 __device__ __forceinline__ u32 shifted_code(const u8* __restrict__ x, const u8* __restrict__ shift,
                                             ConvGeometry g, i32 m, i32 k) {
+    if (g.H == 1 && g.W == 1 && g.kh == 1 && g.kw == 1) {   // linear: row m, channel k, no division
+        const u32 code = x[(i64)m * g.C + k];
+        return code << shift[k];
+    }
     const i32 ox = m % g.Wo;
     const i32 oy = (m / g.Wo) % g.Ho;
     const i32 b = m / (g.Wo * g.Ho);
@@ -37,5 +44,5 @@ __device__ __forceinline__ u32 shifted_code(const u8* __restrict__ x, const u8* 
     const i32 xx = ox * g.stride - g.pad + s;
     if (y < 0 || y >= g.H || xx < 0 || xx >= g.W) return 0u;
     const u32 code = x[((i64)(b * g.C + c) * g.H + y) * g.W + xx];
-    return shift ? code << shift[c] : code;
+    return code << shift[c];
 }

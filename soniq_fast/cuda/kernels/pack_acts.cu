@@ -1,4 +1,4 @@
-// Bit-plane packing of activation codes (and of weight codes, shift = null).
+// Bit-plane packing of activation codes (and of weight codes, with a zero shift).
 //
 // For GEMM row m (an image patch for conv2d, see act_gather.cuh) and word w,
 // plane i of the result holds bit i of code(m, k) for k in [64 w, 64 w + 64),
