@@ -87,14 +87,17 @@ def weight_planes(w_codes: np.ndarray, w_bits: np.ndarray) -> np.ndarray:
 
 
 def codes_from_planes(planes: np.ndarray, w_bits: np.ndarray, k: int) -> np.ndarray:
-    """Inverse of :func:`weight_planes`: uint8 codes [O, k]."""
-    bits = unpack_bits(planes, k).astype(np.int64)         # [sum(w_bits), k]
+    """Inverse of :func:`weight_planes`: uint8 codes [O, k].
+
+    Unpacks one channel at a time, so beyond the result the only temporary is one
+    channel's planes as uint8 bits (a loader must not multiply the file's size).
+    """
     starts = np.concatenate([[0], np.cumsum(w_bits.astype(np.int64))])
-    codes = np.zeros((len(w_bits), k), np.int64)
+    codes = np.zeros((len(w_bits), k), np.uint8)
     for o in range(len(w_bits)):
-        rows = bits[starts[o]:starts[o + 1]]
-        codes[o] = (rows << np.arange(len(rows), dtype=np.int64)[:, None]).sum(axis=0)
-    return codes.astype(np.uint8)
+        for j, row in enumerate(unpack_bits(planes[starts[o]:starts[o + 1]], k)):
+            codes[o] |= row << j
+    return codes
 
 
 def _stage_entry(i: int, stage, last: bool, tensors: dict) -> dict:
@@ -182,6 +185,28 @@ def _palette(value, where: str) -> tuple[int, int]:
     return lo, hi
 
 
+def _unique_keys(pairs: list) -> dict:
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            _fail(f"duplicate JSON key {key!r}")
+        out[key] = value
+    return out
+
+
+def _json(text, what: str):
+    """Parse ``text`` (bytes or str); duplicate keys, bad UTF-8, nesting too deep for
+    the parser and over-long integers are all a :class:`SoniqFileError`."""
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        if isinstance(exc, SoniqFileError):
+            raise SoniqFileError(f"{what}: {exc}") from None
+        _fail(f"{what} is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}")
+
+
 def _split_container(raw: bytes) -> tuple[dict, memoryview]:
     """-> (header dict, data region); checks the length prefix and JSON."""
     if len(raw) < 8:
@@ -191,10 +216,7 @@ def _split_container(raw: bytes) -> tuple[dict, memoryview]:
         _fail(f"declared header length {n} exceeds the limit of {MAX_HEADER_BYTES} bytes")
     if 8 + n > len(raw):
         _fail(f"file is truncated: header declares {n} bytes but only {len(raw) - 8} follow")
-    try:
-        header = json.loads(bytes(raw[8:8 + n]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        _fail(f"header is not valid JSON: {exc}")
+    header = _json(bytes(raw[8:8 + n]), "header")
     if not isinstance(header, dict):
         _fail("header must be a JSON object")
     return header, memoryview(raw)[8 + n:]
@@ -209,7 +231,7 @@ def _tensors(header: dict, data: memoryview) -> dict[str, np.ndarray]:
         where = f"tensor {name!r}"
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
             _fail(f"{where}: entry must have exactly dtype, shape and data_offsets")
-        if entry["dtype"] not in DTYPES:
+        if not isinstance(entry["dtype"], str) or entry["dtype"] not in DTYPES:
             _fail(f"{where}: unsupported dtype {entry['dtype']!r} "
                   f"(expected one of {', '.join(DTYPES)})")
         shape = _int_list(entry["shape"], f"{where} shape", least=0)
@@ -242,10 +264,7 @@ def _manifest(header: dict) -> dict:
     meta = header.get("__metadata__")
     if not isinstance(meta, dict) or not isinstance(meta.get(META_KEY), str):
         _fail(f"header lacks __metadata__.{META_KEY}: not a .soniq file")
-    try:
-        manifest = json.loads(meta[META_KEY])
-    except json.JSONDecodeError as exc:
-        _fail(f"manifest is not valid JSON: {exc}")
+    manifest = _json(meta[META_KEY], "manifest")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         _fail("manifest 'format' is not 'soniq'")
     version = manifest.get("format_version")
@@ -408,6 +427,8 @@ def from_bytes(raw: bytes) -> DeployModel:
 def load(path) -> DeployModel:
     """Read and validate a .soniq file; raises SoniqFileError (a ValueError) on any defect."""
     try:
+        if Path(path).exists() and not Path(path).is_file():
+            _fail(f"cannot read {path}: not a regular file")
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise SoniqFileError(f"cannot read {path}: {exc.strerror or exc}") from None
