@@ -301,12 +301,17 @@ inline void invoke(void (*kernel)(P...), void** args, std::index_sequence<I...>)
 // Run `kernel` over the whole grid. Returns 0, or 1 with the reason in `err`.
 // Launches are serialised: the block-scheduling globals and the `static` shared
 // memory belong to one launch at a time (ctypes calls from several Python
-// threads may arrive concurrently).
+// threads may arrive concurrently). One lock for every kernel, so not a static
+// inside the launch template, which would give one lock per kernel signature.
+inline std::mutex& launch_lock() {
+    static std::mutex lock;
+    return lock;
+}
+
 template <class... P>
 inline int launch(void (*kernel)(P...), const unsigned* grid, const unsigned* block, void** args,
                   int schedule, unsigned long long seed, char* err, int err_len) {
-    static std::mutex one_launch_at_a_time;
-    std::lock_guard<std::mutex> hold(one_launch_at_a_time);
+    std::lock_guard<std::mutex> hold(launch_lock());
     Launch l;
     l.threads = int(block[0] * block[1] * block[2]);
     if (l.threads < 1 || l.threads > 1024) {
