@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..emu import EmuModule
+from ..emu import SCHEDULES, EmuModule
 from ..kernel_files import KERNEL_DIR, KERNELS
 
 
@@ -19,6 +19,8 @@ class EmulatedRuntime:
     name = "emulated"
 
     def __init__(self, schedule: str = "forward", seed: int = 0, compute_capability: int = 80):
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         self.schedule = schedule
         self.seed = seed
         self.compute_capability = compute_capability
