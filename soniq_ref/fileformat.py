@@ -7,12 +7,15 @@ every check is ours)::
     N bytes   JSON header (UTF-8, padded with spaces to a multiple of 8):
                 { "<tensor>": {"dtype": "U8"|"U64"|"F32", "shape": [...],
                                "data_offsets": [begin, end]}, ...,
-                  "__metadata__": {"soniq_manifest": "<manifest JSON>"} }
+                  "__metadata__": {"soniq_manifest": "<manifest JSON>",
+                                   "soniq_manifest_sha256": "<hex digest of it>"} }
     rest      raw little-endian tensor bytes; the tensors tile it exactly
 
 Manifest (JSON): ``format`` = "soniq", ``format_version`` = 1, ``input_shape``,
 ``n_classes``, ``stages`` (one object per deploy stage, see below) and
-``sha256`` (tensor name -> hex digest of its bytes).
+``sha256`` (tensor name -> hex digest of its bytes). The manifest's own
+SHA-256 (of its UTF-8 text) sits beside it, so that no flipped bit in the
+manifest can turn the file into a different valid model.
 
 Stage ``i`` of type ``linear``/``conv`` stores ``weight_shape``, ``stride``,
 ``padding``, ``act_bits_hi``, ``weight_palette``, ``act_palette``, ``per_feature``
@@ -51,6 +54,7 @@ from .deploy import DeployModel, FlattenStage, PoolStage, QuantStage, stage_outp
 FORMAT = "soniq"
 FORMAT_VERSION = 1
 META_KEY = "soniq_manifest"
+META_DIGEST_KEY = "soniq_manifest_sha256"
 MAX_HEADER_BYTES = 64 << 20
 DTYPES = {"U8": np.dtype("<u1"), "U64": np.dtype("<u8"), "F32": np.dtype("<f4")}
 
@@ -142,8 +146,9 @@ def to_bytes(model: DeployModel) -> bytes:
         header[name] = {"dtype": _dtype_name(arr), "shape": list(arr.shape),
                         "data_offsets": [offset, offset + len(blobs[name])]}
         offset += len(blobs[name])
-    header["__metadata__"] = {META_KEY: json.dumps(manifest, sort_keys=True,
-                                                   separators=(",", ":"))}
+    manifest_text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    header["__metadata__"] = {META_KEY: manifest_text,
+                              META_DIGEST_KEY: hashlib.sha256(manifest_text.encode()).hexdigest()}
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)
     return struct.pack("<Q", len(text)) + text + b"".join(blobs[n] for n in tensors)
@@ -271,6 +276,16 @@ def _manifest(header: dict) -> dict:
     if version != FORMAT_VERSION:
         _fail(f"unsupported format_version {version!r}; this reader supports {FORMAT_VERSION}")
     return manifest
+
+
+def _check_manifest_digest(header: dict) -> None:
+    """Checked after every other check, so that a hand-edited manifest is reported by
+    its first inconsistency rather than only by its digest."""
+    meta = header["__metadata__"]
+    digest = hashlib.sha256(meta[META_KEY].encode("utf-8", "surrogatepass")).hexdigest()
+    if meta.get(META_DIGEST_KEY) != digest:
+        _fail(f"the manifest fails its SHA-256 check ({META_DIGEST_KEY}): file corrupted "
+              f"or tampered with")
 
 
 def _check_digests(manifest: dict, tensors: dict) -> None:
@@ -421,6 +436,7 @@ def from_bytes(raw: bytes) -> DeployModel:
         raise
     except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
         raise SoniqFileError(f"inconsistent model description: {exc}") from None
+    _check_manifest_digest(header)
     return DeployModel(manifest["input_shape"], stages)
 
 
