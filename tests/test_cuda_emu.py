@@ -284,3 +284,36 @@ def test_kernel_sources_carry_no_emulation_code():
     # the same .cu files go to NVRTC: nothing in them may depend on the emulation header
     for path in KERNEL_DIR.iterdir():
         assert "soniq_emu" not in path.read_text(), path.name
+
+
+def test_gpu_runtime_launch_path_with_the_emulator_standing_in_for_cupy(monkeypatch):
+    # The GPU backend's own code (GpuRuntime: RawModule options, array transfers,
+    # launches) driven through a stand-in for CuPy whose RawModule is the emulator.
+    import sys
+    import types
+    from soniq_fast.cuda.backend import CudaBackend
+    from soniq_fast.cuda.runtime.gpu import GpuRuntime
+    seen_options = []
+
+    def raw_module(code, options):
+        seen_options.append(options)
+        return EmuModule(code=code, options=options, schedule="random", seed=5)
+
+    fake = types.SimpleNamespace(
+        RawModule=raw_module, is_available=lambda: True, asarray=np.asarray,
+        ascontiguousarray=np.ascontiguousarray, empty=np.empty, asnumpy=np.asarray,
+        cuda=types.SimpleNamespace(Device=lambda: types.SimpleNamespace(compute_capability="86")))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    backend = CudaBackend(GpuRuntime(), "cuda")
+    rng = np.random.default_rng(2)
+    a_bits = rng.integers(1, 3, 90).astype(np.uint8)
+    w_bits = np.array([1, 2, 8, 1, 5, 1, 1, 3, 2], np.uint8)
+    a = (rng.random((21, 90)) * (1 << a_bits.astype(np.int64))).astype(np.uint8)
+    w = (rng.random((9, 90)) * (1 << w_bits[:, None].astype(np.int64))).astype(np.uint8)
+    acc = backend.linear_int(a, a_bits, backend.pack_weights(w, w_bits), None, 2)
+    np.testing.assert_array_equal(acc, independent.linear_acc(a, a_bits, w, w_bits, 2))
+    scale, bias = np.full(9, 0.25, np.float32), np.full(9, -1.0, np.float32)
+    np.testing.assert_array_equal(backend.epilogue(acc, scale, bias).view(np.uint32),
+                                  independent.epilogue(acc, scale, bias).view(np.uint32))
+    assert all("--fmad=false" in opts and any(o.startswith("-I") for o in opts)
+               for opts in seen_options)

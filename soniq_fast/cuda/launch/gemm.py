@@ -42,7 +42,7 @@ def integer_gemm(rt, engine: str, x, shift, geometry, m: int, act_bits_hi: int,
     for kernel, rows, device_rows in _row_groups(rt, engine, act_bits_hi, weights):
         if kernel == "int8_gemm":
             rt.function(kernel)((_tiles(m, TILE), _tiles(rows.size, TILE)), (TILE, TILE),
-                                (x, shift, rt.to_device(geometry), np.int32(m), np.int32(k),
+                                (x, shift, rt.constant(geometry), np.int32(m), np.int32(k),
                                  weights.codes, weights.bits_device, device_rows,
                                  np.int32(rows.size), np.int32(n), np.int32(hw), out))
             continue

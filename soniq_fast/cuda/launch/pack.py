@@ -25,7 +25,7 @@ def pack_planes(rt, x, shift, geometry, m: int, k: int, planes: int):
     words = words_for(k)
     out = rt.empty((m, planes, words), np.uint64)
     rt.function("pack_planes")((_blocks(m * words),), (BLOCK,),
-                               (x, shift, rt.to_device(geometry), np.int32(m), np.int32(k),
+                               (x, shift, rt.constant(geometry), np.int32(m), np.int32(k),
                                 np.int32(planes), np.int32(words), out))
     return out
 

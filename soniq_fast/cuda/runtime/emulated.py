@@ -37,6 +37,10 @@ class EmulatedRuntime:
     def to_device(self, array: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(array)
 
+    def constant(self, array: np.ndarray) -> np.ndarray:
+        """A small never-written array as the kernels see it (no copy needed on the CPU)."""
+        return np.ascontiguousarray(array)
+
     def empty(self, shape, dtype) -> np.ndarray:
         return np.empty(shape, dtype)
 

@@ -31,6 +31,7 @@ class GpuRuntime:
         self.cp = load_cupy()
         self.compute_capability = int(self.cp.cuda.Device().compute_capability)  # e.g. "80"
         self._modules = {}
+        self._constants = {}
 
     def function(self, name: str):
         path = KERNEL_DIR / KERNELS[name]
@@ -41,6 +42,14 @@ class GpuRuntime:
 
     def to_device(self, array):
         return self.cp.ascontiguousarray(self.cp.asarray(array))
+
+    def constant(self, array: np.ndarray):
+        """A device copy of a small, never-written array, uploaded once per distinct value
+        (geometry vectors): a host-to-device copy costs more than a small kernel."""
+        key = (array.dtype.str, array.shape, array.tobytes())
+        if key not in self._constants:
+            self._constants[key] = self.to_device(array)
+        return self._constants[key]
 
     def empty(self, shape, dtype):
         return self.cp.empty(shape, dtype)
