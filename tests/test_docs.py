@@ -129,8 +129,12 @@ def run_python(block: Block, namespace: dict, page: str) -> str:
 
 
 def run_bash(block: Block, cwd: Path, page: str) -> None:
+    # Console scripts (``soniq``) sit next to the interpreter running the tests,
+    # which need not be on PATH (a virtual environment that is not activated).
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", block.source], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PATH": path})
     assert done.returncode == 0, (f"docs/{page}:{block.line}: bash block failed "
                                   f"({done.returncode})\n{done.stdout}\n{done.stderr}")
 
