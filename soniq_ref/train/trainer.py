@@ -34,6 +34,7 @@ from .config import TrainConfig
 from .snapping import snap
 
 THETA_NAMES = ("theta_w", "theta_a")
+PHASE_LABELS = {"noise": "phase 1", "exact": "phase 2", "float": "fp32"}
 PHASE2_LR_FACTOR = 0.3
 EVAL_BATCH = 512
 
@@ -134,7 +135,7 @@ def _run_phase(model, data, config, phase, epochs, lr_scale, rng, history, bar):
         record = EpochRecord(phase, len(history) + 1, loss_sum / n, 100.0 * correct / n,
                              accuracy(predict(model, data.x_test), data.y_test), mean_w, mean_a)
         history.append(record)
-        bar.set_description(f"{ {'noise': 'phase 1', 'exact': 'phase 2'}.get(phase, 'fp32')}")
+        bar.set_description(PHASE_LABELS[phase])
         bar.set_postfix_str(f"epoch {record.epoch} loss {record.loss:.3f} "
                             f"acc {record.train_accuracy:.1f}/{record.test_accuracy:.1f} "
                             f"bits w{mean_w:.2f} a{mean_a:.2f}")
