@@ -49,6 +49,12 @@ extern "C" __global__ void block_sum(const int* x, int* out) {
     }
     if (t == 0) out[blockIdx.x] = part[0];
 }
+extern "C" __global__ void stale_shared(int* out) {
+    __shared__ int cell[2];
+    if (blockIdx.x == 0) cell[0] = 7;        // only block 0 writes
+    __syncthreads();
+    out[blockIdx.x] = cell[0];
+}
 extern "C" __global__ void warp_ops(const int* x, int* out, int delta) {
     const int t = threadIdx.x, v = x[t];
     out[0 * 64 + t] = __shfl_sync(0xffffffffu, v, (t * 7) % 32);
@@ -102,6 +108,14 @@ def test_barrier_orders_shared_memory_under_every_schedule(rules):
     out = np.zeros(5, np.int32)
     rules.get_function("block_sum")((5,), (64,), (x, out))
     np.testing.assert_array_equal(out, x.reshape(5, 64).sum(axis=1))
+
+
+def test_shared_memory_is_fresh_garbage_in_every_block():
+    module = EmuModule(code=RULES, schedule="forward")
+    out = np.zeros(2, np.int32)
+    module.get_function("stale_shared")((2,), (1,), (out,))
+    assert out[0] == 7
+    assert out[1] == np.frombuffer(b"\xa5" * 4, np.int32)[0]   # the poison, not block 0's 7
 
 
 @pytest.mark.parametrize("delta", [1, 3, 16])

@@ -19,7 +19,10 @@ import tempfile
 from pathlib import Path
 
 EMU_DIR = Path(__file__).resolve().parent
-FLAGS = ("-std=c++17", "-O2", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared")
+# hidden visibility and no GNU-unique symbols keep each library's runtime state (the
+# current launch, threadIdx, shared memory) its own, whatever else the process loads
+FLAGS = ("-std=c++17", "-O2", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared",
+         "-fvisibility=hidden", "-fno-gnu-unique")
 
 
 def cache_dir() -> Path:

@@ -4,7 +4,9 @@
 // Model:
 //   * every CUDA thread of a block is a fiber (ucontext) with its own stack;
 //   * blocks run one after another, so a kernel's `__shared__` variables (made
-//     `static` here) are exactly per-block shared memory;
+//     `static` here) are exactly per-block shared memory; they are filled with a
+//     poison byte (0xA5) before every block, so reading unwritten shared memory
+//     gives garbage rather than a previous block's values;
 //   * `__syncthreads()` is a real barrier: a thread parks until every thread of
 //     the block waits at the same barrier (same source line). A barrier reached
 //     by only some threads (divergent code, or threads that already returned)
@@ -50,7 +52,11 @@ const int warpSize = 32;
 #define __device__ static inline
 #define __forceinline__ __attribute__((always_inline))
 #define __noinline__ __attribute__((noinline))
-#define __shared__ static
+// Every __shared__ variable lands in one ELF section, so the runtime can find
+// them all (the linker defines __start_/__stop_ symbols for the section) and
+// poison them before each block: a thread that reads shared memory nobody in
+// its block wrote sees garbage, as on hardware, not the previous block's data.
+#define __shared__ static __attribute__((section("soniq_shared"), used))
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
 
@@ -248,7 +254,17 @@ inline std::string deadlock_report(const Launch& l) {
     return "threads blocked with nothing runnable";
 }
 
+extern "C" char __start_soniq_shared[] __attribute__((weak, visibility("hidden")));
+extern "C" char __stop_soniq_shared[] __attribute__((weak, visibility("hidden")));
+constexpr unsigned char kSharedPoison = 0xA5;
+
+inline void poison_shared_memory() {
+    if (__start_soniq_shared && __stop_soniq_shared > __start_soniq_shared)
+        std::memset(__start_soniq_shared, kSharedPoison, size_t(__stop_soniq_shared - __start_soniq_shared));
+}
+
 inline void run_block(Launch& l, int schedule, std::mt19937_64& rng) {
+    poison_shared_memory();
     static ucontext_t prototype;
     static bool have_prototype = false;
     if (!have_prototype) {
@@ -299,10 +315,10 @@ inline void invoke(void (*kernel)(P...), void** args, std::index_sequence<I...>)
 }
 
 // Run `kernel` over the whole grid. Returns 0, or 1 with the reason in `err`.
-// Launches are serialised: the block-scheduling globals and the `static` shared
-// memory belong to one launch at a time (ctypes calls from several Python
-// threads may arrive concurrently). One lock for every kernel, so not a static
-// inside the launch template, which would give one lock per kernel signature.
+// Launches of one library are serialised: its block-scheduling globals and its
+// `static` shared memory belong to one launch at a time (ctypes calls from several
+// Python threads may arrive concurrently). One lock for every kernel of the
+// library, so not a static inside the launch template (one per signature).
 inline std::mutex& launch_lock() {
     static std::mutex lock;
     return lock;

@@ -41,7 +41,7 @@ def _include_dirs(options) -> tuple[str, ...]:
 
 def _wrapper(code: str, names) -> str:
     exports = "".join(
-        f'extern "C" int soniq_emu_launch_{n}(const unsigned* g, const unsigned* b, void** a, '
+        f'extern "C" __attribute__((visibility("default"))) int soniq_emu_launch_{n}(const unsigned* g, const unsigned* b, void** a, '
         f"int s, unsigned long long seed, char* e, int len) "
         f"{{ return ::soniq_emu::launch({n}, g, b, a, s, seed, e, len); }}\n" for n in names)
     return f'#include "cuda_emu.h"\n#line 1 "kernel.cu"\n{code}\n#line 1 "emu_exports"\n{exports}'
