@@ -55,6 +55,12 @@ extern "C" __global__ void stale_shared(int* out) {
     __syncthreads();
     out[blockIdx.x] = cell[0];
 }
+extern "C" __global__ void write_one_past(int* out, int n) {
+    out[n + threadIdx.x] = 1;
+}
+extern "C" __global__ void write_before(int* out) {
+    out[-1] = 1;
+}
 extern "C" __global__ void warp_ops(const int* x, int* out, int delta) {
     const int t = threadIdx.x, v = x[t];
     out[0 * 64 + t] = __shfl_sync(0xffffffffu, v, (t * 7) % 32);
@@ -116,6 +122,17 @@ def test_shared_memory_is_fresh_garbage_in_every_block():
     module.get_function("stale_shared")((2,), (1,), (out,))
     assert out[0] == 7
     assert out[1] == np.frombuffer(b"\xa5" * 4, np.int32)[0]   # the poison, not block 0's 7
+
+
+def test_out_of_bounds_writes_are_reported(rules):
+    out = np.zeros(8, np.int32)
+    with pytest.raises(EmuLaunchError, match="wrote past the end of argument out"):
+        rules.get_function("write_one_past")((1,), (1,), (out, 8))
+    with pytest.raises(EmuLaunchError, match="wrote before the start of argument out"):
+        rules.get_function("write_before")((1,), (1,), (out,))
+    np.testing.assert_array_equal(out, np.zeros(8, np.int32))   # never copied back
+    rules.get_function("write_one_past")((1,), (8,), (out, 0))  # in bounds: written back
+    np.testing.assert_array_equal(out, np.ones(8, np.int32))
 
 
 @pytest.mark.parametrize("delta", [1, 3, 16])

@@ -6,7 +6,8 @@ CUDA) with the system C++ compiler against ``cuda_emu.h``;
 emulation runtime. Pointer arguments are NumPy arrays (or ``None`` for a null
 pointer); scalar arguments are Python or NumPy numbers, range-checked against
 the parameter's C type. Threads run in ``schedule`` order: ``forward``,
-``reverse`` or ``random`` (seeded; each launch draws the next seed).
+``reverse`` or ``random`` (seeded; each launch draws the next seed). Arrays are
+passed as guarded copies (guard.py), so a write out of bounds is an error.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .build import build_library
+from .guard import GuardedArray
 from .signature import Param, kernel_signatures
 
 SCHEDULES = {"forward": 0, "reverse": 1, "random": 2}
@@ -83,24 +85,25 @@ def _dims(name: str, value) -> ctypes.Array:
 
 
 def _marshal(param: Param, value):
-    """The ctypes object whose address the kernel receives for this argument."""
+    """(the ctypes object whose address the kernel receives, its GuardedArray or None)."""
     if param.pointer:
         if value is None:
-            return ctypes.c_void_p(None)
+            return ctypes.c_void_p(None), None
         if not isinstance(value, np.ndarray) or not value.flags.c_contiguous:
             raise TypeError(f"kernel argument {param.name} must be a C-contiguous NumPy array")
         if not param.const and not value.flags.writeable:
             raise ValueError(f"kernel argument {param.name} is written to but is read-only")
-        return ctypes.c_void_p(value.ctypes.data)
+        guarded = GuardedArray(value)
+        return ctypes.c_void_p(guarded.address), guarded
     if param.ctype in (ctypes.c_float, ctypes.c_double):
-        return param.ctype(float(value))
+        return param.ctype(float(value)), None
     number = int(value)
     bits = ctypes.sizeof(param.ctype) * 8
     signed = param.ctype(-1).value < 0
     low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     if not low <= number <= high:
         raise ValueError(f"kernel argument {param.name}={number} does not fit its C type")
-    return param.ctype(number)
+    return param.ctype(number), None
 
 
 class EmuFunction:
@@ -113,7 +116,8 @@ class EmuFunction:
         if len(args) != len(self.params):
             raise TypeError(f"kernel {self.name} takes {len(self.params)} arguments, "
                             f"got {len(args)}")
-        values = [_marshal(p, v) for p, v in zip(self.params, args)]
+        values, guards = zip(*[_marshal(p, v) for p, v in zip(self.params, args)]) \
+            if args else ((), ())
         pointers = (ctypes.c_void_p * max(1, len(values)))(
             *[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values])
         error = ctypes.create_string_buffer(_ERROR_BYTES)
@@ -123,3 +127,11 @@ class EmuFunction:
                              ctypes.c_int(_ERROR_BYTES))
         if status:
             raise EmuLaunchError(f"kernel {self.name}: {error.value.decode()}")
+        for param, guarded in zip(self.params, guards):
+            if guarded is None:
+                continue
+            where = guarded.violation()
+            if where:
+                raise EmuLaunchError(f"kernel {self.name} wrote {where} of argument {param.name}")
+            if not param.const:
+                guarded.copy_back()
