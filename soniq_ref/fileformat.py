@@ -253,7 +253,10 @@ def _tensors(header: dict, data: memoryview) -> dict[str, np.ndarray]:
                   f"{int(np.prod(shape, dtype=object)) * dtype.itemsize} bytes, "
                   f"data_offsets give {end - begin}")
         spans.append((begin, end, name))
-        out[name] = np.frombuffer(data[begin:end], dtype).reshape(shape)
+        try:
+            out[name] = np.frombuffer(data[begin:end], dtype).reshape(shape)
+        except ValueError:          # an empty tensor with a dimension beyond NumPy's range
+            _fail(f"{where}: shape {shape} is not a valid array shape")
     position = 0
     for begin, end, name in sorted(spans):
         if begin != position:
