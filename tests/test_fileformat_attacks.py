@@ -1,0 +1,521 @@
+"""A real .soniq file under attack: truncation at every section boundary and at random
+offsets, flipped bits and overwritten bytes anywhere, edited header and manifest fields
+(with and without recomputed digests), wrong versions, shapes that disagree with bits,
+huge declared sizes, duplicate and missing tensors, hostile JSON.
+
+Every attempt must end in one of two ways, both checked here:
+
+* refused with :class:`SoniqFileError` (a ``ValueError``) and a one-line message; or
+* accepted, and then the loaded model computes the original's logits bit for bit
+  (only bytes the format ignores, such as JSON whitespace, may change silently).
+
+Any other exception fails the test. Each load also runs under ``tracemalloc`` and a
+clock: the loader's peak must stay within :func:`loader_peak_bound` (docs/reliability.md)
+and a load must finish in seconds, not hang.
+"""
+
+import hashlib
+import json
+import re
+import struct
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from soniq_ref import fileformat
+from soniq_ref.deploy import DeployModel, QuantStage
+from soniq_ref.fileformat import SoniqFileError
+from soniq_ref.train import TrainConfig, train
+
+SLOW_LOAD_SECONDS = 10.0      # the tiny model loads in milliseconds; this catches hangs
+JSON_FACTOR = 32              # Python objects per byte of header JSON, at worst
+DATA_FACTOR = 10              # tensor copies + uint8 codes (8 per packed 1-bit weight)
+SLACK_BYTES = 1 << 20
+# the field-editing tests have the most ground to cover: twice the profile's examples
+MORE_EXAMPLES = settings(max_examples=2 * settings.default.max_examples)
+
+
+def loader_peak_bound(raw: bytes) -> int:
+    """Documented loader bound: 32 x header bytes + 10 x tensor bytes + 1 MiB."""
+    declared = struct.unpack("<Q", raw[:8])[0] if len(raw) >= 8 else 0
+    header = min(declared, max(len(raw) - 8, 0))
+    return JSON_FACTOR * header + DATA_FACTOR * (len(raw) - 8 - header) + SLACK_BYTES
+
+
+def _images(input_shape, n=48, seed=0):
+    """Random pixels plus the extremes (all 0, all 255)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, *input_shape)).astype(np.uint8)
+    x[0], x[1] = 0, 255
+    return x
+
+
+@pytest.fixture(scope="module")
+def model():
+    config = TrainConfig(epochs_phase1=1, epochs_phase2=1, limit_train=96, channels=(3, 5),
+                         batch_size=32, seed=11)
+    return train(config).deploy
+
+
+@pytest.fixture(scope="module")
+def raw(model):
+    return fileformat.to_bytes(model)
+
+
+@pytest.fixture(scope="module")
+def logits(model):
+    return model.forward(_images(model.input_shape))
+
+
+def attempt(data: bytes):
+    """Load ``data`` watched: -> (model, None), or (None, message) when refused with
+    SoniqFileError. Any other exception propagates and fails the test."""
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        loaded, message = fileformat.from_bytes(data), None
+    except SoniqFileError as exc:
+        loaded, message = None, str(exc)
+        assert message.strip() and "\n" not in message, f"unclear message {message!r}"
+    finally:
+        elapsed = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert elapsed < SLOW_LOAD_SECONDS, f"load took {elapsed:.1f} s"
+    assert peak <= loader_peak_bound(data), \
+        f"loader peak {peak} bytes exceeds the bound {loader_peak_bound(data)} " \
+        f"for a {len(data)}-byte file"
+    return loaded, message
+
+
+def assert_refused_or_same(data: bytes, logits) -> None:
+    loaded, _ = attempt(data)
+    if loaded is not None:
+        got = loaded.forward(_images(loaded.input_shape))
+        assert got.shape == logits.shape
+        np.testing.assert_array_equal(got.view(np.uint32), logits.view(np.uint32))
+
+
+def assert_refused(data: bytes, match: str | None = None) -> None:
+    loaded, message = attempt(data)
+    assert loaded is None, "a corrupted file was accepted"
+    assert match is None or re.search(match, message), f"{message!r} does not match {match!r}"
+
+
+# ------------------------------------------------------------------------- helpers
+
+def _split(raw):
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    manifest = json.loads(header["__metadata__"]["soniq_manifest"])
+    return header, manifest, raw[8 + n:]
+
+
+def _pack(header, manifest, data, resign=True, text=None):
+    """Encode again; ``resign`` recomputes every digest as a forger would."""
+    header = json.loads(json.dumps(header))
+    if resign:
+        sha = manifest.get("sha256") if isinstance(manifest, dict) else None
+        if isinstance(sha, dict):
+            for name, entry in header.items():
+                offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+                if name in sha and isinstance(offsets, list) and len(offsets) == 2 and \
+                        all(isinstance(v, int) and 0 <= v <= len(data) for v in offsets):
+                    sha[name] = hashlib.sha256(data[offsets[0]:offsets[1]]).hexdigest()
+    manifest_text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    meta = header.setdefault("__metadata__", {})
+    if isinstance(meta, dict):
+        meta["soniq_manifest"] = manifest_text
+        if resign:
+            meta["soniq_manifest_sha256"] = hashlib.sha256(manifest_text.encode()).hexdigest()
+    if text is None:
+        text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def _boundaries(raw):
+    """Every section boundary: length prefix, header end, each tensor's start and end."""
+    n = struct.unpack("<Q", raw[:8])[0]
+    header, _, _ = _split(raw)
+    cuts = {0, 1, 7, 8, 9, 8 + n - 1, 8 + n, 8 + n + 1}
+    for name, entry in header.items():
+        if name != "__metadata__":
+            for offset in entry["data_offsets"]:
+                cuts.update({8 + n + offset - 1, 8 + n + offset, 8 + n + offset + 1})
+    return sorted(c for c in cuts if 0 <= c < len(raw))
+
+
+def _paths(value, prefix=()):
+    """Every path into a JSON value (containers and leaves)."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, prefix + (key,))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _paths(item, prefix + (i,))
+
+
+def _get(value, path):
+    for key in path:
+        value = value[key]
+    return value
+
+
+HOSTILE_INTS = [0, 1, -1, 2, 3, 7, 8, 9, 63, 64, 65, 255, 256, 2 ** 31, 2 ** 32, 2 ** 53 + 1,
+                2 ** 63, 2 ** 64 + 5, -2 ** 63, 10 ** 30]
+
+
+def hostile_values(original):
+    """Values an attacker or a bit rot might put in place of ``original``."""
+    near = []
+    if isinstance(original, int) and not isinstance(original, bool):
+        near = [original - 1, original + 1, 2 * original, -original]
+    if isinstance(original, list) and original:
+        near = [original[:-1], original + original[-1:], original[::-1],
+                [v + 1 if isinstance(v, int) else v for v in original]]
+    scalars = st.one_of(st.sampled_from(HOSTILE_INTS), st.integers(-2 ** 70, 2 ** 70),
+                        st.booleans(), st.none(), st.floats(allow_nan=True),
+                        st.text(max_size=6), st.sampled_from(["U8", "U64", "F32", "F64",
+                                                               "linear", "conv", "flatten",
+                                                               "maxpool", "soniq"]))
+    lists = st.lists(st.one_of(st.sampled_from(HOSTILE_INTS), st.integers(-3, 300)),
+                     max_size=5)
+    return st.one_of(st.sampled_from(near) if near else st.nothing(), scalars, lists,
+                     st.dictionaries(st.text(max_size=4), scalars, max_size=2))
+
+
+@st.composite
+def edits(draw, document):
+    """(path, operation, value): replace a value, delete a key or item, add a key."""
+    paths = [p for p in _paths(document) if p]
+    path = draw(st.sampled_from(paths))
+    op = draw(st.sampled_from(["replace", "replace", "replace", "delete", "add"]))
+    value = draw(hostile_values(_get(document, path))) if op != "delete" else None
+    return path, op, value
+
+
+def _apply(document, edit):
+    path, op, value = edit
+    parent = _get(document, path[:-1])
+    if op == "replace":
+        parent[path[-1]] = value
+    elif op == "delete":
+        del parent[path[-1]]
+    elif isinstance(parent, dict):
+        parent[f"extra_{path[-1]}"] = value
+    else:
+        parent.insert(path[-1], value)
+
+
+# ------------------------------------------------------------------------- the model itself
+
+def test_the_original_loads_and_round_trips(model, raw, logits):
+    loaded, message = attempt(raw)
+    assert message is None and fileformat.to_bytes(loaded) == raw
+    np.testing.assert_array_equal(loaded.forward(_images(model.input_shape)).view(np.uint32),
+                                  logits.view(np.uint32))
+    kinds = [type(s).__name__ for s in model.stages]
+    assert kinds.count("QuantStage") == 3 and "PoolStage" in kinds and "FlattenStage" in kinds
+    assert any(s.per_feature for s in model.quant_stages)
+
+
+# ------------------------------------------------------------------------- truncation
+
+def test_truncation_at_every_section_boundary(raw):
+    cuts = _boundaries(raw)
+    assert len(cuts) > 40
+    for cut in cuts:
+        assert_refused(raw[:cut])
+
+
+@given(st.data())
+def test_truncation_at_random_offsets_and_trailing_bytes(raw, data):
+    assert_refused(raw[:data.draw(st.integers(0, len(raw) - 1))])
+    tail = data.draw(st.binary(min_size=1, max_size=64))
+    assert_refused(raw + tail, "unexpected bytes|JSON|truncated|contiguous")
+
+
+# ------------------------------------------------------------------------- bit rot
+
+@given(st.lists(st.tuples(st.integers(0, 2 ** 31), st.integers(0, 7)), min_size=1,
+                max_size=3))
+def test_flipped_bits_anywhere(raw, logits, flips):
+    bad = bytearray(raw)
+    for position, bit in flips:
+        bad[position % len(raw)] ^= 1 << bit
+    assert_refused_or_same(bytes(bad), logits)
+
+
+@given(st.data())
+def test_overwritten_bytes_anywhere(raw, logits, data):
+    start = data.draw(st.integers(0, len(raw) - 1))
+    junk = data.draw(st.binary(min_size=1, max_size=16))
+    bad = bytearray(raw)
+    bad[start:start + len(junk)] = junk[:len(raw) - start]
+    assert_refused_or_same(bytes(bad), logits)
+
+
+@given(st.data())
+def test_any_changed_tensor_byte_is_refused(raw, data):
+    """The tensor bytes are digest-protected: no change there may load."""
+    n = struct.unpack("<Q", raw[:8])[0]
+    position = data.draw(st.integers(8 + n, len(raw) - 1))
+    bad = bytearray(raw)
+    bad[position] ^= data.draw(st.integers(1, 255))
+    assert_refused(bytes(bad), "SHA-256")
+
+
+# ------------------------------------------------------------------------- edited fields
+
+@MORE_EXAMPLES
+@given(st.data())
+def test_edited_manifest_fields_without_fresh_digests_are_refused(raw, data):
+    header, manifest, tensors = _split(raw)
+    _apply(manifest, data.draw(edits(manifest)))
+    edited = _pack(header, manifest, tensors, resign=False)
+    assume(edited != raw)                       # an edit that wrote the same value back
+    assert_refused(edited)
+
+
+@MORE_EXAMPLES
+@given(st.data())
+def test_edited_manifest_fields_with_fresh_digests(raw, logits, data):
+    """A forger who recomputes every digest: the edit is refused, or it changed nothing
+    the model computes, or it describes another consistent model that runs cleanly."""
+    header, manifest, tensors = _split(raw)
+    _apply(manifest, data.draw(edits(manifest)))
+    loaded, _ = attempt(_pack(header, manifest, tensors))
+    if loaded is None:
+        return
+    x = _images(loaded.input_shape)
+    again = fileformat.to_bytes(loaded)
+    if again == raw:
+        np.testing.assert_array_equal(loaded.forward(x).view(np.uint32), logits.view(np.uint32))
+        return
+    out = loaded.forward(x)                     # runs; a consistent model of its own
+    assert out.dtype == np.float32 and out.shape == (len(x), loaded.n_classes)
+    reloaded = fileformat.from_bytes(again)
+    np.testing.assert_array_equal(reloaded.forward(x).view(np.uint32), out.view(np.uint32))
+
+
+@MORE_EXAMPLES
+@given(st.data())
+def test_edited_tensor_entries(raw, logits, data):
+    """dtype, shape and data_offsets of the header's tensor entries, digests fresh."""
+    header, manifest, tensors = _split(raw)
+    entries = {k: v for k, v in header.items() if k != "__metadata__"}
+    _apply(entries, data.draw(edits(entries)))
+    entries["__metadata__"] = header["__metadata__"]
+    assert_refused_or_same(_pack(entries, manifest, tensors), logits)
+
+
+# ------------------------------------------------------------------------- named attacks
+
+def _edit_manifest(raw, edit):
+    header, manifest, tensors = _split(raw)
+    edit(manifest)
+    return _pack(header, manifest, tensors)
+
+
+@pytest.mark.parametrize("version", [0, 2, -1, "1", 1.5, None, [1], 2 ** 64])
+def test_wrong_format_version(raw, version):
+    assert_refused(_edit_manifest(raw, lambda m: m.update(format_version=version)),
+                   "format_version")
+
+
+def _tensor_data(raw, name):
+    header, _, tensors = _split(raw)
+    begin, end = header[name]["data_offsets"]
+    return header, tensors, begin, end
+
+
+def _replace_tensor(raw, name, dtype, shape, blob):
+    """Put ``blob`` in place of tensor ``name`` (re-tiling the rest), digests fresh."""
+    header, manifest, tensors = _split(raw)
+    pieces, offset = [], 0
+    for entry_name in sorted((k for k in header if k != "__metadata__"),
+                             key=lambda k: header[k]["data_offsets"][0]):
+        begin, end = header[entry_name]["data_offsets"]
+        piece = blob if entry_name == name else tensors[begin:end]
+        if entry_name == name:
+            header[name].update(dtype=dtype, shape=shape)
+        header[entry_name]["data_offsets"] = [offset, offset + len(piece)]
+        pieces.append(piece)
+        offset += len(piece)
+    return _pack(header, manifest, b"".join(pieces))
+
+
+def test_weight_planes_that_disagree_with_the_bits(raw):
+    header, tensors, begin, end = _tensor_data(raw, "0.weight_planes")
+    rows, words = header["0.weight_planes"]["shape"]
+    blob = tensors[begin:end]
+    assert_refused(_replace_tensor(raw, "0.weight_planes", "U64", [rows - 1, words],
+                                   blob[:-8 * words]), "0.weight_planes")
+    assert_refused(_replace_tensor(raw, "0.weight_planes", "U64", [rows + 1, words],
+                                   blob + blob[:8 * words]), "0.weight_planes")
+    assert_refused(_replace_tensor(raw, "0.weight_planes", "U8", [len(blob)], blob),
+                   "0.weight_planes")
+
+
+def test_weight_bits_that_disagree_with_the_planes(raw):
+    header, tensors, begin, end = _tensor_data(raw, "2.weight_bits")
+    bits = np.frombuffer(tensors[begin:end], np.uint8).copy()
+    palette = json.loads(header["__metadata__"]["soniq_manifest"])["stages"][2][
+        "weight_palette"]
+    other = palette[1] if bits[0] == palette[0] else palette[0]
+    bits[0] = other                                 # a palette level, wrong plane count
+    assert_refused(_replace_tensor(raw, "2.weight_bits", "U8", [len(bits)], bits.tobytes()),
+                   "weight_planes")
+    bits[0] = 9                                     # not a bit width at all
+    assert_refused(_replace_tensor(raw, "2.weight_bits", "U8", [len(bits)], bits.tobytes()),
+                   "bit widths outside")
+
+
+def test_bits_set_beyond_k_in_the_zero_tail(raw):
+    header, tensors, begin, end = _tensor_data(raw, "0.weight_planes")
+    planes = np.frombuffer(tensors[begin:end], "<u8").copy()
+    planes[0] |= np.uint64(1) << np.uint64(63)     # K = 9: bit 63 is tail
+    assert_refused(_replace_tensor(raw, "0.weight_planes", "U64",
+                                   header["0.weight_planes"]["shape"], planes.tobytes()),
+                   "beyond K")
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_epilogue_values(raw, value):
+    for name in ("0.scale", "5.bias", "2.out_ratio"):
+        header, tensors, begin, end = _tensor_data(raw, name)
+        arr = np.frombuffer(tensors[begin:end], "<f4").copy()
+        arr[-1] = value
+        assert_refused(_replace_tensor(raw, name, "F32", header[name]["shape"],
+                                       arr.tobytes()), name)
+
+
+@pytest.mark.parametrize("shape, offsets", [
+    ([2 ** 40], None), ([2 ** 31, 2 ** 31], None), ([2 ** 62, 2 ** 62, 2 ** 62], None),
+    ([2 ** 64 + 1], None), ([1], [0, 2 ** 62]), ([2 ** 40], [0, 2 ** 40]),
+    ([0, 2 ** 70], [0, 0]), ([-1], None), ([1] * 9, None),
+])
+def test_huge_declared_sizes_allocate_nothing(raw, shape, offsets):
+    header, manifest, tensors = _split(raw)
+    entry = header["5.weight_planes"]
+    entry["shape"] = shape
+    if offsets is not None:
+        entry["data_offsets"] = offsets
+    assert_refused(_pack(header, manifest, tensors))
+
+
+def test_missing_extra_renamed_and_duplicate_tensors(raw):
+    header, manifest, tensors = _split(raw)
+    gone = dict(header)
+    del gone["2.scale"]
+    assert_refused(_pack(gone, manifest, tensors), "contiguous|unexpected|sha256")
+    manifest_gone = json.loads(json.dumps(manifest))
+    del manifest_gone["sha256"]["2.scale"]
+    assert_refused(_pack(gone, manifest_gone, tensors), "contiguous|unexpected|2.scale")
+    extra = dict(header, **{"9.extra": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]}})
+    assert_refused(_pack(extra, manifest, tensors), "sha256")
+    manifest_extra = json.loads(json.dumps(manifest))
+    manifest_extra["sha256"]["9.extra"] = hashlib.sha256(b"").hexdigest()
+    assert_refused(_pack(extra, manifest_extra, tensors), "unexpected tensors")
+    renamed = dict(header)
+    renamed["2.scalE"] = renamed.pop("2.scale")
+    manifest_renamed = json.loads(json.dumps(manifest))
+    manifest_renamed["sha256"]["2.scalE"] = manifest_renamed["sha256"].pop("2.scale")
+    assert_refused(_pack(renamed, manifest_renamed, tensors), "2.scale")
+    # the same name twice in the header JSON: which one a reader keeps must not matter
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"))
+    entry = '"2.scale":' + json.dumps(header["2.scale"], sort_keys=True, separators=(",", ":"))
+    twice = text.replace(entry, entry + "," + entry).encode()
+    assert_refused(_pack(header, manifest, tensors, text=twice), "duplicate")
+    dup_manifest = json.dumps(manifest, sort_keys=True, separators=(",", ":")).replace(
+        '"format":"soniq"', '"format":"soniq","format":"soniq"')
+    meta = dict(header["__metadata__"], soniq_manifest=dup_manifest)
+    dup_text = json.dumps(dict(header, __metadata__=meta)).encode()
+    assert_refused(_pack(header, manifest, tensors, text=dup_text), "duplicate")
+
+
+def _with_header(text: bytes, data: bytes = b"") -> bytes:
+    return struct.pack("<Q", len(text)) + text + data
+
+
+@pytest.mark.parametrize("data, match", [
+    (b"", "truncated"),
+    (b"\x00" * 7, "truncated"),
+    (struct.pack("<Q", 2 ** 64 - 1) + b"{}", "exceeds the limit"),
+    (struct.pack("<Q", (64 << 20) + 1) + b"{}", "exceeds the limit"),
+    (struct.pack("<Q", 10 ** 6) + b"{}" * 100, "truncated"),
+    (struct.pack("<Q", 3) + b"{}", "truncated"),
+    (_with_header(b"\xff\xfe{}"), "JSON"),
+    (_with_header(b'{"a": "\xc3\x28"}'), "JSON"),
+    (_with_header(b"not json"), "JSON"),
+    (_with_header(b"[]"), "object"),
+    (_with_header(b"null"), "object"),
+    (_with_header(b"{}"), "not a .soniq file"),
+    (_with_header(b'{"__metadata__": []}'), "not a .soniq file"),
+    (_with_header(b'{"__metadata__": {"soniq_manifest": 1}}'), "not a .soniq file"),
+    (_with_header(b'{"__metadata__": {"soniq_manifest": "{"}}'), "manifest"),
+    (_with_header(b'{"__metadata__": {"soniq_manifest": "[]"}}'), "format"),
+    (_with_header(b"[" * 100_000 + b"]" * 100_000), "JSON"),
+    (_with_header(b'{"a": ' + b"9" * 5000 + b"}"), "JSON"),
+    (_with_header(json.dumps({"__metadata__": {"soniq_manifest": "[" * 100_000}}).encode()),
+     "manifest"),
+    (_with_header(b'{"t": {"dtype": ["U8"], "shape": [1], "data_offsets": [0, 1]}}', b"x"),
+     "dtype"),
+    (_with_header(b'{"t": {"dtype": "U8", "shape": "ab", "data_offsets": [0, 1]}}', b"x"),
+     "shape"),
+    (_with_header(b'{"t": {"dtype": "U8", "shape": [1], "data_offsets": [1, 0]}}', b"x"),
+     "outside"),
+    (_with_header(b'{"t": {"dtype": "U8", "shape": [true], "data_offsets": [0, 1]}}', b"x"),
+     "shape"),
+    (_with_header(b'{"t": {"dtype": "U8", "shape": [1.0], "data_offsets": [0, 1]}}', b"x"),
+     "shape"),
+    (_with_header(b'{"t": [1, 2, 3]}', b"x"), "exactly dtype"),
+])
+def test_hostile_containers(data, match):
+    assert_refused(data, match)
+
+
+@pytest.mark.parametrize("payload", [
+    "[" + ",".join(["[]"] * 400_000) + "]",
+    "{\"a\": [" + ",".join(["{}"] * 400_000) + "]}",
+    json.dumps({"__metadata__": {"soniq_manifest": "[" + ",".join(["[]"] * 400_000) + "]"}}),
+    json.dumps({f"t{i}": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]}
+                for i in range(20_000)}),
+], ids=["nested-lists", "empty-dicts", "manifest-lists", "many-tensors"])
+def test_header_json_built_to_blow_up_memory_stays_bounded(payload):
+    """Objects the JSON parser builds are what a large header costs; they stay within
+    the bound (checked in ``attempt``) and the file is refused."""
+    assert_refused(_with_header(payload.encode()))
+
+
+def _large_model(o=512, k=4096):
+    """One linear layer, 1-bit weights: the largest codes-to-file ratio the format has."""
+    rng = np.random.default_rng(5)
+    w_bits = np.ones(o, np.uint8)
+    codes = rng.integers(0, 2, (o, k)).astype(np.uint8)
+    stage = QuantStage("linear", codes, w_bits, np.full(k, 8, np.uint8), 8, (1, 4), (8, 8), 1, 0,
+                       rng.standard_normal(o).astype(np.float32),
+                       rng.standard_normal(o).astype(np.float32))
+    return DeployModel((k,), [stage])
+
+
+def test_loading_a_large_model_stays_within_the_bound():
+    big = _large_model()
+    data = fileformat.to_bytes(big)
+    loaded, message = attempt(data)       # asserts the peak bound
+    assert message is None
+    x = np.random.default_rng(1).integers(0, 256, (4, 4096)).astype(np.uint8)
+    np.testing.assert_array_equal(loaded.forward(x).view(np.uint32),
+                                  big.forward(x).view(np.uint32))
+
+
+def test_special_files_are_refused_without_reading_forever(tmp_path):
+    with pytest.raises(SoniqFileError, match="not a regular file"):
+        fileformat.load(tmp_path)
+    with pytest.raises(SoniqFileError, match="not a regular file"):
+        fileformat.load("/dev/zero")
