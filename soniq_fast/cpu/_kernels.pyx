@@ -1,0 +1,164 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Cython glue: NumPy arrays in, C kernels run with the GIL released.
+
+Every function here trusts its caller (soniq_fast.cpu.backend) to have validated
+shapes, dtypes and ranges and to keep the arrays alive for the call; arrays are
+passed as C-contiguous NumPy arrays and reached through their data addresses.
+"""
+
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t
+from libc.stdlib cimport calloc, free
+
+cdef extern from "core/soniq_cpu.h" nogil:
+    ctypedef struct soniq_act_group:
+        int bits
+        int shift
+        int64_t k
+        const int32_t *idx
+        int64_t start
+        int contiguous
+        int64_t words
+        int64_t kpad
+        int need_planes
+        int need_bytes
+    ctypedef struct soniq_block:
+        int engine
+        int group
+        int wbits
+        int64_t n
+        const int32_t *cols
+        const uint64_t *wplanes
+        const int8_t *wbytes
+    ctypedef struct soniq_out_layout:
+        int64_t rows_per_image, image_stride, row_stride, col_stride
+    ctypedef struct soniq_conv_src:
+        const uint8_t *x
+        int64_t c, h, w, kh, kw, stride, padding, ho, wo
+    ctypedef struct soniq_gemm_job:
+        const uint8_t *a
+        const soniq_conv_src *conv
+        int64_t m, k
+        int n_groups
+        soniq_act_group *groups
+        int n_blocks
+        const soniq_block *blocks
+        int64_t *out
+        soniq_out_layout layout
+        int isa
+    int soniq_cpu_has(int isa)
+    int64_t soniq_engine_calls(int isa, int engine)
+    int soniq_gemm_run(const soniq_gemm_job *job, int n_threads)
+    int soniq_pack_activations(const uint8_t *a, int64_t m, int64_t k, const uint8_t *a_bits,
+                               int hi, uint64_t *out, int isa, int n_threads)
+    int soniq_epilogue(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
+                       const float *scale, const float *bias, float *out, int n_threads)
+    int soniq_requantize(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
+                         const float *scale, const float *bias, const uint8_t *bits,
+                         const float *ratio, uint8_t *out, int n_threads)
+
+
+cdef inline size_t addr(arr):
+    return <size_t>arr.ctypes.data
+
+
+def cpu_has(int isa):
+    """Whether this CPU can run code path ``isa`` (0 scalar, 1 AVX2, 2 AVX-512)."""
+    return bool(soniq_cpu_has(isa))
+
+
+def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, tuple layout, int isa,
+         int n_threads):
+    """Run one GEMM job (see core/soniq_cpu.h); results are added into ``out`` (int64).
+
+    a: uint8 [M, K] or None; conv: None or (x uint8 [B, C, H, W], c, h, w, kh, kw, stride,
+    padding, ho, wo). groups: tuples (bits, shift, k, idx int32, start, contiguous, words,
+    kpad, need_planes, need_bytes, planes, bytes, rowsum). blocks: tuples (engine, group,
+    wbits, n, cols int32, wplanes uint64, wbytes int8). layout: (rows_per_image,
+    image_stride, row_stride, col_stride).
+    """
+    cdef soniq_gemm_job job
+    cdef soniq_conv_src src
+    cdef soniq_act_group *cg = <soniq_act_group *>calloc(max(len(groups), 1), sizeof(soniq_act_group))
+    cdef soniq_block *cb = <soniq_block *>calloc(max(len(blocks), 1), sizeof(soniq_block))
+    cdef int rc
+    if cg == NULL or cb == NULL:
+        free(cg); free(cb)
+        raise MemoryError("cannot allocate the job description")
+    try:
+        for i, g in enumerate(groups):
+            cg[i].bits, cg[i].shift, cg[i].k = g[0], g[1], g[2]
+            cg[i].idx = <const int32_t *>addr(g[3])
+            cg[i].start, cg[i].contiguous, cg[i].words, cg[i].kpad = g[4], g[5], g[6], g[7]
+            cg[i].need_planes, cg[i].need_bytes = g[8], g[9]
+        for i, b in enumerate(blocks):
+            cb[i].engine, cb[i].group, cb[i].wbits, cb[i].n = b[0], b[1], b[2], b[3]
+            cb[i].cols = <const int32_t *>addr(b[4])
+            cb[i].wplanes = NULL if b[5] is None else <const uint64_t *>addr(b[5])
+            cb[i].wbytes = NULL if b[6] is None else <const int8_t *>addr(b[6])
+        job.a = NULL if a is None else <const uint8_t *>addr(a)
+        job.conv = NULL
+        if conv is not None:
+            src.x = <const uint8_t *>addr(conv[0])
+            src.c, src.h, src.w, src.kh, src.kw = conv[1], conv[2], conv[3], conv[4], conv[5]
+            src.stride, src.padding, src.ho, src.wo = conv[6], conv[7], conv[8], conv[9]
+            job.conv = &src
+        job.m, job.k = m, k
+        job.n_groups, job.groups = len(groups), cg
+        job.n_blocks, job.blocks = len(blocks), cb
+        job.out = <int64_t *>addr(out)
+        job.layout.rows_per_image, job.layout.image_stride = layout[0], layout[1]
+        job.layout.row_stride, job.layout.col_stride = layout[2], layout[3]
+        job.isa = isa
+        with nogil:
+            rc = soniq_gemm_run(&job, n_threads)
+    finally:
+        free(cg); free(cb)
+    if rc == -2:
+        raise ValueError("too many activation bit-width groups")
+    if rc != 0:
+        raise MemoryError("the cpu kernels could not allocate their scratch buffers")
+
+
+def engine_calls(int isa, int engine):
+    """How many times engine ``engine`` (0 popcount, 1 int8) of code path ``isa`` has run."""
+    if not (0 <= isa <= 2 and 0 <= engine <= 1):
+        raise ValueError(f"no engine ({isa}, {engine})")
+    return soniq_engine_calls(isa, engine)
+
+
+def pack_activations(a, a_bits, int hi, out, int isa, int n_threads):
+    """a uint8 [M, K], a_bits uint8 [K] -> out uint64 [M, hi, ceil(K/64)] (written in place)."""
+    cdef const uint8_t *pa = <const uint8_t *>addr(a)
+    cdef const uint8_t *pb = <const uint8_t *>addr(a_bits)
+    cdef uint64_t *po = <uint64_t *>addr(out)
+    cdef int64_t m = a.shape[0], k = a.shape[1]
+    cdef int rc
+    with nogil:
+        rc = soniq_pack_activations(pa, m, k, pb, hi, po, isa, n_threads)
+    if rc != 0:
+        raise MemoryError("the cpu kernels could not allocate their scratch buffers")
+
+
+def epilogue(acc, int64_t channels, int64_t inner, scale, bias, out, int n_threads):
+    """out float32 (like acc) = scale[o] * float32(acc) + bias[o], o = (i // inner) % channels."""
+    cdef const int64_t *pa = <const int64_t *>addr(acc)
+    cdef const float *ps = <const float *>addr(scale)
+    cdef const float *pb = <const float *>addr(bias)
+    cdef float *po = <float *>addr(out)
+    cdef int64_t total = acc.size
+    with nogil:
+        soniq_epilogue(pa, total, channels, inner, ps, pb, po, n_threads)
+
+
+def requantize(acc, int64_t channels, int64_t inner, scale, bias, bits, ratio, out,
+               int n_threads):
+    """out uint8 = clip(rint((scale * float32(acc) + bias) * ratio), 0, 2**bits - 1), per channel."""
+    cdef const int64_t *pa = <const int64_t *>addr(acc)
+    cdef const float *ps = <const float *>addr(scale)
+    cdef const float *pb = <const float *>addr(bias)
+    cdef const uint8_t *pbits = <const uint8_t *>addr(bits)
+    cdef const float *pr = <const float *>addr(ratio)
+    cdef uint8_t *po = <uint8_t *>addr(out)
+    cdef int64_t total = acc.size
+    with nogil:
+        soniq_requantize(pa, total, channels, inner, ps, pb, pbits, pr, po, n_threads)

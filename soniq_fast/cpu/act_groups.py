@@ -1,0 +1,56 @@
+"""Activation groups: the positions along K that share one activation bit width.
+
+A layer's activation channels may carry different widths ``ba`` on one A-bit grid.
+The kernels treat each width as its own group of K positions (``idx``), so a group's
+bit planes hold the *unshifted* codes and the shift ``A - ba`` is applied once per
+output, and an int8 row holds the shifted codes ``a << (A - ba)`` (uint8, 0..255).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+WORD_ALIGN = 8     # plane rows padded to 8 uint64 words (one 512-bit vector)
+BYTE_ALIGN = 64    # int8 rows padded to 64 bytes (one 512-bit vector)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return max(multiple, -(-value // multiple) * multiple)
+
+
+@dataclass(frozen=True)
+class ActGroup:
+    """K positions ``idx`` (int32, ascending) of activation width ``bits``."""
+
+    bits: int
+    shift: int
+    idx: np.ndarray
+
+    @property
+    def k(self) -> int:
+        return int(self.idx.shape[0])
+
+    @property
+    def words(self) -> int:
+        """uint64 words per plane row: ceil(k / 64) rounded up to WORD_ALIGN."""
+        return _round_up(-(-self.k // 64), WORD_ALIGN)
+
+    @property
+    def kpad(self) -> int:
+        """Bytes per int8 row: k rounded up to BYTE_ALIGN."""
+        return _round_up(self.k, BYTE_ALIGN)
+
+    @property
+    def contiguous(self) -> bool:
+        return self.k > 0 and int(self.idx[-1]) - int(self.idx[0]) == self.k - 1
+
+
+def act_groups(k_bits: np.ndarray, act_bits_hi: int) -> tuple[ActGroup, ...]:
+    """Split K positions by width. k_bits: uint8 [K], the width of every K position."""
+    groups = []
+    for bits in np.unique(k_bits):
+        idx = np.flatnonzero(k_bits == bits).astype(np.int32)
+        groups.append(ActGroup(int(bits), act_bits_hi - int(bits), idx))
+    return tuple(groups)

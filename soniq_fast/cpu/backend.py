@@ -1,0 +1,183 @@
+"""The cpu backend: the six contract functions on the C kernels, GIL released.
+
+Validation is the reference's own (``soniq_ref.checks`` and the reference helpers),
+so every backend refuses the same inputs with the same messages before any kernel
+runs. Results never depend on the code path or the thread count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from soniq_ref import checks
+from soniq_ref.bitpack import PackedWeights, check_weights, words_for
+from soniq_ref.epilogue import _check_acc
+from soniq_ref.integer_core import _check_acts, check_conv_geometry
+
+from . import _kernels
+from .isa import ISA_NAMES, check_isa, check_threads, isa_from_env, threads_from_env
+from .packed import ENGINE_NAMES, CpuPackedWeights
+
+# The int8 engine keeps int32 partial sums: |(w - 2^(bw-1)) * a'| <= 128 * 255 per term,
+# and the documented bound |term| <= 255 * 255 gives K <= 33025 for any int32 accumulator.
+MAX_EXACT_K = 33025
+ENGINE_POLICIES = ("auto", "popcount", "int8")
+
+
+class CpuBackend:
+    """The ``cpu`` backend pinned to one code path (``isa``) and thread count.
+
+    ``variant(name)`` returns a copy pinned to 'scalar', 'avx2' or 'avx512';
+    ``with_threads(n)`` a copy with ``n`` threads; ``set_num_threads(n)`` changes this
+    one. ``engine_policy`` ('auto', 'popcount', 'int8') forces one engine for tests.
+    ``last_path`` is (isa, engines) of the most recent GEMM call, for inspection.
+    """
+
+    name = "cpu"
+
+    def __init__(self, isa: str | None = None, num_threads: int | None = None,
+                 engine_policy: str = "auto"):
+        self.isa = isa_from_env() if isa is None else isa
+        self._isa_index = check_isa(self.isa)
+        self.num_threads = threads_from_env() if num_threads is None else \
+            check_threads(num_threads)
+        if engine_policy not in ENGINE_POLICIES:
+            raise ValueError(f"engine_policy must be one of {', '.join(ENGINE_POLICIES)}, "
+                             f"got {engine_policy!r}")
+        self.engine_policy = engine_policy
+        self.last_path = None
+
+    def __repr__(self) -> str:
+        return (f"CpuBackend(isa={self.isa!r}, num_threads={self.num_threads}, "
+                f"engine_policy={self.engine_policy!r})")
+
+    # ------------------------------------------------------------------ configuration
+
+    def variant(self, name: str) -> "CpuBackend":
+        """This backend pinned to code path ``name`` (RuntimeError if the CPU lacks it)."""
+        if name not in ISA_NAMES:
+            raise ValueError(f"variant must be one of {', '.join(ISA_NAMES)}, got {name!r}")
+        return CpuBackend(name, self.num_threads, self.engine_policy)
+
+    def with_threads(self, num_threads: int) -> "CpuBackend":
+        return CpuBackend(self.isa, num_threads, self.engine_policy)
+
+    def with_engine(self, policy: str) -> "CpuBackend":
+        return CpuBackend(self.isa, self.num_threads, policy)
+
+    def set_num_threads(self, num_threads: int) -> None:
+        self.num_threads = check_threads(num_threads)
+
+    # ------------------------------------------------------------------------ weights
+
+    def pack_weights(self, w_codes, w_bits) -> CpuPackedWeights:
+        """Pack weight codes (uint8 [N, K] or [O, C, kh, kw]) with bits uint8 [N]."""
+        w_codes, w_bits = check_weights(w_codes, w_bits)
+        return CpuPackedWeights(w_codes, w_bits, w_codes.shape)
+
+    def _weights(self, w_codes, w_bits) -> CpuPackedWeights:
+        """Validated packed weights from codes + bits, or a packed object (ours or ref's)."""
+        if isinstance(w_codes, (CpuPackedWeights, PackedWeights)):
+            if w_bits is not None:
+                w_bits = checks.check_bits("w_bits", w_bits, w_codes.bits.shape[0])
+                if not np.array_equal(w_bits, w_codes.bits):
+                    raise ValueError("w_bits disagrees with the bits stored in the packed weights")
+            if isinstance(w_codes, PackedWeights):
+                return CpuPackedWeights(w_codes.codes(), w_codes.bits, w_codes.shape)
+            return w_codes
+        if w_bits is None:
+            raise TypeError("w_bits is required unless w_codes is a packed weights object")
+        return self.pack_weights(w_codes, w_bits)
+
+    # ----------------------------------------------------------------------- integer core
+
+    def linear_int(self, a_codes, a_bits, w_codes, w_bits, act_bits_hi) -> np.ndarray:
+        """int64 [M, N]: ``sum_c (2 w[o,c] - (2^bw[o] - 1)) * (a[m,c] << (A - a_bits[c]))``."""
+        packed = self._weights(w_codes, w_bits)
+        if len(packed.shape) != 2:
+            raise ValueError(f"w_codes must be [N, K] for linear_int, got shape {packed.shape}")
+        a_codes, a_bits, hi = _check_acts(a_codes, a_bits, act_bits_hi, packed.k, ndim=2)
+        _check_k(packed.k)
+        m, n = a_codes.shape[0], packed.shape[0]
+        out = np.zeros((m, n), np.int64)
+        self._gemm(packed, a_bits, hi, a_codes, None, m, out, (max(m, 1), 0, n, 1))
+        return out
+
+    def conv2d_int(self, x_codes, a_bits, w_codes, w_bits, act_bits_hi, stride=1, padding=0):
+        """int64 [B, O, Ho, Wo]: the linear_int sum over im2col patches, K = (c, row, col)."""
+        packed = self._weights(w_codes, w_bits)
+        if len(packed.shape) != 4:
+            raise ValueError(f"w_codes must be [O, C, kh, kw] for conv2d_int, "
+                             f"got {packed.shape}")
+        x_codes, a_bits, hi = _check_acts(x_codes, a_bits, act_bits_hi, packed.shape[1],
+                                          ndim=4, name="x_codes")
+        stride, padding, ho, wo = check_conv_geometry(x_codes.shape, packed.shape, stride,
+                                                      padding)
+        _check_k(packed.k)
+        b, c, h, w = x_codes.shape
+        o, _, kh, kw = packed.shape
+        out = np.zeros((b, o, ho, wo), np.int64)
+        conv = (x_codes, c, h, w, kh, kw, stride, padding, ho, wo)
+        k_bits = np.repeat(a_bits, kh * kw)
+        self._gemm(packed, k_bits, hi, None, conv, b * ho * wo, out,
+                   (ho * wo, o * ho * wo, 1, ho * wo))
+        return out
+
+    def _gemm(self, packed, k_bits, hi, a_codes, conv, m, out, layout):
+        groups, blocks, engines = packed.plan(k_bits, hi, self.engine_policy)
+        self.last_path = (self.isa, tuple(sorted(engines)))
+        _kernels.gemm(a_codes, conv, m, packed.k, list(groups), list(blocks), out, layout,
+                      self._isa_index, self.num_threads)
+
+    # ------------------------------------------------------------------------ activations
+
+    def pack_activations(self, a_codes, a_bits, act_bits_hi) -> np.ndarray:
+        """uint64 [M, A, ceil(K/64)]: plane i holds bit i of ``a << (A - a_bits)``."""
+        hi = checks.check_bits_value("act_bits_hi", act_bits_hi)
+        a_codes = checks.as_array("a_codes", a_codes, np.uint8, ndim=2)
+        a_bits = checks.check_bits("a_bits", a_bits, a_codes.shape[1], hi=hi)
+        checks.check_codes("a_codes", a_codes, a_bits, axis=1)
+        m, k = a_codes.shape
+        out = np.zeros((m, hi, words_for(k)), np.uint64)
+        if out.size:
+            _kernels.pack_activations(a_codes, a_bits, hi, out, self._isa_index,
+                                      self.num_threads)
+        return out
+
+    # --------------------------------------------------------------------------- epilogue
+
+    def epilogue(self, acc, scale, bias) -> np.ndarray:
+        """float32 like acc: ``scale[o] * float32(acc) + bias[o]`` (channel axis 1)."""
+        acc, scale, bias = _check_acc(acc, scale, bias)
+        out = np.empty(acc.shape, np.float32)
+        _kernels.epilogue(acc, acc.shape[1], _inner(acc), scale, bias, out, self.num_threads)
+        return out
+
+    def requantize(self, acc, scale, bias, out_bits, out_ratio) -> np.ndarray:
+        """uint8 like acc: ``clip(rint(epilogue * out_ratio[o]), 0, 2^out_bits[o] - 1)``."""
+        acc, scale, bias = _check_acc(acc, scale, bias)
+        out_bits = checks.check_bits("out_bits", out_bits, acc.shape[1])
+        out_ratio = checks.check_float32("out_ratio", out_ratio, acc.shape[1])
+        if np.any(out_ratio <= 0):
+            raise ValueError("out_ratio must be > 0 in every channel")
+        out = np.empty(acc.shape, np.uint8)
+        _kernels.requantize(acc, acc.shape[1], _inner(acc), scale, bias, out_bits, out_ratio,
+                            out, self.num_threads)
+        return out
+
+
+def _inner(acc: np.ndarray) -> int:
+    """Elements per channel step along the flat array: H * W for [B, O, H, W], 1 for [M, N]."""
+    return int(np.prod(acc.shape[2:])) if acc.ndim == 4 else 1
+
+
+def _check_k(k: int) -> None:
+    if k > MAX_EXACT_K:
+        raise ValueError(f"K = {k} is too large for the cpu backend's int32 accumulators "
+                         f"(at most {MAX_EXACT_K}); use the ref backend")
+
+
+def engine_calls() -> dict:
+    """{(isa, engine): runs so far} for every code path and engine (for tests)."""
+    return {(isa, engine): _kernels.engine_calls(i, e)
+            for i, isa in enumerate(ISA_NAMES) for e, engine in enumerate(ENGINE_NAMES)}

@@ -1,0 +1,131 @@
+/* The GEMM driver. Threads own disjoint contiguous ranges of output rows. Each thread walks
+ * its range in tiles of SONIQ_ROW_TILE rows: it gathers every act group's codes of the tile
+ * into its own scratch (bit planes and/or shifted bytes, row sums), then runs every block on
+ * the tile. Blocks add integer contributions, so the result is the same for any thread count. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "soniq_cpu.h"
+
+typedef struct {
+    const soniq_gemm_job *job;
+    int failed;
+} run_ctx;
+
+typedef struct {                /* one thread's scratch */
+    soniq_act_group view[SONIQ_MAX_GROUPS];
+    uint8_t *patch, *gathered;
+} scratch;
+
+static void scratch_free(scratch *s, int n_groups) {
+    for (int gi = 0; gi < n_groups; gi++) {
+        free(s->view[gi].planes);
+        free(s->view[gi].bytes);
+        free(s->view[gi].rowsum);
+    }
+    free(s->patch);
+    free(s->gathered);
+}
+
+static int scratch_alloc(scratch *s, const soniq_gemm_job *job) {
+    size_t k = (size_t)(job->k > 0 ? job->k : 1);
+    int ok = 1;
+    memset(s, 0, sizeof *s);
+    s->patch = (uint8_t *)malloc(k);
+    s->gathered = (uint8_t *)malloc(k);
+    ok = s->patch && s->gathered;
+    for (int gi = 0; gi < job->n_groups; gi++) {
+        soniq_act_group *v = &s->view[gi];
+        *v = job->groups[gi];
+        v->planes = NULL;
+        v->bytes = NULL;
+        v->rowsum = (int64_t *)malloc(sizeof(int64_t) * SONIQ_ROW_TILE);
+        if (v->need_planes)
+            v->planes = (uint64_t *)malloc(sizeof(uint64_t) * SONIQ_ROW_TILE * (size_t)v->bits
+                                           * (size_t)v->words);
+        if (v->need_bytes)
+            v->bytes = (uint8_t *)malloc(SONIQ_ROW_TILE * (size_t)v->kpad);
+        ok = ok && v->rowsum && (!v->need_planes || v->planes) && (!v->need_bytes || v->bytes);
+    }
+    return ok ? 0 : -1;
+}
+
+static const uint8_t *gather(const soniq_act_group *g, const uint8_t *row, uint8_t *buf) {
+    if (g->contiguous)
+        return row + g->start;
+    for (int64_t t = 0; t < g->k; t++)
+        buf[t] = row[g->idx[t]];
+    return buf;
+}
+
+/* Tile row r of every group from the activation row `row` (K codes). */
+static void prepare_row(const soniq_gemm_job *job, scratch *s, int64_t r, const uint8_t *row) {
+    for (int gi = 0; gi < job->n_groups; gi++) {
+        soniq_act_group *g = &s->view[gi];
+        const uint8_t *src = gather(g, row, s->gathered);
+        int64_t sum = 0;
+        for (int64_t t = 0; t < g->k; t++)
+            sum += src[t];
+        g->rowsum[r] = sum;
+        if (g->need_planes)
+            soniq_pack_planes(job->isa, src, g->k, g->bits,
+                              g->planes + r * g->bits * g->words, g->words);
+        if (g->need_bytes) {
+            uint8_t *dst = g->bytes + r * g->kpad;
+            for (int64_t t = 0; t < g->k; t++)
+                dst[t] = (uint8_t)(src[t] << g->shift);
+            memset(dst + g->k, 0, (size_t)(g->kpad - g->k));
+        }
+    }
+}
+
+static int64_t engine_calls[3][2];
+
+int64_t soniq_engine_calls(int isa, int engine) {
+    return __atomic_load_n(&engine_calls[isa][engine], __ATOMIC_RELAXED);
+}
+
+static soniq_block_fn engine_for(int isa, int engine) {
+    __atomic_add_fetch(&engine_calls[isa][engine], 1, __ATOMIC_RELAXED);
+    if (engine == SONIQ_ENGINE_POPCOUNT)
+        return isa == SONIQ_AVX512 ? soniq_bitserial_avx512
+             : isa == SONIQ_AVX2 ? soniq_bitserial_avx2 : soniq_bitserial_scalar;
+    return isa == SONIQ_AVX512 ? soniq_int8_vnni
+         : isa == SONIQ_AVX2 ? soniq_int8_avx2 : soniq_int8_scalar;
+}
+
+static void run_rows(void *arg, int64_t lo, int64_t hi) {
+    run_ctx *ctx = (run_ctx *)arg;
+    const soniq_gemm_job *job = ctx->job;
+    scratch s;
+    if (scratch_alloc(&s, job) != 0) {
+        __atomic_store_n(&ctx->failed, 1, __ATOMIC_RELAXED);
+        scratch_free(&s, job->n_groups);
+        return;
+    }
+    for (int64_t m0 = lo; m0 < hi; m0 += SONIQ_ROW_TILE) {
+        int64_t rows = hi - m0 < SONIQ_ROW_TILE ? hi - m0 : SONIQ_ROW_TILE;
+        for (int64_t r = 0; r < rows; r++) {
+            const uint8_t *row = s.patch;
+            if (job->a)
+                row = job->a + (m0 + r) * job->k;
+            else
+                soniq_im2col_row(job->conv, m0 + r, s.patch);
+            prepare_row(job, &s, r, row);
+        }
+        for (int bi = 0; bi < job->n_blocks; bi++) {
+            const soniq_block *b = &job->blocks[bi];
+            engine_for(job->isa, b->engine)(job, &s.view[b->group], b, m0, rows);
+        }
+    }
+    scratch_free(&s, job->n_groups);
+}
+
+int soniq_gemm_run(const soniq_gemm_job *job, int n_threads) {
+    run_ctx ctx = {job, 0};
+    if (job->n_groups > SONIQ_MAX_GROUPS)
+        return -2;
+    if (soniq_parallel_for(n_threads, job->m, run_rows, &ctx) != 0)
+        return -1;
+    return ctx.failed ? -1 : 0;
+}

@@ -1,0 +1,136 @@
+/* The C kernels of the soniq cpu backend: shared types and entry points.
+ *
+ * A GEMM job computes, for rows m of the activation codes and output channels o,
+ *
+ *     acc[m, o] = sum_c q[o, c] * (a[m, c] << (A - ba[c])),   q = 2 w - (2^bw - 1),
+ *
+ * split into blocks: input channels are grouped by activation bit width (an
+ * "act group"), output channels by weight bit width, and each (weight group,
+ * act group) block runs on one engine:
+ *
+ *   popcount: P = sum_{i<ba, j<bw} 2^(i+j) popcount(W_j & A_i) = sum_c w a   (unshifted a)
+ *             contribution = 2^(A-ba) * (2 P - (2^bw - 1) * sum_c a)
+ *   int8:     v = w - 2^(bw-1) in int8, a' = a << (A - ba) in uint8, so q = 2 v + 1
+ *             contribution = 2 * sum_c v a' + sum_c a'
+ *
+ * Partial sums are int32 (|term| <= 255 * 128 per int8 product, K <= 33025) and
+ * contributions int64; blocks add into the int64 output, so the result does not
+ * depend on the order of blocks, the ISA path or the thread count.
+ */
+#ifndef SONIQ_CPU_H
+#define SONIQ_CPU_H
+
+#include <stdint.h>
+
+enum { SONIQ_SCALAR = 0, SONIQ_AVX2 = 1, SONIQ_AVX512 = 2 };
+enum { SONIQ_ENGINE_POPCOUNT = 0, SONIQ_ENGINE_INT8 = 1 };
+
+#define SONIQ_MAX_EXACT_K 33025
+#define SONIQ_WORD_ALIGN 8      /* plane rows padded to 8 uint64 words (512 bits) */
+#define SONIQ_BYTE_ALIGN 64     /* int8 rows padded to 64 bytes */
+#define SONIQ_ROW_TILE 48       /* rows prepared and multiplied together by one thread */
+#define SONIQ_MAX_GROUPS 8
+
+typedef struct {
+    int bits;               /* activation bit width of the group */
+    int shift;              /* A - bits */
+    int64_t k;              /* channels in the group */
+    const int32_t *idx;     /* their positions in a row, [k] */
+    int64_t start;          /* idx is start, start+1, ... when contiguous != 0 */
+    int contiguous;
+    int64_t words;          /* uint64 words per plane row (multiple of 8) */
+    int64_t kpad;           /* bytes per int8 row (multiple of 64) */
+    int need_planes, need_bytes;
+    /* per-thread scratch for one tile of rows r = 0 .. SONIQ_ROW_TILE - 1 (set by gemm.c) */
+    uint64_t *planes;       /* [rows][bits][words], planes of the unshifted codes */
+    uint8_t *bytes;         /* [rows][kpad], shifted codes a << shift, zero tail */
+    int64_t *rowsum;        /* [rows], sum of unshifted codes */
+} soniq_act_group;
+
+typedef struct {
+    int engine;             /* SONIQ_ENGINE_* */
+    int group;              /* act group index */
+    int wbits;              /* weight bit width of every column of the block */
+    int64_t n;              /* columns */
+    const int32_t *cols;    /* output channel of each column, [n] */
+    const uint64_t *wplanes;/* popcount: [n][wbits][words] */
+    const int8_t *wbytes;   /* int8: [n][kpad], v = w - 2^(wbits-1) */
+} soniq_block;
+
+typedef struct {            /* acc[m, o] lives at out[(m / rpi) * istride + (m % rpi) * rstride + o * cstride] */
+    int64_t rows_per_image, image_stride, row_stride, col_stride;
+} soniq_out_layout;
+
+typedef struct {            /* rows are im2col patches of x [B, C, H, W], K ordered (c, r, s) */
+    const uint8_t *x;
+    int64_t c, h, w, kh, kw, stride, padding, ho, wo;
+} soniq_conv_src;
+
+typedef struct {
+    const uint8_t *a;       /* [M, K] codes, or NULL when conv is set */
+    const soniq_conv_src *conv;
+    int64_t m, k;
+    int n_groups;
+    soniq_act_group *groups;
+    int n_blocks;
+    const soniq_block *blocks;
+    int64_t *out;
+    soniq_out_layout layout;
+    int isa;
+} soniq_gemm_job;
+
+/* isa.c */
+int soniq_cpu_has(int isa);
+
+/* threads.c: calls fn(ctx, lo, hi) on n_threads disjoint contiguous ranges of [0, total). */
+typedef void (*soniq_range_fn)(void *ctx, int64_t lo, int64_t hi);
+int soniq_parallel_for(int n_threads, int64_t total, soniq_range_fn fn, void *ctx);
+
+/* gemm.c: returns 0, -1 when scratch cannot be allocated, -2 for too many act groups */
+int soniq_gemm_run(const soniq_gemm_job *job, int n_threads);
+int64_t soniq_engine_calls(int isa, int engine);   /* engine runs so far, for tests */
+static inline int64_t *soniq_out_at(const soniq_gemm_job *job, int64_t m, int64_t o) {
+    const soniq_out_layout *l = &job->layout;
+    return job->out + (m / l->rows_per_image) * l->image_stride
+           + (m % l->rows_per_image) * l->row_stride + o * l->col_stride;
+}
+
+/* prepare.c */
+void soniq_im2col_row(const soniq_conv_src *src, int64_t m, uint8_t *row);
+void soniq_pack_planes(int isa, const uint8_t *src, int64_t k, int bits, uint64_t *dst,
+                       int64_t words);
+int soniq_pack_activations(const uint8_t *a, int64_t m, int64_t k, const uint8_t *a_bits,
+                           int hi, uint64_t *out, int isa, int n_threads);
+void soniq_pack_planes_scalar(const uint8_t *src, int64_t k, int bits, uint64_t *dst, int64_t words);
+void soniq_pack_planes_avx2(const uint8_t *src, int64_t k, int bits, uint64_t *dst, int64_t words);
+void soniq_pack_planes_avx512(const uint8_t *src, int64_t k, int bits, uint64_t *dst, int64_t words);
+
+/* engines: add the block's contribution for the prepared tile rows r in [0, rows) of group g
+ * (a thread's scratch view) to the output rows m0 + r */
+typedef void (*soniq_block_fn)(const soniq_gemm_job *job, const soniq_act_group *g,
+                               const soniq_block *b, int64_t m0, int64_t rows);
+#define SONIQ_ENGINE(name) \
+    void name(const soniq_gemm_job *, const soniq_act_group *, const soniq_block *, int64_t, int64_t)
+SONIQ_ENGINE(soniq_bitserial_scalar);
+SONIQ_ENGINE(soniq_bitserial_avx2);
+SONIQ_ENGINE(soniq_bitserial_avx512);
+SONIQ_ENGINE(soniq_int8_scalar);
+SONIQ_ENGINE(soniq_int8_avx2);
+SONIQ_ENGINE(soniq_int8_vnni);
+
+/* contribution helpers shared by the engines */
+static inline int64_t soniq_popcount_term(int64_t p, int wbits, int64_t rowsum, int shift) {
+    return (2 * p - (((int64_t)1 << wbits) - 1) * rowsum) * ((int64_t)1 << shift);
+}
+static inline int64_t soniq_int8_term(int64_t v, int64_t rowsum, int shift) {
+    return 2 * v + rowsum * ((int64_t)1 << shift);
+}
+
+/* epilogue.c: channel of element i is (i / inner) % channels */
+int soniq_epilogue(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
+                   const float *scale, const float *bias, float *out, int n_threads);
+int soniq_requantize(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
+                     const float *scale, const float *bias, const uint8_t *bits,
+                     const float *ratio, uint8_t *out, int n_threads);
+
+#endif
