@@ -1,22 +1,24 @@
-"""Where the CUDA kernel sources live, and which kernels each file defines."""
+"""Where the CUDA kernel sources live, and which file defines each kernel."""
 
+from __future__ import annotations
+
+import functools
 from pathlib import Path
 
-KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
+from .emu.signature import kernel_signatures
 
-# kernel name -> the .cu file that defines it
-KERNELS = {
-    "pack_planes": "pack_acts.cu",
-    "plane_row_sums": "pack_acts.cu",
-    "bitserial_gemm": "bitserial_gemm.cu",
-    "mma_gemm": "mma_gemm.cu",
-    "int8_gemm": "int8_gemm.cu",
-    "epilogue_f32": "epilogue.cu",
-    "requantize_u8": "epilogue.cu",
-    "mma_probe": "mma_probe.cu",
-}
+KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
 
 
 def source_files() -> list[Path]:
     """Every .cu file, sorted (the compile checks build each one)."""
     return sorted(KERNEL_DIR.glob("*.cu"))
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_file(name: str) -> Path:
+    """The .cu file that defines the ``extern "C" __global__`` kernel ``name``."""
+    for path in source_files():
+        if name in kernel_signatures(path.read_text()):
+            return path
+    raise KeyError(f"no kernel named {name!r} in {KERNEL_DIR}")

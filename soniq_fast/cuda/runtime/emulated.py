@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..emu import SCHEDULES, EmuModule
-from ..kernel_files import KERNEL_DIR, KERNELS
+from ..kernel_files import KERNEL_DIR, kernel_file
 
 
 class EmulatedRuntime:
@@ -27,7 +27,7 @@ class EmulatedRuntime:
         self._modules: dict[str, EmuModule] = {}
 
     def function(self, name: str):
-        path = KERNEL_DIR / KERNELS[name]
+        path = kernel_file(name)
         if path.name not in self._modules:
             self._modules[path.name] = EmuModule(code=path.read_text(),
                                                  options=("-I", str(KERNEL_DIR)),

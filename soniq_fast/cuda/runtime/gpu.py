@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernel_files import KERNEL_DIR, KERNELS
+from ..kernel_files import KERNEL_DIR, kernel_file
 
 NVRTC_OPTIONS = ("--std=c++14", "--fmad=false")
 
@@ -34,7 +34,7 @@ class GpuRuntime:
         self._constants = {}
 
     def function(self, name: str):
-        path = KERNEL_DIR / KERNELS[name]
+        path = kernel_file(name)
         if path.name not in self._modules:
             self._modules[path.name] = self.cp.RawModule(
                 code=path.read_text(), options=NVRTC_OPTIONS + ("-I" + str(KERNEL_DIR),))
