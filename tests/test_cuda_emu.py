@@ -127,11 +127,11 @@ def test_shared_memory_is_fresh_garbage_in_every_block():
 def test_out_of_bounds_writes_are_reported(rules):
     out = np.zeros(8, np.int32)
     with pytest.raises(EmuLaunchError, match="wrote past the end of argument out"):
-        rules.get_function("write_one_past")((1,), (1,), (out, 8))
+        rules.get_function("write_one_past")((1,), (1,), (out, np.int32(8)))
     with pytest.raises(EmuLaunchError, match="wrote before the start of argument out"):
         rules.get_function("write_before")((1,), (1,), (out,))
     np.testing.assert_array_equal(out, np.zeros(8, np.int32))   # never copied back
-    rules.get_function("write_one_past")((1,), (8,), (out, 0))  # in bounds: written back
+    rules.get_function("write_one_past")((1,), (8,), (out, np.int32(0)))  # in bounds: written back
     np.testing.assert_array_equal(out, np.ones(8, np.int32))
 
 
@@ -139,7 +139,7 @@ def test_out_of_bounds_writes_are_reported(rules):
 def test_warp_intrinsics(rules, delta):
     x = np.random.default_rng(delta).integers(0, 100, 64).astype(np.int32)
     out = np.zeros(8 * 64, np.int32)
-    rules.get_function("warp_ops")((1,), (64,), (x, out, delta))
+    rules.get_function("warp_ops")((1,), (64,), (x, out, np.int32(delta)))
     got = out.reshape(8, 2, 32)
     for w in range(2):
         v = x[32 * w:32 * w + 32]
@@ -163,9 +163,11 @@ def test_launch_arguments_are_checked(rules):
     frozen.setflags(write=False)
     with pytest.raises(ValueError, match="out.*read-only"):
         fn((1,), (64,), (np.zeros(64, np.int32), frozen))
-    with pytest.raises(ValueError, match="does not fit"):
-        rules.get_function("warp_ops")((1,), (64,), (np.zeros(64, np.int32),
-                                                     np.zeros(512, np.int32), 2 ** 31))
+    warp_ops = rules.get_function("warp_ops")
+    with pytest.raises(TypeError, match="delta is int64 but the kernel takes int32"):
+        warp_ops((1,), (64,), (np.zeros(64, np.int32), np.zeros(512, np.int32), 3))
+    with pytest.raises(TypeError, match="delta is float32"):
+        warp_ops((1,), (64,), (np.zeros(64, np.int32), np.zeros(512, np.int32), np.float32(3)))
 
 
 # ------------------------------------------------------------------ b1 mma model
@@ -214,12 +216,13 @@ def test_loader_builds_once_per_content_and_respects_xdg_cache_home(tmp_path, mo
     monkeypatch.setattr(build.subprocess, "run",
                         lambda cmd, **kw: (calls.append(cmd), real_run(cmd, **kw))[1])
     out = np.zeros(4, np.int32)
-    EmuModule(code=code % 1).get_function("put")((1,), (4,), (out, 5))
+    EmuModule(code=code % 1).get_function("put")((1,), (4,), (out, np.int32(5)))
     compiles = sum(1 for c in calls if "-shared" in c)
-    EmuModule(code=code % 1, schedule="reverse").get_function("put")((1,), (4,), (out, 5))
+    EmuModule(code=code % 1, schedule="reverse").get_function("put")((1,), (4,),
+                                                                      (out, np.int32(5)))
     assert sum(1 for c in calls if "-shared" in c) == compiles == 1
     np.testing.assert_array_equal(out, [6, 6, 6, 6])
-    EmuModule(code=code % 2).get_function("put")((1,), (4,), (out, 5))
+    EmuModule(code=code % 2).get_function("put")((1,), (4,), (out, np.int32(5)))
     assert sum(1 for c in calls if "-shared" in c) == 2
     np.testing.assert_array_equal(out, [7, 7, 7, 7])
     cache = tmp_path / "soniq" / "cuda-emu"

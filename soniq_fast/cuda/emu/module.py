@@ -4,8 +4,8 @@
 CUDA) with the system C++ compiler against ``cuda_emu.h``;
 ``module.get_function(name)(grid, block, args)`` runs kernel ``name`` on the
 emulation runtime. Pointer arguments are NumPy arrays (or ``None`` for a null
-pointer); scalar arguments are Python or NumPy numbers, range-checked against
-the parameter's C type. Threads run in ``schedule`` order: ``forward``,
+pointer); scalar arguments must have the parameter's exact type, as a real launch
+needs (NumPy scalars; a Python int only for a 64-bit integer, a float for double). Threads run in ``schedule`` order: ``forward``,
 ``reverse`` or ``random`` (seeded; each launch draws the next seed). Arrays are
 passed as guarded copies (guard.py), so a write out of bounds is an error.
 """
@@ -84,6 +84,30 @@ def _dims(name: str, value) -> ctypes.Array:
     return (ctypes.c_uint * 3)(*(tuple(int(d) for d in dims) + (1, 1))[:3])
 
 
+_NUMPY_TYPES = {ctypes.c_int32: np.int32, ctypes.c_uint32: np.uint32, ctypes.c_int64: np.int64,
+                ctypes.c_uint64: np.uint64, ctypes.c_uint8: np.uint8, ctypes.c_float: np.float32,
+                ctypes.c_double: np.float64}
+
+
+def _check_scalar_type(param: Param, value) -> None:
+    """Refuse what CuPy would pass wrongly: its raw launch copies a NumPy scalar's bytes
+    as they are and passes a Python int as 64-bit, a Python float as double."""
+    expected = np.dtype(_NUMPY_TYPES[param.ctype])
+    if isinstance(value, np.generic):
+        given = value.dtype
+    elif isinstance(value, (bool, np.bool_)):
+        given = np.dtype(bool)
+    elif isinstance(value, int):
+        given = np.dtype(np.int64)
+    elif isinstance(value, float):
+        given = np.dtype(np.float64)
+    else:
+        raise TypeError(f"kernel argument {param.name} must be a number, got {type(value).__name__}")
+    if given != expected:
+        raise TypeError(f"kernel argument {param.name} is {given} but the kernel takes "
+                        f"{expected} (pass np.{expected.name}(...))")
+
+
 def _marshal(param: Param, value):
     """(the ctypes object whose address the kernel receives, its GuardedArray or None)."""
     if param.pointer:
@@ -95,6 +119,7 @@ def _marshal(param: Param, value):
             raise ValueError(f"kernel argument {param.name} is written to but is read-only")
         guarded = GuardedArray(value)
         return ctypes.c_void_p(guarded.address), guarded
+    _check_scalar_type(param, value)
     if param.ctype in (ctypes.c_float, ctypes.c_double):
         return param.ctype(float(value)), None
     number = int(value)
