@@ -66,3 +66,16 @@ def test_epilogue_has_no_fused_multiply_add():
     assert "mul.rn.f32" in text and "add.rn.f32" in text
     assert "fma" not in text
     assert "cvt.rni.f32.f32" in text   # rintf: round half to even
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=[p.name for p in SOURCES])
+def test_compiles_warning_free_for_the_emulation(path, tmp_path):
+    # the same source through the system C++ compiler and cuda_emu.h, strict warnings
+    import subprocess
+    from soniq_fast.cuda.emu.build import EMU_DIR, compiler
+    wrapper = tmp_path / "wrapper.cpp"
+    wrapper.write_text(f'#include "cuda_emu.h"\n#include "{path.name}"\n')
+    result = subprocess.run([compiler()[0], "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra",
+                             "-Werror", "-Wno-unknown-pragmas", f"-I{EMU_DIR}", f"-I{KERNEL_DIR}",
+                             str(wrapper)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

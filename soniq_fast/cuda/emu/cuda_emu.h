@@ -259,8 +259,9 @@ extern "C" char __stop_soniq_shared[] __attribute__((weak, visibility("hidden"))
 constexpr unsigned char kSharedPoison = 0xA5;
 
 inline void poison_shared_memory() {
-    if (__start_soniq_shared && __stop_soniq_shared > __start_soniq_shared)
-        std::memset(__start_soniq_shared, kSharedPoison, size_t(__stop_soniq_shared - __start_soniq_shared));
+    char* begin = __start_soniq_shared;
+    char* end = __stop_soniq_shared;
+    if (begin && end > begin) std::memset(begin, kSharedPoison, size_t(end - begin));
 }
 
 inline void run_block(Launch& l, int schedule, std::mt19937_64& rng) {
