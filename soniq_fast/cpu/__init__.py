@@ -12,6 +12,7 @@ except ImportError as exc:   # pragma: no cover - depends on the build
                       f"({exc}); build it with: pip install -e .") from exc
 
 from .backend import CpuBackend, engine_calls
+from . import isa
 from .isa import ISA_NAMES, best_isa
 from .packed import CpuPackedWeights
 

@@ -1,0 +1,240 @@
+"""The cpu backend beyond the shared contract: engines, code paths, threads, K limit, GIL.
+
+The contract tests (test_contract.py) already run every cpu code path against the
+independent implementation. Here: each engine forced on every width pair, results
+identical for 1, 2 and 3 threads, the ISA chosen by argument or environment really
+being the one that runs, the int32 K limit, the GIL released around the kernels,
+packed weights reused, and the message when the extension is not built.
+"""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import independent
+from backends import load_backend
+from strategies import conv_case, linear_case
+
+cpu = pytest.importorskip("soniq_fast.cpu", reason="the cpu extension is not built; "
+                          "build it with: pip install -e .")
+
+ISAS = ["scalar", "avx2", "avx512"]
+POLICIES = ["popcount", "int8", "auto"]
+
+
+def _backend(isa, policy="auto", threads=1):
+    return load_backend(f"cpu:{isa}").with_engine(policy).with_threads(threads)
+
+
+def _case_arrays(seed, m, k, n, hi):
+    rng = np.random.default_rng(seed)
+    a_bits = rng.integers(1, hi + 1, k).astype(np.uint8)
+    w_bits = rng.integers(1, 9, n).astype(np.uint8)
+    a = (rng.random((m, k)) * (2.0 ** a_bits)).astype(np.uint8)
+    w = (rng.random((n, k)) * (2.0 ** w_bits[:, None])).astype(np.uint8)
+    return a, a_bits, w, w_bits
+
+
+# ------------------------------------------------------------------------ engines
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("policy", ["popcount", "int8"])
+@given(case=linear_case())
+def test_each_engine_exact_on_every_width(isa, policy, case):
+    a, a_bits, w, w_bits, hi = case
+    got = _backend(isa, policy).linear_int(a, a_bits, w, w_bits, hi)
+    np.testing.assert_array_equal(got, independent.linear_acc(a, a_bits, w, w_bits, hi))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("policy", ["popcount", "int8"])
+@given(case=conv_case())
+def test_each_engine_exact_on_conv(isa, policy, case):
+    x, a_bits, w, w_bits, hi, stride, padding = case
+    got = _backend(isa, policy).conv2d_int(x, a_bits, w, w_bits, hi, stride=stride,
+                                           padding=padding)
+    np.testing.assert_array_equal(got, independent.conv_acc(x, a_bits, w, w_bits, hi, stride,
+                                                             padding))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_mixed_palette_splits_engines_and_stays_exact(isa):
+    # W{1,4} x A{2,8}: the 1x2 block runs on popcount, the rest on int8, A = 8 included.
+    rng = np.random.default_rng(7)
+    m, k, n = 101, 517, 37
+    a_bits = np.where(rng.random(k) < 0.5, 2, 8).astype(np.uint8)
+    w_bits = np.where(rng.random(n) < 0.75, 1, 4).astype(np.uint8)
+    a = np.where(rng.random((m, k)) < 0.3, (1 << a_bits) - 1,
+                 rng.random((m, k)) * (2.0 ** a_bits)).astype(np.uint8)
+    w = (rng.random((n, k)) * (2.0 ** w_bits[:, None])).astype(np.uint8)
+    backend = _backend(isa, "auto", 2)
+    got = backend.linear_int(a, a_bits, w, w_bits, 8)
+    assert backend.last_path == (isa, ("int8", "popcount"))
+    np.testing.assert_array_equal(got, independent.linear_acc(a, a_bits, w, w_bits, 8))
+
+
+# ------------------------------------------------------------------------ threads
+
+@pytest.mark.parametrize("isa", ISAS)
+@given(seed=st.integers(0, 2 ** 32 - 1), m=st.integers(1, 230), k=st.integers(1, 300),
+       n=st.integers(1, 40), hi=st.integers(1, 8), policy=st.sampled_from(POLICIES))
+def test_linear_same_for_1_2_3_threads(isa, seed, m, k, n, hi, policy):
+    a, a_bits, w, w_bits = _case_arrays(seed, m, k, n, hi)
+    results = [_backend(isa, policy, t).linear_int(a, a_bits, w, w_bits, hi) for t in (1, 2, 3)]
+    want = independent.linear_acc(a, a_bits, w, w_bits, hi)
+    for got in results:
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@given(case=conv_case(), policy=st.sampled_from(POLICIES))
+def test_conv_and_requantize_same_for_1_2_3_threads(isa, case, policy):
+    x, a_bits, w, w_bits, hi, stride, padding = case
+    accs = [_backend(isa, policy, t).conv2d_int(x, a_bits, w, w_bits, hi, stride=stride,
+                                                padding=padding) for t in (1, 2, 3)]
+    np.testing.assert_array_equal(accs[1], accs[0])
+    np.testing.assert_array_equal(accs[2], accs[0])
+    o = w.shape[0]
+    scale, bias = np.full(o, 0.013, np.float32), np.linspace(-1, 1, o).astype(np.float32)
+    bits, ratio = np.full(o, 4, np.uint8), np.full(o, 1.7, np.float32)
+    codes = [_backend(isa, policy, t).requantize(accs[0], scale, bias, bits, ratio)
+             for t in (1, 2, 3)]
+    want = independent.requantize(accs[0], scale, bias, bits, ratio)
+    for got in codes:
+        np.testing.assert_array_equal(got, want)
+
+
+def test_thread_count_setting_is_validated():
+    backend = cpu.CpuBackend("scalar", 1)
+    backend.set_num_threads(3)
+    assert backend.num_threads == 3
+    with pytest.raises(ValueError, match="num_threads"):
+        backend.set_num_threads(0)
+    with pytest.raises(TypeError, match="num_threads"):
+        cpu.CpuBackend("scalar", 2.0)
+
+
+# -------------------------------------------------------------------- ISA selection
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_variant_runs_that_code_path(isa):
+    backend = _backend(isa, "auto", 2)
+    a, a_bits, w, w_bits = _case_arrays(3, 50, 130, 9, 8)
+    before = cpu.engine_calls()
+    backend.linear_int(a, a_bits, w, w_bits, 8)
+    after = cpu.engine_calls()
+    ran = {key for key in after if after[key] > before[key]}
+    assert ran and {path for path, _ in ran} == {isa}
+    assert backend.last_path[0] == isa
+
+
+def _run_python(code, **env):
+    full_env = dict(os.environ, **env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=full_env, timeout=120)
+
+
+def test_environment_selects_isa_and_threads():
+    code = ("import numpy as np, soniq_fast.cpu as c\n"
+            "b = c.BACKEND\n"
+            "a = np.ones((60, 100), np.uint8); w = np.ones((5, 100), np.uint8)\n"
+            "b.linear_int(a, np.full(100, 1, np.uint8), w, np.full(5, 1, np.uint8), 1)\n"
+            "ran = sorted({p for (p, e), n in c.engine_calls().items() if n})\n"
+            "print(b.isa, b.num_threads, ','.join(ran))\n")
+    out = _run_python(code, SONIQ_CPU_ISA="scalar", SONIQ_NUM_THREADS="3")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["scalar", "3", "scalar"]
+
+
+def test_environment_rejects_unknown_isa():
+    out = _run_python("import soniq_fast.cpu", SONIQ_CPU_ISA="sse9")
+    assert out.returncode != 0
+    assert "SONIQ_CPU_ISA" in out.stderr
+
+
+def test_unsupported_variant_says_why():
+    backend = cpu.BACKEND
+    with pytest.raises(ValueError, match="variant"):
+        backend.variant("neon")
+    missing = [name for name in ISAS if not cpu.isa.supported(name)]
+    for name in missing:
+        with pytest.raises(RuntimeError, match="cannot run"):
+            backend.variant(name)
+
+
+# ------------------------------------------------------------------------- K limit
+
+def test_k_at_the_int32_limit_is_exact_and_beyond_is_refused():
+    k = cpu.backend.MAX_EXACT_K
+    a = np.full((2, k), 255, np.uint8)
+    a_bits = np.full(k, 8, np.uint8)
+    w = np.stack([np.zeros(k, np.uint8), np.full(k, 255, np.uint8)])
+    w_bits = np.full(2, 8, np.uint8)
+    for policy in ("int8", "popcount"):
+        got = cpu.BACKEND.with_engine(policy).linear_int(a, a_bits, w, w_bits, 8)
+        np.testing.assert_array_equal(got, np.array([[-255 * 255 * k, 255 * 255 * k]] * 2))
+    with pytest.raises(ValueError, match="K"):
+        cpu.BACKEND.linear_int(np.zeros((1, k + 1), np.uint8), np.ones(k + 1, np.uint8),
+                               np.zeros((1, k + 1), np.uint8), np.ones(1, np.uint8), 1)
+
+
+# ----------------------------------------------------------------------------- GIL
+
+def test_kernel_releases_the_gil():
+    a, a_bits, w, w_bits = _case_arrays(11, 400, 4000, 256, 8)
+    backend = cpu.CpuBackend("scalar", 1, "popcount")
+    window = {}
+
+    def call():
+        window["start"] = time.perf_counter()
+        backend.linear_int(a, a_bits, w, w_bits, 8)
+        window["end"] = time.perf_counter()
+
+    worker = threading.Thread(target=call)
+    ticks = []
+    worker.start()
+    while worker.is_alive():
+        ticks.append(time.perf_counter())
+    worker.join()
+    start, end = window["start"], window["end"]
+    inside = [t for t in ticks if start + 0.25 * (end - start) < t < end - 0.1 * (end - start)]
+    assert end - start > 0.05, "the call is too short to tell"
+    assert len(inside) > 100, f"main thread ran {len(inside)} times during the kernel"
+
+
+# -------------------------------------------------------------------- packed weights
+
+def test_packed_weights_are_reused_across_calls():
+    a, a_bits, w, w_bits = _case_arrays(5, 30, 200, 12, 4)
+    backend = cpu.BACKEND.with_threads(2)
+    packed = backend.pack_weights(w, w_bits)
+    first = backend.linear_int(a, a_bits, packed, None, 4)
+    plan = packed.plan(a_bits, 4)
+    second = backend.linear_int(a[::-1].copy(), a_bits, packed, None, 4)
+    assert packed.plan(a_bits, 4) is plan, "blocks were rebuilt for the same activation layout"
+    np.testing.assert_array_equal(first, independent.linear_acc(a, a_bits, w, w_bits, 4))
+    np.testing.assert_array_equal(second, first[::-1])
+    np.testing.assert_array_equal(packed.codes(), w)
+    with pytest.raises(ValueError, match="w_bits"):
+        backend.linear_int(a, a_bits, packed, np.full(12, 8, np.uint8), 4)
+
+
+# ------------------------------------------------------------------ missing extension
+
+def test_missing_extension_says_how_to_build():
+    code = ("import sys\n"
+            "sys.modules['soniq_fast.cpu._kernels'] = None\n"
+            "import soniq_ref\n"
+            "try:\n"
+            "    soniq_ref.get_backend('cpu')\n"
+            "except RuntimeError as exc:\n"
+            "    print(exc)\n")
+    out = _run_python(code)
+    assert out.returncode == 0, out.stderr
+    assert "pip install -e ." in out.stdout
