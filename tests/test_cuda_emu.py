@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 import independent
 from strategies import conv_case, linear_case
@@ -260,6 +260,30 @@ def test_each_engine_conv(engine, case):
     np.testing.assert_array_equal(
         backend.conv2d_int(x, a_bits, w, w_bits, hi, stride=stride, padding=padding),
         independent.conv_acc(x, a_bits, w, w_bits, hi, stride, padding))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@settings(max_examples=10)
+@given(case=linear_case(max_m=150, max_n=100))
+def test_each_engine_across_many_blocks(engine, case):
+    # larger than one block tile (up to 64 x 64) in both directions
+    a, a_bits, w, w_bits, hi = case
+    backend = EMU_BACKEND.variant("random").with_engine(engine)
+    np.testing.assert_array_equal(backend.linear_int(a, a_bits, w, w_bits, hi),
+                                  independent.linear_acc(a, a_bits, w, w_bits, hi))
+
+
+@pytest.mark.parametrize("engine", ENGINES + ["auto", "cuda-core"])
+def test_each_engine_on_a_grid_of_blocks(engine):
+    rng = np.random.default_rng(7)
+    m, k, n, hi = 130, 300, 140, 3
+    a_bits = rng.integers(1, hi + 1, k).astype(np.uint8)
+    w_bits = rng.integers(1, 9, n).astype(np.uint8)
+    a = (rng.random((m, k)) * (1 << a_bits.astype(np.int64))).astype(np.uint8)
+    w = (rng.random((n, k)) * (1 << w_bits[:, None].astype(np.int64))).astype(np.uint8)
+    backend = EMU_BACKEND.variant("reverse").with_engine(engine)
+    np.testing.assert_array_equal(backend.linear_int(a, a_bits, w, w_bits, hi),
+                                  independent.linear_acc(a, a_bits, w, w_bits, hi))
 
 
 def test_sm75_device_uses_cuda_core_popcount():

@@ -6,14 +6,17 @@
 //
 // code(m, k) = a' (the shifted activation code, <= 255) gathered by act_gather.cuh;
 // w: u8 [N, K] unsigned weight codes. dot <= 255 * 255 * K < 2^31 for K <= 33025.
-// Block: TN x TM threads, one output each; K advances in tiles of KT bytes held
-// in shared memory as packed 4-byte words.
+// Block: 16 x 16 threads over a 64 x 64 output tile; thread (tx, ty) owns rows
+// ty + 16 r and columns tx + 16 s (r, s < 4), so a warp reads two A rows (broadcast)
+// and sixteen W rows (padded stride: no bank conflicts). K advances 64 bytes at a
+// time, staged in shared memory as packed 4-byte words.
 #include "act_gather.cuh"
 #include "gemm_output.cuh"
 
-#define I8_TM 8
-#define I8_TN 8
-#define I8_KW 8   // 4-byte words per K tile (32 bytes)
+#define I8_T 16           // threads per block side
+#define I8_R 4            // outputs per thread per side
+#define I8_B (I8_T * I8_R)  // 64: tile side
+#define I8_KW 16          // 4-byte words per K tile
 
 __device__ __forceinline__ u32 pack4_acts(const u8* x, const u8* shift, ConvGeometry g, i32 m,
                                           i32 M, i32 k, i32 K) {
@@ -33,32 +36,55 @@ __device__ __forceinline__ u32 pack4_weights(const u8* w, const i32* rows, i32 c
     return v;
 }
 
-extern "C" __global__ void __launch_bounds__(I8_TM * I8_TN)
+extern "C" __global__ void __launch_bounds__(I8_T * I8_T)
 int8_gemm(const u8* __restrict__ x, const u8* __restrict__ shift, const i32* __restrict__ geom,
           i32 M, i32 K, const u8* __restrict__ w_codes, const u8* __restrict__ w_bits,
           const i32* __restrict__ rows, i32 n_rows, i32 N, i32 hw, i64* __restrict__ out) {
-    __shared__ u32 as[I8_TM][I8_KW];
-    __shared__ u32 ws[I8_TN][I8_KW];
+    __shared__ u32 as[I8_B][I8_KW + 1];
+    __shared__ u32 ws[I8_B][I8_KW + 1];
     const ConvGeometry g = load_geometry(geom);
-    const i32 tid = threadIdx.y * I8_TN + threadIdx.x;
-    const i32 m0 = blockIdx.x * I8_TM;   // rows on x: grid.x allows 2^31 - 1 tiles
-    const i32 c0 = blockIdx.y * I8_TN;
-    const i32 m = m0 + threadIdx.y;
-    const i32 c = c0 + threadIdx.x;
-    u32 dot = 0, row_sum = 0;
-    for (i32 k0 = 0; k0 < K; k0 += 4 * I8_KW) {
-        // 64 threads fill the 8 x 8 words of each tile, one word each
-        const i32 r = tid / I8_KW, q = tid % I8_KW;
-        as[r][q] = pack4_acts(x, shift, g, m0 + r, M, k0 + 4 * q, K);
-        ws[r][q] = pack4_weights(w_codes, rows, c0 + r, n_rows, k0 + 4 * q, K);
-        __syncthreads();
+    const i32 tx = threadIdx.x, ty = threadIdx.y, tid = ty * I8_T + tx;
+    const i32 m0 = blockIdx.x * I8_B;   // rows on x: grid.x allows 2^31 - 1 tiles
+    const i32 c0 = blockIdx.y * I8_B;
+    u32 dot[I8_R][I8_R], row_sum[I8_R];
 #pragma unroll
-        for (i32 t = 0; t < I8_KW; ++t) {
-            dot = __dp4a(as[threadIdx.y][t], ws[threadIdx.x][t], dot);
-            row_sum = __dp4a(as[threadIdx.y][t], 0x01010101u, row_sum);
+    for (i32 r = 0; r < I8_R; ++r) {
+        row_sum[r] = 0u;
+#pragma unroll
+        for (i32 s = 0; s < I8_R; ++s) dot[r][s] = 0u;
+    }
+    for (i32 k0 = 0; k0 < K; k0 += 4 * I8_KW) {
+        for (i32 e = tid; e < I8_B * I8_KW; e += I8_T * I8_T) {
+            const i32 r = e / I8_KW, q = e % I8_KW;
+            as[r][q] = pack4_acts(x, shift, g, m0 + r, M, k0 + 4 * q, K);
+            ws[r][q] = pack4_weights(w_codes, rows, c0 + r, n_rows, k0 + 4 * q, K);
+        }
+        __syncthreads();
+#pragma unroll 4
+        for (i32 q = 0; q < I8_KW; ++q) {
+            u32 a[I8_R], b[I8_R];
+#pragma unroll
+            for (i32 r = 0; r < I8_R; ++r) {
+                a[r] = as[ty + I8_T * r][q];
+                b[r] = ws[tx + I8_T * r][q];
+                row_sum[r] = __dp4a(a[r], 0x01010101u, row_sum[r]);
+            }
+#pragma unroll
+            for (i32 r = 0; r < I8_R; ++r)
+#pragma unroll
+                for (i32 s = 0; s < I8_R; ++s) dot[r][s] = __dp4a(a[r], b[s], dot[r][s]);
         }
         __syncthreads();
     }
-    if (m < M && c < n_rows)
-        out[output_index(m, rows[c], N, hw)] = signed_from_unsigned(dot, row_sum, w_bits[rows[c]]);
+#pragma unroll
+    for (i32 r = 0; r < I8_R; ++r) {
+        const i32 m = m0 + ty + I8_T * r;
+#pragma unroll
+        for (i32 s = 0; s < I8_R; ++s) {
+            const i32 c = c0 + tx + I8_T * s;
+            if (m < M && c < n_rows)
+                out[output_index(m, rows[c], N, hw)] =
+                    signed_from_unsigned(dot[r][s], row_sum[r], w_bits[rows[c]]);
+        }
+    }
 }

@@ -15,12 +15,17 @@ from ..packed import CudaPackedWeights
 from .engines import split_rows
 from .pack import pack_planes, plane_row_sums
 
-TILE = 8        # bitserial / int8 blocks: 8 x 8 threads, one output each
-MMA_M, MMA_N, MMA_THREADS = 64, 32, 128   # mma_gemm.cu: 4 warps x (16 rows), 4 x 8 columns
+# (rows per block, columns per block, threads per block) of each GEMM kernel
+LAYOUT = {
+    "int8_gemm": (64, 64, (16, 16)),         # int8_gemm.cu: 16 x 16 threads, 4 x 4 outputs each
+    "bitserial_gemm": (32, 32, (16, 16)),    # bitserial_gemm.cu: 16 x 16 threads, 2 x 2 each
+    "mma_gemm": (64, 32, (128,)),            # mma_gemm.cu: 4 warps x 16 rows, 4 x 8 columns
+}
 
 
-def _tiles(n: int, t: int) -> int:
-    return max(1, (n + t - 1) // t)
+def _grid(kernel: str, m: int, n_rows: int) -> tuple[int, int]:
+    rows_per_block, cols_per_block, _ = LAYOUT[kernel]
+    return (max(1, -(-m // rows_per_block)), max(1, -(-n_rows // cols_per_block)))
 
 
 def _row_groups(rt, engine: str, act_bits_hi: int, weights: CudaPackedWeights):
@@ -41,7 +46,7 @@ def integer_gemm(rt, engine: str, x, shift, geometry, m: int, act_bits_hi: int,
     planes = row_sums = None
     for kernel, rows, device_rows in _row_groups(rt, engine, act_bits_hi, weights):
         if kernel == "int8_gemm":
-            rt.function(kernel)((_tiles(m, TILE), _tiles(rows.size, TILE)), (TILE, TILE),
+            rt.function(kernel)(_grid(kernel, m, rows.size), LAYOUT[kernel][2],
                                 (x, shift, rt.constant(geometry), np.int32(m), np.int32(k),
                                  weights.codes, weights.bits_device, device_rows,
                                  np.int32(rows.size), np.int32(n), np.int32(hw), out))
@@ -49,9 +54,7 @@ def integer_gemm(rt, engine: str, x, shift, geometry, m: int, act_bits_hi: int,
         if planes is None:
             planes = pack_planes(rt, x, shift, geometry, m, k, act_bits_hi)
             row_sums = plane_row_sums(rt, planes, m, act_bits_hi, words)
-        grid, block = ((_tiles(m, MMA_M), _tiles(rows.size, MMA_N)), (MMA_THREADS,)) \
-            if kernel == "mma_gemm" else ((_tiles(m, TILE), _tiles(rows.size, TILE)), (TILE, TILE))
-        rt.function(kernel)(grid, block,
+        rt.function(kernel)(_grid(kernel, m, rows.size), LAYOUT[kernel][2],
                             (planes, row_sums, np.int32(m), np.int32(act_bits_hi),
                              weights.planes, weights.bits_device, device_rows,
                              np.int32(rows.size), np.int32(n), np.int32(words), np.int32(hw),
