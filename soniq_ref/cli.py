@@ -74,6 +74,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_budgets(config) -> None:
+    """A mean-bits budget outside its palette's two levels cannot be met (below ``lo``)
+    or does not constrain anything (above ``hi``): refuse it before training."""
+    for option, palette, target in (
+            ("--target-weight-bits", config.weight_palette, config.target_weight_bits),
+            ("--target-act-bits", config.act_palette, config.target_act_bits)):
+        lo, hi = palette
+        if not lo <= target <= hi:
+            raise UsageError(f"argument {option}: {target:g} is outside the palette's range "
+                             f"{lo}..{hi}; choose a budget between the palette's two levels")
+
+
 def _train(args) -> None:
     from .train import train
     from .train.outputs import write_run
@@ -85,6 +97,8 @@ def _train(args) -> None:
                          epochs_phase1=args.epochs_phase1, epochs_phase2=args.epochs_phase2,
                          seed=args.seed, batch_size=args.batch_size, lr=args.lr,
                          fp32=args.fp32).validate()
+    if not config.fp32:
+        _check_budgets(config)
     out = Path(args.out if args.out else Path("runs") / args.dataset)
     result = train(config, progress=not args.quiet)
     metrics = write_run(result, out)
@@ -140,6 +154,19 @@ def _info(args) -> None:
           f"compression {info['compression_vs_fp32']:.2f}x")
 
 
+def _way_forward(exc) -> str:
+    """What to do next, appended to the one-line error where the fix is clear."""
+    from .data import DatasetError
+    from .fileformat import SoniqFileError
+
+    if isinstance(exc, SoniqFileError):
+        return "; check the path, or write a new model with 'soniq train'"
+    if isinstance(exc, DatasetError):
+        return ("; --data-dir must hold the mnist IDX files or the cifar10 python batches "
+                "(see docs/cli.md), or use --dataset digits, which needs no download")
+    return ""
+
+
 def main(argv=None) -> int:
     """Entry point of the ``soniq`` console script; returns the exit status."""
     try:
@@ -151,7 +178,8 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, OSError, RuntimeError) as exc:
         if os.environ.get("SONIQ_DEBUG"):
             raise
-        print(f"soniq: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"soniq: error: {' '.join(str(exc).split())}{_way_forward(exc)}",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("soniq: interrupted", file=sys.stderr)
