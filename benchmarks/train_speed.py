@@ -14,7 +14,7 @@ Prints a markdown table with each mode's ratio to PyTorch and, with ``--json``,
 writes the figures to a file. PyTorch is a benchmark-only extra
 (``pip install -e ".[bench-torch]"``); without it the script says so and exits 2.
 
-    python benchmarks/train_speed.py [--repeats 3] [--threads N] [--json out.json]
+    python benchmarks/train_speed.py [--repeats 3] [--threads 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -105,8 +105,9 @@ def _torch_time(torch, x, y, repeats):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="PyTorch intra-op threads (default: PyTorch's own choice)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads for PyTorch and for NumPy's BLAS (default 1; "
+                             "soniq train runs BLAS single-threaded)")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
     try:
@@ -115,19 +116,23 @@ def main(argv=None) -> int:
         print("train_speed: PyTorch is not installed; it is the baseline of this benchmark. "
               "Install it with: pip install -e \".[bench-torch]\"", file=sys.stderr)
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from threadpoolctl import threadpool_limits
+
     from soniq_ref.data import load_dataset
+
+    torch.set_num_threads(args.threads)
+    limits = threadpool_limits(limits=args.threads, user_api="blas")
 
     data = load_dataset("digits")
     x = data.x_train.astype(np.float32) / np.float32(255)
     y = data.y_train
     ours = _soniq_times(x, y, args.repeats)
     baseline = _torch_time(torch, x, y, args.repeats)
+    limits.restore_original_limits()
     machine = f"{platform.machine()}, {os.cpu_count()} logical CPUs, {platform.processor() or 'cpu'}"
     print(f"one epoch, digits train split ({len(x)} images), batch {BATCH}, best of "
-          f"{args.repeats}; torch {torch.__version__} with {torch.get_num_threads()} threads; "
-          f"numpy {np.__version__}; {machine}\n")
+          f"{args.repeats}; {args.threads} thread(s) for PyTorch and NumPy BLAS; "
+          f"torch {torch.__version__}; numpy {np.__version__}; {machine}\n")
     print("| implementation | seconds per epoch | ratio to PyTorch |")
     print("|---|---:|---:|")
     print(f"| PyTorch float32 | {baseline:.3f} | 1.00x |")
@@ -135,7 +140,7 @@ def main(argv=None) -> int:
         print(f"| soniq_ref {mode} mode | {seconds:.3f} | {seconds / baseline:.2f}x |")
     if args.json:
         report = {"batch": BATCH, "images": int(len(x)), "repeats": args.repeats,
-                  "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                  "threads": args.threads, "torch": torch.__version__,
                   "numpy": np.__version__, "machine": machine,
                   "seconds": {"torch_float32": baseline, **{f"soniq_ref_{m}": s
                                                             for m, s in ours.items()}}}

@@ -60,12 +60,17 @@ class MaxPool2d(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         _check(x, self.kernel, self.stride)
+        self._shape = x.shape
+        if self.kernel == self.stride:
+            return self._forward_tiled(x)
         win = _windows(x, self.kernel, self.stride)
         self._arg = win.argmax(axis=-1)
         self._shape = x.shape
         return np.take_along_axis(win, self._arg[..., None], axis=-1)[..., 0]
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
+        if self.kernel == self.stride:
+            return self._backward_tiled(dy)
         b, c, ho, wo = dy.shape
         k, s = self.kernel, self.stride
         dx = np.zeros(self._shape, dy.dtype)
@@ -75,4 +80,29 @@ class MaxPool2d(Module):
         ci = np.arange(c)[None, :, None, None]
         # Windows may overlap when stride < kernel: accumulate, never overwrite.
         np.add.at(dx, (bi, ci, rows, cols), dy)
+        return dx
+
+    def _forward_tiled(self, x: np.ndarray) -> np.ndarray:
+        """Non-overlapping windows: a running max over the k*k window offsets, each a
+        strided view, recording the first offset (row-major) that holds the max."""
+        k = self.kernel
+        ho, wo = x.shape[2] // k, x.shape[3] // k
+        offsets = [x[:, :, u:u + ho * k:k, v:v + wo * k:k] for u in range(k) for v in range(k)]
+        y = offsets[0].copy()
+        for view in offsets[1:]:
+            np.maximum(y, view, out=y)
+        arg = np.zeros(y.shape, np.uint8)
+        for index in range(k * k - 1, -1, -1):   # the lowest offset holding the max wins
+            arg[offsets[index] == y] = index
+        self._arg = arg
+        return y
+
+    def _backward_tiled(self, dy: np.ndarray) -> np.ndarray:
+        k = self.kernel
+        b, c, ho, wo = dy.shape
+        dx = np.zeros(self._shape, dy.dtype)
+        zero = np.zeros((), dy.dtype)
+        for index in range(k * k):
+            u, v = divmod(index, k)
+            dx[:, :, u:u + ho * k:k, v:v + wo * k:k] = np.where(self._arg == index, dy, zero)
         return dx

@@ -15,6 +15,9 @@ epochs. Each phase uses a cosine learning-rate schedule over its own steps.
 
 Every random choice (initialisation, noise, batch order) derives from
 ``config.seed``, so the same config gives the same metrics and model bytes.
+BLAS runs single-threaded during training: the matrices are small, so threads buy
+little (and, on a busy machine, cost a lot), and the arithmetic then does not
+depend on how many cores the run gets.
 """
 
 from __future__ import annotations
@@ -150,9 +153,16 @@ def _deploy_accuracy(deploy: DeployModel, data: Dataset) -> float:
 
 def train(config: TrainConfig, *, progress: bool = False) -> TrainResult:
     """Run ``config`` end to end; ``progress`` shows a bar on stderr."""
-    from tqdm import tqdm
+    from threadpoolctl import threadpool_limits
 
     config.validate()
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _train(config, progress)
+
+
+def _train(config: TrainConfig, progress: bool) -> TrainResult:
+    from tqdm import tqdm
+
     start = time.perf_counter()
     data = _limit(load_dataset(config.dataset, config.data_dir), config)
     model_kwargs = dict(weight_palette=config.weight_palette, act_palette=config.act_palette,
