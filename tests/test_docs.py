@@ -185,7 +185,7 @@ def test_page_examples(page, scratch_docs, monkeypatch):
     if result.skipped:
         where = "; ".join(f"line {line}: {reason}" for line, reason in result.skipped)
         pytest.skip(f"docs/{page}: {result.ran} blocks ran and passed, "
-                    f"{len(result.skipped)} need a backend not available here -- {where}")
+                    f"{len(result.skipped)} skipped for a backend not available here -- {where}")
 
 
 def _copy_figures(source: Path, target: Path) -> None:
