@@ -2,8 +2,9 @@
 
 For each GEMM shape (M, K, N) and precision configuration it times, on the current
 GPU and in one process:
-  ours/tensor-core  -- binary rows on mma.sync b1 (sm_80+), high rows on dp4a
-  ours/cuda-core    -- the same split, binary rows on the CUDA-core popcount kernel
+  ours/tensor-core  -- the backend's split: rows with few plane pairs on mma.sync b1
+                       (sm_80+), the rest on dp4a (soniq_fast/cuda/launch/engines.py)
+  ours/cuda-core    -- the split without tensor cores: CUDA-core popcount + dp4a
   cuBLAS FP16       -- cupy.matmul on float16 (tensor cores)
   cuBLAS INT8       -- torch._int_mm when PyTorch is installed, else cublasGemmEx s8 x s8 -> s32
 and prints throughput (tera-ops, 2 M K N per GEMM) and ratios as a markdown table.
@@ -27,16 +28,16 @@ SHAPES = [(256, 1024, 1024), (1024, 1024, 1024), (3136, 576, 64), (64, 4096, 409
 
 
 def configs(k: int, n: int, rng):
-    """name -> (a_bits [K], act_bits_hi, w_bits [N]).
+    """name -> (a_bits [K], act_bits_hi, w_bits [N]), as in benchmarks/gemm.py.
 
-    mixed: activation palette {1, 2} (half each), weight palette {1, 8} with 75% of
-    rows at 1 bit -- the binary rows run bit-serial, the 8-bit rows on dp4a.
+    mixed: 75% of the output channels at 1 bit and 25% at 4; input channels half at
+    2 bits and half at 8 (A = 8).
     """
     return {
         "W1A1": (np.ones(k, np.uint8), 1, np.ones(n, np.uint8)),
         "W2A2": (np.full(k, 2, np.uint8), 2, np.full(n, 2, np.uint8)),
-        "mixed": (np.where(rng.random(k) < 0.5, 1, 2).astype(np.uint8), 2,
-                  np.where(rng.random(n) < 0.75, 1, 8).astype(np.uint8)),
+        "mixed": (np.where(rng.random(k) < 0.5, 2, 8).astype(np.uint8), 8,
+                  np.where(rng.random(n) < 0.75, 1, 4).astype(np.uint8)),
     }
 
 

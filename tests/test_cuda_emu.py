@@ -286,13 +286,16 @@ def test_each_engine_on_a_grid_of_blocks(engine):
                                   independent.linear_acc(a, a_bits, w, w_bits, hi))
 
 
-def test_sm75_device_uses_cuda_core_popcount():
+def test_engine_split_follows_plane_pairs_and_device():
     from soniq_fast.cuda.launch.engines import split_rows
-    bits = np.array([1, 2, 8, 1], np.uint8)
-    assert set(split_rows(bits, 2, "auto", 75)) == {"bitserial_gemm", "int8_gemm"}
-    groups = split_rows(bits, 2, "auto", 80)
-    np.testing.assert_array_equal(groups["mma_gemm"], [0, 1, 3])
-    np.testing.assert_array_equal(groups["int8_gemm"], [2])
+    bits = np.array([1, 2, 8, 1], np.uint8)          # with A = 4: 4, 8, 32, 4 plane pairs
+    sm75 = split_rows(bits, 4, "auto", 75)           # no tensor cores: popcount up to 4 pairs
+    np.testing.assert_array_equal(sm75["bitserial_gemm"], [0, 3])
+    np.testing.assert_array_equal(sm75["int8_gemm"], [1, 2])
+    sm80 = split_rows(bits, 4, "auto", 80)           # b1 mma up to 16 pairs
+    np.testing.assert_array_equal(sm80["mma_gemm"], [0, 1, 3])
+    np.testing.assert_array_equal(sm80["int8_gemm"], [2])
+    assert split_rows(bits, 4, "cuda-core", 90).keys() == sm75.keys()
 
 
 def test_k_beyond_int32_accumulator_is_refused():
