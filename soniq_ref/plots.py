@@ -73,7 +73,7 @@ def _stacked(ax, names, bit_arrays, title):
     bottom = np.zeros(len(names))
     for level in levels:
         counts = np.array([np.count_nonzero(bits == level) for bits in bit_arrays], float)
-        ax.bar(x, counts, bottom=bottom, label=f"{level} bits")
+        ax.bar(x, counts, bottom=bottom, label=f"{level}-bit")
         bottom += counts
     for xi, bits, top in zip(x, bit_arrays, bottom):
         ax.text(xi, top, f"mean {np.mean(bits):.2f}", ha="center", va="bottom", fontsize=8)
