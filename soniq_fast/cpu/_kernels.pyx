@@ -27,6 +27,7 @@ cdef extern from "core/soniq_cpu.h" nogil:
         int wbits
         int64_t n
         const int32_t *cols
+        int lanes
         const uint64_t *wplanes
         const int8_t *wbytes
     ctypedef struct soniq_out_layout:
@@ -73,7 +74,7 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, tuple lay
     a: uint8 [M, K] or None; conv: None or (x uint8 [B, C, H, W], c, h, w, kh, kw, stride,
     padding, ho, wo). groups: tuples (bits, shift, k, idx int32, start, contiguous, words,
     kpad, need_planes, need_bytes, planes, bytes, rowsum). blocks: tuples (engine, group,
-    wbits, n, cols int32, wplanes uint64, wbytes int8). layout: (rows_per_image,
+    wbits, n, cols int32, wplanes uint64 or None, wbytes int8 or None, lanes). layout: (rows_per_image,
     image_stride, row_stride, col_stride).
     """
     cdef soniq_gemm_job job
@@ -93,15 +94,18 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, tuple lay
         for i, b in enumerate(blocks):
             cb[i].engine, cb[i].group, cb[i].wbits, cb[i].n = b[0], b[1], b[2], b[3]
             cb[i].cols = <const int32_t *>addr(b[4])
-            cb[i].wplanes = NULL if b[5] is None else <const uint64_t *>addr(b[5])
-            cb[i].wbytes = NULL if b[6] is None else <const int8_t *>addr(b[6])
+            cb[i].lanes = b[7]
+            if b[5] is not None:
+                cb[i].wplanes = <uint64_t *>addr(b[5])
+            if b[6] is not None:
+                cb[i].wbytes = <int8_t *>addr(b[6])
         job.a = NULL if a is None else <const uint8_t *>addr(a)
         job.conv = NULL
         if conv is not None:
             src.x = <const uint8_t *>addr(conv[0])
             src.c, src.h, src.w, src.kh, src.kw = conv[1], conv[2], conv[3], conv[4], conv[5]
             src.stride, src.padding, src.ho, src.wo = conv[6], conv[7], conv[8], conv[9]
-            job.conv = &src
+            job.conv = <const soniq_conv_src *>&src
         job.m, job.k = m, k
         job.n_groups, job.groups = len(groups), cg
         job.n_blocks, job.blocks = len(blocks), cb

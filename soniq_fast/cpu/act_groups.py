@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-WORD_ALIGN = 8     # plane rows padded to 8 uint64 words (one 512-bit vector)
 BYTE_ALIGN = 64    # int8 rows padded to 64 bytes (one 512-bit vector)
 
 
@@ -27,6 +26,7 @@ class ActGroup:
     bits: int
     shift: int
     idx: np.ndarray
+    word_align: int = 1
 
     @property
     def k(self) -> int:
@@ -34,8 +34,8 @@ class ActGroup:
 
     @property
     def words(self) -> int:
-        """uint64 words per plane row: ceil(k / 64) rounded up to WORD_ALIGN."""
-        return _round_up(-(-self.k // 64), WORD_ALIGN)
+        """uint64 words per plane row: ceil(k / 64) rounded up to ``word_align``."""
+        return _round_up(-(-self.k // 64), self.word_align)
 
     @property
     def kpad(self) -> int:
@@ -47,10 +47,11 @@ class ActGroup:
         return self.k > 0 and int(self.idx[-1]) - int(self.idx[0]) == self.k - 1
 
 
-def act_groups(k_bits: np.ndarray, act_bits_hi: int) -> tuple[ActGroup, ...]:
+def act_groups(k_bits: np.ndarray, act_bits_hi: int, word_align: int = 1
+               ) -> tuple[ActGroup, ...]:
     """Split K positions by width. k_bits: uint8 [K], the width of every K position."""
     groups = []
     for bits in np.unique(k_bits):
         idx = np.flatnonzero(k_bits == bits).astype(np.int32)
-        groups.append(ActGroup(int(bits), act_bits_hi - int(bits), idx))
+        groups.append(ActGroup(int(bits), act_bits_hi - int(bits), idx, word_align))
     return tuple(groups)

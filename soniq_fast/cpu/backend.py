@@ -124,7 +124,7 @@ class CpuBackend:
         return out
 
     def _gemm(self, packed, k_bits, hi, a_codes, conv, m, out, layout):
-        groups, blocks, engines = packed.plan(k_bits, hi, self.engine_policy)
+        groups, blocks, engines = packed.plan(k_bits, hi, self.engine_policy, self.isa)
         self.last_path = (self.isa, tuple(sorted(engines)))
         _kernels.gemm(a_codes, conv, m, packed.k, list(groups), list(blocks), out, layout,
                       self._isa_index, self.num_threads)

@@ -11,7 +11,10 @@ Output channels are grouped by weight width ``bw``; for each activation group (s
   uint8 x int8 products are what VNNI multiplies.
 
 The engine for a block is popcount when ``bw * ba <= 4`` (few plane pairs), else int8.
-Blocks are built once per activation layout and cached on the packed weights.
+The AVX-512 kernels keep one output channel per SIMD lane, so for them channels are
+interleaved: 8 per vector for popcount (``[n/8, bw, words, 8]``), 16 per vector of
+4-byte groups for int8 (``[n/16, kpad/4, 16, 4]``). Blocks are built once per
+activation layout and code path and cached on the packed weights.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import numpy as np
 from soniq_ref.bitpack import code_planes, pack_bits
 
 from .act_groups import ActGroup, act_groups
+
+# per code path: (words alignment of plane rows, popcount lanes, int8 lanes)
+LAYOUTS = {"scalar": (1, 1, 1), "avx2": (4, 1, 1), "avx512": (1, 8, 16)}
 
 POPCOUNT, INT8 = 0, 1
 ENGINE_NAMES = ("popcount", "int8")
@@ -65,39 +71,53 @@ class CpuPackedWeights:
         """The uint8 weight codes in their original shape."""
         return self._codes.reshape(self.shape).copy()
 
-    def plan(self, k_bits: np.ndarray, act_bits_hi: int, policy: str = "auto"):
-        """(groups, blocks) for activations whose K positions have widths ``k_bits``."""
-        key = (act_bits_hi, policy, k_bits.tobytes())
+    def plan(self, k_bits: np.ndarray, act_bits_hi: int, policy: str = "auto",
+             isa: str = "scalar"):
+        """(groups, blocks, engines) for activations whose K positions have widths ``k_bits``."""
+        key = (act_bits_hi, policy, isa, k_bits.tobytes())
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._build(k_bits, act_bits_hi, policy)
+            plan = self._build(k_bits, act_bits_hi, policy, LAYOUTS[isa])
             with self._lock:
                 plan = self._plans.setdefault(key, plan)
         return plan
 
-    def _build(self, k_bits, act_bits_hi, policy):
-        groups = act_groups(k_bits, act_bits_hi)
+    def _build(self, k_bits, act_bits_hi, policy, layout):
+        word_align, pop_lanes, int8_lanes = layout
+        groups = act_groups(k_bits, act_bits_hi, word_align)
         blocks, need = [], [[False, False] for _ in groups]
         for gi, group in enumerate(groups):
             for w_bits, cols in self._by_width.items():
                 engine = choose_engine(w_bits, group.bits, policy)
                 need[gi][engine] = True
-                blocks.append(self._block(engine, gi, group, w_bits, cols))
+                lanes = pop_lanes if engine == POPCOUNT else int8_lanes
+                blocks.append(self._block(engine, gi, group, w_bits, cols, lanes))
         group_args = tuple(_group_args(g, *n) for g, n in zip(groups, need))
         engines = frozenset(ENGINE_NAMES[b[0]] for b in blocks)
         return group_args, tuple(blocks), engines
 
-    def _block(self, engine: int, gi: int, group: ActGroup, w_bits: int, cols: np.ndarray):
-        w = self._codes[cols][:, group.idx]                          # [n, k_group]
+    def _block(self, engine: int, gi: int, group: ActGroup, w_bits: int, cols: np.ndarray,
+               lanes: int):
+        n = len(cols)
+        n_pad = -(-n // lanes) * lanes
+        w = np.zeros((n_pad, group.k), np.uint8)
+        w[:n] = self._codes[cols][:, group.idx]                      # [n_pad, k_group]
         wplanes = wbytes = None
         if engine == POPCOUNT:
-            packed = pack_bits(code_planes(w, w_bits))               # [n, bw, ceil(k/64)]
-            wplanes = np.zeros((len(cols), w_bits, group.words), np.uint64)
-            wplanes[:, :, :packed.shape[2]] = packed
+            packed = pack_bits(code_planes(w, w_bits))               # [n_pad, bw, ceil(k/64)]
+            planes = np.zeros((n_pad, w_bits, group.words), np.uint64)
+            planes[:, :, :packed.shape[2]] = packed
+            # [n_pad / lanes, lanes, bw, words] -> [n_pad / lanes, bw, words, lanes]
+            wplanes = np.ascontiguousarray(
+                planes.reshape(n_pad // lanes, lanes, w_bits, group.words).transpose(0, 2, 3, 1))
         else:
-            wbytes = np.zeros((len(cols), group.kpad), np.int8)
-            wbytes[:, :group.k] = (w.astype(np.int16) - (1 << (w_bits - 1))).astype(np.int8)
-        return (engine, gi, w_bits, len(cols), cols, wplanes, wbytes)
+            values = np.zeros((n_pad, group.kpad), np.int8)
+            values[:, :group.k] = (w.astype(np.int16) - (1 << (w_bits - 1))).astype(np.int8)
+            if lanes > 1:   # [n/16, 16, kpad/4, 4] -> [n/16, kpad/4, 16, 4]
+                values = values.reshape(n_pad // lanes, lanes, group.kpad // 4, 4)
+                values = np.ascontiguousarray(values.transpose(0, 2, 1, 3))
+            wbytes = values
+        return (engine, gi, w_bits, n, cols, wplanes, wbytes, lanes)
 
 
 def _group_args(group: ActGroup, need_planes: bool, need_bytes: bool) -> tuple:

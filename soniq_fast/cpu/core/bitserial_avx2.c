@@ -84,7 +84,8 @@ void run(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block 
 }
 
 void soniq_bitserial_avx2(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
-                          int64_t m0, int64_t rows) {
+                          int64_t m0, int64_t rows, int64_t *tile_buf) {
+    (void)tile_buf;
     int pa = g->bits, pw = b->wbits;
     if (pa == 1 && pw == 1)
         run(job, g, b, m0, rows, 1, 1, 2, 4);

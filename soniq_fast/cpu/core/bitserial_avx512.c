@@ -1,87 +1,82 @@
-/* Bit-serial popcount engine with AVX-512 VPOPCNTQ: register tiles of MR rows x NR columns,
- * 512 bits of K per step, plane pairs combined by Horner over s = i + j:
- * t = sum_s 2^s sum_{i+j=s} popcount(W_j & A_i). Same result as bitserial_scalar.c. */
+/* Bit-serial popcount engine with AVX-512 VPOPCNTQ, one output channel per 64-bit lane.
+ *
+ * Weights are interleaved 8 channels per vector: wplanes[v][j][w][lane] is word w of plane j
+ * of channel 8 v + lane. An "expanded row" e = r * pa + i is plane i of tile row r and an
+ * "expanded vector" x = v * pw + j is plane j of vector v; the kernel is a binary GEMM over
+ * them: word w of expanded row e is broadcast to all lanes and ANDed with word w of MR
+ * expanded vectors, so every lane accumulates its own channel and no horizontal sum is needed.
+ * Each sum is then added, shifted by i + j, into tile[r][8 v + lane]; the flush turns
+ * P = sum_{i,j} 2^(i+j) popcount(W_j & A_i) into the block's contribution.
+ * Same result as bitserial_scalar.c. */
 #pragma GCC target("avx512f,avx512bw,avx512vpopcntdq")
 #include <immintrin.h>
+#include <string.h>
 
 #include "soniq_cpu.h"
 
-#define COL_BLOCK 128
-#define MAX_PLANES 8
+#define MR 6    /* expanded rows per register tile */
+#define NR 4    /* expanded vectors per register tile */
 
 static inline __attribute__((always_inline))
-__m512i pair_sum(const __m512i *va, const __m512i *vw, int pa, int pw) {
-    __m512i t = _mm512_setzero_si512();
-    for (int s = pa + pw - 2; s >= 0; s--) {
-        t = _mm512_add_epi64(t, t);
-        for (int i = s - pw + 1 > 0 ? s - pw + 1 : 0; i < pa && i <= s; i++)
-            t = _mm512_add_epi64(t, _mm512_popcnt_epi64(_mm512_and_si512(va[i], vw[s - i])));
-    }
-    return t;
-}
-
-static inline __attribute__((always_inline))
-void tile(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
-          int64_t m0, int64_t m, int64_t o, int mr, int nr,
-          int pa, int pw) {
-    int64_t words = g->words;
-    const uint64_t *abase = g->planes + m * pa * words;
-    const uint64_t *wbase = b->wplanes + o * pw * words;
-    __m512i acc[4][4];
-    for (int r = 0; r < mr; r++)
+void micro(const uint64_t *a, const uint64_t *wv, int64_t words, int nr, int pa, int pw,
+           int64_t e0, int64_t e_end, int64_t x0, int64_t *tile, int64_t ld) {
+    __m512i acc[MR][NR];
+    for (int r = 0; r < MR; r++)
         for (int c = 0; c < nr; c++)
             acc[r][c] = _mm512_setzero_si512();
-    for (int64_t w = 0; w < words; w += 8) {
-        __m512i va[4][MAX_PLANES], vw[4][MAX_PLANES];
-        for (int r = 0; r < mr; r++)
-            for (int i = 0; i < pa; i++)
-                va[r][i] = _mm512_loadu_si512((const void *)(abase + (r * pa + i) * words + w));
+    for (int64_t w = 0; w < words; w++) {
+        __m512i wz[NR];
         for (int c = 0; c < nr; c++)
-            for (int j = 0; j < pw; j++)
-                vw[c][j] = _mm512_loadu_si512((const void *)(wbase + (c * pw + j) * words + w));
-        for (int r = 0; r < mr; r++)
+            wz[c] = _mm512_loadu_si512((const void *)(wv + ((int64_t)c * words + w) * 8));
+        for (int r = 0; r < MR; r++) {
+            __m512i az = _mm512_set1_epi64((long long)a[r * words + w]);
             for (int c = 0; c < nr; c++)
-                acc[r][c] = _mm512_add_epi64(acc[r][c], pair_sum(va[r], vw[c], pa, pw));
+                acc[r][c] = _mm512_add_epi64(acc[r][c],
+                                             _mm512_popcnt_epi64(_mm512_and_si512(az, wz[c])));
+        }
     }
-    for (int r = 0; r < mr; r++)
+    /* (row, plane) of expanded row e0 + r and (vector, plane) of x0 + c, without divisions
+     * in the loop (they would cost more than the popcounts at small K) */
+    int64_t row = e0 / pa, v_first = x0 / pw;
+    int i = (int)(e0 % pa), j_first = (int)(x0 % pw);
+    for (int r = 0; r < MR && e0 + r < e_end; r++) {
+        int64_t v = v_first;
+        int j = j_first;
         for (int c = 0; c < nr; c++) {
-            int64_t p = _mm512_reduce_add_epi64(acc[r][c]);
-            *soniq_out_at(job, m0 + m + r, b->cols[o + c]) +=
-                soniq_popcount_term(p, b->wbits, g->rowsum[m + r], g->shift);
+            int64_t *dst = tile + row * ld + v * 8;
+            __m512i shifted = _mm512_slli_epi64(acc[r][c], (unsigned)(i + j));
+            _mm512_storeu_si512((void *)dst,
+                                _mm512_add_epi64(_mm512_loadu_si512((const void *)dst), shifted));
+            if (++j == pw) {
+                j = 0;
+                v++;
+            }
         }
-}
-
-static inline __attribute__((always_inline))
-void run(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
-         int64_t m0, int64_t m1, int pa, int pw,
-         int MR, int NR) {
-    for (int64_t o0 = 0; o0 < b->n; o0 += COL_BLOCK) {
-        int64_t o1 = o0 + COL_BLOCK < b->n ? o0 + COL_BLOCK : b->n;
-        int64_t m = 0;
-        for (; m + MR <= m1; m += MR) {
-            int64_t o = o0;
-            for (; o + NR <= o1; o += NR)
-                tile(job, g, b, m0, m, o, MR, NR, pa, pw);
-            for (; o < o1; o++)
-                tile(job, g, b, m0, m, o, MR, 1, pa, pw);
+        if (++i == pa) {
+            i = 0;
+            row++;
         }
-        for (; m < m1; m++)
-            for (int64_t o = o0; o < o1; o++)
-                tile(job, g, b, m0, m, o, 1, 1, pa, pw);
     }
 }
 
-void soniq_bitserial_avx512(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
-                            int64_t m0, int64_t rows) {
+void soniq_bitserial_avx512(const soniq_gemm_job *job, const soniq_act_group *g,
+                            const soniq_block *b, int64_t m0, int64_t rows, int64_t *tile) {
     int pa = g->bits, pw = b->wbits;
-    if (pa == 1 && pw == 1)
-        run(job, g, b, m0, rows, 1, 1, 4, 4);
-    else if (pa == 2 && pw == 1)
-        run(job, g, b, m0, rows, 2, 1, 2, 4);
-    else if (pa == 1 && pw == 2)
-        run(job, g, b, m0, rows, 1, 2, 2, 4);
-    else if (pa == 2 && pw == 2)
-        run(job, g, b, m0, rows, 2, 2, 2, 4);
-    else
-        run(job, g, b, m0, rows, pa, pw, 1, 1);
+    int64_t words = g->words, n_vec = (b->n + 7) / 8, ld = n_vec * 8;
+    int64_t e_end = rows * pa, n_x = n_vec * pw;
+    memset(tile, 0, sizeof(int64_t) * (size_t)(rows * ld));
+    for (int64_t x0 = 0; x0 < n_x; x0 += NR) {
+        const uint64_t *wv = b->wplanes + x0 * words * 8;
+        int nr = n_x - x0 < NR ? (int)(n_x - x0) : NR;
+        for (int64_t e0 = 0; e0 < e_end; e0 += MR) {
+            const uint64_t *a = g->planes + e0 * words;
+            switch (nr) {
+            case 4: micro(a, wv, words, 4, pa, pw, e0, e_end, x0, tile, ld); break;
+            case 3: micro(a, wv, words, 3, pa, pw, e0, e_end, x0, tile, ld); break;
+            case 2: micro(a, wv, words, 2, pa, pw, e0, e_end, x0, tile, ld); break;
+            default: micro(a, wv, words, 1, pa, pw, e0, e_end, x0, tile, ld); break;
+            }
+        }
+    }
+    soniq_flush_tile(job, g, b, m0, rows, tile, ld);
 }

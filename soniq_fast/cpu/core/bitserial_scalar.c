@@ -11,7 +11,8 @@ static unsigned popcount64(uint64_t x) {
 }
 
 void soniq_bitserial_scalar(const soniq_gemm_job *job, const soniq_act_group *g,
-                            const soniq_block *b, int64_t m0, int64_t rows) {
+                            const soniq_block *b, int64_t m0, int64_t rows, int64_t *tile_buf) {
+    (void)tile_buf;
     int64_t words = g->words;
     for (int64_t r = 0; r < rows; r++) {
         const uint64_t *a = g->planes + r * g->bits * words;

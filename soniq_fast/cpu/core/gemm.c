@@ -15,6 +15,7 @@ typedef struct {
 typedef struct {                /* one thread's scratch */
     soniq_act_group view[SONIQ_MAX_GROUPS];
     uint8_t *patch, *gathered;
+    int64_t *tile;              /* SONIQ_ROW_TILE x (widest block rounded up to 16) */
 } scratch;
 
 static void scratch_free(scratch *s, int n_groups) {
@@ -25,6 +26,7 @@ static void scratch_free(scratch *s, int n_groups) {
     }
     free(s->patch);
     free(s->gathered);
+    free(s->tile);
 }
 
 static int scratch_alloc(scratch *s, const soniq_gemm_job *job) {
@@ -33,18 +35,24 @@ static int scratch_alloc(scratch *s, const soniq_gemm_job *job) {
     memset(s, 0, sizeof *s);
     s->patch = (uint8_t *)malloc(k);
     s->gathered = (uint8_t *)malloc(k);
-    ok = s->patch && s->gathered;
+    int64_t widest = 16;
+    for (int bi = 0; bi < job->n_blocks; bi++)
+        if ((job->blocks[bi].n + 15) / 16 * 16 > widest)
+            widest = (job->blocks[bi].n + 15) / 16 * 16;
+    s->tile = (int64_t *)malloc(sizeof(int64_t) * SONIQ_ROW_TILE * (size_t)widest);
+    ok = s->patch && s->gathered && s->tile;
     for (int gi = 0; gi < job->n_groups; gi++) {
         soniq_act_group *v = &s->view[gi];
         *v = job->groups[gi];
         v->planes = NULL;
         v->bytes = NULL;
         v->rowsum = (int64_t *)malloc(sizeof(int64_t) * SONIQ_ROW_TILE);
+        /* zeroed, with SONIQ_ROW_PAD spare rows: engines may read rows past the tile */
         if (v->need_planes)
-            v->planes = (uint64_t *)malloc(sizeof(uint64_t) * SONIQ_ROW_TILE * (size_t)v->bits
-                                           * (size_t)v->words);
+            v->planes = (uint64_t *)calloc((SONIQ_ROW_TILE * (size_t)v->bits + SONIQ_ROW_PAD)
+                                           * (size_t)v->words, sizeof(uint64_t));
         if (v->need_bytes)
-            v->bytes = (uint8_t *)malloc(SONIQ_ROW_TILE * (size_t)v->kpad);
+            v->bytes = (uint8_t *)calloc((SONIQ_ROW_TILE + SONIQ_ROW_PAD) * (size_t)v->kpad, 1);
         ok = ok && v->rowsum && (!v->need_planes || v->planes) && (!v->need_bytes || v->bytes);
     }
     return ok ? 0 : -1;
@@ -115,7 +123,7 @@ static void run_rows(void *arg, int64_t lo, int64_t hi) {
         }
         for (int bi = 0; bi < job->n_blocks; bi++) {
             const soniq_block *b = &job->blocks[bi];
-            engine_for(job->isa, b->engine)(job, &s.view[b->group], b, m0, rows);
+            engine_for(job->isa, b->engine)(job, &s.view[b->group], b, m0, rows, s.tile);
         }
     }
     scratch_free(&s, job->n_groups);

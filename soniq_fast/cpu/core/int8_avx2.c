@@ -42,7 +42,8 @@ void tile(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block
 }
 
 void soniq_int8_avx2(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
-                     int64_t m0, int64_t rows) {
+                     int64_t m0, int64_t rows, int64_t *tile_buf) {
+    (void)tile_buf;
     enum { MR = 2, NR = 4 };
     for (int64_t o0 = 0; o0 < b->n; o0 += COL_BLOCK) {
         int64_t o1 = o0 + COL_BLOCK < b->n ? o0 + COL_BLOCK : b->n;

@@ -2,7 +2,8 @@
 #include "soniq_cpu.h"
 
 void soniq_int8_scalar(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
-                       int64_t m0, int64_t rows) {
+                       int64_t m0, int64_t rows, int64_t *tile_buf) {
+    (void)tile_buf;
     for (int64_t r = 0; r < rows; r++) {
         const uint8_t *a = g->bytes + r * g->kpad;
         for (int64_t o = 0; o < b->n; o++) {

@@ -1,56 +1,65 @@
-/* INT8 engine with AVX-512 VNNI: vpdpbusd multiplies uint8 a' by int8 v and adds groups of four
- * products into int32 lanes (no saturation); 4 x 4 register tiles, 64 bytes of K per step.
- * Same result as int8_scalar.c: int32 partial sums are exact because K <= 33025. */
+/* INT8 engine with AVX-512 VNNI, one output channel per 32-bit lane.
+ *
+ * Weights are interleaved 16 channels per vector: wbytes[v][q][lane][0..3] are the int8
+ * values v = w - 2^(bw-1) of channel 16 v + lane at K positions 4 q .. 4 q + 3. Four shifted
+ * activation bytes a' (uint8) of a row are broadcast to all lanes and vpdpbusd adds the four
+ * uint8 x int8 products to each lane's int32 sum (no saturation). Register tile: MR rows x NR
+ * vectors. int32 is exact: |sum| <= K * 255 * 128 with K <= 33025.
+ * Same result as int8_scalar.c. */
 #pragma GCC target("avx512f,avx512bw,avx512vnni")
 #include <immintrin.h>
+#include <string.h>
 
 #include "soniq_cpu.h"
 
-#define COL_BLOCK 64
+#define MR 6
+#define NR 4
 
 static inline __attribute__((always_inline))
-void tile(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
-          int64_t m0, int64_t m, int64_t o, int mr, int nr) {
-    int64_t kpad = g->kpad;
-    const uint8_t *abase = g->bytes + m * kpad;
-    const int8_t *wbase = b->wbytes + o * kpad;
-    __m512i acc[4][4];
-    for (int r = 0; r < mr; r++)
+void micro(const uint8_t *a, int64_t kpad, const int8_t *wv, int nr, int64_t r0, int64_t rows,
+           int64_t v0, int64_t *tile, int64_t ld) {
+    __m512i acc[MR][NR];
+    int64_t kq = kpad / 4;
+    for (int r = 0; r < MR; r++)
         for (int c = 0; c < nr; c++)
             acc[r][c] = _mm512_setzero_si512();
-    for (int64_t t = 0; t < kpad; t += 64) {
-        __m512i va[4], vw[4];
-        for (int r = 0; r < mr; r++)
-            va[r] = _mm512_loadu_si512((const void *)(abase + r * kpad + t));
+    for (int64_t q = 0; q < kq; q++) {
+        __m512i wz[NR];
         for (int c = 0; c < nr; c++)
-            vw[c] = _mm512_loadu_si512((const void *)(wbase + c * kpad + t));
-        for (int r = 0; r < mr; r++)
+            wz[c] = _mm512_loadu_si512((const void *)(wv + ((int64_t)c * kq + q) * 64));
+        for (int r = 0; r < MR; r++) {
+            int32_t quad;
+            memcpy(&quad, a + r * kpad + 4 * q, 4);
+            __m512i az = _mm512_set1_epi32(quad);
             for (int c = 0; c < nr; c++)
-                acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], va[r], vw[c]);
+                acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], az, wz[c]);
+        }
     }
-    for (int r = 0; r < mr; r++)
+    for (int r = 0; r < MR && r0 + r < rows; r++)
         for (int c = 0; c < nr; c++) {
-            int64_t v = _mm512_reduce_add_epi32(acc[r][c]);
-            *soniq_out_at(job, m0 + m + r, b->cols[o + c]) +=
-                soniq_int8_term(v, g->rowsum[m + r], g->shift);
+            int64_t *dst = tile + (r0 + r) * ld + (v0 + c) * 16;
+            _mm512_storeu_si512((void *)dst,
+                                _mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc[r][c])));
+            _mm512_storeu_si512((void *)(dst + 8),
+                                _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc[r][c], 1)));
         }
 }
 
 void soniq_int8_vnni(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
-                     int64_t m0, int64_t rows) {
-    enum { MR = 4, NR = 4 };
-    for (int64_t o0 = 0; o0 < b->n; o0 += COL_BLOCK) {
-        int64_t o1 = o0 + COL_BLOCK < b->n ? o0 + COL_BLOCK : b->n;
-        int64_t m = 0;
-        for (; m + MR <= rows; m += MR) {
-            int64_t o = o0;
-            for (; o + NR <= o1; o += NR)
-                tile(job, g, b, m0, m, o, MR, NR);
-            for (; o < o1; o++)
-                tile(job, g, b, m0, m, o, MR, 1);
+                     int64_t m0, int64_t rows, int64_t *tile) {
+    int64_t kpad = g->kpad, n_vec = (b->n + 15) / 16, ld = n_vec * 16;
+    for (int64_t v0 = 0; v0 < n_vec; v0 += NR) {
+        const int8_t *wv = b->wbytes + v0 * kpad * 16;
+        int nr = n_vec - v0 < NR ? (int)(n_vec - v0) : NR;
+        for (int64_t r0 = 0; r0 < rows; r0 += MR) {
+            const uint8_t *a = g->bytes + r0 * kpad;
+            switch (nr) {
+            case 4: micro(a, kpad, wv, 4, r0, rows, v0, tile, ld); break;
+            case 3: micro(a, kpad, wv, 3, r0, rows, v0, tile, ld); break;
+            case 2: micro(a, kpad, wv, 2, r0, rows, v0, tile, ld); break;
+            default: micro(a, kpad, wv, 1, r0, rows, v0, tile, ld); break;
+            }
         }
-        for (; m < rows; m++)
-            for (int64_t o = o0; o < o1; o++)
-                tile(job, g, b, m0, m, o, 1, 1);
     }
+    soniq_flush_tile(job, g, b, m0, rows, tile, ld);
 }

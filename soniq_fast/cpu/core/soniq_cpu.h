@@ -53,8 +53,10 @@ typedef struct {
     int wbits;              /* weight bit width of every column of the block */
     int64_t n;              /* columns */
     const int32_t *cols;    /* output channel of each column, [n] */
-    const uint64_t *wplanes;/* popcount: [n][wbits][words] */
-    const int8_t *wbytes;   /* int8: [n][kpad], v = w - 2^(wbits-1) */
+    int lanes;              /* output channels interleaved per vector (1: plain rows) */
+    const uint64_t *wplanes;/* popcount: [ceil(n/lanes)][wbits][words][lanes] */
+    const int8_t *wbytes;   /* int8, v = w - 2^(wbits-1): lanes 1: [n][kpad];
+                               lanes 16: [ceil(n/16)][kpad/4][16][4] */
 } soniq_block;
 
 typedef struct {            /* acc[m, o] lives at out[(m / rpi) * istride + (m % rpi) * rstride + o * cstride] */
@@ -89,6 +91,11 @@ int soniq_parallel_for(int n_threads, int64_t total, soniq_range_fn fn, void *ct
 /* gemm.c: returns 0, -1 when scratch cannot be allocated, -2 for too many act groups */
 int soniq_gemm_run(const soniq_gemm_job *job, int n_threads);
 int64_t soniq_engine_calls(int isa, int engine);   /* engine runs so far, for tests */
+static inline int64_t *soniq_out_row(const soniq_gemm_job *job, int64_t m) {
+    const soniq_out_layout *l = &job->layout;
+    return job->out + (m / l->rows_per_image) * l->image_stride
+           + (m % l->rows_per_image) * l->row_stride;
+}
 static inline int64_t *soniq_out_at(const soniq_gemm_job *job, int64_t m, int64_t o) {
     const soniq_out_layout *l = &job->layout;
     return job->out + (m / l->rows_per_image) * l->image_stride
@@ -106,11 +113,15 @@ void soniq_pack_planes_avx2(const uint8_t *src, int64_t k, int bits, uint64_t *d
 void soniq_pack_planes_avx512(const uint8_t *src, int64_t k, int bits, uint64_t *dst, int64_t words);
 
 /* engines: add the block's contribution for the prepared tile rows r in [0, rows) of group g
- * (a thread's scratch view) to the output rows m0 + r */
+ * (a thread's scratch view) to the output rows m0 + r. `tile` is the thread's int64 scratch
+ * of SONIQ_ROW_TILE * round_up(n, 16) entries. Scratch rows past `rows` (up to a multiple of
+ * SONIQ_ROW_PAD expanded rows) are zero, so engines may compute on them. */
+#define SONIQ_ROW_PAD 8
 typedef void (*soniq_block_fn)(const soniq_gemm_job *job, const soniq_act_group *g,
-                               const soniq_block *b, int64_t m0, int64_t rows);
+                               const soniq_block *b, int64_t m0, int64_t rows, int64_t *tile);
 #define SONIQ_ENGINE(name) \
-    void name(const soniq_gemm_job *, const soniq_act_group *, const soniq_block *, int64_t, int64_t)
+    void name(const soniq_gemm_job *, const soniq_act_group *, const soniq_block *, int64_t, \
+              int64_t, int64_t *tile)
 SONIQ_ENGINE(soniq_bitserial_scalar);
 SONIQ_ENGINE(soniq_bitserial_avx2);
 SONIQ_ENGINE(soniq_bitserial_avx512);
@@ -124,6 +135,34 @@ static inline int64_t soniq_popcount_term(int64_t p, int wbits, int64_t rowsum, 
 }
 static inline int64_t soniq_int8_term(int64_t v, int64_t rowsum, int shift) {
     return 2 * v + rowsum * ((int64_t)1 << shift);
+}
+
+/* Add a block's per-column sums tile[r][o] (o < n) to the output rows m0 + r:
+ * popcount: t = P, contribution 2^shift * (2 P - (2^bw - 1) * rowsum);
+ * int8:     t = V, contribution 2 V + 2^shift * rowsum. Locals first: out may alias nothing
+ * here, but the compiler cannot know that and would reload every field per element. */
+static inline void soniq_flush_tile(const soniq_gemm_job *job, const soniq_act_group *g,
+                                    const soniq_block *b, int64_t m0, int64_t rows,
+                                    const int64_t *tile, int64_t ld) {
+    const int64_t n = b->n, cs = job->layout.col_stride;
+    const int32_t *cols = b->cols;
+    const int64_t scale = (int64_t)1 << g->shift;
+    const int popcount = b->engine == SONIQ_ENGINE_POPCOUNT;
+    const int64_t levels = ((int64_t)1 << b->wbits) - 1;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t *out = soniq_out_row(job, m0 + r);
+        const int64_t *t = tile + r * ld;
+        const int64_t rowsum = g->rowsum[r];
+        if (popcount) {
+            const int64_t base = levels * rowsum;
+            for (int64_t o = 0; o < n; o++)
+                out[cols[o] * cs] += (2 * t[o] - base) * scale;
+        } else {
+            const int64_t base = rowsum * scale;
+            for (int64_t o = 0; o < n; o++)
+                out[cols[o] * cs] += 2 * t[o] + base;
+        }
+    }
 }
 
 /* epilogue.c: channel of element i is (i / inner) % channels */
