@@ -378,3 +378,16 @@ def test_gpu_runtime_launch_path_with_the_emulator_standing_in_for_cupy(monkeypa
                                   independent.epilogue(acc, scale, bias).view(np.uint32))
     assert all("--fmad=false" in opts and any(o.startswith("-I") for o in opts)
                for opts in seen_options)
+
+
+def test_module_from_a_path_resolves_includes_next_to_it(tmp_path):
+    (tmp_path / "offset.cuh").write_text("#define OFFSET 40\n")
+    (tmp_path / "k.cu").write_text('#include "offset.cuh"\n'
+                                   'extern "C" __global__ void k(int* o) { o[threadIdx.x] = OFFSET + 2; }\n')
+    out = np.zeros(3, np.int32)
+    EmuModule(path=str(tmp_path / "k.cu")).get_function("k")((1,), (3,), (out,))
+    np.testing.assert_array_equal(out, [42, 42, 42])
+    with pytest.raises(TypeError, match="exactly one of code or path"):
+        EmuModule()
+    with pytest.raises(AttributeError, match="no extern"):
+        EmuModule(path=str(tmp_path / "k.cu")).get_function("missing")
