@@ -8,7 +8,7 @@
 //     poison byte (0xA5) before every block, so reading unwritten shared memory
 //     gives garbage rather than a previous block's values;
 //   * `__syncthreads()` is a real barrier: a thread parks until every thread of
-//     the block waits at the same barrier (same source line). A barrier reached
+//     the block waits at the same `__syncthreads` of the source. A barrier reached
 //     by only some threads (divergent code, or threads that already returned)
 //     aborts the launch with an error naming the line;
 //   * warp intrinsics (`__syncwarp`, `__shfl*_sync`, `__ballot_sync`,
@@ -18,7 +18,7 @@
 //     order (blocks likewise), so a result that depends on the order of
 //     unsynchronised threads shows up as a test failure.
 //
-// Included once per emulation build, before the kernel source (see loader.py).
+// Included once per emulation build, before the kernel source (see module.py).
 #pragma once
 
 #include <ucontext.h>
