@@ -47,6 +47,7 @@ cdef extern from "core/soniq_cpu.h" nogil:
         soniq_out_layout layout
         int isa
     int soniq_cpu_has(int isa)
+    int64_t soniq_popcount_probe(int64_t iterations)
     int64_t soniq_engine_calls(int isa, int engine)
     int soniq_gemm_run(const soniq_gemm_job *job, int n_threads)
     int soniq_pack_activations(const uint8_t *a, int64_t m, int64_t k, const uint8_t *a_bits,
@@ -121,6 +122,14 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, tuple lay
         raise ValueError("too many activation bit-width groups")
     if rc != 0:
         raise MemoryError("the cpu kernels could not allocate their scratch buffers")
+
+
+def popcount_probe(int64_t iterations):
+    """Run the AND + VPOPCNTQ peak probe; returns the 512-bit steps done (0 without AVX-512)."""
+    cdef int64_t steps
+    with nogil:
+        steps = soniq_popcount_probe(iterations)
+    return steps
 
 
 def engine_calls(int isa, int engine):

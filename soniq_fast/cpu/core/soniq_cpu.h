@@ -84,6 +84,9 @@ typedef struct {
 /* isa.c */
 int soniq_cpu_has(int isa);
 
+/* popcount_probe.c */
+int64_t soniq_popcount_probe(int64_t iterations);
+
 /* threads.c: calls fn(ctx, lo, hi) on n_threads disjoint contiguous ranges of [0, total). */
 typedef void (*soniq_range_fn)(void *ctx, int64_t lo, int64_t hi);
 int soniq_parallel_for(int n_threads, int64_t total, soniq_range_fn fn, void *ctx);

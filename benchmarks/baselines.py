@@ -1,0 +1,117 @@
+"""What the cpu benchmarks share: median timing, ONNX Runtime INT8 baselines, tables.
+
+ONNX Runtime models are built in-process with the ``onnx`` helper API:
+MatMulInteger and ConvInteger on uint8 activations x int8 weights (int32 out), the
+weights stored as initializers so they are prepared once, like our packed weights.
+Thread counts are set per session (intra-op threads, no inter-op parallelism).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+
+
+def median_seconds(fn, repeats: int = 7, min_time: float = 0.05) -> float:
+    """Median over ``repeats`` samples of the seconds per call of ``fn``.
+
+    One warm-up call; each sample runs ``fn`` enough times to last about ``min_time``.
+    """
+    fn()
+    start = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - start, 1e-7)
+    inner = max(1, int(min_time / once))
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - start) / inner)
+    return statistics.median(samples)
+
+
+def _session(model, threads: int):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+
+
+def _model(node, inputs, output, initializers):
+    from onnx import helper
+    graph = helper.make_graph([node], "soniq_baseline", inputs, [output], initializer=initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def ort_matmul_integer(a_u8: np.ndarray, w_s8: np.ndarray, threads: int):
+    """A callable running ONNX Runtime MatMulInteger: uint8 [M, K] x int8 [K, N] -> int32."""
+    from onnx import TensorProto, helper, numpy_helper
+    m, k = a_u8.shape
+    node = helper.make_node("MatMulInteger", ["a", "w"], ["y"])
+    model = _model(node, [helper.make_tensor_value_info("a", TensorProto.UINT8, [m, k])],
+                   helper.make_tensor_value_info("y", TensorProto.INT32, [m, w_s8.shape[1]]),
+                   [numpy_helper.from_array(np.ascontiguousarray(w_s8), "w")])
+    session = _session(model, threads)
+    feed = {"a": np.ascontiguousarray(a_u8)}
+    return lambda: session.run(None, feed)[0]
+
+
+def ort_conv_integer(x_u8: np.ndarray, w_s8: np.ndarray, stride: int, padding: int,
+                     threads: int):
+    """A callable running ONNX Runtime ConvInteger: uint8 NCHW x int8 OIHW -> int32."""
+    from onnx import TensorProto, helper, numpy_helper
+    node = helper.make_node("ConvInteger", ["x", "w"], ["y"], strides=[stride, stride],
+                            pads=[padding] * 4)
+    model = _model(node, [helper.make_tensor_value_info("x", TensorProto.UINT8, list(x_u8.shape))],
+                   helper.make_tensor_value_info("y", TensorProto.INT32, None),
+                   [numpy_helper.from_array(np.ascontiguousarray(w_s8), "w")])
+    session = _session(model, threads)
+    feed = {"x": np.ascontiguousarray(x_u8)}
+    return lambda: session.run(None, feed)[0]
+
+
+def machine() -> dict:
+    """CPU model, core count and library versions, for the record."""
+    import onnxruntime
+    info = {"python": platform.python_version(), "numpy": np.__version__,
+            "onnxruntime": onnxruntime.__version__, "cpus": os.cpu_count()}
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in lscpu.splitlines():
+            if line.startswith("Model name:"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def markdown_table(header: list, rows: list) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_json(path: str, payload: dict) -> None:
+    """Write ``payload`` as JSON atomically (temporary file in the same folder, then rename)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".bench-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,78 @@
+"""This CPU's AND + popcount peak, and how close the W1A1 GEMM of the cpu backend gets.
+
+The probe runs the AVX-512 popcount engine's instruction mix (broadcast-free: AND,
+VPOPCNTQ, VPADDQ on 24 register accumulators) with every operand in registers, on one
+thread, and reports binary multiply-accumulates per second (one bit of W AND one bit of
+A counted). The W1A1 GEMM does M * N * K of them per call, activation packing and the
+int64 output included.
+
+Usage:  python benchmarks/popcount_probe.py [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from baselines import machine, markdown_table, median_seconds, write_json  # noqa: E402
+
+SHAPES = [(256, 1024, 1024), (1024, 1024, 1024), (64, 4096, 4096), (3136, 576, 64)]
+
+
+def probe_peak(seconds: float = 0.3) -> float:
+    """Binary MACs per second of the register-only AND + popcount loop (median of 5)."""
+    from soniq_fast.cpu import _kernels
+    iterations = 1 << 16
+    while True:
+        start = time.perf_counter()
+        steps = _kernels.popcount_probe(iterations)
+        elapsed = time.perf_counter() - start
+        if steps == 0:
+            raise SystemExit("popcount_probe: this CPU lacks AVX-512 VPOPCNTDQ; nothing measured")
+        if elapsed > seconds / 5:
+            break
+        iterations *= 2
+    rates = []
+    for _ in range(5):
+        start = time.perf_counter()
+        steps = _kernels.popcount_probe(iterations)
+        rates.append(steps * 512 / (time.perf_counter() - start))
+    return float(np.median(rates))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="write the measurements to this JSON file")
+    args = parser.parse_args(argv)
+    from soniq_fast.cpu import BACKEND
+    backend = BACKEND.variant("avx512").with_threads(1)
+    peak = probe_peak()
+    rng = np.random.default_rng(0)
+    rows = []
+    for m, k, n in SHAPES:
+        a = rng.integers(0, 2, (m, k), dtype=np.uint8)
+        w = rng.integers(0, 2, (n, k), dtype=np.uint8)
+        packed = backend.pack_weights(w, np.ones(n, np.uint8))
+        bits = np.ones(k, np.uint8)
+        t = median_seconds(lambda: backend.linear_int(a, bits, packed, None, 1))
+        rate = m * n * k / t
+        rows.append(dict(shape=[m, k, n], seconds=t, binary_macs_per_s=rate,
+                         fraction_of_peak=rate / peak))
+    print(f"AND + VPOPCNTQ peak, one thread: {peak / 1e12:.3f} T binary MAC/s")
+    print(markdown_table(["M, K, N", "W1A1 ms", "T binary MAC/s", "of peak"],
+                         [[", ".join(map(str, r["shape"])), f"{r['seconds'] * 1e3:.3f}",
+                           f"{r['binary_macs_per_s'] / 1e12:.3f}",
+                           f"{100 * r['fraction_of_peak']:.0f}%"] for r in rows]))
+    if args.json:
+        write_json(args.json, {"benchmark": "popcount_probe", "machine": machine(),
+                               "peak_binary_macs_per_s": peak, "results": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
