@@ -51,38 +51,52 @@ class BatchNorm(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         axes = self._axes(x)
+        n = x.size // self.channels
         if self.training:
-            mu, var = x.mean(axis=axes), x.var(axis=axes)
-            n = x.size // self.channels
-            unbiased = var * (n / max(n - 1, 1))
+            mu = x.sum(axis=axes) / n
+            centered = x - self._col(mu.astype(x.dtype), x.ndim)
+            var = _channel_dot(centered, centered) / n
             m = self.momentum
             self.running_mean[...] = (1 - m) * self.running_mean + m * mu
-            self.running_var[...] = (1 - m) * self.running_var + m * unbiased
+            self.running_var[...] = (1 - m) * self.running_var + m * var * (n / max(n - 1, 1))
         else:
             mu, var = self.running_mean, self.running_var
+            centered = x - self._col(mu.astype(x.dtype), x.ndim)
         inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
-        x_hat = (x - self._col(mu, x.ndim)) * self._col(inv_std, x.ndim)
+        x_hat = centered
+        x_hat *= self._col(inv_std, x.ndim)             # in place: one temporary less
         self._cache = (x_hat, inv_std, axes, self.training)
-        return self._col(self.params["weight"], x.ndim) * x_hat + \
-            self._col(self.params["bias"], x.ndim)
+        y = x_hat * self._col(self.params["weight"], x.ndim)
+        y += self._col(self.params["bias"], x.ndim)
+        return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         x_hat, inv_std, axes, training = self._cache
-        self.grads = {"weight": (dy * x_hat).sum(axis=axes).astype(self.dtype),
-                      "bias": dy.sum(axis=axes).astype(self.dtype)}
+        sum_dy = dy.sum(axis=axes)
+        sum_dy_xhat = _channel_dot(dy, x_hat)
+        self.grads = {"weight": sum_dy_xhat.astype(self.dtype), "bias": sum_dy.astype(self.dtype)}
         g = self._col(self.params["weight"] * inv_std, dy.ndim)
         if not training:
             return dy * g
         # d/dx of the batch statistics: subtract the mean of dy and of dy * x_hat.
-        mean_dy = dy.mean(axis=axes, keepdims=True)
-        mean_dy_xhat = (dy * x_hat).mean(axis=axes, keepdims=True)
-        return g * (dy - mean_dy - x_hat * mean_dy_xhat)
+        n = dy.size // self.channels
+        dx = x_hat * self._col((sum_dy_xhat / n).astype(dy.dtype), dy.ndim)
+        np.subtract(dy, dx, out=dx)
+        dx -= self._col((sum_dy / n).astype(dy.dtype), dy.ndim)
+        dx *= g
+        return dx
 
     def folded(self) -> tuple[np.ndarray, np.ndarray]:
         """Eval-mode affine map as float64 ``(a, b)``: ``y = a * x + b`` per channel."""
         a = self.params["weight"].astype(np.float64) / np.sqrt(
             self.running_var.astype(np.float64) + self.eps)
         return a, self.params["bias"].astype(np.float64) - a * self.running_mean
+
+
+def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per channel (axis 1): sum of a * b over every other axis, without a temporary."""
+    a3 = a.reshape(a.shape[0], a.shape[1], -1)
+    return np.einsum("bcs,bcs->c", a3, b.reshape(a3.shape))
 
 
 class BatchNorm1d(BatchNorm):
