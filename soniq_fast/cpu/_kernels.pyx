@@ -44,6 +44,7 @@ cdef extern from "core/soniq_cpu.h" nogil:
         int n_blocks
         const soniq_block *blocks
         int64_t *out
+        int64_t n_out
         soniq_out_layout layout
         int isa
     int soniq_cpu_has(int isa)
@@ -68,9 +69,9 @@ def cpu_has(int isa):
     return bool(soniq_cpu_has(isa))
 
 
-def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, tuple layout, int isa,
-         int n_threads):
-    """Run one GEMM job (see core/soniq_cpu.h); results are added into ``out`` (int64).
+def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n_out,
+         tuple layout, int isa, int n_threads):
+    """Run one GEMM job (see core/soniq_cpu.h); every element of ``out`` (int64) is written.
 
     a: uint8 [M, K] or None; conv: None or (x uint8 [B, C, H, W], c, h, w, kh, kw, stride,
     padding, ho, wo). groups: tuples (bits, shift, k, idx int32, start, contiguous, words,
@@ -111,6 +112,7 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, tuple lay
         job.n_groups, job.groups = len(groups), cg
         job.n_blocks, job.blocks = len(blocks), cb
         job.out = <int64_t *>addr(out)
+        job.n_out = n_out
         job.layout.rows_per_image, job.layout.image_stride = layout[0], layout[1]
         job.layout.row_stride, job.layout.col_stride = layout[2], layout[3]
         job.isa = isa

@@ -99,7 +99,7 @@ class CpuBackend:
         a_codes, a_bits, hi = _check_acts(a_codes, a_bits, act_bits_hi, packed.k, ndim=2)
         _check_k(packed.k)
         m, n = a_codes.shape[0], packed.shape[0]
-        out = np.zeros((m, n), np.int64)
+        out = np.empty((m, n), np.int64)
         self._gemm(packed, a_bits, hi, a_codes, None, m, out, (max(m, 1), 0, n, 1))
         return out
 
@@ -116,7 +116,7 @@ class CpuBackend:
         _check_k(packed.k)
         b, c, h, w = x_codes.shape
         o, _, kh, kw = packed.shape
-        out = np.zeros((b, o, ho, wo), np.int64)
+        out = np.empty((b, o, ho, wo), np.int64)
         conv = (x_codes, c, h, w, kh, kw, stride, padding, ho, wo)
         k_bits = np.repeat(a_bits, kh * kw)
         self._gemm(packed, k_bits, hi, None, conv, b * ho * wo, out,
@@ -126,8 +126,8 @@ class CpuBackend:
     def _gemm(self, packed, k_bits, hi, a_codes, conv, m, out, layout):
         groups, blocks, engines = packed.plan(k_bits, hi, self.engine_policy, self.isa)
         self.last_path = (self.isa, tuple(sorted(engines)))
-        _kernels.gemm(a_codes, conv, m, packed.k, list(groups), list(blocks), out, layout,
-                      self._isa_index, self.num_threads)
+        _kernels.gemm(a_codes, conv, m, packed.k, list(groups), list(blocks), out,
+                      packed.shape[0], layout, self._isa_index, self.num_threads)
 
     # ------------------------------------------------------------------------ activations
 

@@ -10,7 +10,9 @@ Output channels are grouped by weight width ``bw``; for each activation group (s
   ``2 sum_c v a' + sum_c a'`` with ``a' = a << (A - ba)`` in uint8. Exact at A = 8 too:
   uint8 x int8 products are what VNNI multiplies.
 
-The engine for a block is popcount when ``bw * ba <= 4`` (few plane pairs), else int8.
+The engine for a (bw, ba) pair is popcount when ``bw * ba <= 4`` (few plane pairs), else
+int8; the int8 term does not depend on ``bw``, so all int8 columns of an activation
+group form one block.
 The AVX-512 kernels keep one output channel per SIMD lane, so for them channels are
 interleaved: 8 per vector for popcount (``[n/8, bw, words, 8]``), 16 per vector of
 4-byte groups for int8 (``[n/16, kpad/4, 16, 4]``). Blocks are built once per
@@ -87,37 +89,51 @@ class CpuPackedWeights:
         groups = act_groups(k_bits, act_bits_hi, word_align)
         blocks, need = [], [[False, False] for _ in groups]
         for gi, group in enumerate(groups):
+            int8_cols = []
             for w_bits, cols in self._by_width.items():
                 engine = choose_engine(w_bits, group.bits, policy)
                 need[gi][engine] = True
-                lanes = pop_lanes if engine == POPCOUNT else int8_lanes
-                blocks.append(self._block(engine, gi, group, w_bits, cols, lanes))
+                if engine == POPCOUNT:
+                    blocks.append(self._popcount_block(gi, group, w_bits, cols, pop_lanes))
+                else:
+                    int8_cols.append(cols)
+            if int8_cols:   # the int8 term does not depend on bw: one block for all widths
+                cols = np.sort(np.concatenate(int8_cols)).astype(np.int32)
+                blocks.append(self._int8_block(gi, group, cols, int8_lanes))
         group_args = tuple(_group_args(g, *n) for g, n in zip(groups, need))
         engines = frozenset(ENGINE_NAMES[b[0]] for b in blocks)
         return group_args, tuple(blocks), engines
 
-    def _block(self, engine: int, gi: int, group: ActGroup, w_bits: int, cols: np.ndarray,
-               lanes: int):
-        n = len(cols)
-        n_pad = -(-n // lanes) * lanes
+    def _gathered(self, group: ActGroup, cols: np.ndarray, lanes: int) -> np.ndarray:
+        """uint8 [n rounded up to lanes, k_group]: the block's codes, zero rows as padding."""
+        n_pad = -(-len(cols) // lanes) * lanes
         w = np.zeros((n_pad, group.k), np.uint8)
-        w[:n] = self._codes[cols][:, group.idx]                      # [n_pad, k_group]
-        wplanes = wbytes = None
-        if engine == POPCOUNT:
-            packed = pack_bits(code_planes(w, w_bits))               # [n_pad, bw, ceil(k/64)]
-            planes = np.zeros((n_pad, w_bits, group.words), np.uint64)
-            planes[:, :, :packed.shape[2]] = packed
-            # [n_pad / lanes, lanes, bw, words] -> [n_pad / lanes, bw, words, lanes]
-            wplanes = np.ascontiguousarray(
-                planes.reshape(n_pad // lanes, lanes, w_bits, group.words).transpose(0, 2, 3, 1))
-        else:
-            values = np.zeros((n_pad, group.kpad), np.int8)
-            values[:, :group.k] = (w.astype(np.int16) - (1 << (w_bits - 1))).astype(np.int8)
-            if lanes > 1:   # [n/16, 16, kpad/4, 4] -> [n/16, kpad/4, 16, 4]
-                values = values.reshape(n_pad // lanes, lanes, group.kpad // 4, 4)
-                values = np.ascontiguousarray(values.transpose(0, 2, 1, 3))
-            wbytes = values
-        return (engine, gi, w_bits, n, cols, wplanes, wbytes, lanes)
+        w[:len(cols)] = self._codes[cols][:, group.idx]
+        return w
+
+    def _popcount_block(self, gi: int, group: ActGroup, w_bits: int, cols: np.ndarray,
+                        lanes: int) -> tuple:
+        w = self._gathered(group, cols, lanes)
+        n_pad = w.shape[0]
+        packed = pack_bits(code_planes(w, w_bits))                   # [n_pad, bw, ceil(k/64)]
+        planes = np.zeros((n_pad, w_bits, group.words), np.uint64)
+        planes[:, :, :packed.shape[2]] = packed
+        # [n_pad / lanes, lanes, bw, words] -> [n_pad / lanes, bw, words, lanes]
+        wplanes = np.ascontiguousarray(
+            planes.reshape(n_pad // lanes, lanes, w_bits, group.words).transpose(0, 2, 3, 1))
+        return (POPCOUNT, gi, w_bits, len(cols), cols, wplanes, None, lanes)
+
+    def _int8_block(self, gi: int, group: ActGroup, cols: np.ndarray, lanes: int) -> tuple:
+        w = self._gathered(group, cols, lanes).astype(np.int16)
+        n_pad = w.shape[0]
+        half = np.zeros(n_pad, np.int16)
+        half[:len(cols)] = 1 << (self.bits[cols].astype(np.int16) - 1)
+        values = np.zeros((n_pad, group.kpad), np.int8)
+        values[:, :group.k] = (w - half[:, None]).astype(np.int8)    # v = w - 2^(bw-1)
+        if lanes > 1:   # [n/16, 16, kpad/4, 4] -> [n/16, kpad/4, 16, 4]
+            values = values.reshape(n_pad // lanes, lanes, group.kpad // 4, 4)
+            values = np.ascontiguousarray(values.transpose(0, 2, 1, 3))
+        return (INT8, gi, 0, len(cols), cols, None, values, lanes)
 
 
 def _group_args(group: ActGroup, need_planes: bool, need_bytes: bool) -> tuple:

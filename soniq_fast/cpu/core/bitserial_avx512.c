@@ -59,24 +59,34 @@ void micro(const uint64_t *a, const uint64_t *wv, int64_t words, int nr, int pa,
     }
 }
 
+/* Columns per chunk: the chunk's int64 sums for a whole row tile stay in L1. */
+#define CHUNK_VECTORS 8
+
 void soniq_bitserial_avx512(const soniq_gemm_job *job, const soniq_act_group *g,
                             const soniq_block *b, int64_t m0, int64_t rows, int64_t *tile) {
     int pa = g->bits, pw = b->wbits;
-    int64_t words = g->words, n_vec = (b->n + 7) / 8, ld = n_vec * 8;
-    int64_t e_end = rows * pa, n_x = n_vec * pw;
-    memset(tile, 0, sizeof(int64_t) * (size_t)(rows * ld));
-    for (int64_t x0 = 0; x0 < n_x; x0 += NR) {
-        const uint64_t *wv = b->wplanes + x0 * words * 8;
-        int nr = n_x - x0 < NR ? (int)(n_x - x0) : NR;
-        for (int64_t e0 = 0; e0 < e_end; e0 += MR) {
-            const uint64_t *a = g->planes + e0 * words;
-            switch (nr) {
-            case 4: micro(a, wv, words, 4, pa, pw, e0, e_end, x0, tile, ld); break;
-            case 3: micro(a, wv, words, 3, pa, pw, e0, e_end, x0, tile, ld); break;
-            case 2: micro(a, wv, words, 2, pa, pw, e0, e_end, x0, tile, ld); break;
-            default: micro(a, wv, words, 1, pa, pw, e0, e_end, x0, tile, ld); break;
+    int64_t words = g->words, n_vec = (b->n + 7) / 8, ld = CHUNK_VECTORS * 8;   /* = SONIQ_TILE_COLS */
+    int64_t e_end = rows * pa;
+    for (int64_t v_lo = 0; v_lo < n_vec; v_lo += CHUNK_VECTORS) {
+        int64_t v_hi = v_lo + CHUNK_VECTORS < n_vec ? v_lo + CHUNK_VECTORS : n_vec;
+        memset(tile, 0, sizeof(int64_t) * (size_t)(rows * ld));
+        for (int64_t x0 = v_lo * pw; x0 < v_hi * pw; x0 += NR) {
+            const uint64_t *wv = b->wplanes + x0 * words * 8;
+            int nr = v_hi * pw - x0 < NR ? (int)(v_hi * pw - x0) : NR;
+            for (int64_t e0 = 0; e0 < e_end; e0 += MR) {
+                const uint64_t *a = g->planes + e0 * words;
+                int64_t xt = x0 - v_lo * pw;   /* expanded vector index within the chunk */
+                switch (nr) {
+                case 4: micro(a, wv, words, 4, pa, pw, e0, e_end, xt, tile, ld); break;
+                case 3: micro(a, wv, words, 3, pa, pw, e0, e_end, xt, tile, ld); break;
+                case 2: micro(a, wv, words, 2, pa, pw, e0, e_end, xt, tile, ld); break;
+                default: micro(a, wv, words, 1, pa, pw, e0, e_end, xt, tile, ld); break;
+                }
             }
         }
+        int64_t o1 = v_hi * 8 < b->n ? v_hi * 8 : b->n;
+        soniq_flush_tile(job, g, b, m0, rows, tile, ld, v_lo * 8, o1);
     }
-    soniq_flush_tile(job, g, b, m0, rows, tile, ld);
 }
+
+_Static_assert(CHUNK_VECTORS * 8 == SONIQ_TILE_COLS, "a chunk's sums fill the tile scratch");

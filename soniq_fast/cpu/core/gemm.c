@@ -15,7 +15,7 @@ typedef struct {
 typedef struct {                /* one thread's scratch */
     soniq_act_group view[SONIQ_MAX_GROUPS];
     uint8_t *patch, *gathered;
-    int64_t *tile;              /* SONIQ_ROW_TILE x (widest block rounded up to 16) */
+    int64_t *tile;              /* SONIQ_ROW_TILE x SONIQ_TILE_COLS */
 } scratch;
 
 static void scratch_free(scratch *s, int n_groups) {
@@ -35,11 +35,7 @@ static int scratch_alloc(scratch *s, const soniq_gemm_job *job) {
     memset(s, 0, sizeof *s);
     s->patch = (uint8_t *)malloc(k);
     s->gathered = (uint8_t *)malloc(k);
-    int64_t widest = 16;
-    for (int bi = 0; bi < job->n_blocks; bi++)
-        if ((job->blocks[bi].n + 15) / 16 * 16 > widest)
-            widest = (job->blocks[bi].n + 15) / 16 * 16;
-    s->tile = (int64_t *)malloc(sizeof(int64_t) * SONIQ_ROW_TILE * (size_t)widest);
+    s->tile = (int64_t *)malloc(sizeof(int64_t) * SONIQ_ROW_TILE * SONIQ_TILE_COLS);
     ok = s->patch && s->gathered && s->tile;
     for (int gi = 0; gi < job->n_groups; gi++) {
         soniq_act_group *v = &s->view[gi];
@@ -71,18 +67,18 @@ static void prepare_row(const soniq_gemm_job *job, scratch *s, int64_t r, const 
     for (int gi = 0; gi < job->n_groups; gi++) {
         soniq_act_group *g = &s->view[gi];
         const uint8_t *src = gather(g, row, s->gathered);
-        int64_t sum = 0;
-        for (int64_t t = 0; t < g->k; t++)
-            sum += src[t];
-        g->rowsum[r] = sum;
         if (g->need_planes)
-            soniq_pack_planes(job->isa, src, g->k, g->bits,
-                              g->planes + r * g->bits * g->words, g->words);
+            g->rowsum[r] = soniq_pack_planes(job->isa, src, g->k, g->bits,
+                                             g->planes + r * g->bits * g->words, g->words);
         if (g->need_bytes) {
             uint8_t *dst = g->bytes + r * g->kpad;
-            for (int64_t t = 0; t < g->k; t++)
+            uint32_t sum = 0;   /* <= 33025 * 255 */
+            for (int64_t t = 0; t < g->k; t++) {
+                sum += src[t];
                 dst[t] = (uint8_t)(src[t] << g->shift);
+            }
             memset(dst + g->k, 0, (size_t)(g->kpad - g->k));
+            g->rowsum[r] = sum;
         }
     }
 }
@@ -100,6 +96,20 @@ static soniq_block_fn engine_for(int isa, int engine) {
              : isa == SONIQ_AVX2 ? soniq_bitserial_avx2 : soniq_bitserial_scalar;
     return isa == SONIQ_AVX512 ? soniq_int8_vnni
          : isa == SONIQ_AVX2 ? soniq_int8_avx2 : soniq_int8_scalar;
+}
+
+/* Zero the output rows of a tile just before its blocks add into them: the output array is
+ * never cleared beforehand, and these lines are then in cache for the blocks. */
+static void zero_rows(const soniq_gemm_job *job, int64_t m0, int64_t rows) {
+    int64_t cs = job->layout.col_stride;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t *out = soniq_out_row(job, m0 + r);
+        if (cs == 1)
+            memset(out, 0, sizeof(int64_t) * (size_t)job->n_out);
+        else
+            for (int64_t o = 0; o < job->n_out; o++)
+                out[o * cs] = 0;
+    }
 }
 
 static void run_rows(void *arg, int64_t lo, int64_t hi) {
@@ -121,6 +131,7 @@ static void run_rows(void *arg, int64_t lo, int64_t hi) {
                 soniq_im2col_row(job->conv, m0 + r, s.patch);
             prepare_row(job, &s, r, row);
         }
+        zero_rows(job, m0, rows);
         for (int bi = 0; bi < job->n_blocks; bi++) {
             const soniq_block *b = &job->blocks[bi];
             engine_for(job->isa, b->engine)(job, &s.view[b->group], b, m0, rows, s.tile);

@@ -47,19 +47,23 @@ void micro(const uint8_t *a, int64_t kpad, const int8_t *wv, int nr, int64_t r0,
 
 void soniq_int8_vnni(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
                      int64_t m0, int64_t rows, int64_t *tile) {
-    int64_t kpad = g->kpad, n_vec = (b->n + 15) / 16, ld = n_vec * 16;
+    /* one chunk of NR vectors (64 columns) at a time: its sums for the row tile stay in L1 */
+    int64_t kpad = g->kpad, n_vec = (b->n + 15) / 16, ld = NR * 16;   /* = SONIQ_TILE_COLS */
     for (int64_t v0 = 0; v0 < n_vec; v0 += NR) {
         const int8_t *wv = b->wbytes + v0 * kpad * 16;
         int nr = n_vec - v0 < NR ? (int)(n_vec - v0) : NR;
         for (int64_t r0 = 0; r0 < rows; r0 += MR) {
             const uint8_t *a = g->bytes + r0 * kpad;
             switch (nr) {
-            case 4: micro(a, kpad, wv, 4, r0, rows, v0, tile, ld); break;
-            case 3: micro(a, kpad, wv, 3, r0, rows, v0, tile, ld); break;
-            case 2: micro(a, kpad, wv, 2, r0, rows, v0, tile, ld); break;
-            default: micro(a, kpad, wv, 1, r0, rows, v0, tile, ld); break;
+            case 4: micro(a, kpad, wv, 4, r0, rows, 0, tile, ld); break;
+            case 3: micro(a, kpad, wv, 3, r0, rows, 0, tile, ld); break;
+            case 2: micro(a, kpad, wv, 2, r0, rows, 0, tile, ld); break;
+            default: micro(a, kpad, wv, 1, r0, rows, 0, tile, ld); break;
             }
         }
+        int64_t o1 = (v0 + nr) * 16 < b->n ? (v0 + nr) * 16 : b->n;
+        soniq_flush_tile(job, g, b, m0, rows, tile, ld, v0 * 16, o1);
     }
-    soniq_flush_tile(job, g, b, m0, rows, tile, ld);
 }
+
+_Static_assert(NR * 16 == SONIQ_TILE_COLS, "a chunk's sums fill the tile scratch");

@@ -13,9 +13,10 @@ static uint64_t plane_word(__m256i lo, __m256i hi, int i) {
 }
 
 __attribute__((target("avx2")))
-void soniq_pack_planes_avx2(const uint8_t *src, int64_t k, int bits, uint64_t *dst,
-                            int64_t words) {
+int64_t soniq_pack_planes_avx2(const uint8_t *src, int64_t k, int bits, uint64_t *dst,
+                               int64_t words) {
     uint8_t tail[64];
+    __m256i sums = _mm256_setzero_si256();
     for (int64_t w = 0; w < words; w++) {
         int64_t base = 64 * w;
         const uint8_t *chunk = src + base;
@@ -31,7 +32,11 @@ void soniq_pack_planes_avx2(const uint8_t *src, int64_t k, int bits, uint64_t *d
         }
         __m256i lo = _mm256_loadu_si256((const __m256i *)chunk);
         __m256i hi = _mm256_loadu_si256((const __m256i *)(chunk + 32));
+        sums = _mm256_add_epi64(sums, _mm256_sad_epu8(lo, _mm256_setzero_si256()));
+        sums = _mm256_add_epi64(sums, _mm256_sad_epu8(hi, _mm256_setzero_si256()));
         for (int i = 0; i < bits; i++)
             dst[i * words + w] = plane_word(lo, hi, i);
     }
+    __m128i s = _mm_add_epi64(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+    return _mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1);
 }

@@ -4,14 +4,13 @@
 
 #include "soniq_cpu.h"
 
-void soniq_pack_planes(int isa, const uint8_t *src, int64_t k, int bits, uint64_t *dst,
-                       int64_t words) {
+int64_t soniq_pack_planes(int isa, const uint8_t *src, int64_t k, int bits, uint64_t *dst,
+                          int64_t words) {
     if (isa == SONIQ_AVX512)
-        soniq_pack_planes_avx512(src, k, bits, dst, words);
-    else if (isa == SONIQ_AVX2)
-        soniq_pack_planes_avx2(src, k, bits, dst, words);
-    else
-        soniq_pack_planes_scalar(src, k, bits, dst, words);
+        return soniq_pack_planes_avx512(src, k, bits, dst, words);
+    if (isa == SONIQ_AVX2)
+        return soniq_pack_planes_avx2(src, k, bits, dst, words);
+    return soniq_pack_planes_scalar(src, k, bits, dst, words);
 }
 
 /* Row m = (b, oy, ox) of the im2col matrix, K ordered (c, r, s); padding reads code 0. */

@@ -50,12 +50,12 @@ typedef struct {
 typedef struct {
     int engine;             /* SONIQ_ENGINE_* */
     int group;              /* act group index */
-    int wbits;              /* weight bit width of every column of the block */
+    int wbits;              /* popcount: weight bit width of every column (int8: unused) */
     int64_t n;              /* columns */
     const int32_t *cols;    /* output channel of each column, [n] */
     int lanes;              /* output channels interleaved per vector (1: plain rows) */
     const uint64_t *wplanes;/* popcount: [ceil(n/lanes)][wbits][words][lanes] */
-    const int8_t *wbytes;   /* int8, v = w - 2^(wbits-1): lanes 1: [n][kpad];
+    const int8_t *wbytes;   /* int8, v = w - 2^(bw[o]-1): lanes 1: [n][kpad];
                                lanes 16: [ceil(n/16)][kpad/4][16][4] */
 } soniq_block;
 
@@ -76,7 +76,8 @@ typedef struct {
     soniq_act_group *groups;
     int n_blocks;
     const soniq_block *blocks;
-    int64_t *out;
+    int64_t *out;           /* written only by the kernels: every element set, never read first */
+    int64_t n_out;          /* output channels */
     soniq_out_layout layout;
     int isa;
 } soniq_gemm_job;
@@ -105,21 +106,22 @@ static inline int64_t *soniq_out_at(const soniq_gemm_job *job, int64_t m, int64_
            + (m % l->rows_per_image) * l->row_stride + o * l->col_stride;
 }
 
-/* prepare.c */
+/* prepare.c; plane packing returns the sum of the k codes (the row sum) */
 void soniq_im2col_row(const soniq_conv_src *src, int64_t m, uint8_t *row);
-void soniq_pack_planes(int isa, const uint8_t *src, int64_t k, int bits, uint64_t *dst,
+int64_t soniq_pack_planes(int isa, const uint8_t *src, int64_t k, int bits, uint64_t *dst,
                        int64_t words);
 int soniq_pack_activations(const uint8_t *a, int64_t m, int64_t k, const uint8_t *a_bits,
                            int hi, uint64_t *out, int isa, int n_threads);
-void soniq_pack_planes_scalar(const uint8_t *src, int64_t k, int bits, uint64_t *dst, int64_t words);
-void soniq_pack_planes_avx2(const uint8_t *src, int64_t k, int bits, uint64_t *dst, int64_t words);
-void soniq_pack_planes_avx512(const uint8_t *src, int64_t k, int bits, uint64_t *dst, int64_t words);
+int64_t soniq_pack_planes_scalar(const uint8_t *src, int64_t k, int bits, uint64_t *dst, int64_t words);
+int64_t soniq_pack_planes_avx2(const uint8_t *src, int64_t k, int bits, uint64_t *dst, int64_t words);
+int64_t soniq_pack_planes_avx512(const uint8_t *src, int64_t k, int bits, uint64_t *dst, int64_t words);
 
 /* engines: add the block's contribution for the prepared tile rows r in [0, rows) of group g
  * (a thread's scratch view) to the output rows m0 + r. `tile` is the thread's int64 scratch
- * of SONIQ_ROW_TILE * round_up(n, 16) entries. Scratch rows past `rows` (up to a multiple of
+ * of SONIQ_ROW_TILE * SONIQ_TILE_COLS entries (the sums of one chunk of columns). Scratch rows past `rows` (up to a multiple of
  * SONIQ_ROW_PAD expanded rows) are zero, so engines may compute on them. */
 #define SONIQ_ROW_PAD 8
+#define SONIQ_TILE_COLS 64
 typedef void (*soniq_block_fn)(const soniq_gemm_job *job, const soniq_act_group *g,
                                const soniq_block *b, int64_t m0, int64_t rows, int64_t *tile);
 #define SONIQ_ENGINE(name) \
@@ -140,15 +142,15 @@ static inline int64_t soniq_int8_term(int64_t v, int64_t rowsum, int shift) {
     return 2 * v + rowsum * ((int64_t)1 << shift);
 }
 
-/* Add a block's per-column sums tile[r][o] (o < n) to the output rows m0 + r:
+/* Add a block's per-column sums tile[r][o - o0] (o0 <= o < o1) to the output rows m0 + r:
  * popcount: t = P, contribution 2^shift * (2 P - (2^bw - 1) * rowsum);
  * int8:     t = V, contribution 2 V + 2^shift * rowsum. Locals first: out may alias nothing
  * here, but the compiler cannot know that and would reload every field per element. */
 static inline void soniq_flush_tile(const soniq_gemm_job *job, const soniq_act_group *g,
                                     const soniq_block *b, int64_t m0, int64_t rows,
-                                    const int64_t *tile, int64_t ld) {
-    const int64_t n = b->n, cs = job->layout.col_stride;
-    const int32_t *cols = b->cols;
+                                    const int64_t *tile, int64_t ld, int64_t o0, int64_t o1) {
+    const int64_t n = o1 - o0, cs = job->layout.col_stride;
+    const int32_t *cols = b->cols + o0;
     const int64_t scale = (int64_t)1 << g->shift;
     const int popcount = b->engine == SONIQ_ENGINE_POPCOUNT;
     const int64_t levels = ((int64_t)1 << b->wbits) - 1;
