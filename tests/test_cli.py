@@ -103,6 +103,25 @@ def test_bad_model_and_mismatched_dataset(run_dir, tmp_path, capsys):
     assert "unknown backend" in capsys.readouterr().err
 
 
+def test_train_and_eval_on_an_mnist_folder(tmp_path, capsys):
+    from test_data import make_mnist
+
+    (tmp_path / "mnist").mkdir()
+    make_mnist(tmp_path / "mnist", n_train=40, n_test=9, compress=True, size=(10, 9))
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "mnist"),
+                 "--model", "mlp", "--epochs-phase1", "1", "--epochs-phase2", "1", "--quiet",
+                 "--batch-size", "16", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["dataset"], metrics["model"]) == ("mnist", "mlp")
+    capsys.readouterr()
+    assert main(["eval", str(out / "model.soniq"), "--dataset", "mnist", "--data-dir",
+                 str(tmp_path / "mnist"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] == metrics["test_accuracy"]
+    assert main(["eval", str(out / "model.soniq"), "--dataset", "digits"]) == 1
+    assert "expects [1, 10, 9]" in capsys.readouterr().err
+
+
 def test_no_traceback_from_the_command_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "soniq_ref.cli", "info",
                            str(tmp_path / "nothing.soniq")], capture_output=True, text=True,
