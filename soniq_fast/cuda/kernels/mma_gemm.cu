@@ -61,7 +61,8 @@ mma_gemm(const u64* __restrict__ a_planes, const i64* __restrict__ row_sums, i32
         __syncthreads();
         const u64* a_lo = as[16 * warp + g];
         const u64* a_hi = as[16 * warp + g + 8];
-        for (i32 i = 0; i < A; ++i) {
+        const i32 warp_planes = m0 < M ? A : 0;    // a warp past the last row skips (warp-uniform)
+        for (i32 i = 0; i < warp_planes; ++i) {
             const u32 a[4] = {staged_bits(a_lo, i, t), staged_bits(a_hi, i, t),
                               staged_bits(a_lo, i, 4 + t), staged_bits(a_hi, i, 4 + t)};
             for (u32 j = 0; j < jmax; ++j) {
