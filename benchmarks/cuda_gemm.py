@@ -151,6 +151,7 @@ def main() -> int:
         vs_int8 = f"{r['vs_int8']:.2f}" if r["vs_int8"] else "n/a"
         print(f"| {tuple(r['shape'])} | {r['config']} | {r['engine']} | {r['tops']:.1f} | "
               f"{r['vs_fp16']:.2f} | {vs_int8} |")
+    print("\ncuBLAS INT8 through: " + "; ".join(sorted({r["int8_baseline"] for r in rows})))
     if args.json:
         with open(args.json + ".tmp", "w") as f:
             json.dump(dict(gpu=gpu_name, rows=rows), f, indent=1)
