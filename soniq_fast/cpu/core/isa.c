@@ -10,6 +10,7 @@ int soniq_cpu_has(int isa) {
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
     case SONIQ_AVX512:
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+               && __builtin_cpu_supports("avx512dq")
                && __builtin_cpu_supports("avx512vpopcntdq")
                && __builtin_cpu_supports("avx512vnni");
     default:

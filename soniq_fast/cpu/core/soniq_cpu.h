@@ -170,6 +170,13 @@ static inline void soniq_flush_tile(const soniq_gemm_job *job, const soniq_act_g
     }
 }
 
+/* Whether the block's columns o0 .. o1-1 are consecutive output channels of a row-major
+ * output (then a flush can use vector loads and stores). cols is ascending. */
+static inline int soniq_flush_contiguous(const soniq_gemm_job *job, const soniq_block *b,
+                                         int64_t o0, int64_t o1) {
+    return job->layout.col_stride == 1 && b->cols[o1 - 1] - b->cols[o0] == o1 - 1 - o0;
+}
+
 /* epilogue.c: channel of element i is (i / inner) % channels */
 int soniq_epilogue(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
                    const float *scale, const float *bias, float *out, int n_threads);
