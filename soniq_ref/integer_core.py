@@ -22,7 +22,7 @@ import numpy as np
 
 from . import checks
 from .bitpack import (code_planes, pack_activations, pack_bits, unpack_weights)
-from .quantizers import shifted_codes, signed_levels
+from .quantizers import shifted_codes, weight_levels
 
 
 def _check_acts(a_codes, a_bits, act_bits_hi, k: int, ndim: int, name: str = "a_codes"):
@@ -35,6 +35,19 @@ def _check_acts(a_codes, a_bits, act_bits_hi, k: int, ndim: int, name: str = "a_
     return a_codes, a_bits, act_bits_hi
 
 
+BLOCK_BYTES = 8 << 20
+
+
+def _blocks(rows: int, bytes_per_row: int):
+    """Ranges of rows whose temporaries take about BLOCK_BYTES each (at least one row).
+
+    The accumulators are computed a block of rows at a time so that the int64 and
+    float64 copies of the inputs never exist for the whole batch at once.
+    """
+    step = max(1, BLOCK_BYTES // max(1, bytes_per_row))
+    return [(r, min(r + step, rows)) for r in range(0, rows, step)]
+
+
 def _exact_matmul(a: np.ndarray, q: np.ndarray) -> np.ndarray:
     """int64 ``a @ q.T`` for a [M, K], q [N, K] with |a| <= 255, |q| <= 255.
 
@@ -44,7 +57,16 @@ def _exact_matmul(a: np.ndarray, q: np.ndarray) -> np.ndarray:
     """
     if a.shape[1] > 2 ** 53 // (255 * 255):
         return a.astype(np.int64) @ q.T.astype(np.int64)
-    return (a.astype(np.float64) @ q.T.astype(np.float64)).astype(np.int64)
+    return (a.astype(np.float64) @ q.T.astype(np.float64, copy=False)).astype(np.int64)
+
+
+def _float_levels(w_codes: np.ndarray, w_bits: np.ndarray) -> np.ndarray:
+    """float64 [N, K]: :func:`signed_levels` ``q = 2k - n`` (exact, |q| <= 255), built
+    in place so that no int64 copy of the weights is made."""
+    q = w_codes.reshape(w_codes.shape[0], -1).astype(np.float64)
+    q *= 2
+    q -= weight_levels(w_bits).astype(np.float64)[:, None]
+    return q
 
 
 def linear_int(a_codes, a_bits, w_codes, w_bits, act_bits_hi) -> np.ndarray:
@@ -60,8 +82,11 @@ def linear_int(a_codes, a_bits, w_codes, w_bits, act_bits_hi) -> np.ndarray:
         raise ValueError(f"w_codes must be [N, K] for linear_int, got shape {w_codes.shape}")
     a_codes, a_bits, act_bits_hi = _check_acts(a_codes, a_bits, act_bits_hi,
                                                w_codes.shape[1], ndim=2)
-    a = shifted_codes(a_codes, a_bits, act_bits_hi)
-    return _exact_matmul(a, signed_levels(w_codes, w_bits))
+    q = _float_levels(w_codes, w_bits)
+    acc = np.empty((a_codes.shape[0], q.shape[0]), np.int64)
+    for r0, r1 in _blocks(a_codes.shape[0], 8 * max(q.shape)):
+        acc[r0:r1] = _exact_matmul(shifted_codes(a_codes[r0:r1], a_bits, act_bits_hi), q)
+    return acc
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -130,10 +155,14 @@ def conv2d_int(x_codes, a_bits, w_codes, w_bits, act_bits_hi, stride=1, padding=
                                                w_codes.shape[1], ndim=4, name="x_codes")
     stride, padding, ho, wo = check_conv_geometry(x_codes.shape, w_codes.shape, stride, padding)
     o, _, kh, kw = w_codes.shape
-    x = shifted_codes(x_codes, a_bits, act_bits_hi)
-    patches = im2col(x, kh, kw, stride, padding)
-    acc = _exact_matmul(patches, signed_levels(w_codes.reshape(o, -1), w_bits))
-    return acc.reshape(x_codes.shape[0], ho, wo, o).transpose(0, 3, 1, 2).copy()
+    q = _float_levels(w_codes, w_bits)
+    b = x_codes.shape[0]
+    acc = np.empty((b, o, ho, wo), np.int64)
+    for b0, b1 in _blocks(b, 8 * ho * wo * max(q.shape)):
+        x = shifted_codes(x_codes[b0:b1], a_bits, act_bits_hi)
+        patches = im2col(x, kh, kw, stride, padding)
+        acc[b0:b1] = _exact_matmul(patches, q).reshape(b1 - b0, ho, wo, o).transpose(0, 3, 1, 2)
+    return acc
 
 
 def linear_int_bitserial(a_codes, a_bits, w_codes, w_bits, act_bits_hi) -> np.ndarray:
