@@ -1,0 +1,88 @@
+"""Coverage-guided fuzzing of the .soniq loader with Atheris (libFuzzer for Python).
+
+Not part of CI: tests/test_fileformat_attacks.py runs bounded Hypothesis attacks there.
+This harness is for long runs::
+
+    pip install atheris
+    python fuzz/fuzz_soniq_file.py fuzz/corpus -max_total_time=3600 \\
+        -rss_limit_mb=2048 -timeout=10
+
+The first run writes seed files (real models) into the empty corpus folder. Every
+input must either be refused with ``SoniqFileError`` or load as one of the seed
+models, bit for bit: since every tensor and the manifest carry a SHA-256, a mutated
+file that loads as anything else has slipped past a check. libFuzzer reports any
+other exception as a crash, ``-timeout`` catches hangs and ``-rss_limit_mb`` an
+allocation far beyond the input's size; the failing input is saved as ``crash-*``,
+``timeout-*`` or ``oom-*``. Reproduce one with::
+
+    python fuzz/fuzz_soniq_file.py crash-<hash>
+"""
+
+import sys
+from pathlib import Path
+
+import atheris
+import numpy as np
+
+with atheris.instrument_imports(include=["soniq_ref"]):
+    from soniq_ref import fileformat
+    from soniq_ref.deploy import DeployModel, QuantStage
+    from soniq_ref.fileformat import SoniqFileError
+
+
+def _linear_model() -> DeployModel:
+    """One linear layer with mixed 1- and 4-bit weights, K ragged (70)."""
+    rng = np.random.default_rng(0)
+    bits = np.array([1, 4, 4, 1, 4], np.uint8)
+    codes = (rng.integers(0, 16, (5, 70)) % (1 << bits.astype(np.int64))[:, None])
+    stage = QuantStage("linear", codes.astype(np.uint8), bits, np.full(70, 8, np.uint8), 8,
+                       (1, 4), (8, 8), 1, 0, rng.standard_normal(5).astype(np.float32),
+                       rng.standard_normal(5).astype(np.float32))
+    return DeployModel((70,), [stage])
+
+
+def _trained_cnn() -> DeployModel:
+    """conv, pool, conv (per-feature precision), pool, flatten, linear."""
+    from soniq_ref.train import TrainConfig, train
+    config = TrainConfig(epochs_phase1=1, epochs_phase2=1, limit_train=64, channels=(3, 5),
+                         batch_size=32, seed=1)
+    return train(config).deploy
+
+
+SEEDS = {"linear.soniq": fileformat.to_bytes(_linear_model()),
+         "cnn.soniq": fileformat.to_bytes(_trained_cnn())}
+IMAGES = {}
+LOGITS = {}
+for _name, _raw in SEEDS.items():
+    _model = fileformat.from_bytes(_raw)
+    IMAGES[_raw] = np.random.default_rng(0).integers(0, 256, (16, *_model.input_shape)
+                                                     ).astype(np.uint8)
+    LOGITS[_raw] = _model.forward(IMAGES[_raw])
+
+
+def test_one_input(data: bytes) -> None:
+    try:
+        model = fileformat.from_bytes(data)
+    except SoniqFileError:
+        return
+    canonical = fileformat.to_bytes(model)
+    if canonical not in LOGITS:
+        raise AssertionError("a mutated file loaded as a model that is none of the seeds")
+    logits = model.forward(IMAGES[canonical])
+    if not np.array_equal(logits.view(np.uint32), LOGITS[canonical].view(np.uint32)):
+        raise AssertionError("a mutated file loaded with different logits")
+
+
+def _write_seeds(argv) -> None:
+    """Fill an empty corpus folder (the first non-flag argument) with the seeds."""
+    folders = [Path(a) for a in argv[1:] if not a.startswith("-")]
+    if folders and (not folders[0].exists() or not any(folders[0].iterdir())):
+        folders[0].mkdir(parents=True, exist_ok=True)
+        for name, raw in SEEDS.items():
+            (folders[0] / name).write_bytes(raw)
+
+
+if __name__ == "__main__":
+    _write_seeds(sys.argv)
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
