@@ -19,23 +19,45 @@ import time
 import numpy as np
 
 
-def median_seconds(fn, repeats: int = 7, min_time: float = 0.05) -> float:
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
+
+
+def clock_for(name: str, threads: int) -> str:
+    """``thread`` (CPU time of the calling thread) only makes sense single-threaded: every
+    baseline then runs on the calling thread. With more threads it is always wall time."""
+    return name if threads == 1 else "wall"
+
+
+def median_seconds(fn, repeats: int = 7, min_time: float = 0.05, clock: str = "wall") -> float:
     """Median over ``repeats`` samples of the seconds per call of ``fn``.
 
     One warm-up call; each sample runs ``fn`` enough times to last about ``min_time``.
+    ``clock``: ``wall`` (elapsed time) or ``thread`` (CPU time of this thread: on a
+    machine shared with other work it leaves out the time the thread waited for a core).
     """
+    now = CLOCKS[clock]
     fn()
-    start = time.perf_counter()
+    start = now()
     fn()
-    once = max(time.perf_counter() - start, 1e-7)
+    once = max(now() - start, 1e-7)
     inner = max(1, int(min_time / once))
     samples = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = now()
         for _ in range(inner):
             fn()
-        samples.append((time.perf_counter() - start) / inner)
+        samples.append((now() - start) / inner)
     return statistics.median(samples)
+
+
+def numpy_seconds(fn, threads: int, repeats: int, clock: str = "wall") -> float:
+    """median_seconds of a NumPy/BLAS call with BLAS limited to ``threads`` threads."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return median_seconds(fn, repeats, clock=clock)
+    with threadpool_limits(limits=threads):
+        return median_seconds(fn, repeats, clock=clock)
 
 
 def _session(model, threads: int):

@@ -21,7 +21,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from baselines import (machine, markdown_table, median_seconds, ort_conv_integer,  # noqa: E402
+from baselines import (CLOCKS, clock_for, machine, markdown_table, median_seconds,  # noqa: E402
+                       numpy_seconds, ort_conv_integer,
                        write_json)
 from gemm import CONFIGS, config_bits  # noqa: E402
 
@@ -40,7 +41,7 @@ def numpy_conv(x32: np.ndarray, w32: np.ndarray, stride: int, padding: int):
     return lambda: im2col(x32, kh, kw, stride, padding) @ w2.T
 
 
-def bench_layer(name, layer, threads_list, repeats, rng, backend, check):
+def bench_layer(name, layer, threads_list, repeats, rng, backend, check, clock_name="wall"):
     import soniq_ref
     b, c, h, w, o, k, stride, padding = layer
     x_u8 = rng.integers(0, 256, (b, c, h, w), dtype=np.uint8)
@@ -52,9 +53,10 @@ def bench_layer(name, layer, threads_list, repeats, rng, backend, check):
     ops = 2.0 * b * ho * wo * o * c * k * k
     rows = []
     for threads in threads_list:
-        ort_t = median_seconds(ort_conv_integer(x_u8, w_s8, stride, padding, threads), repeats)
-        np_t = _numpy_seconds(numpy_conv(x32, w32, stride, padding), threads, repeats)
+        ort = ort_conv_integer(x_u8, w_s8, stride, padding, threads)
         ours = backend.with_threads(threads)
+        clock = clock_for(clock_name, threads)
+        first = len(rows)
         for config in CONFIGS:
             a_bits, hi, w_bits = config_bits(config, c, o, rng)
             x = np.floor(rng.random((b, c, h, w)) * (2.0 ** a_bits).reshape(1, -1, 1, 1))
@@ -70,23 +72,22 @@ def bench_layer(name, layer, threads_list, repeats, rng, backend, check):
                 want = soniq_ref.conv2d_int(x, a_bits, wc, w_bits, hi, stride=stride,
                                             padding=padding)
                 assert np.array_equal(run(), want), (name, config)
-            t = median_seconds(run, repeats)
-            rows.append(dict(layer=name, shape=list(layer), threads=threads, config=config,
-                             soniq_s=t, ort_int8_s=ort_t, numpy_fp32_s=np_t,
-                             soniq_gops=ops / t / 1e9, ratio_ort=ort_t / t, ratio_numpy=np_t / t,
+            # ORT timed right beside each configuration, so load changes hit both alike
+            ort_t = median_seconds(ort, repeats, clock=clock)
+            t = median_seconds(run, repeats, clock=clock)
+            rows.append(dict(layer=name, shape=list(layer), threads=threads, clock=clock,
+                             config=config,
+                             soniq_s=t, ort_int8_s=ort_t,
+                             soniq_gops=ops / t / 1e9, ratio_ort=ort_t / t,
                              engines=list(ours.last_path[1])))
             print(f"  {name} threads={threads} {config}: soniq {t * 1e3:.3f} ms, "
                   f"ORT {ort_t * 1e3:.3f} ms, ratio {ort_t / t:.2f}", file=sys.stderr)
+        # NumPy last: OpenBLAS worker threads keep spinning for a while after a call
+        np_t = numpy_seconds(numpy_conv(x32, w32, stride, padding), threads, repeats, clock)
+        for row in rows[first:]:
+            row["numpy_fp32_s"] = np_t
+            row["ratio_numpy"] = np_t / row["soniq_s"]
     return rows
-
-
-def _numpy_seconds(fn, threads, repeats):
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return median_seconds(fn, repeats)
-    with threadpool_limits(limits=threads):
-        return median_seconds(fn, repeats)
 
 
 def main(argv=None) -> int:
@@ -95,6 +96,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", help="comma-separated thread counts (default: 1,all)")
     parser.add_argument("--no-check", action="store_true", help="skip the exactness check")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="single-threaded rows: wall time or the thread's CPU time "
+                             "(multi-threaded rows always use wall time)")
     args = parser.parse_args(argv)
 
     from soniq_fast.cpu import BACKEND
@@ -105,11 +109,12 @@ def main(argv=None) -> int:
     rows = []
     for name, layer in LAYERS.items():
         rows += bench_layer(name, layer, threads_list, args.repeats, rng, BACKEND,
-                            not args.no_check)
+                            not args.no_check, args.clock)
     table = markdown_table(
         ["layer", "threads", "config", "soniq ms", "ORT INT8 ms", "NumPy fp32 ms",
          "ORT / soniq", "NumPy / soniq"],
-        [[r["layer"], r["threads"], r["config"], f"{r['soniq_s'] * 1e3:.3f}",
+        [[r["layer"], f"{r['threads']} ({r['clock']})", r["config"],
+          f"{r['soniq_s'] * 1e3:.3f}",
           f"{r['ort_int8_s'] * 1e3:.3f}", f"{r['numpy_fp32_s'] * 1e3:.3f}",
           f"{r['ratio_ort']:.2f}x", f"{r['ratio_numpy']:.2f}x"] for r in rows])
     print(table)

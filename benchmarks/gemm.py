@@ -21,7 +21,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from baselines import (machine, markdown_table, median_seconds, ort_matmul_integer,  # noqa: E402
+from baselines import (CLOCKS, clock_for, machine, markdown_table, median_seconds,  # noqa: E402
+                       numpy_seconds, ort_matmul_integer,
                        write_json)
 
 SHAPES = [(256, 1024, 1024), (1024, 1024, 1024), (3136, 576, 64), (64, 4096, 4096)]
@@ -48,7 +49,7 @@ def random_codes(rng, rows: int, bits: np.ndarray, axis: int, cols: int) -> np.n
     return np.floor(rng.random(shape) * scale).astype(np.uint8)
 
 
-def bench_shape(shape, threads_list, repeats, rng, backend, check):
+def bench_shape(shape, threads_list, repeats, rng, backend, check, clock_name="wall"):
     import soniq_ref
     m, k, n = shape
     a_u8 = rng.integers(0, 256, (m, k), dtype=np.uint8)
@@ -57,9 +58,10 @@ def bench_shape(shape, threads_list, repeats, rng, backend, check):
     ops = 2.0 * m * k * n
     rows = []
     for threads in threads_list:
-        ort_t = median_seconds(ort_matmul_integer(a_u8, w_s8, threads), repeats)
-        np_t = _numpy_seconds(a32, w32, threads, repeats)
+        ort = ort_matmul_integer(a_u8, w_s8, threads)
         ours = backend.with_threads(threads)
+        clock = clock_for(clock_name, threads)
+        first = len(rows)
         for name in CONFIGS:
             a_bits, hi, w_bits = config_bits(name, k, n, rng)
             a = random_codes(rng, m, a_bits, 1, k)
@@ -68,25 +70,22 @@ def bench_shape(shape, threads_list, repeats, rng, backend, check):
             if check and threads == threads_list[0]:
                 got = ours.linear_int(a, a_bits, packed, None, hi)
                 assert np.array_equal(got, soniq_ref.linear_int(a, a_bits, w, w_bits, hi)), name
-            t = median_seconds(lambda: ours.linear_int(a, a_bits, packed, None, hi), repeats)
-            rows.append(dict(shape=list(shape), threads=threads, config=name, soniq_s=t,
-                             ort_int8_s=ort_t, numpy_fp32_s=np_t, soniq_gops=ops / t / 1e9,
+            # ORT timed right beside each configuration, so load changes hit both alike
+            ort_t = median_seconds(ort, repeats, clock=clock)
+            t = median_seconds(lambda: ours.linear_int(a, a_bits, packed, None, hi), repeats,
+                               clock=clock)
+            rows.append(dict(shape=list(shape), threads=threads, clock=clock, config=name, soniq_s=t,
+                             ort_int8_s=ort_t, soniq_gops=ops / t / 1e9,
                              ort_gops=ops / ort_t / 1e9, ratio_ort=ort_t / t,
-                             ratio_numpy=np_t / t, engines=list(ours.last_path[1])))
+                             engines=list(ours.last_path[1])))
             print(f"  {shape} threads={threads} {name}: soniq {t * 1e3:.3f} ms, "
                   f"ORT {ort_t * 1e3:.3f} ms, ratio {ort_t / t:.2f}", file=sys.stderr)
+        # NumPy last: OpenBLAS worker threads keep spinning for a while after a call
+        np_t = numpy_seconds(lambda: a32 @ w32.T, threads, repeats, clock)
+        for row in rows[first:]:
+            row["numpy_fp32_s"] = np_t
+            row["ratio_numpy"] = np_t / row["soniq_s"]
     return rows
-
-
-def _numpy_seconds(a32, w32, threads, repeats):
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        threadpool_limits = None
-    if threadpool_limits is None:
-        return median_seconds(lambda: a32 @ w32.T, repeats)
-    with threadpool_limits(limits=threads):
-        return median_seconds(lambda: a32 @ w32.T, repeats)
 
 
 def main(argv=None) -> int:
@@ -96,6 +95,9 @@ def main(argv=None) -> int:
     parser.add_argument("--shapes", help="comma-separated indices into SHAPES (default: all)")
     parser.add_argument("--threads", help="comma-separated thread counts (default: 1,all)")
     parser.add_argument("--no-check", action="store_true", help="skip the exactness check")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="single-threaded rows: wall time or the thread's CPU time "
+                             "(multi-threaded rows always use wall time)")
     args = parser.parse_args(argv)
 
     from soniq_fast.cpu import BACKEND
@@ -106,12 +108,14 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     rows = []
     for shape in shapes:
-        rows += bench_shape(shape, threads_list, args.repeats, rng, BACKEND, not args.no_check)
+        rows += bench_shape(shape, threads_list, args.repeats, rng, BACKEND, not args.no_check,
+                            args.clock)
 
     table = markdown_table(
         ["M, K, N", "threads", "config", "soniq ms", "ORT INT8 ms", "NumPy fp32 ms",
          "ORT / soniq", "NumPy / soniq"],
-        [[", ".join(map(str, r["shape"])), r["threads"], r["config"], f"{r['soniq_s'] * 1e3:.3f}",
+        [[", ".join(map(str, r["shape"])), f"{r['threads']} ({r['clock']})", r["config"],
+          f"{r['soniq_s'] * 1e3:.3f}",
           f"{r['ort_int8_s'] * 1e3:.3f}", f"{r['numpy_fp32_s'] * 1e3:.3f}",
           f"{r['ratio_ort']:.2f}x", f"{r['ratio_numpy']:.2f}x"] for r in rows])
     print(table)
