@@ -32,7 +32,7 @@ MIB = 1 << 20
 LARGE = dict(M=256, K=4133, N=1024, B=8, C=32, H=28, O=64, KH=3, PAD=1, A=8)
 # The CUDA emulation runs every CUDA thread as a fiber on the CPU, some thousand times
 # slower than the compiled kernels: it gets a smaller layer (the bounds scale with it).
-EMULATED = dict(M=64, K=1061, N=256, B=2, C=16, H=14, O=32, KH=3, PAD=1, A=8)
+EMULATED = dict(M=128, K=2085, N=512, B=4, C=16, H=28, O=32, KH=3, PAD=1, A=8)
 
 
 def dims_for(backend_id: str) -> dict:
@@ -139,16 +139,7 @@ def measured(request):
     if not _clear_refs_works():
         pytest.skip("needs Linux /proc/self/clear_refs to reset the peak resident set; "
                     "run on Linux")
-    # A fixed mmap threshold makes glibc return large blocks to the system when freed,
-    # so that one operation's peak is not hidden in memory freed by the one before.
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get(
-        "PYTHONPATH", "")]), MALLOC_MMAP_THRESHOLD_="65536", OPENBLAS_NUM_THREADS="1")
-    dims = dims_for(request.param)
-    proc = subprocess.run([sys.executable, "-c", MEASURE, request.param,
-                           *(str(dims[key]) for key in "M K N B C H O KH PAD A".split())],
-                          capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return request.param, json.loads(proc.stdout.strip().splitlines()[-1])
+    return request.param, _measure(request.param)
 
 
 @pytest.mark.parametrize("op", ["pack_weights", "pack_activations", "linear_int",
@@ -189,3 +180,37 @@ def test_row_blocks_do_not_change_the_reference(monkeypatch):
         np.testing.assert_array_equal(
             integer_core.conv2d_int(x, x_bits, cw, w_bits[:4], 8, stride=2, padding=1),
             expected_conv)
+
+
+def _measure(backend_id: str) -> dict:
+    """Run MEASURE for ``backend_id`` in a fresh interpreter -> {op: {traced, resident}}.
+
+    A fixed mmap threshold makes glibc return large blocks to the system when freed,
+    so that one operation's peak is not hidden in memory freed by the one before."""
+    dims = dims_for(backend_id)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get(
+        "PYTHONPATH", "")]), MALLOC_MMAP_THRESHOLD_="65536", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", MEASURE, backend_id,
+                           *(str(dims[key]) for key in "M K N B C H O KH PAD A".split())],
+                          capture_output=True, text=True, env=env, timeout=120)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    # python tests/test_memory.py: the figures of docs/reliability.md, as a table
+    print("| backend | operation | traced MiB | resident MiB | bound MiB |")
+    print("|---|---|---:|---:|---:|")
+    for backend_id in ("ref", "cpu:scalar", "cpu:avx2", "cpu:avx512", "cuda-emu:forward",
+                       "cuda"):
+        try:
+            report = _measure(backend_id)
+        except RuntimeError as exc:
+            print(f"| {backend_id} | not available: {exc} | | | |")
+            continue
+        for op, used in report.items():
+            bound = (ref_bound if backend_id == "ref" else kernel_bound)(
+                op, **dims_for(backend_id))
+            print(f"| {backend_id} | {op} | {used['traced'] / MIB:.1f} | "
+                  f"{used['resident'] / MIB:.1f} | {bound / MIB:.1f} |")
