@@ -13,9 +13,9 @@ layer's activation palette). A ``ba[c]``-bit code ``k`` stands for
 whose low bit planes are missing.
 
 All arithmetic is float32 in the order written in each docstring; rounding is
-round-half-to-even (``np.rint``). The channel axis is always axis 1
-(``[N, K]`` weights, ``[O, C, kh, kw]`` conv weights, ``[M, C]`` or
-``[B, C, H, W]`` activations).
+round-half-to-even (``np.rint``). Weights are per output channel, axis 0
+(``[N, K]``, ``[O, C, kh, kw]``); activations are per input channel, axis 1
+(``[M, C]``, ``[B, C, H, W]``).
 """
 
 from __future__ import annotations
