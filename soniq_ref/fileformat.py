@@ -34,7 +34,10 @@ and the tensors::
 :func:`load` validates everything -- container bounds, dtypes, shapes, digests,
 format version, palettes, bit widths, the shape chain and the bits handed from
 stage to stage -- and raises :class:`SoniqFileError` (a ``ValueError``) naming
-the problem. It never allocates more than the file's own size.
+the problem. No declared size is ever allocated before it is checked against the
+bytes present; the loader's peak stays within 32 x the header's bytes (the JSON
+objects) + 10 x the tensor bytes (the model keeps one uint8 code per weight), see
+docs/reliability.md.
 """
 
 from __future__ import annotations
