@@ -53,9 +53,9 @@ def qdq_model(deploy):
     nodes.append(helper.make_node("DequantizeLinear", ["x", const("x_s", np.float32(1 / 255)),
                                                        const("x_z", np.uint8(0))], ["x_dq"]))
     cur, s_act = "x_dq", 1 / 255
-    quant = iter(deploy.quant_stages)
-    stages = deploy.stages
-    for i, stage in enumerate(stages):
+    quant = deploy.quant_stages
+    q_index = 0
+    for i, stage in enumerate(deploy.stages):
         if isinstance(stage, PoolStage):
             nodes.append(helper.make_node("MaxPool", [cur], [f"pool{i}"],
                                           kernel_shape=[stage.kernel] * 2,
@@ -66,7 +66,7 @@ def qdq_model(deploy):
             nodes.append(helper.make_node("Flatten", [cur], [f"flat{i}"], axis=1))
             cur = f"flat{i}"
             continue
-        stage = next(quant)
+        q_index += 1
         n = (1 << stage.w_bits.astype(np.int64)) - 1
         codes = stage.w_codes.reshape(stage.w_codes.shape[0], -1).astype(np.int64)
         q = 2 * codes - n[:, None]                                 # odd levels, |q| <= 255
@@ -86,7 +86,7 @@ def qdq_model(deploy):
                                           pads=[stage.padding] * 4,
                                           strides=[stage.stride] * 2))
             nodes.append(helper.make_node("Relu", [f"conv{i}"], [f"relu{i}"]))
-            following = deploy.quant_stages[deploy.quant_stages.index(stage) + 1]
+            following = quant[q_index]
             s_act = act_scale(stage.out_ratio, stage.out_bits, following.act_bits_hi)
             cur = qdq(f"relu{i}", s_act, f"act{i}")
         else:
