@@ -29,8 +29,10 @@ BATCH = 256
 
 
 def act_scale(ratio: np.ndarray, bits: np.ndarray, act_bits_hi: int) -> float:
-    """The float step of one code on the next layer's A-bit grid: 2^(A - b) / ratio."""
-    return float(2.0 ** (act_bits_hi - int(bits[0])) / float(ratio[0]))
+    """The float step of one code on the next layer's A-bit grid: code k of a b-bit channel
+    sits at k << (A - b) and stands for about k / ratio, so the step is 2^(b - A) / ratio
+    (= beta / 2^A, the same for every channel)."""
+    return float(2.0 ** (int(bits[0]) - act_bits_hi) / float(ratio[0]))
 
 
 def qdq_model(deploy):
