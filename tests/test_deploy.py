@@ -5,6 +5,8 @@ exact mode, and across every available backend (bit for bit)."""
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import independent
 from backends import BACKEND_IDS, load_backend
@@ -14,7 +16,7 @@ from soniq_ref.layers.activations import ReLU
 from soniq_ref.layers.batchnorm import BatchNorm1d, BatchNorm2d
 from soniq_ref.layers.flatten import Flatten
 from soniq_ref.layers.pooling import MaxPool2d
-from soniq_ref.models import Sequential
+from soniq_ref.models import Sequential, cnn, mlp
 from soniq_ref.train import TrainConfig, train
 
 
@@ -165,3 +167,38 @@ def test_describe_lists_every_stage(trained):
     assert sum(rows[0]["weight_bits"].values()) == 4
     assert isinstance(trained.deploy.stages[1], PoolStage)
     assert isinstance(trained.deploy.stages[0], QuantStage)
+
+
+@st.composite
+def deploy_case(draw):
+    """A random stock network with random mixed palette bits, and a random input batch."""
+    h, w = draw(st.integers(3, 11)), draw(st.integers(3, 11))
+    lo_w, hi_w = draw(st.integers(1, 4)), draw(st.integers(4, 8))
+    lo_a, hi_a = draw(st.integers(1, 4)), draw(st.integers(4, 8))
+    seed = draw(st.integers(0, 2 ** 16))
+    kwargs = dict(weight_palette=(lo_w, hi_w), act_palette=(lo_a, hi_a), seed=seed)
+    if draw(st.booleans()):
+        net = cnn((1, h, w), 4, channels=(draw(st.integers(1, 5)), draw(st.integers(1, 6))),
+                  **kwargs)
+    else:
+        net = mlp((1, h, w), 4, hidden=(draw(st.integers(1, 70)),), **kwargs)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (draw(st.integers(1, 5)), 1, h, w)).astype(np.uint8)
+    if draw(st.booleans()):
+        x[:, :, ::2] = draw(st.sampled_from([0, 255]))           # extreme codes
+    _prepare(net, x, rng)
+    return DeployModel.from_model(net, (1, h, w)), x
+
+
+@pytest.mark.parametrize("backend_id", BACKEND_IDS)
+def test_random_networks_give_the_reference_logits_on_every_backend(backend_id):
+    backend = load_backend(backend_id)
+
+    @given(deploy_case())
+    def check(case):
+        deploy, x = case
+        ref = deploy.forward(x)
+        got = np.asarray(deploy.forward(x, backend=backend))
+        np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32))
+
+    check()
