@@ -173,7 +173,7 @@ class DeployModel:
     def from_model(cls, model, input_shape) -> "DeployModel":
         """Export a trained model whose quantized layers have fixed bits.
 
-        Supported pattern: QuantLayer [BatchNorm] [ReLU] {MaxPool2d | Flatten} ...,
+        Supported pattern: ``QuantLayer [BatchNorm] [ReLU] {MaxPool2d | Flatten} ...``,
         ending with a QuantLayer (the classifier).
         """
         stages, shape = [], tuple(int(v) for v in input_shape)
