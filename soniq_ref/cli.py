@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--fp32", action="store_true", help="train the float baseline instead")
     t.add_argument("--out", default=None, help="output folder (default runs/<dataset>)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--resume", metavar="DIR", default=None,
+                   help="continue the interrupted run in DIR from its last checkpoint "
+                        "(its options come from the checkpoint)")
 
     e = sub.add_parser("eval", help="accuracy of a .soniq model on a dataset's test split")
     e.add_argument("model_file", metavar="MODEL")
@@ -86,10 +89,7 @@ def _check_budgets(config) -> None:
                              f"{lo}..{hi}; choose a budget between the palette's two levels")
 
 
-def _train(args) -> None:
-    from .train import train
-    from .train.outputs import write_run
-
+def _config_from_args(args) -> TrainConfig:
     config = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, model=args.model,
                          weight_palette=args.weight_palette, act_palette=args.act_palette,
                          target_weight_bits=args.target_weight_bits,
@@ -99,8 +99,28 @@ def _train(args) -> None:
                          fp32=args.fp32).validate()
     if not config.fp32:
         _check_budgets(config)
-    out = Path(args.out if args.out else Path("runs") / args.dataset)
-    result = train(config, progress=not args.quiet)
+    return config
+
+
+def _config_from_checkpoint(run_dir: Path) -> TrainConfig:
+    from .train import checkpoint
+
+    saved = checkpoint.load(run_dir)[1]["progress"]["config"]
+    tuples = {k: tuple(v) for k, v in saved.items() if isinstance(v, list)}
+    return TrainConfig(**{**saved, **tuples}).validate()
+
+
+def _train(args) -> None:
+    from .train import train
+    from .train.outputs import write_run
+
+    if args.resume:
+        out = Path(args.resume)
+        config = _config_from_checkpoint(out)
+    else:
+        out = Path(args.out if args.out else Path("runs") / args.dataset)
+        config = _config_from_args(args)
+    result = train(config, progress=not args.quiet, run_dir=out, resume=bool(args.resume))
     metrics = write_run(result, out)
     print(f"test accuracy {metrics['test_accuracy']:.2f}%  mean bits w {metrics['mean_weight_bits']:.3f} "
           f"a {metrics['mean_act_bits']:.3f}  model {metrics['model_bytes']} bytes "
@@ -158,7 +178,10 @@ def _way_forward(exc) -> str:
     """What to do next, appended to the one-line error where the fix is clear."""
     from .data import DatasetError
     from .fileformat import SoniqFileError
+    from .train.checkpoint import CheckpointError
 
+    if isinstance(exc, CheckpointError):
+        return "; start the run again without --resume"
     if isinstance(exc, SoniqFileError):
         return "; check the path, or write a new model with 'soniq train'"
     if isinstance(exc, DatasetError):

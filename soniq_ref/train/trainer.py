@@ -22,8 +22,10 @@ depend on how many cores the run gets.
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -33,6 +35,7 @@ from ..deploy import DeployModel
 from ..loss import softmax_cross_entropy
 from ..models import Sequential, build_model
 from ..optim import SGD, Adam, cosine_lr
+from . import checkpoint
 from .config import TrainConfig
 from .snapping import snap
 
@@ -107,17 +110,73 @@ def _mean_bits(model: Sequential, phase: str) -> tuple[float, float]:
     return budget.soft_mean_bits(layers) if phase == "noise" else budget.hard_mean_bits(layers)
 
 
-def _run_phase(model, data, config, phase, epochs, lr_scale, rng, history, bar):
-    """Train ``epochs`` epochs in ``phase``; append an EpochRecord per epoch."""
-    model.set_mode(phase)
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class _Run:
+    """What every phase of one run shares."""
+
+    model: Sequential
+    data: Dataset
+    config: TrainConfig
+    rng: np.random.Generator
+    history: list
+    bar: object
+    run_dir: object              # where checkpoints go (None: no checkpoints)
+    seconds_before: float        # training time spent before a resume
+    start: float
+
+    def elapsed(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.start
+
+
+def _checkpoint(run: _Run, phase_index: int, epoch: int, optimizers: dict) -> None:
+    if run.run_dir is None:
+        return
+    checkpoint.save(run.run_dir, model=run.model, optimizers=optimizers, rng=run.rng,
+                    progress={"phase_index": phase_index, "epoch": epoch,
+                              "history": [asdict(r) for r in run.history],
+                              "config": _config_json(run.config),
+                              "train_seconds": run.elapsed()})
+
+
+def _config_json(config: TrainConfig) -> dict:
+    return json.loads(json.dumps(config.as_dict()))
+
+
+def _diverged(run: _Run, phase: str, epoch: int, loss: float) -> TrainingDiverged:
+    where = f"{PHASE_LABELS[phase]}, epoch {epoch + 1}"
+    if run.run_dir is None:
+        return TrainingDiverged(f"the loss became {loss} ({where}); lower --lr")
+    return TrainingDiverged(
+        f"the loss became {loss} ({where}); the last good checkpoint is kept in "
+        f"{Path(run.run_dir) / checkpoint.FILE_NAME}: lower the learning rate, or resume "
+        f"with 'soniq train --resume {run.run_dir}'")
+
+
+def _run_phase(run: _Run, phase_index: int, phase: str, epochs: int, lr_scale: float,
+               start_epoch: int = 0, saved=None):
+    """Train epochs ``start_epoch..epochs-1`` of ``phase``; an EpochRecord per epoch.
+
+    ``saved`` (arrays, meta) of a checkpoint taken inside this phase is restored
+    first, optimizers included; a checkpoint is written after every epoch.
+    """
+    model, data, config = run.model, run.data, run.config
     opt, theta_opt, lr0 = _optimizers(model, config, lr_scale)
+    optimizers = {"main": opt, "theta": theta_opt}
+    if saved is not None:
+        checkpoint.restore(*saved, model=model, optimizers=optimizers, rng=run.rng)
+    else:
+        model.set_mode(phase)
     x_all = as_float(data.x_train)
     n = len(x_all)
     steps_per_epoch = -(-n // config.batch_size)
-    total, step = epochs * steps_per_epoch, 0
+    total, step = epochs * steps_per_epoch, start_epoch * steps_per_epoch
     layers = model.quant_layers()
-    for epoch in range(epochs):
-        order = rng.permutation(n)
+    for epoch in range(start_epoch, epochs):
+        order = run.rng.permutation(n)
         loss_sum, correct = 0.0, 0
         for start in range(0, n, config.batch_size):
             idx = order[start:start + config.batch_size]
@@ -126,6 +185,8 @@ def _run_phase(model, data, config, phase, epochs, lr_scale, rng, history, bar):
             model.backward(dlogits)
             if phase == "noise":
                 loss += budget.add_budget_grads(layers, config.lambda_w, config.lambda_a)
+            if not np.isfinite(loss):
+                raise _diverged(run, phase, epoch, loss)
             grads = model.collect_grads()
             lr = cosine_lr(step, total, lr0)
             opt.step(grads, lr)
@@ -135,14 +196,15 @@ def _run_phase(model, data, config, phase, epochs, lr_scale, rng, history, bar):
             loss_sum += loss * len(idx)
             correct += int((logits.argmax(axis=1) == data.y_train[idx]).sum())
         mean_w, mean_a = _mean_bits(model, phase)
-        record = EpochRecord(phase, len(history) + 1, loss_sum / n, 100.0 * correct / n,
+        record = EpochRecord(phase, len(run.history) + 1, loss_sum / n, 100.0 * correct / n,
                              accuracy(predict(model, data.x_test), data.y_test), mean_w, mean_a)
-        history.append(record)
-        bar.set_description(PHASE_LABELS[phase])
-        bar.set_postfix_str(f"epoch {record.epoch} loss {record.loss:.3f} "
-                            f"acc {record.train_accuracy:.1f}/{record.test_accuracy:.1f} "
-                            f"bits w{mean_w:.2f} a{mean_a:.2f}")
-        bar.update(1)
+        run.history.append(record)
+        _checkpoint(run, phase_index, epoch + 1, optimizers)
+        run.bar.set_description(PHASE_LABELS[phase])
+        run.bar.set_postfix_str(f"epoch {record.epoch} loss {record.loss:.3f} "
+                                f"acc {record.train_accuracy:.1f}/{record.test_accuracy:.1f} "
+                                f"bits w{mean_w:.2f} a{mean_a:.2f}")
+        run.bar.update(1)
 
 
 def _deploy_accuracy(deploy: DeployModel, data: Dataset) -> float:
@@ -151,19 +213,33 @@ def _deploy_accuracy(deploy: DeployModel, data: Dataset) -> float:
     return accuracy(pred, data.y_test)
 
 
-def train(config: TrainConfig, *, progress: bool = False) -> TrainResult:
-    """Run ``config`` end to end; ``progress`` shows a bar on stderr."""
+def train(config: TrainConfig, *, progress: bool = False, run_dir=None,
+          resume: bool = False) -> TrainResult:
+    """Run ``config`` end to end; ``progress`` shows a bar on stderr.
+
+    With ``run_dir`` a checkpoint is written there after every epoch; with
+    ``resume`` the run continues from that checkpoint (which must come from the
+    same config) and ends exactly as an uninterrupted run would.
+    """
     from threadpoolctl import threadpool_limits
 
     config.validate()
+    if resume and run_dir is None:
+        raise ValueError("resume needs the run folder that holds the checkpoint")
     with threadpool_limits(limits=1, user_api="blas"):
-        return _train(config, progress)
+        return _train(config, progress, run_dir, resume)
 
 
-def _train(config: TrainConfig, progress: bool) -> TrainResult:
+def _phases(config: TrainConfig) -> list[tuple[str, int, float]]:
+    if config.fp32:
+        return [("float", config.epochs_phase1 + config.epochs_phase2, 1.0)]
+    return [("noise", config.epochs_phase1, 1.0), ("exact", config.epochs_phase2,
+                                                   PHASE2_LR_FACTOR)]
+
+
+def _train(config: TrainConfig, progress: bool, run_dir, resume: bool) -> TrainResult:
     from tqdm import tqdm
 
-    start = time.perf_counter()
     data = _limit(load_dataset(config.dataset, config.data_dir), config)
     model_kwargs = dict(weight_palette=config.weight_palette, act_palette=config.act_palette,
                         seed=config.seed)
@@ -171,23 +247,41 @@ def _train(config: TrainConfig, progress: bool) -> TrainResult:
         model_kwargs.update(hidden=config.hidden)
     model = build_model(config.model, data.input_shape, data.n_classes, **model_kwargs)
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
-    history: list[EpochRecord] = []
+    saved, at = None, {"phase_index": 0, "epoch": 0, "history": [], "train_seconds": 0.0}
+    if resume:
+        saved = checkpoint.load(run_dir)
+        at = saved[1]["progress"]
+        if at["config"] != _config_json(config):
+            raise checkpoint.CheckpointError(
+                f"the checkpoint in {run_dir} was written by a run with other options")
+    history = [EpochRecord(**r) for r in at["history"]]
     total_epochs = config.epochs_phase1 + config.epochs_phase2
-    with tqdm(total=total_epochs, disable=not progress, unit="epoch", leave=True) as bar:
-        if config.fp32:
-            _run_phase(model, data, config, "float", total_epochs, 1.0, rng, history, bar)
-            test_acc = accuracy(predict(model, data.x_test), data.y_test)
-            return TrainResult(config, model, None, test_acc, time.perf_counter() - start,
-                               32.0, 32.0, history)
-        _run_phase(model, data, config, "noise", config.epochs_phase1, 1.0, rng, history, bar)
-        if config.epochs_phase1 == 0:
-            model.set_mode("noise")
-            predict(model, data.x_train[:config.batch_size])   # sets clips and sizes
-        snap(model.quant_layers(), config.target_weight_bits, config.target_act_bits)
-        _run_phase(model, data, config, "exact", config.epochs_phase2, PHASE2_LR_FACTOR, rng,
-                   history, bar)
+    with tqdm(total=total_epochs, initial=len(history), disable=not progress, unit="epoch",
+              leave=True) as bar:
+        run = _Run(model, data, config, rng, history, bar, run_dir, at["train_seconds"],
+                   time.perf_counter())
+        for index, (phase, epochs, lr_scale) in enumerate(_phases(config)):
+            if index < at["phase_index"]:
+                continue
+            resumed_here = saved is not None and index == at["phase_index"]
+            if phase == "exact" and not resumed_here:
+                _snap(run)
+            _run_phase(run, index, phase, epochs, lr_scale,
+                       start_epoch=at["epoch"] if resumed_here else 0,
+                       saved=saved if resumed_here else None)
+    if config.fp32:
+        return TrainResult(config, model, None, accuracy(predict(model, data.x_test), data.y_test),
+                           run.elapsed(), 32.0, 32.0, history)
     model.set_mode("exact")
     deploy = DeployModel.from_model(model, data.input_shape)
     mean_w, mean_a = budget.hard_mean_bits(model.quant_layers())
-    return TrainResult(config, model, deploy, _deploy_accuracy(deploy, data),
-                       time.perf_counter() - start, mean_w, mean_a, history)
+    return TrainResult(config, model, deploy, _deploy_accuracy(deploy, data), run.elapsed(),
+                       mean_w, mean_a, history)
+
+
+def _snap(run: _Run) -> None:
+    """Between the phases: fix every channel's bits to a palette level under the budget."""
+    if run.config.epochs_phase1 == 0:
+        run.model.set_mode("noise")
+        predict(run.model, run.data.x_train[:run.config.batch_size])   # sets clips and sizes
+    snap(run.model.quant_layers(), run.config.target_weight_bits, run.config.target_act_bits)
