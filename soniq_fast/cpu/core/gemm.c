@@ -54,11 +54,15 @@ static int scratch_alloc(scratch *s, const soniq_gemm_job *job) {
     return ok ? 0 : -1;
 }
 
+/* Locals throughout: the uint8 stores may alias anything, so fields read in the loops
+ * would be reloaded on every element. */
 static const uint8_t *gather(const soniq_act_group *g, const uint8_t *row, uint8_t *buf) {
     if (g->contiguous)
         return row + g->start;
-    for (int64_t t = 0; t < g->k; t++)
-        buf[t] = row[g->idx[t]];
+    const int64_t k = g->k;
+    const int32_t *idx = g->idx;
+    for (int64_t t = 0; t < k; t++)
+        buf[t] = row[idx[t]];
     return buf;
 }
 
@@ -71,13 +75,15 @@ static void prepare_row(const soniq_gemm_job *job, scratch *s, int64_t r, const 
             g->rowsum[r] = soniq_pack_planes(job->isa, src, g->k, g->bits,
                                              g->planes + r * g->bits * g->words, g->words);
         if (g->need_bytes) {
+            const int64_t k = g->k;
+            const int shift = g->shift;
             uint8_t *dst = g->bytes + r * g->kpad;
             uint32_t sum = 0;   /* <= 33025 * 255 */
-            for (int64_t t = 0; t < g->k; t++) {
+            for (int64_t t = 0; t < k; t++) {
                 sum += src[t];
-                dst[t] = (uint8_t)(src[t] << g->shift);
+                dst[t] = (uint8_t)(src[t] << shift);
             }
-            memset(dst + g->k, 0, (size_t)(g->kpad - g->k));
+            memset(dst + k, 0, (size_t)(g->kpad - k));
             g->rowsum[r] = sum;
         }
     }
