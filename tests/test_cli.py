@@ -23,8 +23,9 @@ def run_dir(tmp_path_factory):
 
 
 def test_train_writes_every_output(run_dir):
-    assert sorted(p.name for p in run_dir.iterdir()) == ["bits.png", "curves.png",
-                                                         "metrics.json", "model.soniq"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["bits.png", "checkpoint.npz",
+                                                         "curves.png", "metrics.json",
+                                                         "model.soniq"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert tuple(metrics) == METRIC_KEYS
     assert metrics["model_bytes"] == (run_dir / "model.soniq").stat().st_size
@@ -67,7 +68,8 @@ def test_same_seed_gives_identical_files(run_dir, tmp_path):
 def test_fp32_baseline(tmp_path):
     assert main(["train", "--fp32", "--epochs-phase1", "1", "--epochs-phase2", "0", "--quiet",
                  "--out", str(tmp_path)]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "metrics.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "curves.png",
+                                                          "metrics.json"]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["mean_weight_bits"] == 32.0 and metrics["compression_vs_fp32"] == 1.0
 
