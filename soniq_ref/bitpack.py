@@ -29,9 +29,15 @@ def words_for(k: int) -> int:
 
 
 def code_planes(codes: np.ndarray, n_planes: int) -> np.ndarray:
-    """uint8 {0, 1} [..., n_planes, K]: plane j is bit j of each code (codes [..., K])."""
-    j = np.arange(n_planes, dtype=np.int64).reshape(-1, 1)
-    return ((codes[..., None, :].astype(np.int64) >> j) & 1).astype(np.uint8)
+    """uint8 {0, 1} [..., n_planes, K]: plane j is bit j of each code (codes [..., K]).
+
+    Codes wider than 8 bits (shifted activation codes are at most 255) are not expected.
+    """
+    planes = np.empty(codes.shape[:-1] + (n_planes, codes.shape[-1]), np.uint8)
+    codes = codes.astype(np.uint8, copy=False)
+    for j in range(n_planes):
+        np.bitwise_and(codes >> np.uint8(j), np.uint8(1), out=planes[..., j, :])
+    return planes
 
 
 def pack_bits(plane: np.ndarray) -> np.ndarray:
@@ -71,9 +77,10 @@ class PackedWeights:
 
     def codes(self) -> np.ndarray:
         """Unpack back to the uint8 code array of the original shape."""
-        bit_planes = unpack_bits(self.planes, self.k).astype(np.int64)
-        weights = (np.int64(1) << np.arange(8, dtype=np.int64)).reshape(1, 8, 1)
-        return (bit_planes * weights).sum(axis=1).astype(np.uint8).reshape(self.shape)
+        codes = np.zeros((self.shape[0], self.k), np.uint8)
+        for j in range(8):
+            codes |= unpack_bits(self.planes[:, j], self.k) << np.uint8(j)
+        return codes.reshape(self.shape)
 
 
 def check_weights(w_codes, w_bits) -> tuple[np.ndarray, np.ndarray]:

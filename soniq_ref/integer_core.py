@@ -57,7 +57,23 @@ def _exact_matmul(a: np.ndarray, q: np.ndarray) -> np.ndarray:
     """
     if a.shape[1] > 2 ** 53 // (255 * 255):
         return a.astype(np.int64) @ q.T.astype(np.int64)
-    return (a.astype(np.float64) @ q.T.astype(np.float64, copy=False)).astype(np.int64)
+    return (a.astype(np.float64, copy=False) @ q.T.astype(np.float64, copy=False)
+            ).astype(np.int64)
+
+
+def _shift_factors(a_bits: np.ndarray, act_bits_hi: int, repeat: int = 1) -> np.ndarray:
+    """float64 [K]: ``2**(A - a_bits[c])``, each repeated ``repeat`` times (im2col order).
+
+    Multiplying float64 codes by these is exact and equals ``a << (A - a_bits)``.
+    """
+    return np.repeat(2.0 ** (act_bits_hi - a_bits.astype(np.int64)), repeat)
+
+
+def _shifted_rows(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """float64 ``codes * factors`` (exact: shifted codes are integers <= 255)."""
+    rows = codes.astype(np.float64)
+    rows *= factors
+    return rows
 
 
 def _float_levels(w_codes: np.ndarray, w_bits: np.ndarray) -> np.ndarray:
@@ -84,8 +100,9 @@ def linear_int(a_codes, a_bits, w_codes, w_bits, act_bits_hi) -> np.ndarray:
                                                w_codes.shape[1], ndim=2)
     q = _float_levels(w_codes, w_bits)
     acc = np.empty((a_codes.shape[0], q.shape[0]), np.int64)
+    factors = _shift_factors(a_bits, act_bits_hi)
     for r0, r1 in _blocks(a_codes.shape[0], 8 * max(q.shape)):
-        acc[r0:r1] = _exact_matmul(shifted_codes(a_codes[r0:r1], a_bits, act_bits_hi), q)
+        acc[r0:r1] = _exact_matmul(_shifted_rows(a_codes[r0:r1], factors), q)
     return acc
 
 
@@ -156,11 +173,12 @@ def conv2d_int(x_codes, a_bits, w_codes, w_bits, act_bits_hi, stride=1, padding=
     stride, padding, ho, wo = check_conv_geometry(x_codes.shape, w_codes.shape, stride, padding)
     o, _, kh, kw = w_codes.shape
     q = _float_levels(w_codes, w_bits)
+    factors = _shift_factors(a_bits, act_bits_hi, repeat=kh * kw)
     b = x_codes.shape[0]
     acc = np.empty((b, o, ho, wo), np.int64)
     for b0, b1 in _blocks(b, 8 * ho * wo * max(q.shape)):
-        x = shifted_codes(x_codes[b0:b1], a_bits, act_bits_hi)
-        patches = im2col(x, kh, kw, stride, padding)
+        # im2col on the uint8 codes (8x less to move than int64), then shift per column
+        patches = _shifted_rows(im2col(x_codes[b0:b1], kh, kw, stride, padding), factors)
         acc[b0:b1] = _exact_matmul(patches, q).reshape(b1 - b0, ho, wo, o).transpose(0, 3, 1, 2)
     return acc
 
