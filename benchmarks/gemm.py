@@ -74,7 +74,8 @@ def bench_shape(shape, threads_list, repeats, rng, backend, check, clock_name="w
             ort_t = median_seconds(ort, repeats, clock=clock)
             t = median_seconds(lambda: ours.linear_int(a, a_bits, packed, None, hi), repeats,
                                clock=clock)
-            rows.append(dict(shape=list(shape), threads=threads, clock=clock, config=name, soniq_s=t,
+            rows.append(dict(shape=list(shape), threads=threads, clock=clock, config=name,
+                             soniq_s=t,
                              ort_int8_s=ort_t, soniq_gops=ops / t / 1e9,
                              ort_gops=ops / ort_t / 1e9, ratio_ort=ort_t / t,
                              engines=list(ours.last_path[1])))

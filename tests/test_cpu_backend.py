@@ -217,7 +217,8 @@ def test_packed_weights_are_reused_across_calls():
     first = backend.linear_int(a, a_bits, packed, None, 4)
     plan = packed.plan(a_bits, 4, "auto", backend.isa)
     second = backend.linear_int(a[::-1].copy(), a_bits, packed, None, 4)
-    assert packed.plan(a_bits, 4, "auto", backend.isa) is plan, "blocks were rebuilt for the same activation layout"
+    assert packed.plan(a_bits, 4, "auto", backend.isa) is plan, \
+        "blocks were rebuilt for the same activation layout"
     np.testing.assert_array_equal(first, independent.linear_acc(a, a_bits, w, w_bits, 4))
     np.testing.assert_array_equal(second, first[::-1])
     np.testing.assert_array_equal(packed.codes(), w)

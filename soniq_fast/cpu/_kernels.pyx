@@ -75,13 +75,14 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n
 
     a: uint8 [M, K] or None; conv: None or (x uint8 [B, C, H, W], c, h, w, kh, kw, stride,
     padding, ho, wo). groups: tuples (bits, shift, k, idx int32, start, contiguous, words,
-    kpad, need_planes, need_bytes, planes, bytes, rowsum). blocks: tuples (engine, group,
-    wbits, n, cols int32, wplanes uint64 or None, wbytes int8 or None, lanes). layout: (rows_per_image,
-    image_stride, row_stride, col_stride).
+    kpad, need_planes, need_bytes). blocks: tuples (engine, group, wbits, n, cols int32,
+    wplanes uint64 or None, wbytes int8 or None, lanes). n_out: output channels. layout:
+    (rows_per_image, image_stride, row_stride, col_stride).
     """
     cdef soniq_gemm_job job
     cdef soniq_conv_src src
-    cdef soniq_act_group *cg = <soniq_act_group *>calloc(max(len(groups), 1), sizeof(soniq_act_group))
+    cdef soniq_act_group *cg = <soniq_act_group *>calloc(max(len(groups), 1),
+                                                         sizeof(soniq_act_group))
     cdef soniq_block *cb = <soniq_block *>calloc(max(len(blocks), 1), sizeof(soniq_block))
     cdef int rc
     if cg == NULL or cb == NULL:
@@ -90,21 +91,23 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n
     try:
         for i, g in enumerate(groups):
             cg[i].bits, cg[i].shift, cg[i].k = g[0], g[1], g[2]
-            cg[i].idx = <const int32_t *>addr(g[3])
+            cg[i].idx = <int32_t *>addr(g[3])
             cg[i].start, cg[i].contiguous, cg[i].words, cg[i].kpad = g[4], g[5], g[6], g[7]
             cg[i].need_planes, cg[i].need_bytes = g[8], g[9]
         for i, b in enumerate(blocks):
             cb[i].engine, cb[i].group, cb[i].wbits, cb[i].n = b[0], b[1], b[2], b[3]
-            cb[i].cols = <const int32_t *>addr(b[4])
+            cb[i].cols = <int32_t *>addr(b[4])
             cb[i].lanes = b[7]
             if b[5] is not None:
                 cb[i].wplanes = <uint64_t *>addr(b[5])
             if b[6] is not None:
                 cb[i].wbytes = <int8_t *>addr(b[6])
-        job.a = NULL if a is None else <const uint8_t *>addr(a)
+        job.a = NULL
+        if a is not None:
+            job.a = <uint8_t *>addr(a)
         job.conv = NULL
         if conv is not None:
-            src.x = <const uint8_t *>addr(conv[0])
+            src.x = <uint8_t *>addr(conv[0])
             src.c, src.h, src.w, src.kh, src.kw = conv[1], conv[2], conv[3], conv[4], conv[5]
             src.stride, src.padding, src.ho, src.wo = conv[6], conv[7], conv[8], conv[9]
             job.conv = <const soniq_conv_src *>&src
@@ -167,7 +170,10 @@ def epilogue(acc, int64_t channels, int64_t inner, scale, bias, out, int n_threa
 
 def requantize(acc, int64_t channels, int64_t inner, scale, bias, bits, ratio, out,
                int n_threads):
-    """out uint8 = clip(rint((scale * float32(acc) + bias) * ratio), 0, 2**bits - 1), per channel."""
+    """out uint8 = clip(rint((scale * float32(acc) + bias) * ratio), 0, 2**bits - 1).
+
+    Per channel o = (i // inner) % channels of flat element i.
+    """
     cdef const int64_t *pa = <const int64_t *>addr(acc)
     cdef const float *ps = <const float *>addr(scale)
     cdef const float *pb = <const float *>addr(bias)

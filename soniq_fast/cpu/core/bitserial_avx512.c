@@ -98,7 +98,8 @@ void micro(const uint64_t *a, const uint64_t *wv, int64_t words, int nr, int pa,
 void soniq_bitserial_avx512(const soniq_gemm_job *job, const soniq_act_group *g,
                             const soniq_block *b, int64_t m0, int64_t rows, int64_t *tile) {
     int pa = g->bits, pw = b->wbits;
-    int64_t words = g->words, n_vec = (b->n + 7) / 8, ld = CHUNK_VECTORS * 8;   /* = SONIQ_TILE_COLS */
+    int64_t words = g->words, n_vec = (b->n + 7) / 8;
+    int64_t ld = CHUNK_VECTORS * 8;   /* = SONIQ_TILE_COLS */
     int64_t e_end = rows * pa;
     for (int64_t v_lo = 0; v_lo < n_vec; v_lo += CHUNK_VECTORS) {
         int64_t v_hi = v_lo + CHUNK_VECTORS < n_vec ? v_lo + CHUNK_VECTORS : n_vec;

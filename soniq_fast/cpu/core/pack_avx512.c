@@ -25,7 +25,8 @@ int64_t soniq_pack_planes_avx512(const uint8_t *src, int64_t k, int bits, uint64
         __m512i v = _mm512_loadu_si512((const void *)chunk);
         sums = _mm512_add_epi64(sums, _mm512_sad_epu8(v, _mm512_setzero_si512()));
         for (int i = 0; i < bits; i++)
-            dst[i * words + w] = (uint64_t)_mm512_test_epi8_mask(v, _mm512_set1_epi8((char)(1 << i)));
+            dst[i * words + w] =
+                (uint64_t)_mm512_test_epi8_mask(v, _mm512_set1_epi8((char)(1 << i)));
     }
     return _mm512_reduce_add_epi64(sums);
 }

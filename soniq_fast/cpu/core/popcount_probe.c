@@ -22,8 +22,8 @@ static int64_t probe_avx512(int64_t iterations) {
             __asm__ volatile("" : "+v"(w[i]));
         for (int r = 0; r < 6; r++)
             for (int c = 0; c < 4; c++)
-                acc[r * 4 + c] = _mm512_add_epi64(acc[r * 4 + c],
-                                                  _mm512_popcnt_epi64(_mm512_and_si512(a[r], w[c])));
+                acc[r * 4 + c] = _mm512_add_epi64(
+                    acc[r * 4 + c], _mm512_popcnt_epi64(_mm512_and_si512(a[r], w[c])));
     }
     __m512i total = _mm512_setzero_si512();
     for (int i = 0; i < ACCS; i++)

@@ -61,7 +61,8 @@ static void pack_rows(void *arg, int64_t lo, int64_t hi_row) {
         for (int64_t t = 0; t < c->k; t++)
             shifted[t] = (uint8_t)(row[t] << (c->hi - c->a_bits[t]));
         soniq_pack_planes(c->isa, shifted, c->k, c->hi, planes, c->words);
-        memcpy(c->out + m * c->hi * c->words, planes, sizeof(uint64_t) * (size_t)(c->hi * c->words));
+        memcpy(c->out + m * c->hi * c->words, planes,
+               sizeof(uint64_t) * (size_t)(c->hi * c->words));
     }
     free(shifted); free(planes);
 }

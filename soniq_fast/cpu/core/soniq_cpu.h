@@ -5,17 +5,18 @@
  *     acc[m, o] = sum_c q[o, c] * (a[m, c] << (A - ba[c])),   q = 2 w - (2^bw - 1),
  *
  * split into blocks: input channels are grouped by activation bit width (an
- * "act group"), output channels by weight bit width, and each (weight group,
- * act group) block runs on one engine:
+ * "act group"); for each act group, the output channels whose (bw, ba) pair goes to the
+ * popcount engine form one block per weight width, the rest one int8 block (the int8
+ * term does not depend on bw):
  *
  *   popcount: P = sum_{i<ba, j<bw} 2^(i+j) popcount(W_j & A_i) = sum_c w a   (unshifted a)
  *             contribution = 2^(A-ba) * (2 P - (2^bw - 1) * sum_c a)
  *   int8:     v = w - 2^(bw-1) in int8, a' = a << (A - ba) in uint8, so q = 2 v + 1
  *             contribution = 2 * sum_c v a' + sum_c a'
  *
- * Partial sums are int32 (|term| <= 255 * 128 per int8 product, K <= 33025) and
- * contributions int64; blocks add into the int64 output, so the result does not
- * depend on the order of blocks, the ISA path or the thread count.
+ * int8 partial sums are int32 (|term| <= 255 * 128, K <= 33025), popcount sums and all
+ * contributions int64; blocks add into the int64 output rows (zeroed per row tile), so the
+ * result does not depend on the order of blocks, the ISA path or the thread count.
  */
 #ifndef SONIQ_CPU_H
 #define SONIQ_CPU_H
@@ -59,7 +60,8 @@ typedef struct {
                                lanes 16: [ceil(n/16)][kpad/4][16][4] */
 } soniq_block;
 
-typedef struct {            /* acc[m, o] lives at out[(m / rpi) * istride + (m % rpi) * rstride + o * cstride] */
+/* acc[m, o] lives at out[(m / rpi) * istride + (m % rpi) * rstride + o * cstride] */
+typedef struct {
     int64_t rows_per_image, image_stride, row_stride, col_stride;
 } soniq_out_layout;
 
@@ -112,14 +114,18 @@ int64_t soniq_pack_planes(int isa, const uint8_t *src, int64_t k, int bits, uint
                        int64_t words);
 int soniq_pack_activations(const uint8_t *a, int64_t m, int64_t k, const uint8_t *a_bits,
                            int hi, uint64_t *out, int isa, int n_threads);
-int64_t soniq_pack_planes_scalar(const uint8_t *src, int64_t k, int bits, uint64_t *dst, int64_t words);
-int64_t soniq_pack_planes_avx2(const uint8_t *src, int64_t k, int bits, uint64_t *dst, int64_t words);
-int64_t soniq_pack_planes_avx512(const uint8_t *src, int64_t k, int bits, uint64_t *dst, int64_t words);
+int64_t soniq_pack_planes_scalar(const uint8_t *src, int64_t k, int bits, uint64_t *dst,
+                                 int64_t words);
+int64_t soniq_pack_planes_avx2(const uint8_t *src, int64_t k, int bits, uint64_t *dst,
+                               int64_t words);
+int64_t soniq_pack_planes_avx512(const uint8_t *src, int64_t k, int bits, uint64_t *dst,
+                                 int64_t words);
 
 /* engines: add the block's contribution for the prepared tile rows r in [0, rows) of group g
  * (a thread's scratch view) to the output rows m0 + r. `tile` is the thread's int64 scratch
- * of SONIQ_ROW_TILE * SONIQ_TILE_COLS entries (the sums of one chunk of columns). Scratch rows past `rows` (up to a multiple of
- * SONIQ_ROW_PAD expanded rows) are zero, so engines may compute on them. */
+ * of SONIQ_ROW_TILE * SONIQ_TILE_COLS entries (the sums of one chunk of columns). Up to
+ * SONIQ_ROW_PAD scratch rows past `rows` are allocated and initialised, so engines may
+ * compute on them; those results are never stored. */
 #define SONIQ_ROW_PAD 8
 #define SONIQ_TILE_COLS 64
 typedef void (*soniq_block_fn)(const soniq_gemm_job *job, const soniq_act_group *g,
