@@ -77,9 +77,13 @@ void micro(const uint64_t *a, const uint64_t *wv, int64_t words, int nr, int pa,
         int j = j_first;
         for (int c = 0; c < nr; c++) {
             int64_t *dst = tile + row * ld + v * 8;
-            __m512i shifted = _mm512_slli_epi64(acc[r][c], (unsigned)(i + j));
-            _mm512_storeu_si512((void *)dst,
-                                _mm512_add_epi64(_mm512_loadu_si512((const void *)dst), shifted));
+            if (pa == 1 && pw == 1) {   /* the only plane pair: each cell written once */
+                _mm512_storeu_si512((void *)dst, acc[r][c]);
+            } else {
+                __m512i shifted = _mm512_slli_epi64(acc[r][c], (unsigned)(i + j));
+                _mm512_storeu_si512((void *)dst, _mm512_add_epi64(
+                    _mm512_loadu_si512((const void *)dst), shifted));
+            }
             if (++j == pw) {
                 j = 0;
                 v++;
@@ -103,7 +107,8 @@ void soniq_bitserial_avx512(const soniq_gemm_job *job, const soniq_act_group *g,
     int64_t e_end = rows * pa;
     for (int64_t v_lo = 0; v_lo < n_vec; v_lo += CHUNK_VECTORS) {
         int64_t v_hi = v_lo + CHUNK_VECTORS < n_vec ? v_lo + CHUNK_VECTORS : n_vec;
-        memset(tile, 0, sizeof(int64_t) * (size_t)(rows * ld));
+        if (pa != 1 || pw != 1)   /* several plane pairs add into each cell */
+            memset(tile, 0, sizeof(int64_t) * (size_t)(rows * ld));
         for (int64_t x0 = v_lo * pw; x0 < v_hi * pw; x0 += NR) {
             const uint64_t *wv = b->wplanes + x0 * words * 8;
             int nr = v_hi * pw - x0 < NR ? (int)(v_hi * pw - x0) : NR;
