@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -84,7 +85,7 @@ def _check_budgets(config) -> None:
             ("--target-weight-bits", config.weight_palette, config.target_weight_bits),
             ("--target-act-bits", config.act_palette, config.target_act_bits)):
         lo, hi = palette
-        if not lo <= target <= hi:
+        if math.isfinite(target) and not lo <= target <= hi:    # NaN: validate() says so
             raise UsageError(f"argument {option}: {target:g} is outside the palette's range "
                              f"{lo}..{hi}; choose a budget between the palette's two levels")
 
@@ -96,10 +97,10 @@ def _config_from_args(args) -> TrainConfig:
                          target_act_bits=args.target_act_bits,
                          epochs_phase1=args.epochs_phase1, epochs_phase2=args.epochs_phase2,
                          seed=args.seed, batch_size=args.batch_size, lr=args.lr,
-                         fp32=args.fp32).validate()
+                         fp32=args.fp32)
     if not config.fp32:
-        _check_budgets(config)
-    return config
+        _check_budgets(config)       # the option names in the message, before validate()
+    return config.validate()
 
 
 def _config_from_checkpoint(run_dir: Path) -> TrainConfig:

@@ -69,6 +69,12 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name, palette in (("target_weight_bits", self.weight_palette),
+                              ("target_act_bits", self.act_palette)):
+            lo, hi = palette
+            if not self.fp32 and not lo <= getattr(self, name) <= hi:
+                raise ValueError(f"{name} must lie within its palette's levels {lo}..{hi} "
+                                 f"(a mean of lo- and hi-bit channels), got {getattr(self, name)!r}")
         if self.epochs_phase1 + self.epochs_phase2 == 0:
             raise ValueError("epochs_phase1 + epochs_phase2 must be at least 1")
         return self
