@@ -1,53 +1,20 @@
 """BatchNorm, ReLU, MaxPool2d, Flatten and softmax cross-entropy: forward values and
 hand-written backward passes against central finite differences in float64.
 
-``numeric_grad`` and ``check_module`` are also used by the model tests."""
+The finite-difference helpers live in ``gradcheck.py``."""
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gradcheck import check_module, numeric_grad
 from soniq_ref.layers.activations import ReLU
 from soniq_ref.layers.batchnorm import BatchNorm1d, BatchNorm2d
 from soniq_ref.layers.flatten import Flatten
 from soniq_ref.layers.pooling import MaxPool2d, max_pool_codes
 from soniq_ref.loss import softmax_cross_entropy
 from soniq_ref.quantizers import quantize_acts
-
-
-def numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """d f / d x of a scalar function ``f()`` that reads ``x`` (perturbed in place)."""
-    grad = np.zeros_like(x, dtype=np.float64)
-    flat, out = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        keep = flat[i]
-        flat[i] = keep + eps
-        up = f()
-        flat[i] = keep - eps
-        down = f()
-        flat[i] = keep
-        out[i] = (up - down) / (2 * eps)
-    return grad
-
-
-def check_module(layer, x: np.ndarray, rng, *, atol=1e-6, rtol=1e-5, forward_kwargs=None):
-    """Compare ``layer.backward`` with finite differences of ``sum(forward(x) * g)``.
-
-    Checks dx and the gradient of every parameter in ``layer.params``.
-    """
-    y = layer.forward(x)
-    g = rng.standard_normal(y.shape)
-    dx = layer.backward(g)
-    analytic = {name: layer.grads[name].copy() for name in layer.params}
-
-    def objective():
-        return float((layer.forward(x) * g).sum())
-
-    np.testing.assert_allclose(dx, numeric_grad(objective, x), atol=atol, rtol=rtol)
-    for name, p in layer.params.items():
-        np.testing.assert_allclose(analytic[name], numeric_grad(objective, p), atol=atol,
-                                   rtol=rtol, err_msg=f"gradient of {name}")
 
 
 def _bn(cls, channels, rng):

@@ -11,7 +11,7 @@ from soniq_ref.layers.flatten import Flatten
 from soniq_ref.layers.pooling import MaxPool2d
 from soniq_ref.loss import softmax_cross_entropy
 from soniq_ref.models import Sequential, build_model, cnn, mlp
-from test_layers_basic import numeric_grad
+from gradcheck import numeric_grad
 
 
 def _conv_net():

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+from gradcheck import numeric_grad
 from soniq_ref import budget
 from soniq_ref.layers import QuantConv2d, QuantLinear
 from soniq_ref.quantizers import (act_ratio, dequantize_acts, dequantize_weights,
                                   quantize_acts, quantize_weights, weight_step)
 
 SEEDS = st.integers(0, 2 ** 32 - 1)
-EPS = 1e-6
 
 
 def away_from_kinks(v, kinks, gap=0.02):
@@ -58,21 +58,6 @@ def loss_and_grads(layer, x, g):
     y = layer.forward(x)
     dx = layer.backward(g)
     return float(np.sum(y * g)), dx, layer.grads
-
-
-def numeric_grad(f, arr):
-    grad = np.zeros_like(arr)
-    it = np.nditer(arr, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = arr[i]
-        arr[i] = old + EPS
-        hi = f()
-        arr[i] = old - EPS
-        lo = f()
-        arr[i] = old
-        grad[i] = (hi - lo) / (2 * EPS)
-    return grad
 
 
 @pytest.mark.parametrize("kind", ["linear", "conv"])
