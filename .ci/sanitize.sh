@@ -13,6 +13,9 @@ trap 'rm -rf "$work"' EXIT
 git ls-files -z -- soniq_ref soniq_fast tests setup.py pyproject.toml README.md \
     | (cd "$root" && xargs -0 cp --parents -t "$work")
 cd "$work"
+# the build requirements live in pip's isolated build environment, not necessarily here
+python -c "import Cython, setuptools" 2>/dev/null \
+    || python -m pip install -q "Cython>=3.0" "setuptools>=68"
 SONIQ_CPU_SANITIZE=1 python setup.py -q build_ext --inplace >build.log 2>&1 \
     || { cat build.log; exit 1; }
 
