@@ -121,9 +121,6 @@ def pack_activations(a_codes, a_bits, act_bits_hi: int) -> np.ndarray:
 
     Plane ``i`` holds bit ``i`` of ``a_codes[m, c] << (A - a_bits[c])``.
     """
-    act_bits_hi = checks.check_bits_value("act_bits_hi", act_bits_hi)
-    a_codes = checks.as_array("a_codes", a_codes, np.uint8, ndim=2)
-    a_bits = checks.check_bits("a_bits", a_bits, a_codes.shape[1], hi=act_bits_hi)
-    checks.check_codes("a_codes", a_codes, a_bits, axis=1)
+    a_codes, a_bits, act_bits_hi = checks.check_act_codes(a_codes, a_bits, act_bits_hi)
     shifted = shifted_codes(a_codes, a_bits, act_bits_hi)
     return pack_bits(code_planes(shifted, act_bits_hi))

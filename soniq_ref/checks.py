@@ -68,6 +68,16 @@ def check_codes(name: str, codes: np.ndarray, bits: np.ndarray, axis: int) -> No
                          f"in channel {c} (max {int(moved[c].max())})")
 
 
+def check_act_codes(a_codes, a_bits, act_bits_hi, ndim: int = 2, name: str = "a_codes"):
+    """Activation codes (uint8, ``ndim``-D, channels on axis 1), their bits (uint8 [C],
+    each in 1..act_bits_hi) and A itself -> validated (codes, bits, A)."""
+    act_bits_hi = check_bits_value("act_bits_hi", act_bits_hi)
+    a_codes = as_array(name, a_codes, np.uint8, ndim=ndim)
+    a_bits = check_bits("a_bits", a_bits, a_codes.shape[1], hi=act_bits_hi)
+    check_codes(name, a_codes, a_bits, axis=1)
+    return a_codes, a_bits, act_bits_hi
+
+
 def check_finite(name: str, values: np.ndarray) -> None:
     if not np.all(np.isfinite(values)):
         raise ValueError(f"{name} contains NaN or Inf")

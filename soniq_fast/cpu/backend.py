@@ -133,10 +133,7 @@ class CpuBackend:
 
     def pack_activations(self, a_codes, a_bits, act_bits_hi) -> np.ndarray:
         """uint64 [M, A, ceil(K/64)]: plane i holds bit i of ``a << (A - a_bits)``."""
-        hi = checks.check_bits_value("act_bits_hi", act_bits_hi)
-        a_codes = checks.as_array("a_codes", a_codes, np.uint8, ndim=2)
-        a_bits = checks.check_bits("a_bits", a_bits, a_codes.shape[1], hi=hi)
-        checks.check_codes("a_codes", a_codes, a_bits, axis=1)
+        a_codes, a_bits, hi = checks.check_act_codes(a_codes, a_bits, act_bits_hi)
         m, k = a_codes.shape
         out = np.zeros((m, hi, words_for(k)), np.uint64)
         if out.size:

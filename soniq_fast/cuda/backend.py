@@ -55,10 +55,7 @@ class CudaBackend:
 
     def pack_activations(self, a_codes, a_bits, act_bits_hi) -> np.ndarray:
         """uint64 [M, A, ceil(K/64)]: plane i holds bit i of a << (A - a_bits), LSB first."""
-        act_bits_hi = checks.check_bits_value("act_bits_hi", act_bits_hi)
-        a_codes = checks.as_array("a_codes", a_codes, np.uint8, ndim=2)
-        a_bits = checks.check_bits("a_bits", a_bits, a_codes.shape[1], hi=act_bits_hi)
-        checks.check_codes("a_codes", a_codes, a_bits, axis=1)
+        a_codes, a_bits, act_bits_hi = checks.check_act_codes(a_codes, a_bits, act_bits_hi)
         m, k = a_codes.shape
         rt = self.runtime
         if m == 0:

@@ -14,14 +14,14 @@ plus one JSON document stored as a uint8 array under ``meta``.
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ..fileformat import atomic_write_bytes
 from ..layers import QuantLayer
 from ..layers.batchnorm import BatchNorm
 from ..optim import SGD
@@ -83,17 +83,9 @@ def save(run_dir, *, model, optimizers: dict, rng, progress: dict) -> Path:
             "rng": rng.bit_generator.state}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
     path = Path(run_dir) / FILE_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".checkpoint-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
