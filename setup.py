@@ -1,6 +1,6 @@
 """Build script: the pure-Python packages plus the compiled extensions of soniq_fast.
 
-Compiled code is portable: no -march=native; ISA-specific kernels carry their own
+Compiled code is portable: no host-specific -march flag; ISA-specific kernels carry their own
 target attributes and are chosen at run time. Floating point is compiled with
 -ffp-contract=off so no multiply-add is fused (the reference rounds every step).
 
