@@ -22,6 +22,28 @@ import numpy as np
 CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
 
 
+def kernel_parser(description: str):
+    """The options gemm.py and conv.py share: --json, --repeats, --threads, --no-check, --clock."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--json", help="write all measurements to this JSON file")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", help="comma-separated thread counts (default: 1,all)")
+    parser.add_argument("--no-check", action="store_true", help="skip the exactness check")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="single-threaded rows: wall time or the thread's CPU time "
+                             "(multi-threaded rows always use wall time)")
+    return parser
+
+
+def thread_counts(option) -> list:
+    """``--threads`` as a list; by default one thread and all the cores this process may use."""
+    if option:
+        return [int(t) for t in option.split(",")]
+    return sorted({1, len(os.sched_getaffinity(0))})
+
+
 def clock_for(name: str, threads: int) -> str:
     """``thread`` (CPU time of the calling thread) only makes sense single-threaded: every
     baseline then runs on the calling thread. With more threads it is always wall time."""

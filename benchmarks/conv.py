@@ -14,14 +14,14 @@ Usage:  python benchmarks/conv.py [--json out.json] [--repeats 7]
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from baselines import (CLOCKS, clock_for, machine, markdown_table, median_seconds,  # noqa: E402
+from baselines import (clock_for, kernel_parser, machine, markdown_table, median_seconds,  # noqa: E402
+                       thread_counts,
                        numpy_seconds, ort_conv_integer,
                        write_json)
 from gemm import CONFIGS, config_bits  # noqa: E402
@@ -91,20 +91,11 @@ def bench_layer(name, layer, threads_list, repeats, rng, backend, check, clock_n
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", help="write all measurements to this JSON file")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", help="comma-separated thread counts (default: 1,all)")
-    parser.add_argument("--no-check", action="store_true", help="skip the exactness check")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                        help="single-threaded rows: wall time or the thread's CPU time "
-                             "(multi-threaded rows always use wall time)")
+    parser = kernel_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
 
     from soniq_fast.cpu import BACKEND
-    all_threads = len(os.sched_getaffinity(0))
-    threads_list = [int(t) for t in args.threads.split(",")] if args.threads else \
-        sorted({1, all_threads})
+    threads_list = thread_counts(args.threads)
     rng = np.random.default_rng(0)
     rows = []
     for name, layer in LAYERS.items():

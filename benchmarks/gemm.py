@@ -14,14 +14,14 @@ For the NumPy baseline run it with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from baselines import (CLOCKS, clock_for, machine, markdown_table, median_seconds,  # noqa: E402
+from baselines import (clock_for, kernel_parser, machine, markdown_table, median_seconds,  # noqa: E402
+                       thread_counts,
                        numpy_seconds, ort_matmul_integer,
                        write_json)
 
@@ -90,21 +90,12 @@ def bench_shape(shape, threads_list, repeats, rng, backend, check, clock_name="w
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", help="write all measurements to this JSON file")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser = kernel_parser(__doc__.splitlines()[0])
     parser.add_argument("--shapes", help="comma-separated indices into SHAPES (default: all)")
-    parser.add_argument("--threads", help="comma-separated thread counts (default: 1,all)")
-    parser.add_argument("--no-check", action="store_true", help="skip the exactness check")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                        help="single-threaded rows: wall time or the thread's CPU time "
-                             "(multi-threaded rows always use wall time)")
     args = parser.parse_args(argv)
 
     from soniq_fast.cpu import BACKEND
-    all_threads = len(os.sched_getaffinity(0))
-    threads_list = [int(t) for t in args.threads.split(",")] if args.threads else \
-        sorted({1, all_threads})
+    threads_list = thread_counts(args.threads)
     shapes = [SHAPES[int(i)] for i in args.shapes.split(",")] if args.shapes else SHAPES
     rng = np.random.default_rng(0)
     rows = []

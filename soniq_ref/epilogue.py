@@ -21,13 +21,24 @@ from . import checks
 from .quantizers import _per_channel, codes_from_ratio
 
 
-def _check_acc(acc, scale, bias):
+def check_epilogue_args(acc, scale, bias):
+    """Validate ``epilogue``'s arguments (every backend calls this) -> (acc, scale, bias)."""
     acc = checks.as_array("acc", acc, np.int64)
     if acc.ndim not in (2, 4):
         raise ValueError(f"acc must be [M, N] or [B, O, H, W], got shape {acc.shape}")
     scale = checks.check_float32("scale", scale, acc.shape[1])
     bias = checks.check_float32("bias", bias, acc.shape[1])
     return acc, scale, bias
+
+
+def check_requantize_args(acc, scale, bias, out_bits, out_ratio):
+    """Validate ``requantize``'s arguments (every backend calls this)."""
+    acc, scale, bias = check_epilogue_args(acc, scale, bias)
+    out_bits = checks.check_bits("out_bits", out_bits, acc.shape[1])
+    out_ratio = checks.check_float32("out_ratio", out_ratio, acc.shape[1])
+    if np.any(out_ratio <= 0):
+        raise ValueError("out_ratio must be > 0 in every channel")
+    return acc, scale, bias, out_bits, out_ratio
 
 
 def _affine(acc: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -37,7 +48,7 @@ def _affine(acc: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> np.ndarray:
 
 def epilogue(acc, scale, bias) -> np.ndarray:
     """acc: int64 [M, N] or [B, O, H, W]; scale, bias: float32 [O] -> float32 like acc."""
-    return _affine(*_check_acc(acc, scale, bias))
+    return _affine(*check_epilogue_args(acc, scale, bias))
 
 
 def requantize(acc, scale, bias, out_bits, out_ratio) -> np.ndarray:
@@ -46,9 +57,6 @@ def requantize(acc, scale, bias, out_bits, out_ratio) -> np.ndarray:
     out_bits: uint8 [O] in 1..8; out_ratio: float32 [O], finite and > 0
     (``2**out_bits / beta_next``). Returns uint8 codes shaped like ``acc``.
     """
-    acc, scale, bias = _check_acc(acc, scale, bias)
-    out_bits = checks.check_bits("out_bits", out_bits, acc.shape[1])
-    out_ratio = checks.check_float32("out_ratio", out_ratio, acc.shape[1])
-    if np.any(out_ratio <= 0):
-        raise ValueError("out_ratio must be > 0 in every channel")
+    acc, scale, bias, out_bits, out_ratio = check_requantize_args(acc, scale, bias, out_bits,
+                                                                  out_ratio)
     return codes_from_ratio(_affine(acc, scale, bias), out_ratio, out_bits)

@@ -11,7 +11,7 @@ import numpy as np
 
 from soniq_ref import checks
 from soniq_ref.bitpack import PackedWeights, check_weights, words_for
-from soniq_ref.epilogue import _check_acc
+from soniq_ref.epilogue import check_epilogue_args, check_requantize_args
 from soniq_ref.integer_core import _check_acts, check_conv_geometry
 
 from . import _kernels
@@ -145,18 +145,15 @@ class CpuBackend:
 
     def epilogue(self, acc, scale, bias) -> np.ndarray:
         """float32 like acc: ``scale[o] * float32(acc) + bias[o]`` (channel axis 1)."""
-        acc, scale, bias = _check_acc(acc, scale, bias)
+        acc, scale, bias = check_epilogue_args(acc, scale, bias)
         out = np.empty(acc.shape, np.float32)
         _kernels.epilogue(acc, acc.shape[1], _inner(acc), scale, bias, out, self.num_threads)
         return out
 
     def requantize(self, acc, scale, bias, out_bits, out_ratio) -> np.ndarray:
         """uint8 like acc: ``clip(rint(epilogue * out_ratio[o]), 0, 2^out_bits[o] - 1)``."""
-        acc, scale, bias = _check_acc(acc, scale, bias)
-        out_bits = checks.check_bits("out_bits", out_bits, acc.shape[1])
-        out_ratio = checks.check_float32("out_ratio", out_ratio, acc.shape[1])
-        if np.any(out_ratio <= 0):
-            raise ValueError("out_ratio must be > 0 in every channel")
+        acc, scale, bias, out_bits, out_ratio = check_requantize_args(acc, scale, bias,
+                                                                      out_bits, out_ratio)
         out = np.empty(acc.shape, np.uint8)
         _kernels.requantize(acc, acc.shape[1], _inner(acc), scale, bias, out_bits, out_ratio,
                             out, self.num_threads)

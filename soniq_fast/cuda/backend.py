@@ -11,7 +11,7 @@ import numpy as np
 
 from soniq_ref import checks
 from soniq_ref.bitpack import check_weights
-from soniq_ref.epilogue import _check_acc
+from soniq_ref.epilogue import check_epilogue_args, check_requantize_args
 
 from .launch import epilogue as epilogue_launch
 from .launch.engines import ENGINES
@@ -114,18 +114,15 @@ class CudaBackend:
 
     def epilogue(self, acc, scale, bias) -> np.ndarray:
         """float32 like acc: scale[o] * float32(acc) + bias[o], one multiply then one add."""
-        acc, scale, bias = _check_acc(acc, scale, bias)
+        acc, scale, bias = check_epilogue_args(acc, scale, bias)
         if acc.size == 0:
             return np.zeros(acc.shape, np.float32)
         return self.runtime.to_host(epilogue_launch.epilogue(self.runtime, acc, scale, bias))
 
     def requantize(self, acc, scale, bias, out_bits, out_ratio) -> np.ndarray:
         """uint8 like acc: clip(rint(epilogue * out_ratio[o]), 0, 2^out_bits[o] - 1)."""
-        acc, scale, bias = _check_acc(acc, scale, bias)
-        out_bits = checks.check_bits("out_bits", out_bits, acc.shape[1])
-        out_ratio = checks.check_float32("out_ratio", out_ratio, acc.shape[1])
-        if np.any(out_ratio <= 0):
-            raise ValueError("out_ratio must be > 0 in every channel")
+        acc, scale, bias, out_bits, out_ratio = check_requantize_args(acc, scale, bias,
+                                                                      out_bits, out_ratio)
         if acc.size == 0:
             return np.zeros(acc.shape, np.uint8)
         return self.runtime.to_host(
