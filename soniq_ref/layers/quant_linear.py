@@ -5,7 +5,6 @@ The quantizers, modes and parameters are described in :mod:`.quant_layer`.
 
 from __future__ import annotations
 
-
 from .quant_layer import QuantLayer
 
 
