@@ -30,7 +30,9 @@ from soniq_ref.bitpack import code_planes, pack_bits
 from .act_groups import ActGroup, act_groups
 
 # per code path: (words alignment of plane rows, popcount lanes, int8 lanes)
-LAYOUTS = {"scalar": (1, 1, 1), "avx2": (4, 1, 1), "avx512": (1, 8, 16)}
+LAYOUTS = {"scalar": (1, 1, 1), "avx2": (1, 4, 1), "avx512": (1, 8, 16)}
+# code paths whose popcount weights are stored split into nibbles (counted by table lookup)
+NIBBLE_SPLIT = {"avx2"}
 
 POPCOUNT, INT8 = 0, 1
 ENGINE_NAMES = ("popcount", "int8")
@@ -79,12 +81,12 @@ class CpuPackedWeights:
         key = (act_bits_hi, policy, isa, k_bits.tobytes())
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._build(k_bits, act_bits_hi, policy, LAYOUTS[isa])
+            plan = self._build(k_bits, act_bits_hi, policy, LAYOUTS[isa], isa in NIBBLE_SPLIT)
             with self._lock:
                 plan = self._plans.setdefault(key, plan)
         return plan
 
-    def _build(self, k_bits, act_bits_hi, policy, layout):
+    def _build(self, k_bits, act_bits_hi, policy, layout, nibbles=False):
         word_align, pop_lanes, int8_lanes = layout
         groups = act_groups(k_bits, act_bits_hi, word_align)
         blocks, need = [], [[False, False] for _ in groups]
@@ -94,7 +96,8 @@ class CpuPackedWeights:
                 engine = choose_engine(w_bits, group.bits, policy)
                 need[gi][engine] = True
                 if engine == POPCOUNT:
-                    blocks.append(self._popcount_block(gi, group, w_bits, cols, pop_lanes))
+                    blocks.append(self._popcount_block(gi, group, w_bits, cols, pop_lanes,
+                                                       nibbles))
                 else:
                     int8_cols.append(cols)
             if int8_cols:   # the int8 term does not depend on bw: one block for all widths
@@ -112,7 +115,7 @@ class CpuPackedWeights:
         return w
 
     def _popcount_block(self, gi: int, group: ActGroup, w_bits: int, cols: np.ndarray,
-                        lanes: int) -> tuple:
+                        lanes: int, nibbles: bool = False) -> tuple:
         w = self._gathered(group, cols, lanes)
         n_pad = w.shape[0]
         packed = pack_bits(code_planes(w, w_bits))                   # [n_pad, bw, ceil(k/64)]
@@ -121,6 +124,10 @@ class CpuPackedWeights:
         # [n_pad / lanes, lanes, bw, words] -> [n_pad / lanes, bw, words, lanes]
         wplanes = np.ascontiguousarray(
             planes.reshape(n_pad // lanes, lanes, w_bits, group.words).transpose(0, 2, 3, 1))
+        if nibbles:   # [..., words, lanes] -> [..., words, 2, lanes]: low, high nibbles
+            low = np.uint64(0x0F0F0F0F0F0F0F0F)
+            wplanes = np.ascontiguousarray(
+                np.stack([wplanes & low, (wplanes >> np.uint64(4)) & low], axis=-2))
         return (POPCOUNT, gi, w_bits, len(cols), cols, wplanes, None, lanes)
 
     def _int8_block(self, gi: int, group: ActGroup, cols: np.ndarray, lanes: int) -> tuple:

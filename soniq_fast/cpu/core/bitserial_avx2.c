@@ -1,98 +1,147 @@
-/* Bit-serial popcount engine with AVX2: popcount by nibble lookup (vpshufb) summed per 64-bit
- * lane with vpsadbw; otherwise the structure of bitserial_avx512.c with 256 bits of K per step. */
+/* Bit-serial popcount engine with AVX2, one output channel per 64-bit lane.
+ *
+ * The structure of bitserial_avx512.c (expanded rows e = r * pa + i, expanded vectors
+ * x = v * pw + j, a binary GEMM between them) with 4 channels per 256-bit vector. AVX2 has
+ * no vector popcount, so counts come from a 16-entry nibble table (vpshufb). The weights are
+ * stored already split into nibbles: wplanes[v][j][w][0][lane] = word & 0x0f0f.. and
+ * wplanes[v][j][w][1][lane] = (word >> 4) & 0x0f0f.. of plane j of channel 4 v + lane.
+ * A broadcast activation word a and a >> 4 are ANDed with them, so every byte of the two
+ * products is already a table index (no masking or shifting per product):
+ *
+ *     popcount(a & w) per byte = T[a & w_lo] + T[(a >> 4) & w_hi]
+ *
+ * Counts add up in bytes (at most 8 per byte per word), so every 31 words the bytes are summed
+ * per 64-bit lane (vpsadbw) -- each lane is one channel -- and added, shifted by i + j, into
+ * tile[r][4 v + lane]. The flush turns P = sum_{i,j} 2^(i+j) popcount(W_j & A_i) into the
+ * block's contribution. Same result as bitserial_scalar.c. */
 #pragma GCC target("avx2")
 #include <immintrin.h>
+#include <string.h>
 
 #include "soniq_cpu.h"
 
-#define COL_BLOCK 128
-#define MAX_PLANES 8
+#define MR 2            /* expanded rows per register tile */
+#define NR 4            /* expanded vectors per register tile */
+#define LANES 4
+#define BYTE_WORDS 31   /* words whose byte counts fit a byte: 31 * 8 <= 255 */
+#define CHUNK_VECTORS (SONIQ_TILE_COLS / LANES)
 
-static inline __attribute__((always_inline)) __m256i popcnt_lanes(__m256i v) {
-    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
-                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-    const __m256i low = _mm256_set1_epi8(0x0f);
-    __m256i lo = _mm256_and_si256(v, low);
-    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-    __m256i cnt = _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
-    return _mm256_sad_epu8(cnt, _mm256_setzero_si256());
-}
-
-static inline __attribute__((always_inline))
-__m256i pair_sum(const __m256i *va, const __m256i *vw, int pa, int pw) {
-    __m256i t = _mm256_setzero_si256();
-    for (int s = pa + pw - 2; s >= 0; s--) {
-        t = _mm256_add_epi64(t, t);
-        for (int i = s - pw + 1 > 0 ? s - pw + 1 : 0; i < pa && i <= s; i++)
-            t = _mm256_add_epi64(t, popcnt_lanes(_mm256_and_si256(va[i], vw[s - i])));
+/* soniq_flush_tile with AVX2 when the chunk's columns are consecutive outputs. */
+static void flush_chunk(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
+                        int64_t m0, int64_t rows, const int64_t *tile, int64_t ld, int64_t o0,
+                        int64_t o1) {
+    if (!soniq_flush_contiguous(job, b, o0, o1)) {
+        soniq_flush_tile(job, g, b, m0, rows, tile, ld, o0, o1);
+        return;
     }
-    return t;
-}
-
-static inline __attribute__((always_inline)) int64_t hsum(__m256i v) {
-    __m128i s = _mm_add_epi64(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    return _mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1);
-}
-
-static inline __attribute__((always_inline))
-void tile(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
-          int64_t m0, int64_t m, int64_t o, int mr, int nr,
-          int pa, int pw) {
-    int64_t words = g->words;
-    const uint64_t *abase = g->planes + m * pa * words;
-    const uint64_t *wbase = b->wplanes + o * pw * words;
-    __m256i acc[2][4];
-    for (int r = 0; r < mr; r++)
-        for (int c = 0; c < nr; c++)
-            acc[r][c] = _mm256_setzero_si256();
-    for (int64_t w = 0; w < words; w += 4) {
-        __m256i va[2][MAX_PLANES], vw[4][MAX_PLANES];
-        for (int r = 0; r < mr; r++)
-            for (int i = 0; i < pa; i++)
-                va[r][i] = _mm256_loadu_si256((const __m256i *)(abase + (r * pa + i) * words + w));
-        for (int c = 0; c < nr; c++)
-            for (int j = 0; j < pw; j++)
-                vw[c][j] = _mm256_loadu_si256((const __m256i *)(wbase + (c * pw + j) * words + w));
-        for (int r = 0; r < mr; r++)
-            for (int c = 0; c < nr; c++)
-                acc[r][c] = _mm256_add_epi64(acc[r][c], pair_sum(va[r], vw[c], pa, pw));
-    }
-    for (int r = 0; r < mr; r++)
-        for (int c = 0; c < nr; c++)
-            *soniq_out_at(job, m0 + m + r, b->cols[o + c]) +=
-                soniq_popcount_term(hsum(acc[r][c]), b->wbits, g->rowsum[m + r], g->shift);
-}
-
-static inline __attribute__((always_inline))
-void run(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
-         int64_t m0, int64_t m1, int pa, int pw,
-         int MR, int NR) {
-    for (int64_t o0 = 0; o0 < b->n; o0 += COL_BLOCK) {
-        int64_t o1 = o0 + COL_BLOCK < b->n ? o0 + COL_BLOCK : b->n;
-        int64_t m = 0;
-        for (; m + MR <= m1; m += MR) {
-            int64_t o = o0;
-            for (; o + NR <= o1; o += NR)
-                tile(job, g, b, m0, m, o, MR, NR, pa, pw);
-            for (; o < o1; o++)
-                tile(job, g, b, m0, m, o, MR, 1, pa, pw);
+    const int64_t n = o1 - o0, first = b->cols[o0];
+    const int64_t levels = ((int64_t)1 << b->wbits) - 1;
+    const __m128i shift = _mm_cvtsi32_si128(g->shift);
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t *out = soniq_out_row(job, m0 + r) + first;
+        const int64_t *t = tile + r * ld;
+        /* (2 P - levels * rowsum) * 2^shift; a left shift is that product modulo 2^64 */
+        const __m256i base = _mm256_set1_epi64x(levels * g->rowsum[r]);
+        int64_t o = 0;
+        for (; o + 4 <= n; o += 4) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(t + o));
+            v = _mm256_sll_epi64(_mm256_sub_epi64(_mm256_add_epi64(v, v), base), shift);
+            _mm256_storeu_si256((__m256i *)(out + o),
+                                _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(out + o)), v));
         }
-        for (; m < m1; m++)
-            for (int64_t o = o0; o < o1; o++)
-                tile(job, g, b, m0, m, o, 1, 1, pa, pw);
+        for (; o < n; o++)
+            out[o] += soniq_popcount_term(t[o], b->wbits, g->rowsum[r], g->shift);
     }
 }
 
-void soniq_bitserial_avx2(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
-                          int64_t m0, int64_t rows, int64_t *tile_buf) {
-    (void)tile_buf;
-    int pa = g->bits, pw = b->wbits;
-    if (pa == 1 && pw == 1)
-        run(job, g, b, m0, rows, 1, 1, 2, 4);
-    else if (pa == 2 && pw == 1)
-        run(job, g, b, m0, rows, 2, 1, 2, 2);
-    else if (pa == 1 && pw == 2)
-        run(job, g, b, m0, rows, 1, 2, 2, 2);
-    else
-        run(job, g, b, m0, rows, pa, pw, 1, 1);
+/* Add the byte counts of acc, summed per lane and shifted by i + j, to the tile cells. */
+static inline __attribute__((always_inline))
+void spill(__m256i acc[MR][NR], int nr, int pa, int pw, int64_t e0, int64_t e_end, int64_t x0,
+           int64_t *tile, int64_t ld) {
+    /* (row, plane) of expanded row e0 + r and (vector, plane) of x0 + c, no divisions inside */
+    int64_t row = e0 / pa, v_first = x0 / pw;
+    int i = (int)(e0 % pa), j_first = (int)(x0 % pw);
+    for (int r = 0; r < MR && e0 + r < e_end; r++) {
+        int64_t v = v_first;
+        int j = j_first;
+        for (int c = 0; c < nr; c++) {
+            int64_t *dst = tile + row * ld + v * LANES;
+            __m256i sums = _mm256_sad_epu8(acc[r][c], _mm256_setzero_si256());
+            sums = _mm256_slli_epi64(sums, i + j);
+            _mm256_storeu_si256((__m256i *)dst,
+                                _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)dst), sums));
+            if (++j == pw) {
+                j = 0;
+                v++;
+            }
+        }
+        if (++i == pa) {
+            i = 0;
+            row++;
+        }
+    }
 }
+
+static inline __attribute__((always_inline))
+void micro(const uint64_t *a, const uint64_t *wv, int64_t words, int nr, int pa, int pw,
+           int64_t e0, int64_t e_end, int64_t x0, int64_t *tile, int64_t ld) {
+    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                           0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const int64_t wstride = words * 2 * LANES;   /* uint64 per expanded vector */
+    for (int64_t w0 = 0; w0 < words; w0 += BYTE_WORDS) {
+        int64_t w1 = w0 + BYTE_WORDS < words ? w0 + BYTE_WORDS : words;
+        __m256i acc[MR][NR];
+        for (int r = 0; r < MR; r++)
+            for (int c = 0; c < nr; c++)
+                acc[r][c] = _mm256_setzero_si256();
+        for (int64_t w = w0; w < w1; w++) {
+            __m256i lo[NR], hi[NR];
+            for (int c = 0; c < nr; c++) {
+                const uint64_t *p = wv + c * wstride + w * 2 * LANES;
+                lo[c] = _mm256_loadu_si256((const __m256i *)p);
+                hi[c] = _mm256_loadu_si256((const __m256i *)(p + LANES));
+            }
+            for (int r = 0; r < MR; r++) {
+                __m256i az = _mm256_set1_epi64x((long long)a[r * words + w]);
+                __m256i as = _mm256_srli_epi64(az, 4);
+                for (int c = 0; c < nr; c++) {
+                    __m256i cl = _mm256_shuffle_epi8(table, _mm256_and_si256(az, lo[c]));
+                    __m256i ch = _mm256_shuffle_epi8(table, _mm256_and_si256(as, hi[c]));
+                    acc[r][c] = _mm256_add_epi8(acc[r][c], _mm256_add_epi8(cl, ch));
+                }
+            }
+        }
+        spill(acc, nr, pa, pw, e0, e_end, x0, tile, ld);
+    }
+}
+
+void soniq_bitserial_avx2(const soniq_gemm_job *job, const soniq_act_group *g,
+                          const soniq_block *b, int64_t m0, int64_t rows, int64_t *tile) {
+    int pa = g->bits, pw = b->wbits;
+    int64_t words = g->words, n_vec = (b->n + LANES - 1) / LANES;
+    int64_t ld = SONIQ_TILE_COLS;
+    int64_t e_end = rows * pa;
+    for (int64_t v_lo = 0; v_lo < n_vec; v_lo += CHUNK_VECTORS) {
+        int64_t v_hi = v_lo + CHUNK_VECTORS < n_vec ? v_lo + CHUNK_VECTORS : n_vec;
+        memset(tile, 0, sizeof(int64_t) * (size_t)(rows * ld));
+        for (int64_t x0 = v_lo * pw; x0 < v_hi * pw; x0 += NR) {
+            const uint64_t *wv = b->wplanes + x0 * words * 2 * LANES;
+            int nr = v_hi * pw - x0 < NR ? (int)(v_hi * pw - x0) : NR;
+            int64_t xt = x0 - v_lo * pw;   /* expanded vector index within the chunk */
+            for (int64_t e0 = 0; e0 < e_end; e0 += MR) {
+                const uint64_t *a = g->planes + e0 * words;
+                switch (nr) {
+                case 4: micro(a, wv, words, 4, pa, pw, e0, e_end, xt, tile, ld); break;
+                case 3: micro(a, wv, words, 3, pa, pw, e0, e_end, xt, tile, ld); break;
+                case 2: micro(a, wv, words, 2, pa, pw, e0, e_end, xt, tile, ld); break;
+                default: micro(a, wv, words, 1, pa, pw, e0, e_end, xt, tile, ld); break;
+                }
+            }
+        }
+        int64_t o1 = v_hi * LANES < b->n ? v_hi * LANES : b->n;
+        flush_chunk(job, g, b, m0, rows, tile, ld, v_lo * LANES, o1);
+    }
+}
+
+_Static_assert(CHUNK_VECTORS * LANES == SONIQ_TILE_COLS, "a chunk's sums fill the tile scratch");
+_Static_assert(BYTE_WORDS * 8 <= 255, "byte counts cannot overflow");
