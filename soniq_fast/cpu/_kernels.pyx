@@ -48,7 +48,7 @@ cdef extern from "core/soniq_cpu.h" nogil:
         soniq_out_layout layout
         int isa
     int soniq_cpu_has(int isa)
-    int64_t soniq_popcount_probe(int64_t iterations)
+    int64_t soniq_popcount_probe(int isa, int64_t iterations)
     int64_t soniq_engine_calls(int isa, int engine)
     int soniq_gemm_run(const soniq_gemm_job *job, int n_threads)
     int soniq_pack_activations(const uint8_t *a, int64_t m, int64_t k, const uint8_t *a_bits,
@@ -129,12 +129,13 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n
         raise MemoryError("the cpu kernels could not allocate their scratch buffers")
 
 
-def popcount_probe(int64_t iterations):
-    """Run the AND + VPOPCNTQ peak probe; returns the 512-bit steps done (0 without AVX-512)."""
-    cdef int64_t steps
+def popcount_probe(int isa, int64_t iterations):
+    """Run the AND + popcount peak probe of code path ``isa`` (1 avx2, 2 avx512); returns the
+    binary multiply-accumulates done (0 when the CPU lacks the path, or for scalar)."""
+    cdef int64_t macs
     with nogil:
-        steps = soniq_popcount_probe(iterations)
-    return steps
+        macs = soniq_popcount_probe(isa, iterations)
+    return macs
 
 
 def engine_calls(int isa, int engine):

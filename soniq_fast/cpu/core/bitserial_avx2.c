@@ -20,8 +20,12 @@
 
 #include "soniq_cpu.h"
 
-#define MR 2            /* expanded rows per register tile */
-#define NR 4            /* expanded vectors per register tile */
+#ifndef BS_MR
+#define BS_MR 2            /* expanded rows per register tile */
+#endif
+#ifndef BS_NR
+#define BS_NR 4            /* expanded vectors per register tile */
+#endif
 #define LANES 4
 #define BYTE_WORDS 31   /* words whose byte counts fit a byte: 31 * 8 <= 255 */
 #define CHUNK_VECTORS (SONIQ_TILE_COLS / LANES)
@@ -37,39 +41,57 @@ static void flush_chunk(const soniq_gemm_job *job, const soniq_act_group *g, con
     const int64_t n = o1 - o0, first = b->cols[o0];
     const int64_t levels = ((int64_t)1 << b->wbits) - 1;
     const __m128i shift = _mm_cvtsi32_si128(g->shift);
+    const int stream = b->assign && soniq_stream_output(job);
     for (int64_t r = 0; r < rows; r++) {
         int64_t *out = soniq_out_row(job, m0 + r) + first;
         const int64_t *t = tile + r * ld;
         /* (2 P - levels * rowsum) * 2^shift; a left shift is that product modulo 2^64 */
         const __m256i base = _mm256_set1_epi64x(levels * g->rowsum[r]);
         int64_t o = 0;
+        if (stream) {
+            for (; o < n && ((uintptr_t)(out + o) & 31); o++)
+                out[o] = soniq_popcount_term(t[o], b->wbits, g->rowsum[r], g->shift);
+            for (; o + 4 <= n; o += 4) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(t + o));
+                v = _mm256_sll_epi64(_mm256_sub_epi64(_mm256_add_epi64(v, v), base), shift);
+                _mm256_stream_si256((__m256i *)(out + o), v);
+            }
+        }
         for (; o + 4 <= n; o += 4) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(t + o));
             v = _mm256_sll_epi64(_mm256_sub_epi64(_mm256_add_epi64(v, v), base), shift);
-            _mm256_storeu_si256((__m256i *)(out + o),
-                                _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(out + o)), v));
+            if (!b->assign)
+                v = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(out + o)), v);
+            _mm256_storeu_si256((__m256i *)(out + o), v);
         }
-        for (; o < n; o++)
-            out[o] += soniq_popcount_term(t[o], b->wbits, g->rowsum[r], g->shift);
+        for (; o < n; o++) {
+            int64_t term = soniq_popcount_term(t[o], b->wbits, g->rowsum[r], g->shift);
+            out[o] = b->assign ? term : out[o] + term;
+        }
     }
+    if (stream)
+        _mm_sfence();
 }
 
-/* Add the byte counts of acc, summed per lane and shifted by i + j, to the tile cells. */
+/* Add the byte counts of acc, summed per lane and shifted by i + j, to the tile cells. The
+ * first spill into a cell stores instead: the chunk loops visit plane pair (0, 0) of a cell
+ * first, and its first words first (first = w0 == 0), so the tile needs no clearing. */
 static inline __attribute__((always_inline))
-void spill(__m256i acc[MR][NR], int nr, int pa, int pw, int64_t e0, int64_t e_end, int64_t x0,
-           int64_t *tile, int64_t ld) {
+void spill(__m256i acc[BS_MR][BS_NR], int nr, int pa, int pw, int64_t e0, int64_t e_end, int64_t x0,
+           int64_t *tile, int64_t ld, int first) {
     /* (row, plane) of expanded row e0 + r and (vector, plane) of x0 + c, no divisions inside */
     int64_t row = e0 / pa, v_first = x0 / pw;
     int i = (int)(e0 % pa), j_first = (int)(x0 % pw);
-    for (int r = 0; r < MR && e0 + r < e_end; r++) {
+    for (int r = 0; r < BS_MR && e0 + r < e_end; r++) {
         int64_t v = v_first;
         int j = j_first;
         for (int c = 0; c < nr; c++) {
             int64_t *dst = tile + row * ld + v * LANES;
             __m256i sums = _mm256_sad_epu8(acc[r][c], _mm256_setzero_si256());
             sums = _mm256_slli_epi64(sums, i + j);
-            _mm256_storeu_si256((__m256i *)dst,
-                                _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)dst), sums));
+            if (!(first && i == 0 && j == 0))
+                sums = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)dst), sums);
+            _mm256_storeu_si256((__m256i *)dst, sums);
             if (++j == pw) {
                 j = 0;
                 v++;
@@ -90,18 +112,18 @@ void micro(const uint64_t *a, const uint64_t *wv, int64_t words, int nr, int pa,
     const int64_t wstride = words * 2 * LANES;   /* uint64 per expanded vector */
     for (int64_t w0 = 0; w0 < words; w0 += BYTE_WORDS) {
         int64_t w1 = w0 + BYTE_WORDS < words ? w0 + BYTE_WORDS : words;
-        __m256i acc[MR][NR];
-        for (int r = 0; r < MR; r++)
+        __m256i acc[BS_MR][BS_NR];
+        for (int r = 0; r < BS_MR; r++)
             for (int c = 0; c < nr; c++)
                 acc[r][c] = _mm256_setzero_si256();
         for (int64_t w = w0; w < w1; w++) {
-            __m256i lo[NR], hi[NR];
+            __m256i lo[BS_NR], hi[BS_NR];
             for (int c = 0; c < nr; c++) {
                 const uint64_t *p = wv + c * wstride + w * 2 * LANES;
                 lo[c] = _mm256_loadu_si256((const __m256i *)p);
                 hi[c] = _mm256_loadu_si256((const __m256i *)(p + LANES));
             }
-            for (int r = 0; r < MR; r++) {
+            for (int r = 0; r < BS_MR; r++) {
                 __m256i az = _mm256_set1_epi64x((long long)a[r * words + w]);
                 __m256i as = _mm256_srli_epi64(az, 4);
                 for (int c = 0; c < nr; c++) {
@@ -111,7 +133,7 @@ void micro(const uint64_t *a, const uint64_t *wv, int64_t words, int nr, int pa,
                 }
             }
         }
-        spill(acc, nr, pa, pw, e0, e_end, x0, tile, ld);
+        spill(acc, nr, pa, pw, e0, e_end, x0, tile, ld, w0 == 0);
     }
 }
 
@@ -121,20 +143,27 @@ void soniq_bitserial_avx2(const soniq_gemm_job *job, const soniq_act_group *g,
     int64_t words = g->words, n_vec = (b->n + LANES - 1) / LANES;
     int64_t ld = SONIQ_TILE_COLS;
     int64_t e_end = rows * pa;
+    if (words == 0)   /* nothing to count: no spill would initialise the tile */
+        memset(tile, 0, sizeof(int64_t) * (size_t)(rows * ld));
     for (int64_t v_lo = 0; v_lo < n_vec; v_lo += CHUNK_VECTORS) {
         int64_t v_hi = v_lo + CHUNK_VECTORS < n_vec ? v_lo + CHUNK_VECTORS : n_vec;
-        memset(tile, 0, sizeof(int64_t) * (size_t)(rows * ld));
-        for (int64_t x0 = v_lo * pw; x0 < v_hi * pw; x0 += NR) {
+        for (int64_t x0 = v_lo * pw; x0 < v_hi * pw; x0 += BS_NR) {
             const uint64_t *wv = b->wplanes + x0 * words * 2 * LANES;
-            int nr = v_hi * pw - x0 < NR ? (int)(v_hi * pw - x0) : NR;
+            int nr = v_hi * pw - x0 < BS_NR ? (int)(v_hi * pw - x0) : BS_NR;
             int64_t xt = x0 - v_lo * pw;   /* expanded vector index within the chunk */
-            for (int64_t e0 = 0; e0 < e_end; e0 += MR) {
+            for (int64_t e0 = 0; e0 < e_end; e0 += BS_MR) {
                 const uint64_t *a = g->planes + e0 * words;
-                switch (nr) {
-                case 4: micro(a, wv, words, 4, pa, pw, e0, e_end, xt, tile, ld); break;
-                case 3: micro(a, wv, words, 3, pa, pw, e0, e_end, xt, tile, ld); break;
-                case 2: micro(a, wv, words, 2, pa, pw, e0, e_end, xt, tile, ld); break;
+                switch (nr) {   /* a constant nr per call, so the loops unroll */
+#define NR_CASE(c) case c: micro(a, wv, words, c, pa, pw, e0, e_end, xt, tile, ld); break;
+#if BS_NR >= 8
+                NR_CASE(8) NR_CASE(7) NR_CASE(6) NR_CASE(5)
+#endif
+#if BS_NR >= 4
+                NR_CASE(4) NR_CASE(3)
+#endif
+                NR_CASE(2)
                 default: micro(a, wv, words, 1, pa, pw, e0, e_end, xt, tile, ld); break;
+#undef NR_CASE
                 }
             }
         }

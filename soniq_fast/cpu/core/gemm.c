@@ -118,15 +118,39 @@ static void zero_rows(const soniq_gemm_job *job, int64_t m0, int64_t rows) {
     }
 }
 
+/* Engines whose flush can store (b->assign) instead of adding. */
+static int engine_assigns(int isa, int engine) {
+    return engine == SONIQ_ENGINE_POPCOUNT && isa == SONIQ_AVX2;
+}
+
+/* The job's blocks with `assign` set. The blocks of act group 0 cover every output column
+ * exactly once and run first on a tile, so when all of them can store, they store and the
+ * output rows need no zeroing (returns 1); otherwise no block assigns (returns 0). */
+static int assign_blocks(const soniq_gemm_job *job, soniq_block *blocks) {
+    int all = job->n_groups > 0;
+    for (int bi = 0; bi < job->n_blocks; bi++) {
+        blocks[bi] = job->blocks[bi];
+        if (blocks[bi].group == 0 && !engine_assigns(job->isa, blocks[bi].engine))
+            all = 0;
+    }
+    for (int bi = 0; bi < job->n_blocks; bi++)
+        blocks[bi].assign = all && blocks[bi].group == 0;
+    return all;
+}
+
 static void run_rows(void *arg, int64_t lo, int64_t hi) {
     run_ctx *ctx = (run_ctx *)arg;
     const soniq_gemm_job *job = ctx->job;
     scratch s;
-    if (scratch_alloc(&s, job) != 0) {
+    soniq_block *blocks = (soniq_block *)malloc(sizeof(soniq_block) * (size_t)(job->n_blocks + 1));
+    if (!blocks || scratch_alloc(&s, job) != 0) {
         __atomic_store_n(&ctx->failed, 1, __ATOMIC_RELAXED);
-        scratch_free(&s, job->n_groups);
+        if (blocks)
+            scratch_free(&s, job->n_groups);
+        free(blocks);
         return;
     }
+    int assigned = assign_blocks(job, blocks);
     for (int64_t m0 = lo; m0 < hi; m0 += SONIQ_ROW_TILE) {
         int64_t rows = hi - m0 < SONIQ_ROW_TILE ? hi - m0 : SONIQ_ROW_TILE;
         for (int64_t r = 0; r < rows; r++) {
@@ -137,13 +161,15 @@ static void run_rows(void *arg, int64_t lo, int64_t hi) {
                 soniq_im2col_row(job->conv, m0 + r, s.patch);
             prepare_row(job, &s, r, row);
         }
-        zero_rows(job, m0, rows);
+        if (!assigned)
+            zero_rows(job, m0, rows);
         for (int bi = 0; bi < job->n_blocks; bi++) {
-            const soniq_block *b = &job->blocks[bi];
+            const soniq_block *b = &blocks[bi];
             engine_for(job->isa, b->engine)(job, &s.view[b->group], b, m0, rows, s.tile);
         }
     }
     scratch_free(&s, job->n_groups);
+    free(blocks);
 }
 
 int soniq_gemm_run(const soniq_gemm_job *job, int n_threads) {

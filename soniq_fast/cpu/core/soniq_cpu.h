@@ -58,6 +58,8 @@ typedef struct {
     const uint64_t *wplanes;/* popcount: [ceil(n/lanes)][wbits][words][lanes] */
     const int8_t *wbytes;   /* int8, v = w - 2^(bw[o]-1): lanes 1: [n][kpad];
                                lanes 16: [ceil(n/16)][kpad/4][16][4] */
+    int assign;             /* set by gemm.c: this block's flush stores its contribution
+                               instead of adding it (the output rows were not zeroed) */
 } soniq_block;
 
 /* acc[m, o] lives at out[(m / rpi) * istride + (m % rpi) * rstride + o * cstride] */
@@ -88,7 +90,7 @@ typedef struct {
 int soniq_cpu_has(int isa);
 
 /* popcount_probe.c */
-int64_t soniq_popcount_probe(int64_t iterations);
+int64_t soniq_popcount_probe(int isa, int64_t iterations);
 
 /* threads.c: calls fn(ctx, lo, hi) on n_threads disjoint contiguous ranges of [0, total). */
 typedef void (*soniq_range_fn)(void *ctx, int64_t lo, int64_t hi);
@@ -148,7 +150,8 @@ static inline int64_t soniq_int8_term(int64_t v, int64_t rowsum, int shift) {
     return 2 * v + rowsum * ((int64_t)1 << shift);
 }
 
-/* Add a block's per-column sums tile[r][o - o0] (o0 <= o < o1) to the output rows m0 + r:
+/* Add a block's per-column sums tile[r][o - o0] (o0 <= o < o1) to the output rows m0 + r
+ * (store them when b->assign; only popcount blocks are ever assigning):
  * popcount: t = P, contribution 2^shift * (2 P - (2^bw - 1) * rowsum);
  * int8:     t = V, contribution 2 V + 2^shift * rowsum. Locals first: out may alias nothing
  * here, but the compiler cannot know that and would reload every field per element. */
@@ -164,7 +167,11 @@ static inline void soniq_flush_tile(const soniq_gemm_job *job, const soniq_act_g
         int64_t *out = soniq_out_row(job, m0 + r);
         const int64_t *t = tile + r * ld;
         const int64_t rowsum = g->rowsum[r];
-        if (popcount) {
+        if (popcount && b->assign) {
+            const int64_t base = levels * rowsum;
+            for (int64_t o = 0; o < n; o++)
+                out[cols[o] * cs] = (2 * t[o] - base) * scale;
+        } else if (popcount) {
             const int64_t base = levels * rowsum;
             for (int64_t o = 0; o < n; o++)
                 out[cols[o] * cs] += (2 * t[o] - base) * scale;
@@ -174,6 +181,14 @@ static inline void soniq_flush_tile(const soniq_gemm_job *job, const soniq_act_g
                 out[cols[o] * cs] += 2 * t[o] + base;
         }
     }
+}
+
+/* Whether an assigning flush should write the output with non-temporal (streaming) stores:
+ * when the block's stores are the only writes (one act group) and the output is large enough
+ * that it would only evict the working set on its way to memory. */
+#define SONIQ_STREAM_BYTES ((int64_t)4 << 20)
+static inline int soniq_stream_output(const soniq_gemm_job *job) {
+    return job->n_groups == 1 && job->m * job->n_out * 8 >= SONIQ_STREAM_BYTES;
 }
 
 /* Whether the block's columns o0 .. o1-1 are consecutive output channels of a row-major
