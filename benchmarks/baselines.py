@@ -72,6 +72,31 @@ def median_seconds(fn, repeats: int = 7, min_time: float = 0.05, clock: str = "w
     return statistics.median(samples)
 
 
+def paired_median_seconds(fns, repeats: int = 7, min_time: float = 0.05,
+                          clock: str = "wall") -> list[float]:
+    """median_seconds of several functions whose samples are taken in turn.
+
+    Sample i of every function is taken before sample i + 1 of any, so a burst of load
+    from elsewhere on the machine slows the functions being compared alike and their
+    ratio stays meaningful.
+    """
+    now = CLOCKS[clock]
+    inners = []
+    for fn in fns:
+        fn()
+        start = now()
+        fn()
+        inners.append(max(1, int(min_time / max(now() - start, 1e-7))))
+    samples = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, inner, out in zip(fns, inners, samples):
+            start = now()
+            for _ in range(inner):
+                fn()
+            out.append((now() - start) / inner)
+    return [statistics.median(s) for s in samples]
+
+
 def numpy_seconds(fn, threads: int, repeats: int, clock: str = "wall") -> float:
     """median_seconds of a NumPy/BLAS call with BLAS limited to ``threads`` threads."""
     try:

@@ -20,8 +20,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from baselines import (clock_for, kernel_parser, machine, markdown_table, median_seconds,  # noqa: E402
-                       thread_counts,
+from baselines import (clock_for, kernel_parser, machine, markdown_table,  # noqa: E402
+                       paired_median_seconds, thread_counts,
                        numpy_seconds, ort_conv_integer,
                        write_json)
 from gemm import CONFIGS, config_bits  # noqa: E402
@@ -72,9 +72,8 @@ def bench_layer(name, layer, threads_list, repeats, rng, backend, check, clock_n
                 want = soniq_ref.conv2d_int(x, a_bits, wc, w_bits, hi, stride=stride,
                                             padding=padding)
                 assert np.array_equal(run(), want), (name, config)
-            # ORT timed right beside each configuration, so load changes hit both alike
-            ort_t = median_seconds(ort, repeats, clock=clock)
-            t = median_seconds(run, repeats, clock=clock)
+            # ORT and soniq samples taken in turn, so load changes hit both alike
+            ort_t, t = paired_median_seconds([ort, run], repeats, clock=clock)
             rows.append(dict(layer=name, shape=list(layer), threads=threads, clock=clock,
                              config=config,
                              soniq_s=t, ort_int8_s=ort_t,

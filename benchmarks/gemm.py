@@ -20,8 +20,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from baselines import (clock_for, kernel_parser, machine, markdown_table, median_seconds,  # noqa: E402
-                       thread_counts,
+from baselines import (clock_for, kernel_parser, machine, markdown_table,  # noqa: E402
+                       paired_median_seconds, thread_counts,
                        numpy_seconds, ort_matmul_integer,
                        write_json)
 
@@ -70,10 +70,10 @@ def bench_shape(shape, threads_list, repeats, rng, backend, check, clock_name="w
             if check and threads == threads_list[0]:
                 got = ours.linear_int(a, a_bits, packed, None, hi)
                 assert np.array_equal(got, soniq_ref.linear_int(a, a_bits, w, w_bits, hi)), name
-            # ORT timed right beside each configuration, so load changes hit both alike
-            ort_t = median_seconds(ort, repeats, clock=clock)
-            t = median_seconds(lambda: ours.linear_int(a, a_bits, packed, None, hi), repeats,
-                               clock=clock)
+            # ORT and soniq samples taken in turn, so load changes hit both alike
+            ort_t, t = paired_median_seconds(
+                [ort, lambda: ours.linear_int(a, a_bits, packed, None, hi)], repeats,
+                clock=clock)
             rows.append(dict(shape=list(shape), threads=threads, clock=clock, config=name,
                              soniq_s=t,
                              ort_int8_s=ort_t, soniq_gops=ops / t / 1e9,
