@@ -79,6 +79,29 @@ def test_mixed_palette_splits_engines_and_stays_exact(isa):
     np.testing.assert_array_equal(got, independent.linear_acc(a, a_bits, w, w_bits, 8))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_int8_engine_at_the_extremes_of_every_width_pair(isa):
+    # a' at its maximum against v = w - 2^(bw-1) at both ends, K long enough for several
+    # int16 runs of the AVX2 kernel (packed.int8_steps per width pair): its int16 partial
+    # sums must neither saturate nor wrap. Ragged rows and columns reach every tile shape.
+    from soniq_fast.cpu.packed import int8_steps
+    backend = _backend(isa, "int8")
+    m, n = 13, 19
+    for hi in range(1, 9):
+        for ba in range(1, hi + 1):
+            for bw in range(1, 9):
+                steps = int8_steps(bw, ba, hi - ba)
+                k = min(4 * 2 * (steps + 1) + 3, cpu.backend.MAX_EXACT_K)
+                a = np.full((m, k), (1 << ba) - 1, np.uint8)
+                a[-1, ::3] = 0
+                w = np.zeros((n, k), np.uint8)
+                w[1::2] = (1 << bw) - 1
+                a_bits, w_bits = np.full(k, ba, np.uint8), np.full(n, bw, np.uint8)
+                got = backend.linear_int(a, a_bits, w, w_bits, hi)
+                np.testing.assert_array_equal(
+                    got, independent.linear_acc(a, a_bits, w, w_bits, hi), f"{hi} {ba} {bw}")
+
+
 # ------------------------------------------------------------------------ threads
 
 @pytest.mark.parametrize("isa", ISAS)
