@@ -56,4 +56,21 @@ void soniq_int8_avx2_add(const soniq_gemm_job *job, const soniq_block *b, int64_
         out[cols[j] * cs] += 2 * (int64_t)t[j] + base;
 }
 
+/* Add the sums acc[r][c] of a micro tile (rows r0 + r, vectors v0 + c) to the output: the
+ * sums go through memory once here, so the compiler keeps acc in registers in the K loop. */
+#define soniq_int8_avx2_flush(job, b, t, r0, mr, rows, v0, nr, acc) do {                      \
+        __m256i sums_[sizeof(acc) / sizeof(acc[0])][sizeof(acc[0]) / sizeof(__m256i)];    \
+        int contiguous_[sizeof(acc[0]) / sizeof(__m256i)];                                \
+        for (int r_ = 0; r_ < (mr); r_++)                                                 \
+            for (int c_ = 0; c_ < (nr); c_++)                                             \
+                _mm256_storeu_si256(&sums_[r_][c_], acc[r_][c_]);                         \
+        for (int c_ = 0; c_ < (nr); c_++)                                                 \
+            contiguous_[c_] = soniq_int8_avx2_contiguous(job, b, (v0) + c_);              \
+        for (int r_ = 0; r_ < (mr) && (r0) + r_ < (rows); r_++)                           \
+            for (int c_ = 0; c_ < (nr); c_++)                                             \
+                soniq_int8_avx2_add(job, b, (t)->out[(r0) + r_], (v0) + c_, contiguous_[c_], \
+                                    _mm256_loadu_si256(&sums_[r_][c_]),                   \
+                                    (t)->base[(r0) + r_]);                                \
+    } while (0)
+
 #endif

@@ -108,13 +108,7 @@ void micro(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_bloc
                     acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(s[r][c], ones));
         }
     }
-    int contiguous[NR];
-    for (int c = 0; c < nr; c++)
-        contiguous[c] = soniq_int8_avx2_contiguous(job, b, v0 + c);
-    for (int r = 0; r < mr && r0 + r < rows; r++)
-        for (int c = 0; c < nr; c++)
-            soniq_int8_avx2_add(job, b, t->out[r0 + r], v0 + c, contiguous[c], acc[r][c],
-                                t->base[r0 + r]);
+    soniq_int8_avx2_flush(job, b, t, r0, mr, rows, v0, nr, acc);
 }
 
 static inline __attribute__((always_inline))
