@@ -81,22 +81,11 @@ static void prepare_row(const soniq_gemm_job *job, scratch *s, int64_t r, const 
             g->rowsum[r] = soniq_pack_planes(job->isa, src, g->k, g->bits,
                                              g->planes + r * g->bits * g->words, g->words);
         if (g->need_bytes) {
-            const int64_t k = g->k;
-            const int shift = g->shift;
             uint8_t *dst = g->bytes + r * g->kpad;
-            uint32_t sum = 0;   /* <= 33025 * 255 */
-            for (int64_t t = 0; t < k; t++) {
-                sum += src[t];
-                dst[t] = (uint8_t)(src[t] << shift);
-            }
-            memset(dst + k, 0, (size_t)(g->kpad - k));
-            g->rowsum[r] = sum;
-            if (g->need_bytes & 2) {
-                const int64_t kpad = g->kpad;
-                int16_t *wide = g->wide + r * kpad;
-                for (int64_t t = 0; t < kpad; t++)
-                    wide[t] = dst[t];
-            }
+            int16_t *wide = g->need_bytes & 2 ? g->wide + r * g->kpad : NULL;
+            g->rowsum[r] = job->isa == SONIQ_AVX2
+                ? soniq_int8_prepare_avx2(src, g->k, g->shift, dst, wide, g->kpad)
+                : soniq_int8_prepare_scalar(src, g->k, g->shift, dst, wide, g->kpad);
         }
     }
 }

@@ -125,6 +125,13 @@ int64_t soniq_pack_planes_avx2(const uint8_t *src, int64_t k, int bits, uint64_t
 int64_t soniq_pack_planes_avx512(const uint8_t *src, int64_t k, int bits, uint64_t *dst,
                                  int64_t words);
 
+/* int8_prepare.c: dst = a << shift (uint8, zero tail to kpad), also as int16 in wide unless
+ * NULL; returns the sum of the k codes */
+int64_t soniq_int8_prepare_scalar(const uint8_t *src, int64_t k, int shift, uint8_t *dst,
+                                  int16_t *wide, int64_t kpad);
+int64_t soniq_int8_prepare_avx2(const uint8_t *src, int64_t k, int shift, uint8_t *dst,
+                                int16_t *wide, int64_t kpad);
+
 /* engines: add the block's contribution for the prepared tile rows r in [0, rows) of group g
  * (a thread's scratch view) to the output rows m0 + r. `tile` is the thread's int64 scratch
  * of SONIQ_ROW_TILE * SONIQ_TILE_COLS entries (the sums of one chunk of columns). Up to
