@@ -12,8 +12,9 @@ Output channels are grouped by weight width ``bw``; for each activation group (s
 
 The engine for a (bw, ba) pair is popcount when ``bw * ba <= 4`` (few plane pairs), else
 int8; the int8 term does not depend on ``bw``, so all int8 columns of an activation
-group form one block, except on the AVX2 path, whose kernel's int16 bounds depend on
-``bw``: there each weight width is its own int8 block (``wbits`` = bw).
+group form one block, except on the AVX2 path, whose kernel's int16 bounds depend on the
+range of the values: there the columns whose values ``v`` on the group's K positions all
+fit ``e`` signed bits form one block (``wbits`` = e <= bw).
 The AVX-512 kernels keep one output channel per SIMD lane, so for them channels are
 interleaved: 8 per vector for popcount (``[n/8, bw, words, 8]``), 16 per vector of
 4-byte groups for int8 (``[n/16, kpad/4, 16, 4]``). The AVX2 int8 kernel interleaves 8
@@ -115,11 +116,11 @@ class CpuPackedWeights:
                     blocks.append(self._popcount_block(gi, group, w_bits, cols, pop_lanes))
                 else:
                     int8_cols.append((w_bits, cols))
-            if int8_cols and int8_lanes == AVX2_INT8_LANES:   # one block per weight width
-                for w_bits, cols in int8_cols:
-                    wide = int8_steps(w_bits, group.bits, group.shift) == 0
+            if int8_cols and int8_lanes == AVX2_INT8_LANES:   # one block per value width
+                for v_bits, cols in self._value_widths(group, int8_cols):
+                    wide = int8_steps(v_bits, group.bits, group.shift) == 0
                     need[gi][INT8] |= NEED_BYTES | (NEED_WIDE if wide else 0)
-                    blocks.append(self._avx2_int8_block(gi, group, w_bits, cols, wide))
+                    blocks.append(self._avx2_int8_block(gi, group, v_bits, cols, wide))
             elif int8_cols:   # the int8 term does not depend on bw: one block for all widths
                 need[gi][INT8] |= NEED_BYTES
                 cols = np.sort(np.concatenate([c for _, c in int8_cols])).astype(np.int32)
@@ -163,14 +164,27 @@ class CpuPackedWeights:
             values = _interleave(values, lanes, 4)
         return (INT8, gi, 0, len(cols), cols, None, values, lanes)
 
-    def _avx2_int8_block(self, gi: int, group: ActGroup, w_bits: int, cols: np.ndarray,
+    def _value_widths(self, group: ActGroup, int8_cols: list) -> list:
+        """[(e, cols)]: the int8 columns by the smallest e with -2^(e-1) <= v < 2^(e-1) for
+        all their values v = w - 2^(bw-1) on the group's K positions (e <= bw; the AVX2
+        kernel's int16 bounds need only the values' range, so this is exact)."""
+        cols = np.concatenate([c for _, c in int8_cols])
+        half = (1 << (self.bits[cols].astype(np.int16) - 1))[:, None]
+        v = self._codes[cols][:, group.idx].astype(np.int16) - half
+        need = np.maximum(-v.min(axis=1, initial=0), v.max(axis=1, initial=0) + 1)
+        width = np.ones(len(cols), np.int64)
+        for e in range(1, 8):
+            width[need > (1 << (e - 1))] = e + 1
+        return [(int(e), np.sort(cols[width == e]).astype(np.int32)) for e in np.unique(width)]
+
+    def _avx2_int8_block(self, gi: int, group: ActGroup, v_bits: int, cols: np.ndarray,
                          wide: bool) -> tuple:
-        """One weight width: int8 [n/8, kpad/4, 8, 4], or int16 [n/8, kpad/2, 8, 2] if wide."""
+        """One value width: int8 [n/8, kpad/4, 8, 4], or int16 [n/8, kpad/2, 8, 2] if wide."""
         lanes = AVX2_INT8_LANES
         values = self._int8_values(group, cols, lanes)
         values = _interleave(values.astype(np.int16), lanes, 2) if wide \
             else _interleave(values, lanes, 4)
-        return (INT8, gi, w_bits, len(cols), cols, None, values, lanes)
+        return (INT8, gi, v_bits, len(cols), cols, None, values, lanes)
 
 
 def _interleave(values: np.ndarray, lanes: int, group: int) -> np.ndarray:

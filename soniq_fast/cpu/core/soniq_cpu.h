@@ -53,14 +53,15 @@ typedef struct {
 typedef struct {
     int engine;             /* SONIQ_ENGINE_* */
     int group;              /* act group index */
-    int wbits;              /* weight bit width of every column (int8: avx2 only, else 0) */
+    int wbits;              /* popcount: weight bit width of every column; avx2 int8: e, every
+                               value v fits e signed bits (e <= bw); other int8: 0 */
     int64_t n;              /* columns */
     const int32_t *cols;    /* output channel of each column, [n] */
     int lanes;              /* output channels interleaved per vector (1: plain rows) */
     const uint64_t *wplanes;/* popcount: [ceil(n/lanes)][wbits][words][lanes] */
     const int8_t *wbytes;   /* int8, v = w - 2^(bw[o]-1): lanes 1: [n][kpad];
                                lanes 16: [ceil(n/16)][kpad/4][16][4];
-                               lanes 8 (avx2, one bw): [ceil(n/8)][kpad/4][8][4], or when
+                               lanes 8 (avx2, one e): [ceil(n/8)][kpad/4][8][4], or when
                                soniq_int8_steps() is 0 int16 [ceil(n/8)][kpad/2][8][2] */
 } soniq_block;
 
@@ -161,9 +162,9 @@ static inline int64_t soniq_int8_term(int64_t v, int64_t rowsum, int shift) {
     return 2 * v + rowsum * ((int64_t)1 << shift);
 }
 /* How many vpmaddubsw results (pair sums of a' v) the avx2 int8 engine may add in int16:
- * a' <= amax = (2^ba - 1) 2^shift, -2^(bw-1) <= v < 2^(bw-1), so a pair sum lies in
- * [-amax 2^bw, amax (2^bw - 2)] and L of them fit int16 (no saturation, no wrap) while
- * L amax 2^bw <= 32768. 0: not even one is exact (bw = 8, amax > 128). Same as
+ * a' <= amax = (2^ba - 1) 2^shift, -2^(e-1) <= v < 2^(e-1) (e = wbits), so a pair sum lies
+ * in [-amax 2^e, amax (2^e - 2)] and L of them fit int16 (no saturation, no wrap) while
+ * L amax 2^e <= 32768. 0: not even one is exact (e = 8, amax > 128). Same as
  * packed.int8_steps. */
 static inline int64_t soniq_int8_steps(int wbits, int abits, int shift) {
     return 32768 / ((((int64_t)1 << abits) - 1) << shift << wbits);
