@@ -97,6 +97,51 @@ def test_large_outputs_written_directly_are_exact(isa, n, w_width, a_width):
     np.testing.assert_array_equal(out, independent.linear_acc(a, a_bits, w, w_bits, 2))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_int8_engine_at_the_extremes_of_every_width_pair(isa):
+    # a' at its maximum against v = w - 2^(bw-1) at both ends, K long enough for several
+    # int16 runs of the AVX2 kernel (packed.int8_steps per width pair): its int16 partial
+    # sums must neither saturate nor wrap. Ragged rows and columns reach every tile shape.
+    from soniq_fast.cpu.packed import int8_steps
+    backend = _backend(isa, "int8")
+    m, n = 13, 19
+    for hi in range(1, 9):
+        for ba in range(1, hi + 1):
+            for bw in range(1, 9):
+                steps = int8_steps(bw, ba, hi - ba)
+                k = min(4 * 2 * (steps + 1) + 3, cpu.backend.MAX_EXACT_K)
+                a = np.full((m, k), (1 << ba) - 1, np.uint8)
+                a[-1, ::3] = 0
+                w = np.zeros((n, k), np.uint8)
+                w[1::2] = (1 << bw) - 1
+                a_bits, w_bits = np.full(k, ba, np.uint8), np.full(n, bw, np.uint8)
+                got = backend.linear_int(a, a_bits, w, w_bits, hi)
+                np.testing.assert_array_equal(
+                    got, independent.linear_acc(a, a_bits, w, w_bits, hi), f"{hi} {ba} {bw}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_int8_engine_on_values_narrower_than_their_width(isa):
+    # 8-bit weights whose values v span only e < 8 signed bits (both ends reached): the AVX2
+    # path puts them in a block by e with longer int16 runs; columns of every e side by side.
+    from soniq_fast.cpu.packed import int8_steps
+    backend = _backend(isa, "int8")
+    m, n = 11, 7 * 4
+    for hi, ba in [(8, 8), (8, 2), (4, 4), (2, 1)]:
+        steps = int8_steps(1, ba, hi - ba)
+        k = min(4 * 2 * (steps + 1) + 3, 4000)
+        a = np.full((m, k), (1 << ba) - 1, np.uint8)
+        a[-1, ::5] = 0
+        w = np.zeros((n, k), np.uint8)
+        for e in range(1, 8):
+            lo, top = 128 - (1 << (e - 1)), 128 + (1 << (e - 1)) - 1
+            w[4 * (e - 1):4 * e] = [[lo], [top], [lo], [top]]
+            w[4 * (e - 1) + 2, ::3] = top      # both ends in one column
+        a_bits, w_bits = np.full(k, ba, np.uint8), np.full(n, 8, np.uint8)
+        got = backend.linear_int(a, a_bits, w, w_bits, hi)
+        np.testing.assert_array_equal(got, independent.linear_acc(a, a_bits, w, w_bits, hi))
+
+
 # ------------------------------------------------------------------------ threads
 
 @pytest.mark.parametrize("isa", ISAS)

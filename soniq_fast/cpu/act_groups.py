@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BYTE_ALIGN = 64    # int8 rows padded to 64 bytes (one 512-bit vector)
+BYTE_ALIGN = 64    # int8 rows padded to 64 bytes (one 512-bit vector) unless a layout says less
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -27,6 +27,7 @@ class ActGroup:
     shift: int
     idx: np.ndarray
     word_align: int = 1
+    byte_align: int = BYTE_ALIGN
 
     @property
     def k(self) -> int:
@@ -39,19 +40,20 @@ class ActGroup:
 
     @property
     def kpad(self) -> int:
-        """Bytes per int8 row: k rounded up to BYTE_ALIGN."""
-        return _round_up(self.k, BYTE_ALIGN)
+        """Bytes per int8 row: k rounded up to ``byte_align``."""
+        return _round_up(self.k, self.byte_align)
 
     @property
     def contiguous(self) -> bool:
         return self.k > 0 and int(self.idx[-1]) - int(self.idx[0]) == self.k - 1
 
 
-def act_groups(k_bits: np.ndarray, act_bits_hi: int, word_align: int = 1
-               ) -> tuple[ActGroup, ...]:
+def act_groups(k_bits: np.ndarray, act_bits_hi: int, word_align: int = 1,
+               byte_align: int = BYTE_ALIGN) -> tuple[ActGroup, ...]:
     """Split K positions by width. k_bits: uint8 [K], the width of every K position."""
     groups = []
     for bits in np.unique(k_bits):
         idx = np.flatnonzero(k_bits == bits).astype(np.int32)
-        groups.append(ActGroup(int(bits), act_bits_hi - int(bits), idx, word_align))
+        groups.append(ActGroup(int(bits), act_bits_hi - int(bits), idx, word_align,
+                               byte_align))
     return tuple(groups)

@@ -12,10 +12,15 @@ Output channels are grouped by weight width ``bw``; for each activation group (s
 
 The engine for a (bw, ba) pair is popcount when ``bw * ba <= 4`` (few plane pairs), else
 int8; the int8 term does not depend on ``bw``, so all int8 columns of an activation
-group form one block.
+group form one block, except on the AVX2 path, whose kernel's int16 bounds depend on the
+range of the values: there the columns whose values ``v`` on the group's K positions all
+fit ``e`` signed bits form one block (``wbits`` = e <= bw).
 The AVX-512 kernels keep one output channel per SIMD lane, so for them channels are
 interleaved: 8 per vector for popcount (``[n/8, bw, words, 8]``), 16 per vector of
-4-byte groups for int8 (``[n/16, kpad/4, 16, 4]``). Blocks are built once per
+4-byte groups for int8 (``[n/16, kpad/4, 16, 4]``). The AVX2 int8 kernel interleaves 8
+channels per vector: 4-byte groups ``[n/8, kpad/4, 8, 4]`` when vpmaddubsw is exact
+(``int8_steps > 0``), else int16 pairs ``[n/8, kpad/2, 8, 2]`` (then the group also
+prepares its shifted codes as int16, ``need_bytes`` bit 1). Blocks are built once per
 activation layout and code path and cached on the packed weights.
 """
 
@@ -30,9 +35,23 @@ from soniq_ref.bitpack import code_planes, pack_bits
 from .act_groups import ActGroup, act_groups
 
 # per code path: (words alignment of plane rows, popcount lanes, int8 lanes)
-LAYOUTS = {"scalar": (1, 1, 1), "avx2": (1, 4, 1), "avx512": (1, 8, 16)}
+LAYOUTS = {"scalar": (1, 1, 1), "avx2": (1, 4, 8), "avx512": (1, 8, 16)}
 # code paths whose popcount weights are stored split into nibbles (counted by table lookup)
 NIBBLE_SPLIT = {"avx2"}
+AVX2_INT8_LANES = 8
+# bytes per int8 row, by int8 lanes: the AVX2 kernel steps through K 4 bytes at a time
+INT8_BYTE_ALIGN = {1: 64, AVX2_INT8_LANES: 4, 16: 64}
+NEED_BYTES, NEED_WIDE = 1, 2    # need_bytes bits: uint8 rows; int16 rows too
+
+
+def int8_steps(w_bits: int, a_bits: int, shift: int) -> int:
+    """How many vpmaddubsw results the AVX2 int8 kernel may add in int16 (0: none is exact).
+
+    With a' <= amax = (2^ba - 1) 2^shift and -2^(bw-1) <= v < 2^(bw-1), one vpmaddubsw
+    pair sum lies in [-amax 2^bw, amax (2^bw - 2)], so L of them fit int16 (no saturation,
+    no wrap) while L * amax * 2^bw <= 32768. Must equal int8_steps() in core/int8_avx2.c.
+    """
+    return 32768 // ((((1 << a_bits) - 1) << shift) << w_bits)
 
 POPCOUNT, INT8 = 0, 1
 ENGINE_NAMES = ("popcount", "int8")
@@ -88,20 +107,26 @@ class CpuPackedWeights:
 
     def _build(self, k_bits, act_bits_hi, policy, layout, nibbles=False):
         word_align, pop_lanes, int8_lanes = layout
-        groups = act_groups(k_bits, act_bits_hi, word_align)
-        blocks, need = [], [[False, False] for _ in groups]
+        groups = act_groups(k_bits, act_bits_hi, word_align, INT8_BYTE_ALIGN[int8_lanes])
+        blocks, need = [], [[False, 0] for _ in groups]
         for gi, group in enumerate(groups):
             int8_cols = []
             for w_bits, cols in self._by_width.items():
                 engine = choose_engine(w_bits, group.bits, policy)
-                need[gi][engine] = True
                 if engine == POPCOUNT:
+                    need[gi][POPCOUNT] = True
                     blocks.append(self._popcount_block(gi, group, w_bits, cols, pop_lanes,
                                                        nibbles))
                 else:
-                    int8_cols.append(cols)
-            if int8_cols:   # the int8 term does not depend on bw: one block for all widths
-                cols = np.sort(np.concatenate(int8_cols)).astype(np.int32)
+                    int8_cols.append((w_bits, cols))
+            if int8_cols and int8_lanes == AVX2_INT8_LANES:   # one block per value width
+                for v_bits, cols in self._value_widths(group, int8_cols):
+                    wide = int8_steps(v_bits, group.bits, group.shift) == 0
+                    need[gi][INT8] |= NEED_BYTES | (NEED_WIDE if wide else 0)
+                    blocks.append(self._avx2_int8_block(gi, group, v_bits, cols, wide))
+            elif int8_cols:   # the int8 term does not depend on bw: one block for all widths
+                need[gi][INT8] |= NEED_BYTES
+                cols = np.sort(np.concatenate([c for _, c in int8_cols])).astype(np.int32)
                 blocks.append(self._int8_block(gi, group, cols, int8_lanes))
         group_args = tuple(_group_args(g, *n) for g, n in zip(groups, need))
         engines = frozenset(ENGINE_NAMES[b[0]] for b in blocks)
@@ -130,20 +155,53 @@ class CpuPackedWeights:
                 np.stack([wplanes & low, (wplanes >> np.uint64(4)) & low], axis=-2))
         return (POPCOUNT, gi, w_bits, len(cols), cols, wplanes, None, lanes)
 
-    def _int8_block(self, gi: int, group: ActGroup, cols: np.ndarray, lanes: int) -> tuple:
+    def _int8_values(self, group: ActGroup, cols: np.ndarray, lanes: int) -> np.ndarray:
+        """int8 [n rounded up to lanes, kpad]: v = w - 2^(bw-1), zero rows and tail as padding."""
         w = self._gathered(group, cols, lanes).astype(np.int16)
         n_pad = w.shape[0]
         half = np.zeros(n_pad, np.int16)
         half[:len(cols)] = 1 << (self.bits[cols].astype(np.int16) - 1)
         values = np.zeros((n_pad, group.kpad), np.int8)
         values[:, :group.k] = (w - half[:, None]).astype(np.int8)    # v = w - 2^(bw-1)
+        return values
+
+    def _int8_block(self, gi: int, group: ActGroup, cols: np.ndarray, lanes: int) -> tuple:
+        values = self._int8_values(group, cols, lanes)
         if lanes > 1:   # [n/16, 16, kpad/4, 4] -> [n/16, kpad/4, 16, 4]
-            values = values.reshape(n_pad // lanes, lanes, group.kpad // 4, 4)
-            values = np.ascontiguousarray(values.transpose(0, 2, 1, 3))
+            values = _interleave(values, lanes, 4)
         return (INT8, gi, 0, len(cols), cols, None, values, lanes)
 
+    def _value_widths(self, group: ActGroup, int8_cols: list) -> list:
+        """[(e, cols)]: the int8 columns by the smallest e with -2^(e-1) <= v < 2^(e-1) for
+        all their values v = w - 2^(bw-1) on the group's K positions (e <= bw; the AVX2
+        kernel's int16 bounds need only the values' range, so this is exact)."""
+        cols = np.concatenate([c for _, c in int8_cols])
+        half = (1 << (self.bits[cols].astype(np.int16) - 1))[:, None]
+        v = self._codes[cols][:, group.idx].astype(np.int16) - half
+        need = np.maximum(-v.min(axis=1, initial=0), v.max(axis=1, initial=0) + 1)
+        width = np.ones(len(cols), np.int64)
+        for e in range(1, 8):
+            width[need > (1 << (e - 1))] = e + 1
+        return [(int(e), np.sort(cols[width == e]).astype(np.int32)) for e in np.unique(width)]
 
-def _group_args(group: ActGroup, need_planes: bool, need_bytes: bool) -> tuple:
+    def _avx2_int8_block(self, gi: int, group: ActGroup, v_bits: int, cols: np.ndarray,
+                         wide: bool) -> tuple:
+        """One value width: int8 [n/8, kpad/4, 8, 4], or int16 [n/8, kpad/2, 8, 2] if wide."""
+        lanes = AVX2_INT8_LANES
+        values = self._int8_values(group, cols, lanes)
+        values = _interleave(values.astype(np.int16), lanes, 2) if wide \
+            else _interleave(values, lanes, 4)
+        return (INT8, gi, v_bits, len(cols), cols, None, values, lanes)
+
+
+def _interleave(values: np.ndarray, lanes: int, group: int) -> np.ndarray:
+    """[n, kpad] -> [n / lanes, kpad / group, lanes, group]: channels interleaved per vector."""
+    n, kpad = values.shape
+    values = values.reshape(n // lanes, lanes, kpad // group, group)
+    return np.ascontiguousarray(values.transpose(0, 2, 1, 3))
+
+
+def _group_args(group: ActGroup, need_planes: bool, need_bytes: int) -> tuple:
     start = int(group.idx[0]) if group.k else 0
     return (group.bits, group.shift, group.k, group.idx, start, int(group.contiguous),
             group.words, group.kpad, int(need_planes), int(need_bytes))

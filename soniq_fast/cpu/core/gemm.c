@@ -23,6 +23,7 @@ static void scratch_free(scratch *s, int n_groups) {
         free(s->view[gi].planes);
         free(s->view[gi].bytes);
         free(s->view[gi].rowsum);
+        free(s->view[gi].wide);
     }
     free(s->patch);
     free(s->gathered);
@@ -42,6 +43,7 @@ static int scratch_alloc(scratch *s, const soniq_gemm_job *job) {
         *v = job->groups[gi];
         v->planes = NULL;
         v->bytes = NULL;
+        v->wide = NULL;
         v->rowsum = (int64_t *)malloc(sizeof(int64_t) * SONIQ_ROW_TILE);
         /* zeroed, with SONIQ_ROW_PAD spare rows: engines may read rows past the tile */
         if (v->need_planes)
@@ -49,7 +51,11 @@ static int scratch_alloc(scratch *s, const soniq_gemm_job *job) {
                                            * (size_t)v->words, sizeof(uint64_t));
         if (v->need_bytes)
             v->bytes = (uint8_t *)calloc((SONIQ_ROW_TILE + SONIQ_ROW_PAD) * (size_t)v->kpad, 1);
-        ok = ok && v->rowsum && (!v->need_planes || v->planes) && (!v->need_bytes || v->bytes);
+        if (v->need_bytes & 2)
+            v->wide = (int16_t *)calloc((SONIQ_ROW_TILE + SONIQ_ROW_PAD) * (size_t)v->kpad,
+                                        sizeof(int16_t));
+        ok = ok && v->rowsum && (!v->need_planes || v->planes) && (!v->need_bytes || v->bytes)
+             && (!(v->need_bytes & 2) || v->wide);
     }
     return ok ? 0 : -1;
 }
@@ -75,16 +81,11 @@ static void prepare_row(const soniq_gemm_job *job, scratch *s, int64_t r, const 
             g->rowsum[r] = soniq_pack_planes(job->isa, src, g->k, g->bits,
                                              g->planes + r * g->bits * g->words, g->words);
         if (g->need_bytes) {
-            const int64_t k = g->k;
-            const int shift = g->shift;
             uint8_t *dst = g->bytes + r * g->kpad;
-            uint32_t sum = 0;   /* <= 33025 * 255 */
-            for (int64_t t = 0; t < k; t++) {
-                sum += src[t];
-                dst[t] = (uint8_t)(src[t] << shift);
-            }
-            memset(dst + k, 0, (size_t)(g->kpad - k));
-            g->rowsum[r] = sum;
+            int16_t *wide = g->need_bytes & 2 ? g->wide + r * g->kpad : NULL;
+            g->rowsum[r] = job->isa == SONIQ_AVX2
+                ? soniq_int8_prepare_avx2(src, g->k, g->shift, dst, wide, g->kpad)
+                : soniq_int8_prepare_scalar(src, g->k, g->shift, dst, wide, g->kpad);
         }
     }
 }

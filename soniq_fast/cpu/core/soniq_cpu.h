@@ -40,24 +40,29 @@ typedef struct {
     int64_t start;          /* idx is start, start+1, ... when contiguous != 0 */
     int contiguous;
     int64_t words;          /* uint64 words per plane row (multiple of 8) */
-    int64_t kpad;           /* bytes per int8 row (multiple of 64) */
-    int need_planes, need_bytes;
+    int64_t kpad;           /* bytes per int8 row (multiple of 64; of 4 on the avx2 path) */
+    int need_planes;
+    int need_bytes;         /* bit 0: bytes; bit 1: wide too (avx2 int16 int8 blocks) */
     /* per-thread scratch for one tile of rows r = 0 .. SONIQ_ROW_TILE - 1 (set by gemm.c) */
     uint64_t *planes;       /* [rows][bits][words], planes of the unshifted codes */
     uint8_t *bytes;         /* [rows][kpad], shifted codes a << shift, zero tail */
     int64_t *rowsum;        /* [rows], sum of unshifted codes */
+    int16_t *wide;          /* [rows][kpad], the bytes widened to int16 (need_bytes & 2) */
 } soniq_act_group;
 
 typedef struct {
     int engine;             /* SONIQ_ENGINE_* */
     int group;              /* act group index */
-    int wbits;              /* popcount: weight bit width of every column (int8: unused) */
+    int wbits;              /* popcount: weight bit width of every column; avx2 int8: e, every
+                               value v fits e signed bits (e <= bw); other int8: 0 */
     int64_t n;              /* columns */
     const int32_t *cols;    /* output channel of each column, [n] */
     int lanes;              /* output channels interleaved per vector (1: plain rows) */
     const uint64_t *wplanes;/* popcount: [ceil(n/lanes)][wbits][words][lanes] */
     const int8_t *wbytes;   /* int8, v = w - 2^(bw[o]-1): lanes 1: [n][kpad];
-                               lanes 16: [ceil(n/16)][kpad/4][16][4] */
+                               lanes 16: [ceil(n/16)][kpad/4][16][4];
+                               lanes 8 (avx2, one e): [ceil(n/8)][kpad/4][8][4], or when
+                               soniq_int8_steps() is 0 int16 [ceil(n/8)][kpad/2][8][2] */
     int assign;             /* set by gemm.c: this block's flush stores its contribution
                                instead of adding it (the output rows were not zeroed) */
 } soniq_block;
@@ -123,6 +128,13 @@ int64_t soniq_pack_planes_avx2(const uint8_t *src, int64_t k, int bits, uint64_t
 int64_t soniq_pack_planes_avx512(const uint8_t *src, int64_t k, int bits, uint64_t *dst,
                                  int64_t words);
 
+/* int8_prepare.c: dst = a << shift (uint8, zero tail to kpad), also as int16 in wide unless
+ * NULL; returns the sum of the k codes */
+int64_t soniq_int8_prepare_scalar(const uint8_t *src, int64_t k, int shift, uint8_t *dst,
+                                  int16_t *wide, int64_t kpad);
+int64_t soniq_int8_prepare_avx2(const uint8_t *src, int64_t k, int shift, uint8_t *dst,
+                                int16_t *wide, int64_t kpad);
+
 /* engines: add the block's contribution for the prepared tile rows r in [0, rows) of group g
  * (a thread's scratch view) to the output rows m0 + r. `tile` is the thread's int64 scratch
  * of SONIQ_ROW_TILE * SONIQ_TILE_COLS entries (the sums of one chunk of columns). Up to
@@ -140,6 +152,8 @@ SONIQ_ENGINE(soniq_bitserial_avx2);
 SONIQ_ENGINE(soniq_bitserial_avx512);
 SONIQ_ENGINE(soniq_int8_scalar);
 SONIQ_ENGINE(soniq_int8_avx2);
+SONIQ_ENGINE(soniq_int8_avx2_bytes);     /* soniq_int8_avx2 when soniq_int8_steps() > 0 */
+SONIQ_ENGINE(soniq_int8_avx2_wide);      /* and when it is 0 */
 SONIQ_ENGINE(soniq_int8_vnni);
 
 /* contribution helpers shared by the engines */
@@ -148,6 +162,14 @@ static inline int64_t soniq_popcount_term(int64_t p, int wbits, int64_t rowsum, 
 }
 static inline int64_t soniq_int8_term(int64_t v, int64_t rowsum, int shift) {
     return 2 * v + rowsum * ((int64_t)1 << shift);
+}
+/* How many vpmaddubsw results (pair sums of a' v) the avx2 int8 engine may add in int16:
+ * a' <= amax = (2^ba - 1) 2^shift, -2^(e-1) <= v < 2^(e-1) (e = wbits), so a pair sum lies
+ * in [-amax 2^e, amax (2^e - 2)] and L of them fit int16 (no saturation, no wrap) while
+ * L amax 2^e <= 32768. 0: not even one is exact (e = 8, amax > 128). Same as
+ * packed.int8_steps. */
+static inline int64_t soniq_int8_steps(int wbits, int abits, int shift) {
+    return 32768 / ((((int64_t)1 << abits) - 1) << shift << wbits);
 }
 
 /* Add a block's per-column sums tile[r][o - o0] (o0 <= o < o1) to the output rows m0 + r

@@ -1,0 +1,76 @@
+/* What the AVX2 int8 kernels share: adding one vector of int32 sums to the output.
+ * Include after #pragma GCC target("avx2"). Weights interleave 8 output channels per vector
+ * (soniq_block.lanes = 8): lane j of vector v is column 8 v + j of the block. */
+#ifndef SONIQ_INT8_AVX2_H
+#define SONIQ_INT8_AVX2_H
+
+#include <immintrin.h>
+
+#include "soniq_cpu.h"
+
+/* Whether the 8 columns of vector v are 8 consecutive outputs of a row-major output. */
+static inline int soniq_int8_avx2_contiguous(const soniq_gemm_job *job, const soniq_block *b,
+                                             int64_t v) {
+    return job->layout.col_stride == 1 && 8 * v + 8 <= b->n
+           && b->cols[8 * v + 7] - b->cols[8 * v] == 7;
+}
+
+/* Per tile row r < rows: its output row and base = rowsum << shift (computed once per block,
+ * not per micro tile: soniq_out_row divides). */
+typedef struct {
+    int64_t *out[SONIQ_ROW_TILE];
+    int64_t base[SONIQ_ROW_TILE];
+} soniq_int8_avx2_rows;
+
+static inline void soniq_int8_avx2_rows_init(soniq_int8_avx2_rows *t, const soniq_gemm_job *job,
+                                             const soniq_act_group *g, int64_t m0, int64_t rows) {
+    for (int64_t r = 0; r < rows; r++) {
+        t->out[r] = soniq_out_row(job, m0 + r);
+        t->base[r] = g->rowsum[r] << g->shift;
+    }
+}
+
+/* out[cols[8 v + j]] += 2 V_j + base for the lanes j < 8 that are columns of the block
+ * (V = acc, int32): the int8 term 2 V + sum a'. */
+static inline __attribute__((always_inline))
+void soniq_int8_avx2_add(const soniq_gemm_job *job, const soniq_block *b, int64_t *out, int64_t v,
+                         int contiguous, __m256i acc, int64_t base) {
+    if (contiguous) {
+        out += b->cols[8 * v];
+        const __m256i bv = _mm256_set1_epi64x(base);
+        __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(acc));
+        __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(acc, 1));
+        lo = _mm256_add_epi64(_mm256_add_epi64(lo, lo), bv);
+        hi = _mm256_add_epi64(_mm256_add_epi64(hi, hi), bv);
+        _mm256_storeu_si256((__m256i *)out,
+                            _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)out), lo));
+        _mm256_storeu_si256((__m256i *)(out + 4),
+                            _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(out + 4)), hi));
+        return;
+    }
+    int32_t t[8];
+    _mm256_storeu_si256((__m256i *)t, acc);
+    const int64_t cs = job->layout.col_stride, n = b->n - 8 * v < 8 ? b->n - 8 * v : 8;
+    const int32_t *cols = b->cols + 8 * v;
+    for (int64_t j = 0; j < n; j++)
+        out[cols[j] * cs] += 2 * (int64_t)t[j] + base;
+}
+
+/* Add the sums acc[r][c] of a micro tile (rows r0 + r, vectors v0 + c) to the output: the
+ * sums go through memory once here, so the compiler keeps acc in registers in the K loop. */
+#define soniq_int8_avx2_flush(job, b, t, r0, mr, rows, v0, nr, acc) do {                      \
+        __m256i sums_[sizeof(acc) / sizeof(acc[0])][sizeof(acc[0]) / sizeof(__m256i)];    \
+        int contiguous_[sizeof(acc[0]) / sizeof(__m256i)];                                \
+        for (int r_ = 0; r_ < (mr); r_++)                                                 \
+            for (int c_ = 0; c_ < (nr); c_++)                                             \
+                _mm256_storeu_si256(&sums_[r_][c_], acc[r_][c_]);                         \
+        for (int c_ = 0; c_ < (nr); c_++)                                                 \
+            contiguous_[c_] = soniq_int8_avx2_contiguous(job, b, (v0) + c_);              \
+        for (int r_ = 0; r_ < (mr) && (r0) + r_ < (rows); r_++)                           \
+            for (int c_ = 0; c_ < (nr); c_++)                                             \
+                soniq_int8_avx2_add(job, b, (t)->out[(r0) + r_], (v0) + c_, contiguous_[c_], \
+                                    _mm256_loadu_si256(&sums_[r_][c_]),                   \
+                                    (t)->base[(r0) + r_]);                                \
+    } while (0)
+
+#endif
