@@ -10,14 +10,17 @@ Output channels are grouped by weight width ``bw``; for each activation group (s
   ``2 sum_c v a' + sum_c a'`` with ``a' = a << (A - ba)`` in uint8. Exact at A = 8 too:
   uint8 x int8 products are what VNNI multiplies.
 
-The engine for a (bw, ba) pair is popcount when ``bw * ba <= 4`` (few plane pairs), else
-int8; the int8 term does not depend on ``bw``, so all int8 columns of an activation
+The engine for a (bw, ba) pair is popcount when ``bw * ba`` (plane pairs) is at most
+``POPCOUNT_MAX_PLANE_PAIRS`` of the code path (4; 2 on AVX2), else int8; the int8 term does not depend on ``bw``, so all int8 columns of an activation
 group form one block, except on the AVX2 path, whose kernel's int16 bounds depend on the
 range of the values: there the columns whose values ``v`` on the group's K positions all
 fit ``e`` signed bits form one block (``wbits`` = e <= bw).
 The AVX-512 kernels keep one output channel per SIMD lane, so for them channels are
 interleaved: 8 per vector for popcount (``[n/8, bw, words, 8]``), 16 per vector of
-4-byte groups for int8 (``[n/16, kpad/4, 16, 4]``). The AVX2 int8 kernel interleaves 8
+4-byte groups for int8 (``[n/16, kpad/4, 16, 4]``). The AVX2 popcount kernel interleaves 4
+channels per vector with every word split into its low and high nibbles
+(``[n/4, bw, words, 2, 4]``: ``w & 0x0f..`` then ``(w >> 4) & 0x0f..``), the two table
+indices of its vpshufb count. The AVX2 int8 kernel interleaves 8
 channels per vector: 4-byte groups ``[n/8, kpad/4, 8, 4]`` when vpmaddubsw is exact
 (``int8_steps > 0``), else int16 pairs ``[n/8, kpad/2, 8, 2]`` (then the group also
 prepares its shifted codes as int16, ``need_bytes`` bit 1). Blocks are built once per
@@ -55,16 +58,19 @@ def int8_steps(w_bits: int, a_bits: int, shift: int) -> int:
 
 POPCOUNT, INT8 = 0, 1
 ENGINE_NAMES = ("popcount", "int8")
-POPCOUNT_MAX_PLANE_PAIRS = 4
+# Most plane pairs for which the popcount engine beats the int8 engine, per code path
+# (measured; see docs/benchmarks.md). AVX2 counts bits by table lookup and its int8 engine
+# keeps int16 partial sums, so there popcount wins only up to 2 plane pairs (W1A2, W2A1).
+POPCOUNT_MAX_PLANE_PAIRS = {"scalar": 4, "avx2": 2, "avx512": 4}
 
 
-def choose_engine(w_bits: int, a_bits: int, policy: str = "auto") -> int:
-    """Engine for a (weight width, activation width) block under ``policy``."""
+def choose_engine(w_bits: int, a_bits: int, policy: str = "auto", isa: str = "scalar") -> int:
+    """Engine for a (weight width, activation width) block under ``policy`` on ``isa``."""
     if policy == "popcount":
         return POPCOUNT
     if policy == "int8":
         return INT8
-    return POPCOUNT if w_bits * a_bits <= POPCOUNT_MAX_PLANE_PAIRS else INT8
+    return POPCOUNT if w_bits * a_bits <= POPCOUNT_MAX_PLANE_PAIRS[isa] else INT8
 
 
 class CpuPackedWeights:
@@ -100,19 +106,20 @@ class CpuPackedWeights:
         key = (act_bits_hi, policy, isa, k_bits.tobytes())
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._build(k_bits, act_bits_hi, policy, LAYOUTS[isa], isa in NIBBLE_SPLIT)
+            plan = self._build(k_bits, act_bits_hi, policy, isa)
             with self._lock:
                 plan = self._plans.setdefault(key, plan)
         return plan
 
-    def _build(self, k_bits, act_bits_hi, policy, layout, nibbles=False):
-        word_align, pop_lanes, int8_lanes = layout
+    def _build(self, k_bits, act_bits_hi, policy, isa):
+        word_align, pop_lanes, int8_lanes = LAYOUTS[isa]
+        nibbles = isa in NIBBLE_SPLIT
         groups = act_groups(k_bits, act_bits_hi, word_align, INT8_BYTE_ALIGN[int8_lanes])
         blocks, need = [], [[False, 0] for _ in groups]
         for gi, group in enumerate(groups):
             int8_cols = []
             for w_bits, cols in self._by_width.items():
-                engine = choose_engine(w_bits, group.bits, policy)
+                engine = choose_engine(w_bits, group.bits, policy, isa)
                 if engine == POPCOUNT:
                     need[gi][POPCOUNT] = True
                     blocks.append(self._popcount_block(gi, group, w_bits, cols, pop_lanes,
