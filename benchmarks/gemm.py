@@ -4,6 +4,8 @@ For each shape (M, K, N) and precision configuration it times, in one process:
   soniq cpu   -- linear_int on weights packed beforehand (activation packing, row sums
                  and the int64 result included: everything linear_int does per call)
   ORT INT8    -- ONNX Runtime MatMulInteger, uint8 x int8 -> int32, weights an initializer
+                 (the script also reports how many of its outputs equal the exact product:
+                 kernels that add u8 x s8 products in saturating int16 pairs are not exact)
   NumPy fp32  -- a @ w.T in float32 (BLAS)
 single-threaded and with all threads, as medians over repeats, and prints
 ratio = ORT time / soniq time (> 1: soniq is faster) as a markdown table.
@@ -57,8 +59,14 @@ def bench_shape(shape, threads_list, repeats, rng, backend, check, clock_name="w
     a32, w32 = rng.standard_normal((m, k), np.float32), rng.standard_normal((n, k), np.float32)
     ops = 2.0 * m * k * n
     rows = []
+    ort_exact = None
     for threads in threads_list:
         ort = ort_matmul_integer(a_u8, w_s8, threads)
+        if ort_exact is None:   # float64 products and sums of these values are exact
+            exact = a_u8.astype(np.float64) @ w_s8.astype(np.float64)
+            ort_exact = float(np.mean(ort() == exact))
+            print(f"  {shape}: ONNX Runtime MatMulInteger equals the exact product in "
+                  f"{100 * ort_exact:.3f} % of its outputs", file=sys.stderr)
         ours = backend.with_threads(threads)
         clock = clock_for(clock_name, threads)
         first = len(rows)
@@ -75,7 +83,7 @@ def bench_shape(shape, threads_list, repeats, rng, backend, check, clock_name="w
                 [ort, lambda: ours.linear_int(a, a_bits, packed, None, hi)], repeats,
                 clock=clock)
             rows.append(dict(shape=list(shape), threads=threads, clock=clock, config=name,
-                             soniq_s=t,
+                             soniq_s=t, ort_exact_fraction=ort_exact,
                              ort_int8_s=ort_t, soniq_gops=ops / t / 1e9,
                              ort_gops=ops / ort_t / 1e9, ratio_ort=ort_t / t,
                              engines=list(ours.last_path[1])))
