@@ -84,8 +84,8 @@ def test_mixed_palette_splits_engines_and_stays_exact(isa):
 @pytest.mark.parametrize("w_width, a_width", [(1, 1), (2, 1), (1, 2)])
 def test_large_outputs_written_directly_are_exact(isa, n, w_width, a_width):
     # One act group and a popcount engine for every column: the blocks store into the
-    # output instead of adding to zeroed rows, and an output of 4 MiB or more is written
-    # with streaming stores (n = 515 makes most rows start off a 32-byte boundary).
+    # output instead of adding to zeroed rows (n = 515 makes most rows start off a 32-byte
+    # boundary and leaves a partial vector of channels at the end).
     rng = np.random.default_rng(n + w_width)
     m, k = 1100, 70
     a = rng.integers(0, 1 << a_width, (m, k), dtype=np.uint8)
@@ -93,7 +93,6 @@ def test_large_outputs_written_directly_are_exact(isa, n, w_width, a_width):
     a_bits, w_bits = np.full(k, a_width, np.uint8), np.full(n, w_width, np.uint8)
     backend = _backend(isa, "popcount", 2)
     out = backend.linear_int(a, a_bits, w, w_bits, 2)
-    assert out.nbytes >= 4 << 20
     np.testing.assert_array_equal(out, independent.linear_acc(a, a_bits, w, w_bits, 2))
 
 

@@ -21,10 +21,10 @@
 #include "soniq_cpu.h"
 
 #ifndef BS_MR
-#define BS_MR 2            /* expanded rows per register tile */
+#define BS_MR 1            /* expanded rows per register tile */
 #endif
 #ifndef BS_NR
-#define BS_NR 4            /* expanded vectors per register tile */
+#define BS_NR 8            /* expanded vectors per register tile */
 #endif
 #define LANES 4
 #define BYTE_WORDS 31   /* words whose byte counts fit a byte: 31 * 8 <= 255 */
@@ -41,22 +41,12 @@ static void flush_chunk(const soniq_gemm_job *job, const soniq_act_group *g, con
     const int64_t n = o1 - o0, first = b->cols[o0];
     const int64_t levels = ((int64_t)1 << b->wbits) - 1;
     const __m128i shift = _mm_cvtsi32_si128(g->shift);
-    const int stream = b->assign && soniq_stream_output(job);
     for (int64_t r = 0; r < rows; r++) {
         int64_t *out = soniq_out_row(job, m0 + r) + first;
         const int64_t *t = tile + r * ld;
         /* (2 P - levels * rowsum) * 2^shift; a left shift is that product modulo 2^64 */
         const __m256i base = _mm256_set1_epi64x(levels * g->rowsum[r]);
         int64_t o = 0;
-        if (stream) {
-            for (; o < n && ((uintptr_t)(out + o) & 31); o++)
-                out[o] = soniq_popcount_term(t[o], b->wbits, g->rowsum[r], g->shift);
-            for (; o + 4 <= n; o += 4) {
-                __m256i v = _mm256_loadu_si256((const __m256i *)(t + o));
-                v = _mm256_sll_epi64(_mm256_sub_epi64(_mm256_add_epi64(v, v), base), shift);
-                _mm256_stream_si256((__m256i *)(out + o), v);
-            }
-        }
         for (; o + 4 <= n; o += 4) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(t + o));
             v = _mm256_sll_epi64(_mm256_sub_epi64(_mm256_add_epi64(v, v), base), shift);
@@ -69,15 +59,13 @@ static void flush_chunk(const soniq_gemm_job *job, const soniq_act_group *g, con
             out[o] = b->assign ? term : out[o] + term;
         }
     }
-    if (stream)
-        _mm_sfence();
 }
 
-/* Add the byte counts of acc, summed per lane and shifted by i + j, to the tile cells. The
+/* Add the per-lane counts sums_in, shifted by i + j, to the tile cells. The
  * first spill into a cell stores instead: the chunk loops visit plane pair (0, 0) of a cell
  * first, and its first words first (first = w0 == 0), so the tile needs no clearing. */
 static inline __attribute__((always_inline))
-void spill(__m256i acc[BS_MR][BS_NR], int nr, int pa, int pw, int64_t e0, int64_t e_end, int64_t x0,
+void spill(const __m256i sums_in[BS_MR][BS_NR], int nr, int pa, int pw, int64_t e0, int64_t e_end, int64_t x0,
            int64_t *tile, int64_t ld, int first) {
     /* (row, plane) of expanded row e0 + r and (vector, plane) of x0 + c, no divisions inside */
     int64_t row = e0 / pa, v_first = x0 / pw;
@@ -87,8 +75,7 @@ void spill(__m256i acc[BS_MR][BS_NR], int nr, int pa, int pw, int64_t e0, int64_
         int j = j_first;
         for (int c = 0; c < nr; c++) {
             int64_t *dst = tile + row * ld + v * LANES;
-            __m256i sums = _mm256_sad_epu8(acc[r][c], _mm256_setzero_si256());
-            sums = _mm256_slli_epi64(sums, i + j);
+            __m256i sums = _mm256_slli_epi64(_mm256_loadu_si256(&sums_in[r][c]), i + j);
             if (!(first && i == 0 && j == 0))
                 sums = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)dst), sums);
             _mm256_storeu_si256((__m256i *)dst, sums);
@@ -104,6 +91,21 @@ void spill(__m256i acc[BS_MR][BS_NR], int nr, int pa, int pw, int64_t e0, int64_
     }
 }
 
+/* acc += T[az & lo] + T[as & hi] (bytes), the weights read from memory: inline assembly only
+ * to keep them memory operands -- compilers otherwise load every weight of a step into a
+ * register first and spill accumulators. */
+#define COUNT(acc, az, as, table, lo, hi) do {                                               \
+        __m256i t1_, t2_;                                                                  \
+        __asm__("vpand %6, %3, %1\n\t"                                                      \
+                "vpshufb %1, %5, %1\n\t"                                                    \
+                "vpand %7, %4, %2\n\t"                                                      \
+                "vpshufb %2, %5, %2\n\t"                                                    \
+                "vpaddb %2, %1, %1\n\t"                                                     \
+                "vpaddb %1, %0, %0"                                                        \
+                : "+x"(acc), "=&x"(t1_), "=&x"(t2_)                                        \
+                : "x"(az), "x"(as), "x"(table), "m"(lo), "m"(hi));                         \
+    } while (0)
+
 static inline __attribute__((always_inline))
 void micro(const uint64_t *a, const uint64_t *wv, int64_t words, int nr, int pa, int pw,
            int64_t e0, int64_t e_end, int64_t x0, int64_t *tile, int64_t ld) {
@@ -117,23 +119,23 @@ void micro(const uint64_t *a, const uint64_t *wv, int64_t words, int nr, int pa,
             for (int c = 0; c < nr; c++)
                 acc[r][c] = _mm256_setzero_si256();
         for (int64_t w = w0; w < w1; w++) {
-            __m256i lo[BS_NR], hi[BS_NR];
-            for (int c = 0; c < nr; c++) {
-                const uint64_t *p = wv + c * wstride + w * 2 * LANES;
-                lo[c] = _mm256_loadu_si256((const __m256i *)p);
-                hi[c] = _mm256_loadu_si256((const __m256i *)(p + LANES));
-            }
+            __m256i az[BS_MR], as[BS_MR];
             for (int r = 0; r < BS_MR; r++) {
-                __m256i az = _mm256_set1_epi64x((long long)a[r * words + w]);
-                __m256i as = _mm256_srli_epi64(az, 4);
-                for (int c = 0; c < nr; c++) {
-                    __m256i cl = _mm256_shuffle_epi8(table, _mm256_and_si256(az, lo[c]));
-                    __m256i ch = _mm256_shuffle_epi8(table, _mm256_and_si256(as, hi[c]));
-                    acc[r][c] = _mm256_add_epi8(acc[r][c], _mm256_add_epi8(cl, ch));
-                }
+                az[r] = _mm256_set1_epi64x((long long)a[r * words + w]);
+                as[r] = _mm256_srli_epi64(az[r], 4);
+            }
+            for (int c = 0; c < nr; c++) {
+                const __m256i *p = (const __m256i *)(wv + c * wstride + w * 2 * LANES);
+                for (int r = 0; r < BS_MR; r++)
+                    COUNT(acc[r][c], az[r], as[r], table, p[0], p[1]);
             }
         }
-        spill(acc, nr, pa, pw, e0, e_end, x0, tile, ld, w0 == 0);
+        /* byte counts summed per lane; through memory, so acc stays in registers above */
+        __m256i sums[BS_MR][BS_NR];
+        for (int r = 0; r < BS_MR; r++)
+            for (int c = 0; c < nr; c++)
+                _mm256_storeu_si256(&sums[r][c], _mm256_sad_epu8(acc[r][c], _mm256_setzero_si256()));
+        spill(sums, nr, pa, pw, e0, e_end, x0, tile, ld, w0 == 0);
     }
 }
 

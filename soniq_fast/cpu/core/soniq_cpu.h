@@ -205,14 +205,6 @@ static inline void soniq_flush_tile(const soniq_gemm_job *job, const soniq_act_g
     }
 }
 
-/* Whether an assigning flush should write the output with non-temporal (streaming) stores:
- * when the block's stores are the only writes (one act group) and the output is large enough
- * that it would only evict the working set on its way to memory. */
-#define SONIQ_STREAM_BYTES ((int64_t)4 << 20)
-static inline int soniq_stream_output(const soniq_gemm_job *job) {
-    return job->n_groups == 1 && job->m * job->n_out * 8 >= SONIQ_STREAM_BYTES;
-}
-
 /* Whether the block's columns o0 .. o1-1 are consecutive output channels of a row-major
  * output (then a flush can use vector loads and stores). cols is ascending. */
 static inline int soniq_flush_contiguous(const soniq_gemm_job *job, const soniq_block *b,
