@@ -81,19 +81,21 @@ def test_mixed_palette_splits_engines_and_stays_exact(isa):
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("n", [512, 515])
-@pytest.mark.parametrize("w_width, a_width", [(1, 1), (2, 1), (1, 2)])
-def test_large_outputs_written_directly_are_exact(isa, n, w_width, a_width):
-    # One act group and a popcount engine for every column: the blocks store into the
-    # output instead of adding to zeroed rows (n = 515 makes most rows start off a 32-byte
-    # boundary and leaves a partial vector of channels at the end).
+@pytest.mark.parametrize("policy, w_width, a_width", [
+    ("popcount", 1, 1), ("popcount", 2, 1), ("popcount", 1, 2),
+    ("int8", 1, 8), ("int8", 4, 4), ("int8", 8, 8)])
+def test_one_act_group_blocks_written_directly_are_exact(isa, n, policy, w_width, a_width):
+    # One act group: on AVX2 its blocks store into the output instead of adding to zeroed
+    # rows (n = 515 makes most rows start off a 32-byte boundary and leaves a partial
+    # vector of channels at the end; 8 x 8 runs the int8 engine's int16-operand path).
     rng = np.random.default_rng(n + w_width)
-    m, k = 1100, 70
+    m, k = 300, 70
     a = rng.integers(0, 1 << a_width, (m, k), dtype=np.uint8)
     w = rng.integers(0, 1 << w_width, (n, k), dtype=np.uint8)
     a_bits, w_bits = np.full(k, a_width, np.uint8), np.full(n, w_width, np.uint8)
-    backend = _backend(isa, "popcount", 2)
-    out = backend.linear_int(a, a_bits, w, w_bits, 2)
-    np.testing.assert_array_equal(out, independent.linear_acc(a, a_bits, w, w_bits, 2))
+    backend = _backend(isa, policy, 2)
+    out = backend.linear_int(a, a_bits, w, w_bits, a_width)
+    np.testing.assert_array_equal(out, independent.linear_acc(a, a_bits, w, w_bits, a_width))
 
 
 @pytest.mark.parametrize("isa", ISAS)

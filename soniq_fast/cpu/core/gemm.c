@@ -119,9 +119,11 @@ static void zero_rows(const soniq_gemm_job *job, int64_t m0, int64_t rows) {
     }
 }
 
-/* Engines whose flush can store (b->assign) instead of adding. */
+/* Engines whose flush can store (b->assign) instead of adding: those that add each output
+ * cell of a block exactly once (the AVX2 engines). */
 static int engine_assigns(int isa, int engine) {
-    return engine == SONIQ_ENGINE_POPCOUNT && isa == SONIQ_AVX2;
+    (void)engine;
+    return isa == SONIQ_AVX2;
 }
 
 /* The job's blocks with `assign` set. The blocks of act group 0 cover every output column

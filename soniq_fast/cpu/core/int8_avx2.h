@@ -31,7 +31,7 @@ static inline void soniq_int8_avx2_rows_init(soniq_int8_avx2_rows *t, const soni
 }
 
 /* out[cols[8 v + j]] += 2 V_j + base for the lanes j < 8 that are columns of the block
- * (V = acc, int32): the int8 term 2 V + sum a'. */
+ * (V = acc, int32): the int8 term 2 V + sum a'. Stored instead of added when b->assign. */
 static inline __attribute__((always_inline))
 void soniq_int8_avx2_add(const soniq_gemm_job *job, const soniq_block *b, int64_t *out, int64_t v,
                          int contiguous, __m256i acc, int64_t base) {
@@ -42,18 +42,22 @@ void soniq_int8_avx2_add(const soniq_gemm_job *job, const soniq_block *b, int64_
         __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(acc, 1));
         lo = _mm256_add_epi64(_mm256_add_epi64(lo, lo), bv);
         hi = _mm256_add_epi64(_mm256_add_epi64(hi, hi), bv);
-        _mm256_storeu_si256((__m256i *)out,
-                            _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)out), lo));
-        _mm256_storeu_si256((__m256i *)(out + 4),
-                            _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(out + 4)), hi));
+        if (!b->assign) {
+            lo = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)out), lo);
+            hi = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(out + 4)), hi);
+        }
+        _mm256_storeu_si256((__m256i *)out, lo);
+        _mm256_storeu_si256((__m256i *)(out + 4), hi);
         return;
     }
     int32_t t[8];
     _mm256_storeu_si256((__m256i *)t, acc);
     const int64_t cs = job->layout.col_stride, n = b->n - 8 * v < 8 ? b->n - 8 * v : 8;
     const int32_t *cols = b->cols + 8 * v;
-    for (int64_t j = 0; j < n; j++)
-        out[cols[j] * cs] += 2 * (int64_t)t[j] + base;
+    for (int64_t j = 0; j < n; j++) {
+        int64_t term = 2 * (int64_t)t[j] + base;
+        out[cols[j] * cs] = b->assign ? term : out[cols[j] * cs] + term;
+    }
 }
 
 /* Add the sums acc[r][c] of a micro tile (rows r0 + r, vectors v0 + c) to the output: the

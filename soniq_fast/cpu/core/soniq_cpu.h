@@ -173,7 +173,7 @@ static inline int64_t soniq_int8_steps(int wbits, int abits, int shift) {
 }
 
 /* Add a block's per-column sums tile[r][o - o0] (o0 <= o < o1) to the output rows m0 + r
- * (store them when b->assign; only popcount blocks are ever assigning):
+ * (store them when b->assign):
  * popcount: t = P, contribution 2^shift * (2 P - (2^bw - 1) * rowsum);
  * int8:     t = V, contribution 2 V + 2^shift * rowsum. Locals first: out may alias nothing
  * here, but the compiler cannot know that and would reload every field per element. */
@@ -197,6 +197,10 @@ static inline void soniq_flush_tile(const soniq_gemm_job *job, const soniq_act_g
             const int64_t base = levels * rowsum;
             for (int64_t o = 0; o < n; o++)
                 out[cols[o] * cs] += (2 * t[o] - base) * scale;
+        } else if (b->assign) {
+            const int64_t base = rowsum * scale;
+            for (int64_t o = 0; o < n; o++)
+                out[cols[o] * cs] = 2 * t[o] + base;
         } else {
             const int64_t base = rowsum * scale;
             for (int64_t o = 0; o < n; o++)
