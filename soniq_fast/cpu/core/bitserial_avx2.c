@@ -61,6 +61,22 @@ static void flush_chunk(const soniq_gemm_job *job, const soniq_act_group *g, con
     }
 }
 
+/* Ask for the output lines a chunk's flush will write, before the chunk is computed: they
+ * arrive while it is (rows of a row tile lie far apart, so hardware prefetchers miss them,
+ * and a store to a missing line waits for it). */
+static void prefetch_chunk_out(const soniq_gemm_job *job, const soniq_block *b, int64_t m0,
+                               int64_t rows, int64_t o0, int64_t o1) {
+    if (!soniq_flush_contiguous(job, b, o0, o1))
+        return;
+    const int64_t first = b->cols[o0], bytes = (o1 - o0) * (int64_t)sizeof(int64_t);
+    for (int64_t r = 0; r < rows; r++) {
+        const char *p = (const char *)(soniq_out_row(job, m0 + r) + first);
+        for (int64_t off = 0; off < bytes; off += 64)
+            _mm_prefetch(p + off, _MM_HINT_T0);
+        _mm_prefetch(p + bytes - 1, _MM_HINT_T0);
+    }
+}
+
 /* Add the per-lane counts sums_in, shifted by i + j, to the tile cells. The
  * first spill into a cell stores instead: the chunk loops visit plane pair (0, 0) of a cell
  * first, and its first words first (first = w0 == 0), so the tile needs no clearing. */
@@ -149,6 +165,8 @@ void soniq_bitserial_avx2(const soniq_gemm_job *job, const soniq_act_group *g,
         memset(tile, 0, sizeof(int64_t) * (size_t)(rows * ld));
     for (int64_t v_lo = 0; v_lo < n_vec; v_lo += CHUNK_VECTORS) {
         int64_t v_hi = v_lo + CHUNK_VECTORS < n_vec ? v_lo + CHUNK_VECTORS : n_vec;
+        int64_t o1 = v_hi * LANES < b->n ? v_hi * LANES : b->n;
+        prefetch_chunk_out(job, b, m0, rows, v_lo * LANES, o1);
         for (int64_t x0 = v_lo * pw; x0 < v_hi * pw; x0 += BS_NR) {
             const uint64_t *wv = b->wplanes + x0 * words * 2 * LANES;
             int nr = v_hi * pw - x0 < BS_NR ? (int)(v_hi * pw - x0) : BS_NR;
@@ -169,7 +187,6 @@ void soniq_bitserial_avx2(const soniq_gemm_job *job, const soniq_act_group *g,
                 }
             }
         }
-        int64_t o1 = v_hi * LANES < b->n ? v_hi * LANES : b->n;
         flush_chunk(job, g, b, m0, rows, tile, ld, v_lo * LANES, o1);
     }
 }
