@@ -31,7 +31,15 @@ non-overlapping).
 ``forward(x, backend)`` calls only contract functions of the backend
 (``pack_weights`` once per backend, ``linear_int``/``conv2d_int``, ``epilogue``,
 ``requantize``), so every backend plugs in unchanged and must give the same
-logits bit for bit.
+logits bit for bit. Two optional backend attributes make it faster:
+``max_pool_codes`` (same signature as the reference function) pools the codes,
+and ``trusted``, an object with ``linear_int``/``conv2d_int``/``requantize``/
+``epilogue`` that skip scanning arrays by value, runs every stage after the first
+quantized one: the first checks the input codes, the model's own parameters and
+the bits it hands from stage to stage are checked once per backend
+(:meth:`DeployModel._checked_chain`), so later codes are within their bits by
+construction. ``trusted.requantize`` takes per-feature ``out_bits``/``out_ratio``
+per position of the [B, O, H, W] accumulator (no repeated scale and bias).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import checks
 from .backend import get_backend
 from .layers import QuantConv2d, QuantLayer
 from .layers.activations import ReLU
@@ -210,11 +219,42 @@ class DeployModel:
 
     def _packed_weights(self, key: str, backend) -> list:
         """Weights packed once per backend (kept with the backend object they belong to)."""
-        owner, packed = self._packed.get(key, (None, None))
+        return self._prepared(key, backend)[0]
+
+    def _prepared(self, key: str, backend) -> tuple:
+        """(packed weights, the backend's ``trusted`` entries or None), once per backend."""
+        owner, packed, trusted = self._packed.get(key, (None, None, None))
         if owner is not backend:
             packed = [backend.pack_weights(s.w_codes, s.w_bits) for s in self.quant_stages]
-            self._packed[key] = (backend, packed)
-        return packed
+            trusted = getattr(backend, "trusted", None)
+            if trusted is not None and not self._checked_chain():
+                trusted = None
+            self._packed[key] = (backend, packed, trusted)
+        return packed, trusted
+
+    def _checked_chain(self) -> bool:
+        """Whether every stage's parameters are valid and the codes reaching each quantized
+        stage after the first are within its ``a_bits``: the clip bound ``2^out_bits - 1``
+        of the producing stage, carried through pooling (a max) and flattening like codes."""
+        try:
+            bound, shape = None, self.input_shape
+            for stage in self.stages:
+                out_shape = stage_output_shape(stage, shape)
+                if isinstance(stage, FlattenStage):
+                    bound = None if bound is None else bound.reshape(-1)
+                elif isinstance(stage, PoolStage):
+                    bound = None if bound is None else \
+                        max_pool_codes(bound[None], stage.kernel, stage.stride)[0]
+                else:
+                    if bound is not None:
+                        a_bits = checks.check_bits("a_bits", stage.a_bits, bound.shape[0],
+                                                   hi=stage.act_bits_hi)
+                        checks.check_codes("codes", bound[None], a_bits, axis=1)
+                    bound = _out_bound(stage, out_shape)
+                shape = out_shape
+            return True
+        except (TypeError, ValueError):
+            return False
 
     def forward(self, x, backend="ref") -> np.ndarray:
         """x: uint8 [B, *input_shape] pixel codes -> float32 logits [B, n_classes].
@@ -229,18 +269,22 @@ class DeployModel:
                              f"got {x.shape}")
         impl = get_backend(backend) if isinstance(backend, str) else backend
         key = backend if isinstance(backend, str) else f"object-{id(backend)}"
-        packed = iter(self._packed_weights(key, impl))
+        packed, trusted = self._prepared(key, impl)
+        packed = iter(packed)
+        pool = getattr(impl, "max_pool_codes", max_pool_codes)
+        ops = impl                     # the first quantized stage checks the input codes
         codes = x
         for stage in self.stages:
             if isinstance(stage, FlattenStage):
                 codes = codes.reshape(codes.shape[0], -1)
             elif isinstance(stage, PoolStage):
-                codes = max_pool_codes(codes, stage.kernel, stage.stride)
+                codes = pool(codes, stage.kernel, stage.stride)
             else:
-                acc = self._accumulate(impl, stage, next(packed), codes)
+                acc = self._accumulate(ops, stage, next(packed), codes)
+                ops = trusted or impl
                 if stage.out_bits is None:
-                    return impl.epilogue(acc, stage.scale, stage.bias)
-                codes = self._requantize(impl, stage, acc)
+                    return ops.epilogue(acc, stage.scale, stage.bias)
+                codes = self._requantize(ops, stage, acc, per_position=ops is trusted)
         raise ValueError("the deploy model has no final quantized stage")
 
     @staticmethod
@@ -251,8 +295,9 @@ class DeployModel:
                                stride=stage.stride, padding=stage.padding)
 
     @staticmethod
-    def _requantize(impl, stage, acc):
-        if not stage.per_feature:
+    def _requantize(impl, stage, acc, per_position=False):
+        """``per_position``: impl takes per-feature bits and ratio per position of acc."""
+        if not stage.per_feature or per_position:
             return impl.requantize(acc, stage.scale, stage.bias, stage.out_bits, stage.out_ratio)
         positions = int(np.prod(acc.shape[2:]))
         flat = impl.requantize(acc.reshape(acc.shape[0], -1), np.repeat(stage.scale, positions),
@@ -286,6 +331,26 @@ class DeployModel:
             rows.append(row)
             shape = out
         return rows
+
+
+def _out_bound(stage: QuantStage, out_shape: tuple):
+    """Checked parameters of ``stage``; the largest code it emits per output element (uint8,
+    per-sample ``out_shape``), or None for the last stage."""
+    o = stage.out_channels
+    checks.check_float32("scale", stage.scale, o)
+    checks.check_float32("bias", stage.bias, o)
+    if stage.out_bits is None:
+        return None
+    length = int(np.prod(out_shape)) if stage.per_feature else o
+    bits = checks.check_bits("out_bits", stage.out_bits, length)
+    ratio = checks.check_float32("out_ratio", stage.out_ratio, length)
+    if np.any(ratio <= 0):
+        raise ValueError("out_ratio must be > 0")
+    top = ((1 << bits.astype(np.int64)) - 1).astype(np.uint8)
+    if stage.per_feature:
+        return top.reshape(out_shape)
+    return np.ascontiguousarray(np.broadcast_to(top.reshape((o,) + (1,) * (len(out_shape) - 1)),
+                                                out_shape))
 
 
 def _histogram(bits: np.ndarray) -> dict:

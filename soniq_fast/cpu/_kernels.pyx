@@ -54,10 +54,14 @@ cdef extern from "core/soniq_cpu.h" nogil:
     int soniq_pack_activations(const uint8_t *a, int64_t m, int64_t k, const uint8_t *a_bits,
                                int hi, uint64_t *out, int isa, int n_threads)
     int soniq_epilogue(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
-                       const float *scale, const float *bias, float *out, int n_threads)
+                       const float *scale, const float *bias, float *out, int isa,
+                       int n_threads)
     int soniq_requantize(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
                          const float *scale, const float *bias, const uint8_t *bits,
-                         const float *ratio, uint8_t *out, int n_threads)
+                         const float *ratio, int per_position, uint8_t *out, int isa,
+                         int n_threads)
+    int soniq_max_pool(const uint8_t *x, int64_t planes, int64_t h, int64_t w, int kernel,
+                       int stride, uint8_t *out, int isa, int n_threads)
 
 
 cdef inline size_t addr(arr):
@@ -157,22 +161,26 @@ def pack_activations(a, a_bits, int hi, out, int isa, int n_threads):
         raise MemoryError("the cpu kernels could not allocate their scratch buffers")
 
 
-def epilogue(acc, int64_t channels, int64_t inner, scale, bias, out, int n_threads):
+def epilogue(acc, int64_t channels, int64_t inner, scale, bias, out, int isa, int n_threads):
     """out float32 (like acc) = scale[o] * float32(acc) + bias[o], o = (i // inner) % channels."""
     cdef const int64_t *pa = <const int64_t *>addr(acc)
     cdef const float *ps = <const float *>addr(scale)
     cdef const float *pb = <const float *>addr(bias)
     cdef float *po = <float *>addr(out)
     cdef int64_t total = acc.size
+    cdef int rc
     with nogil:
-        soniq_epilogue(pa, total, channels, inner, ps, pb, po, n_threads)
+        rc = soniq_epilogue(pa, total, channels, inner, ps, pb, po, isa, n_threads)
+    if rc != 0:
+        raise MemoryError("the cpu kernels could not start their threads")
 
 
 def requantize(acc, int64_t channels, int64_t inner, scale, bias, bits, ratio, out,
-               int n_threads):
+               int isa, int n_threads, bint per_position=False):
     """out uint8 = clip(rint((scale * float32(acc) + bias) * ratio), 0, 2**bits - 1).
 
-    Per channel o = (i // inner) % channels of flat element i.
+    Per channel o = (i // inner) % channels of flat element i; with ``per_position``,
+    bits and ratio are per (channel, position): index (i % (channels * inner)).
     """
     cdef const int64_t *pa = <const int64_t *>addr(acc)
     cdef const float *ps = <const float *>addr(scale)
@@ -181,5 +189,21 @@ def requantize(acc, int64_t channels, int64_t inner, scale, bias, bits, ratio, o
     cdef const float *pr = <const float *>addr(ratio)
     cdef uint8_t *po = <uint8_t *>addr(out)
     cdef int64_t total = acc.size
+    cdef int rc
     with nogil:
-        soniq_requantize(pa, total, channels, inner, ps, pb, pbits, pr, po, n_threads)
+        rc = soniq_requantize(pa, total, channels, inner, ps, pb, pbits, pr, per_position, po,
+                              isa, n_threads)
+    if rc != 0:
+        raise MemoryError("the cpu kernels could not start their threads")
+
+
+def max_pool(x, int kernel, int stride, out, int isa, int n_threads):
+    """out uint8 [B, C, Ho, Wo] = window maxima of x uint8 [B, C, H, W] (both C-contiguous)."""
+    cdef const uint8_t *px = <const uint8_t *>addr(x)
+    cdef uint8_t *po = <uint8_t *>addr(out)
+    cdef int64_t planes = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3]
+    cdef int rc
+    with nogil:
+        rc = soniq_max_pool(px, planes, h, w, kernel, stride, po, isa, n_threads)
+    if rc != 0:
+        raise MemoryError("the cpu kernels could not start their threads")

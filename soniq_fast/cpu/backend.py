@@ -13,6 +13,8 @@ from soniq_ref import checks
 from soniq_ref.bitpack import PackedWeights, check_weights, words_for
 from soniq_ref.epilogue import check_epilogue_args, check_requantize_args
 from soniq_ref.integer_core import _check_acts, check_conv_geometry
+from soniq_ref.layers.pooling import max_pool_codes as ref_max_pool_codes
+from soniq_ref.layers.pooling import _check as check_pool_input
 
 from . import _kernels
 from .isa import ISA_NAMES, check_isa, check_threads, isa_from_env, threads_from_env
@@ -147,17 +149,110 @@ class CpuBackend:
         """float32 like acc: ``scale[o] * float32(acc) + bias[o]`` (channel axis 1)."""
         acc, scale, bias = check_epilogue_args(acc, scale, bias)
         out = np.empty(acc.shape, np.float32)
-        _kernels.epilogue(acc, acc.shape[1], _inner(acc), scale, bias, out, self.num_threads)
+        _kernels.epilogue(acc, acc.shape[1], _inner(acc), scale, bias, out, self._isa_index,
+                          self.num_threads)
         return out
 
     def requantize(self, acc, scale, bias, out_bits, out_ratio) -> np.ndarray:
         """uint8 like acc: ``clip(rint(epilogue * out_ratio[o]), 0, 2^out_bits[o] - 1)``."""
         acc, scale, bias, out_bits, out_ratio = check_requantize_args(acc, scale, bias,
                                                                       out_bits, out_ratio)
+        return self._requantize(acc, scale, bias, out_bits, out_ratio)
+
+    def _requantize(self, acc, scale, bias, out_bits, out_ratio) -> np.ndarray:
+        """requantize on checked arguments; out_bits and out_ratio per channel [O], or per
+        (channel, position) [O * H * W] for acc [B, O, H, W]."""
         out = np.empty(acc.shape, np.uint8)
-        _kernels.requantize(acc, acc.shape[1], _inner(acc), scale, bias, out_bits, out_ratio,
-                            out, self.num_threads)
+        inner = _inner(acc)
+        _kernels.requantize(acc, acc.shape[1], inner, scale, bias, out_bits, out_ratio, out,
+                            self._isa_index, self.num_threads,
+                            out_bits.shape[0] != acc.shape[1])
         return out
+
+    # ----------------------------------------------------------------- optional: pooling
+
+    def max_pool_codes(self, codes, kernel, stride=None) -> np.ndarray:
+        """:func:`soniq_ref.layers.pooling.max_pool_codes` in C: uint8 [B, C, H, W] ->
+        window maxima [B, C, Ho, Wo] (optional contract method, used by DeployModel)."""
+        stride = kernel if stride is None else stride
+        if not _positive_ints(kernel, stride):
+            return ref_max_pool_codes(codes, kernel, stride)   # the reference's behaviour
+        if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8:
+            raise TypeError("codes must be a uint8 NumPy array")
+        check_pool_input(codes, kernel, stride)
+        codes = np.ascontiguousarray(codes)
+        b, c, h, w = codes.shape
+        out = np.empty((b, c, (h - kernel) // stride + 1, (w - kernel) // stride + 1), np.uint8)
+        if out.size:
+            _kernels.max_pool(codes, int(kernel), int(stride), out, self._isa_index,
+                              self.num_threads)
+        return out
+
+    # ------------------------------------------------- unchecked entries (DeployModel only)
+
+    @property
+    def trusted(self) -> "_Trusted":
+        """The integer core and requantize without the scans of arrays by value (codes within
+        their bits, finite parameters), for DeployModel.forward: it checks its input codes
+        and its own parameters once, and every later stage consumes codes it produced."""
+        return _Trusted(self)
+
+
+class _Trusted:
+    """Contract functions of one CpuBackend that trust their arguments' values (see
+    ``CpuBackend.trusted``); shapes, geometry and K are still checked (cheap)."""
+
+    def __init__(self, backend: CpuBackend):
+        self.backend = backend
+        self.max_pool_codes = backend.max_pool_codes
+
+    def linear_int(self, a_codes, a_bits, packed, w_bits, act_bits_hi) -> np.ndarray:
+        a_codes = _contiguous_codes(a_codes, 2)
+        if not isinstance(packed, CpuPackedWeights) or len(packed.shape) != 2 \
+                or a_codes.shape[1] != packed.k:
+            return self.backend.linear_int(a_codes, a_bits, packed, w_bits, act_bits_hi)
+        _check_k(packed.k)
+        m, n = a_codes.shape[0], packed.shape[0]
+        out = np.empty((m, n), np.int64)
+        self.backend._gemm(packed, a_bits, act_bits_hi, a_codes, None, m, out,
+                           (max(m, 1), 0, n, 1))
+        return out
+
+    def conv2d_int(self, x_codes, a_bits, packed, w_bits, act_bits_hi, stride=1, padding=0):
+        x_codes = _contiguous_codes(x_codes, 4)
+        if not isinstance(packed, CpuPackedWeights) or len(packed.shape) != 4 \
+                or x_codes.shape[1] != packed.shape[1]:
+            return self.backend.conv2d_int(x_codes, a_bits, packed, w_bits, act_bits_hi,
+                                           stride, padding)
+        stride, padding, ho, wo = check_conv_geometry(x_codes.shape, packed.shape, stride,
+                                                      padding)
+        _check_k(packed.k)
+        b, c, h, w = x_codes.shape
+        o, _, kh, kw = packed.shape
+        out = np.empty((b, o, ho, wo), np.int64)
+        conv = (x_codes, c, h, w, kh, kw, stride, padding, ho, wo)
+        self.backend._gemm(packed, np.repeat(a_bits, kh * kw), act_bits_hi, None, conv,
+                           b * ho * wo, out, (ho * wo, o * ho * wo, 1, ho * wo))
+        return out
+
+    def requantize(self, acc, scale, bias, out_bits, out_ratio) -> np.ndarray:
+        """out_bits, out_ratio: per channel [O] or per (channel, position) [O * H * W]."""
+        if out_bits.shape[0] not in (acc.shape[1], acc.shape[1] * _inner(acc)) \
+                or out_ratio.shape != out_bits.shape:
+            raise ValueError("out_bits and out_ratio must be per channel or per position")
+        return self.backend._requantize(acc, scale, bias, out_bits, out_ratio)
+
+    def epilogue(self, acc, scale, bias) -> np.ndarray:
+        return self.backend.epilogue(acc, scale, bias)
+
+
+def _contiguous_codes(codes, ndim: int) -> np.ndarray:
+    return checks.as_array("a_codes" if ndim == 2 else "x_codes", codes, np.uint8, ndim=ndim)
+
+
+def _positive_ints(*values) -> bool:
+    return all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+               and v >= 1 for v in values)
 
 
 def _inner(acc: np.ndarray) -> int:

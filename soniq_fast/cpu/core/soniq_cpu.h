@@ -183,11 +183,35 @@ static inline int soniq_flush_contiguous(const soniq_gemm_job *job, const soniq_
     return job->layout.col_stride == 1 && b->cols[o1 - 1] - b->cols[o0] == o1 - 1 - o0;
 }
 
-/* epilogue.c: channel of element i is (i / inner) % channels */
+/* epilogue.c: acc is [units][channels][inner]; scale, bias per channel; bits, ratio per channel,
+ * or per (channel, position), [channels][inner], when per_position is set. */
 int soniq_epilogue(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
-                   const float *scale, const float *bias, float *out, int n_threads);
+                   const float *scale, const float *bias, float *out, int isa, int n_threads);
 int soniq_requantize(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
                      const float *scale, const float *bias, const uint8_t *bits,
-                     const float *ratio, uint8_t *out, int n_threads);
+                     const float *ratio, int per_position, uint8_t *out, int isa,
+                     int n_threads);
+
+/* One span of elements sharing the channel: each parameter is one value for the whole span
+ * (step 0) or one per element (step 1); scale and bias share a step, ratio and bits too. */
+typedef struct {
+    const float *scale, *bias, *ratio;
+    const uint8_t *bits;
+    int scale_step, ratio_step;
+} soniq_epi_params;
+void soniq_epilogue_span_scalar(const int64_t *acc, int64_t n, const soniq_epi_params *p,
+                                float *y);
+void soniq_epilogue_span_avx2(const int64_t *acc, int64_t n, const soniq_epi_params *p,
+                              float *y);
+void soniq_requantize_span_scalar(const int64_t *acc, int64_t n, const soniq_epi_params *p,
+                                  uint8_t *k);
+void soniq_requantize_span_avx2(const int64_t *acc, int64_t n, const soniq_epi_params *p,
+                                uint8_t *k);
+
+/* pool.c: max pooling of uint8 codes [planes][h][w] with a square window */
+int soniq_max_pool(const uint8_t *x, int64_t planes, int64_t h, int64_t w, int kernel,
+                   int stride, uint8_t *out, int isa, int n_threads);
+void soniq_max_pool2_avx2(const uint8_t *x, int64_t h, int64_t w, int64_t ho, int64_t wo,
+                          int64_t lo, int64_t hi, uint8_t *out);
 
 #endif

@@ -1,0 +1,48 @@
+/* Max pooling 2x2, stride 2, with AVX2: output row (p, i) is the byte-pair maximum of the
+ * elementwise maximum of input rows 2i and 2i+1 of plane p. 16, 8 or 4 outputs per step
+ * (32, 16 or 8 input bytes per row), then single outputs. */
+#pragma GCC target("avx2")
+#include <immintrin.h>
+#include <string.h>
+
+#include "soniq_cpu.h"
+
+/* max of each byte pair, as the low byte of each 16-bit lane (high byte cleared) */
+static inline __attribute__((always_inline)) __m128i pair_max128(__m128i v) {
+    return _mm_and_si128(_mm_max_epu8(v, _mm_srli_epi16(v, 8)), _mm_set1_epi16(0xff));
+}
+
+void soniq_max_pool2_avx2(const uint8_t *x, int64_t h, int64_t w, int64_t ho, int64_t wo,
+                          int64_t lo, int64_t hi, uint8_t *out) {
+    const __m256i low = _mm256_set1_epi16(0xff);
+    for (int64_t row = lo; row < hi; row++) {
+        const uint8_t *r0 = x + (row / ho) * h * w + (row % ho) * 2 * w, *r1 = r0 + w;
+        uint8_t *o = out + row * wo;
+        int64_t j = 0;
+        for (; j + 16 <= wo; j += 16) {
+            __m256i v = _mm256_max_epu8(_mm256_loadu_si256((const __m256i *)(r0 + 2 * j)),
+                                        _mm256_loadu_si256((const __m256i *)(r1 + 2 * j)));
+            v = _mm256_and_si256(_mm256_max_epu8(v, _mm256_srli_epi16(v, 8)), low);
+            v = _mm256_permute4x64_epi64(_mm256_packus_epi16(v, v), 0x08);
+            _mm_storeu_si128((__m128i *)(o + j), _mm256_castsi256_si128(v));
+        }
+        for (; j + 8 <= wo; j += 8) {
+            __m128i v = _mm_max_epu8(_mm_loadu_si128((const __m128i *)(r0 + 2 * j)),
+                                     _mm_loadu_si128((const __m128i *)(r1 + 2 * j)));
+            v = pair_max128(v);
+            _mm_storel_epi64((__m128i *)(o + j), _mm_packus_epi16(v, v));
+        }
+        for (; j + 4 <= wo; j += 4) {
+            __m128i v = _mm_max_epu8(_mm_loadl_epi64((const __m128i *)(r0 + 2 * j)),
+                                     _mm_loadl_epi64((const __m128i *)(r1 + 2 * j)));
+            v = pair_max128(v);
+            int32_t four = _mm_cvtsi128_si32(_mm_packus_epi16(v, v));
+            memcpy(o + j, &four, 4);
+        }
+        for (; j < wo; j++) {
+            uint8_t a = r0[2 * j] > r0[2 * j + 1] ? r0[2 * j] : r0[2 * j + 1];
+            uint8_t b = r1[2 * j] > r1[2 * j + 1] ? r1[2 * j] : r1[2 * j + 1];
+            o[j] = a > b ? a : b;
+        }
+    }
+}
