@@ -33,13 +33,14 @@ non-overlapping).
 ``requantize``), so every backend plugs in unchanged and must give the same
 logits bit for bit. Two optional backend attributes make it faster:
 ``max_pool_codes`` (same signature as the reference function) pools the codes,
-and ``trusted``, an object with ``linear_int``/``conv2d_int``/``requantize``/
-``epilogue`` that skip scanning arrays by value, runs every stage after the first
-quantized one: the first checks the input codes, the model's own parameters and
-the bits it hands from stage to stage are checked once per backend
-(:meth:`DeployModel._checked_chain`), so later codes are within their bits by
-construction. ``trusted.requantize`` takes per-feature ``out_bits``/``out_ratio``
-per position of the [B, O, H, W] accumulator (no repeated scale and bias).
+and ``trusted``, an object whose ``linear_int``/``conv2d_int`` and fused
+``linear_requantize``/``conv2d_requantize`` skip scanning arrays by value. It is
+used only when the model's parameters and the bits it hands from stage to stage
+check out (once per backend, :meth:`DeployModel._checked_chain`); forward then
+checks the input codes of the first quantized stage itself, and every later
+stage consumes codes the model produced, within their bits by construction.
+The fused forms take per-feature ``out_bits``/``out_ratio`` per position of the
+[B, O, H, W] accumulator (no repeated scale and bias).
 """
 
 from __future__ import annotations
@@ -223,14 +224,14 @@ class DeployModel:
 
     def _prepared(self, key: str, backend) -> tuple:
         """(packed weights, the backend's ``trusted`` entries or None), once per backend."""
-        owner, packed, trusted = self._packed.get(key, (None, None, None))
-        if owner is not backend:
+        entry = self._packed.get(key, ())
+        if len(entry) != 3 or entry[0] is not backend:
             packed = [backend.pack_weights(s.w_codes, s.w_bits) for s in self.quant_stages]
             trusted = getattr(backend, "trusted", None)
             if trusted is not None and not self._checked_chain():
                 trusted = None
-            self._packed[key] = (backend, packed, trusted)
-        return packed, trusted
+            self._packed[key] = entry = (backend, packed, trusted)
+        return entry[1], entry[2]
 
     def _checked_chain(self) -> bool:
         """Whether every stage's parameters are valid and the codes reaching each quantized
@@ -246,14 +247,18 @@ class DeployModel:
                     bound = None if bound is None else \
                         max_pool_codes(bound[None], stage.kernel, stage.stride)[0]
                 else:
-                    if bound is not None:
-                        a_bits = checks.check_bits("a_bits", stage.a_bits, bound.shape[0],
-                                                   hi=stage.act_bits_hi)
+                    hi = checks.check_bits_value("act_bits_hi", stage.act_bits_hi)
+                    a_bits = checks.check_bits("a_bits", stage.a_bits, shape[0], hi=hi)
+                    if stage.w_codes.ndim != (2 if stage.kind == "linear" else 4) \
+                            or stage.w_codes.ndim != len(shape) + 1 \
+                            or stage.w_codes.shape[1] != shape[0]:
+                        return False
+                    if bound is not None:   # codes produced by the previous stage
                         checks.check_codes("codes", bound[None], a_bits, axis=1)
                     bound = _out_bound(stage, out_shape)
                 shape = out_shape
             return True
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, IndexError):
             return False
 
     def forward(self, x, backend="ref") -> np.ndarray:
@@ -272,20 +277,38 @@ class DeployModel:
         packed, trusted = self._prepared(key, impl)
         packed = iter(packed)
         pool = getattr(impl, "max_pool_codes", max_pool_codes)
-        ops = impl                     # the first quantized stage checks the input codes
-        codes = x
+        codes, first = x, True
         for stage in self.stages:
             if isinstance(stage, FlattenStage):
                 codes = codes.reshape(codes.shape[0], -1)
             elif isinstance(stage, PoolStage):
                 codes = pool(codes, stage.kernel, stage.stride)
-            else:
-                acc = self._accumulate(ops, stage, next(packed), codes)
-                ops = trusted or impl
+            elif trusted is not None:
+                if first:   # the codes every later stage sees are produced by the model
+                    checks.check_codes("x_codes" if stage.kind == "conv" else "a_codes",
+                                       codes, stage.a_bits, axis=1)
+                    first = False
                 if stage.out_bits is None:
-                    return ops.epilogue(acc, stage.scale, stage.bias)
-                codes = self._requantize(ops, stage, acc, per_position=ops is trusted)
+                    acc = self._accumulate(trusted, stage, next(packed), codes)
+                    return impl.epilogue(acc, stage.scale, stage.bias)
+                codes = self._fused(trusted, stage, next(packed), codes)
+            else:
+                acc = self._accumulate(impl, stage, next(packed), codes)
+                if stage.out_bits is None:
+                    return impl.epilogue(acc, stage.scale, stage.bias)
+                codes = self._requantize(impl, stage, acc)
         raise ValueError("the deploy model has no final quantized stage")
+
+    @staticmethod
+    def _fused(trusted, stage, packed, codes):
+        """The stage's next codes from ``trusted``'s GEMM with requantize fused in."""
+        if stage.kind == "linear":
+            return trusted.linear_requantize(codes, stage.a_bits, packed, stage.act_bits_hi,
+                                             stage.scale, stage.bias, stage.out_bits,
+                                             stage.out_ratio)
+        return trusted.conv2d_requantize(codes, stage.a_bits, packed, stage.act_bits_hi,
+                                         stage.stride, stage.padding, stage.scale, stage.bias,
+                                         stage.out_bits, stage.out_ratio)
 
     @staticmethod
     def _accumulate(impl, stage, packed, codes):
@@ -295,9 +318,8 @@ class DeployModel:
                                stride=stage.stride, padding=stage.padding)
 
     @staticmethod
-    def _requantize(impl, stage, acc, per_position=False):
-        """``per_position``: impl takes per-feature bits and ratio per position of acc."""
-        if not stage.per_feature or per_position:
+    def _requantize(impl, stage, acc):
+        if not stage.per_feature:
             return impl.requantize(acc, stage.scale, stage.bias, stage.out_bits, stage.out_ratio)
         positions = int(np.prod(acc.shape[2:]))
         flat = impl.requantize(acc.reshape(acc.shape[0], -1), np.repeat(stage.scale, positions),

@@ -51,6 +51,15 @@ cdef extern from "core/soniq_cpu.h" nogil:
     int64_t soniq_popcount_probe(int64_t iterations)
     int64_t soniq_engine_calls(int isa, int engine)
     int soniq_gemm_run(const soniq_gemm_job *job, int n_threads)
+    ctypedef struct soniq_requant_out:
+        const float *scale
+        const float *bias
+        const float *ratio
+        const uint8_t *bits
+        int per_position
+        uint8_t *codes
+    int soniq_gemm_requantize_run(const soniq_gemm_job *job, const soniq_requant_out *rq,
+                                  int n_threads)
     int soniq_pack_activations(const uint8_t *a, int64_t m, int64_t k, const uint8_t *a_bits,
                                int hi, uint64_t *out, int isa, int n_threads)
     int soniq_epilogue(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
@@ -74,7 +83,7 @@ def cpu_has(int isa):
 
 
 def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n_out,
-         tuple layout, int isa, int n_threads):
+         tuple layout, int isa, int n_threads, tuple requant=None):
     """Run one GEMM job (see core/soniq_cpu.h); every element of ``out`` (int64) is written.
 
     a: uint8 [M, K] or None; conv: None or (x uint8 [B, C, H, W], c, h, w, kh, kw, stride,
@@ -82,8 +91,11 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n
     kpad, need_planes, need_bytes). blocks: tuples (engine, group, wbits, n, cols int32,
     wplanes uint64 or None, wbytes int8 or None, lanes). n_out: output channels. layout:
     (rows_per_image, image_stride, row_stride, col_stride).
+    requant: None, or (scale, bias, bits, ratio, per_position) to requantize the sums right
+    away (see soniq_gemm_requantize_run): ``out`` is then the uint8 codes.
     """
     cdef soniq_gemm_job job
+    cdef soniq_requant_out rq
     cdef soniq_conv_src src
     cdef soniq_act_group *cg = <soniq_act_group *>calloc(max(len(groups), 1),
                                                          sizeof(soniq_act_group))
@@ -123,12 +135,22 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n
         job.layout.rows_per_image, job.layout.image_stride = layout[0], layout[1]
         job.layout.row_stride, job.layout.col_stride = layout[2], layout[3]
         job.isa = isa
-        with nogil:
-            rc = soniq_gemm_run(&job, n_threads)
+        if requant is None:
+            with nogil:
+                rc = soniq_gemm_run(&job, n_threads)
+        else:
+            job.out = NULL
+            rq.scale, rq.bias = <float *>addr(requant[0]), <float *>addr(requant[1])
+            rq.bits, rq.ratio = <uint8_t *>addr(requant[2]), <float *>addr(requant[3])
+            rq.per_position, rq.codes = requant[4], <uint8_t *>addr(out)
+            with nogil:
+                rc = soniq_gemm_requantize_run(&job, &rq, n_threads)
     finally:
         free(cg); free(cb)
     if rc == -2:
         raise ValueError("too many activation bit-width groups")
+    if rc == -3:
+        raise ValueError("no fused requantize for this output layout")
     if rc != 0:
         raise MemoryError("the cpu kernels could not allocate their scratch buffers")
 

@@ -125,11 +125,11 @@ class CpuBackend:
                    (ho * wo, o * ho * wo, 1, ho * wo))
         return out
 
-    def _gemm(self, packed, k_bits, hi, a_codes, conv, m, out, layout):
+    def _gemm(self, packed, k_bits, hi, a_codes, conv, m, out, layout, requant=None):
         groups, blocks, engines = packed.plan(k_bits, hi, self.engine_policy, self.isa)
         self.last_path = (self.isa, tuple(sorted(engines)))
         _kernels.gemm(a_codes, conv, m, packed.k, list(groups), list(blocks), out,
-                      packed.shape[0], layout, self._isa_index, self.num_threads)
+                      packed.shape[0], layout, self._isa_index, self.num_threads, requant)
 
     # ------------------------------------------------------------------------ activations
 
@@ -157,16 +157,9 @@ class CpuBackend:
         """uint8 like acc: ``clip(rint(epilogue * out_ratio[o]), 0, 2^out_bits[o] - 1)``."""
         acc, scale, bias, out_bits, out_ratio = check_requantize_args(acc, scale, bias,
                                                                       out_bits, out_ratio)
-        return self._requantize(acc, scale, bias, out_bits, out_ratio)
-
-    def _requantize(self, acc, scale, bias, out_bits, out_ratio) -> np.ndarray:
-        """requantize on checked arguments; out_bits and out_ratio per channel [O], or per
-        (channel, position) [O * H * W] for acc [B, O, H, W]."""
         out = np.empty(acc.shape, np.uint8)
-        inner = _inner(acc)
-        _kernels.requantize(acc, acc.shape[1], inner, scale, bias, out_bits, out_ratio, out,
-                            self._isa_index, self.num_threads,
-                            out_bits.shape[0] != acc.shape[1])
+        _kernels.requantize(acc, acc.shape[1], _inner(acc), scale, bias, out_bits, out_ratio,
+                            out, self._isa_index, self.num_threads)
         return out
 
     # ----------------------------------------------------------------- optional: pooling
@@ -192,58 +185,84 @@ class CpuBackend:
 
     @property
     def trusted(self) -> "_Trusted":
-        """The integer core and requantize without the scans of arrays by value (codes within
-        their bits, finite parameters), for DeployModel.forward: it checks its input codes
-        and its own parameters once, and every later stage consumes codes it produced."""
+        """The integer core, alone or with requantize fused in, without the scans of arrays
+        by value (codes within their bits, finite parameters), for DeployModel.forward: it
+        checks its input codes and its own parameters, and every later stage consumes codes
+        it produced itself."""
         return _Trusted(self)
 
 
 class _Trusted:
-    """Contract functions of one CpuBackend that trust their arguments' values (see
-    ``CpuBackend.trusted``); shapes, geometry and K are still checked (cheap)."""
+    """Integer core entries of one CpuBackend that trust their arguments' values (see
+    ``CpuBackend.trusted``); shapes, geometry and K are still checked (cheap). The
+    ``*_requantize`` forms fuse ``requantize`` into the GEMM (the int64 accumulator is
+    never stored) and take out_bits/out_ratio per channel [O] or, for conv, per
+    (channel, position) [O * Ho * Wo]."""
 
     def __init__(self, backend: CpuBackend):
         self.backend = backend
         self.max_pool_codes = backend.max_pool_codes
 
     def linear_int(self, a_codes, a_bits, packed, w_bits, act_bits_hi) -> np.ndarray:
-        a_codes = _contiguous_codes(a_codes, 2)
-        if not isinstance(packed, CpuPackedWeights) or len(packed.shape) != 2 \
-                or a_codes.shape[1] != packed.k:
-            return self.backend.linear_int(a_codes, a_bits, packed, w_bits, act_bits_hi)
-        _check_k(packed.k)
-        m, n = a_codes.shape[0], packed.shape[0]
-        out = np.empty((m, n), np.int64)
-        self.backend._gemm(packed, a_bits, act_bits_hi, a_codes, None, m, out,
-                           (max(m, 1), 0, n, 1))
-        return out
+        return self._linear(a_codes, a_bits, packed, act_bits_hi, None)
+
+    def linear_requantize(self, a_codes, a_bits, packed, act_bits_hi, scale, bias, out_bits,
+                          out_ratio) -> np.ndarray:
+        return self._linear(a_codes, a_bits, packed, act_bits_hi,
+                            _requant_args(packed.shape[0], 1, scale, bias, out_bits, out_ratio))
 
     def conv2d_int(self, x_codes, a_bits, packed, w_bits, act_bits_hi, stride=1, padding=0):
-        x_codes = _contiguous_codes(x_codes, 4)
-        if not isinstance(packed, CpuPackedWeights) or len(packed.shape) != 4 \
-                or x_codes.shape[1] != packed.shape[1]:
-            return self.backend.conv2d_int(x_codes, a_bits, packed, w_bits, act_bits_hi,
-                                           stride, padding)
-        stride, padding, ho, wo = check_conv_geometry(x_codes.shape, packed.shape, stride,
-                                                      padding)
-        _check_k(packed.k)
-        b, c, h, w = x_codes.shape
-        o, _, kh, kw = packed.shape
-        out = np.empty((b, o, ho, wo), np.int64)
-        conv = (x_codes, c, h, w, kh, kw, stride, padding, ho, wo)
-        self.backend._gemm(packed, np.repeat(a_bits, kh * kw), act_bits_hi, None, conv,
-                           b * ho * wo, out, (ho * wo, o * ho * wo, 1, ho * wo))
+        return self._conv(x_codes, a_bits, packed, act_bits_hi, stride, padding, None)
+
+    def conv2d_requantize(self, x_codes, a_bits, packed, act_bits_hi, stride, padding, scale,
+                          bias, out_bits, out_ratio) -> np.ndarray:
+        return self._conv(x_codes, a_bits, packed, act_bits_hi, stride, padding,
+                          (scale, bias, out_bits, out_ratio))
+
+    def _linear(self, a_codes, a_bits, packed, act_bits_hi, requant):
+        a_codes = _contiguous_codes(a_codes, 2)
+        _check_packed(packed, 2, a_codes.shape[1], packed.k)
+        m, n = a_codes.shape[0], packed.shape[0]
+        out = np.empty((m, n), np.int64 if requant is None else np.uint8)
+        self.backend._gemm(packed, a_bits, act_bits_hi, a_codes, None, m, out,
+                           (max(m, 1), 0, n, 1), requant)
         return out
 
-    def requantize(self, acc, scale, bias, out_bits, out_ratio) -> np.ndarray:
-        """out_bits, out_ratio: per channel [O] or per (channel, position) [O * H * W]."""
-        if out_bits.shape[0] not in (acc.shape[1], acc.shape[1] * _inner(acc)) \
-                or out_ratio.shape != out_bits.shape:
-            raise ValueError("out_bits and out_ratio must be per channel or per position")
-        return self.backend._requantize(acc, scale, bias, out_bits, out_ratio)
+    def _conv(self, x_codes, a_bits, packed, act_bits_hi, stride, padding, requant):
+        x_codes = _contiguous_codes(x_codes, 4)
+        _check_packed(packed, 4, x_codes.shape[1], packed.shape[1])
+        stride, padding, ho, wo = check_conv_geometry(x_codes.shape, packed.shape, stride,
+                                                      padding)
+        b, c, h, w = x_codes.shape
+        o, _, kh, kw = packed.shape
+        if requant is not None:
+            requant = _requant_args(o, ho * wo, *requant)
+        out = np.empty((b, o, ho, wo), np.int64 if requant is None else np.uint8)
+        conv = (x_codes, c, h, w, kh, kw, stride, padding, ho, wo)
+        self.backend._gemm(packed, np.repeat(a_bits, kh * kw), act_bits_hi, None, conv,
+                           b * ho * wo, out, (ho * wo, o * ho * wo, 1, ho * wo), requant)
+        return out
 
-    def epilogue(self, acc, scale, bias) -> np.ndarray:
-        return self.backend.epilogue(acc, scale, bias)
+
+def _check_packed(packed, ndim: int, channels: int, expected: int) -> None:
+    if not isinstance(packed, CpuPackedWeights) or len(packed.shape) != ndim:
+        raise TypeError("the unchecked entries take this backend's packed weights")
+    if channels != expected:
+        raise ValueError(f"the codes have {channels} channels but the weights expect {expected}")
+    _check_k(packed.k)
+
+
+def _requant_args(channels: int, positions: int, scale, bias, out_bits, out_ratio) -> tuple:
+    """(scale, bias, bits, ratio, per_position) for the fused requantize; only lengths are
+    checked here (the values were checked by the caller)."""
+    per_position = positions > 1 and out_bits.shape[0] == channels * positions
+    if scale.shape != (channels,) or bias.shape != (channels,) \
+            or out_bits.shape != out_ratio.shape \
+            or out_bits.shape[0] not in (channels, channels * positions):
+        raise ValueError("scale, bias: one per channel; out_bits, out_ratio: one per channel "
+                         "or per position")
+    return (np.ascontiguousarray(scale), np.ascontiguousarray(bias),
+            np.ascontiguousarray(out_bits), np.ascontiguousarray(out_ratio), per_position)
 
 
 def _contiguous_codes(codes, ndim: int) -> np.ndarray:

@@ -1,7 +1,9 @@
 /* The GEMM driver. Threads own disjoint contiguous ranges of output rows. Each thread walks
  * its range in tiles of SONIQ_ROW_TILE rows: it gathers every act group's codes of the tile
  * into its own scratch (bit planes and/or shifted bytes, row sums), then runs every block on
- * the tile. Blocks add integer contributions, so the result is the same for any thread count. */
+ * the tile. Blocks add integer contributions, so the result is the same for any thread count.
+ * With a fused requantize, the blocks add into a thread-local int64 tile instead, which is
+ * requantized to codes right away: the int64 accumulator never goes to memory. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,12 +11,16 @@
 
 typedef struct {
     const soniq_gemm_job *job;
+    const soniq_requant_out *rq;    /* NULL: the sums go to job->out */
     int failed;
 } run_ctx;
 
 typedef struct {                /* one thread's scratch */
     soniq_act_group view[SONIQ_MAX_GROUPS];
-    uint8_t *patch, *gathered;
+    uint8_t *patch;             /* conv: im2col rows of a tile, [SONIQ_ROW_TILE][K] + slack */
+    uint8_t *padded;            /* conv, vector paths: the zero-padded image being read */
+    int64_t image;              /* which image `padded` holds (-1: none) */
+    uint8_t *gathered;
     int64_t *tile;              /* SONIQ_ROW_TILE x SONIQ_TILE_COLS */
 } scratch;
 
@@ -25,6 +31,7 @@ static void scratch_free(scratch *s, int n_groups) {
         free(s->view[gi].rowsum);
     }
     free(s->patch);
+    free(s->padded);
     free(s->gathered);
     free(s->tile);
 }
@@ -33,10 +40,15 @@ static int scratch_alloc(scratch *s, const soniq_gemm_job *job) {
     size_t k = (size_t)(job->k > 0 ? job->k : 1);
     int ok = 1;
     memset(s, 0, sizeof *s);
-    s->patch = (uint8_t *)malloc(k);
+    s->image = -1;
+    s->patch = (uint8_t *)malloc(SONIQ_ROW_TILE * k + SONIQ_IM2COL_SLACK);
+    if (job->conv && job->isa != SONIQ_SCALAR) {
+        s->padded = (uint8_t *)calloc((size_t)soniq_padded_bytes(job->conv), 1);
+        ok = s->padded != NULL;
+    }
     s->gathered = (uint8_t *)malloc(k);
     s->tile = (int64_t *)malloc(sizeof(int64_t) * SONIQ_ROW_TILE * SONIQ_TILE_COLS);
-    ok = s->patch && s->gathered && s->tile;
+    ok = ok && s->patch && s->gathered && s->tile;
     for (int gi = 0; gi < job->n_groups; gi++) {
         soniq_act_group *v = &s->view[gi];
         *v = job->groups[gi];
@@ -105,52 +117,153 @@ static soniq_block_fn engine_for(int isa, int engine) {
 }
 
 /* Zero the output rows of a tile just before its blocks add into them: the output array is
- * never cleared beforehand, and these lines are then in cache for the blocks. */
+ * never cleared beforehand, and these lines are then in cache for the blocks. Rows of one
+ * image are consecutive in a column when row_stride is 1 (conv): one memset per column. */
 static void zero_rows(const soniq_gemm_job *job, int64_t m0, int64_t rows) {
-    int64_t cs = job->layout.col_stride;
+    const int64_t cs = job->layout.col_stride, rpi = job->layout.rows_per_image;
+    const int64_t n_out = job->n_out;
+    if (cs == 1) {
+        for (int64_t r = 0; r < rows; r++)
+            memset(soniq_out_row(job, m0 + r), 0, sizeof(int64_t) * (size_t)n_out);
+        return;
+    }
+    if (job->layout.row_stride == 1) {
+        for (int64_t r = 0; r < rows;) {
+            int64_t run = rpi - (m0 + r) % rpi;
+            run = run < rows - r ? run : rows - r;
+            int64_t *out = soniq_out_row(job, m0 + r);
+            for (int64_t o = 0; o < n_out; o++)
+                memset(out + o * cs, 0, sizeof(int64_t) * (size_t)run);
+            r += run;
+        }
+        return;
+    }
     for (int64_t r = 0; r < rows; r++) {
         int64_t *out = soniq_out_row(job, m0 + r);
-        if (cs == 1)
-            memset(out, 0, sizeof(int64_t) * (size_t)job->n_out);
-        else
-            for (int64_t o = 0; o < job->n_out; o++)
-                out[o * cs] = 0;
+        for (int64_t o = 0; o < n_out; o++)
+            out[o * cs] = 0;
+    }
+}
+
+/* The activation rows of a tile: rows of `a`, or im2col rows built in the patch buffer
+ * (a whole tile at once from the padded image; the scalar path one row at a time). */
+static void prepare_tile(const soniq_gemm_job *job, scratch *s, int64_t m0, int64_t rows) {
+    if (job->a) {
+        for (int64_t r = 0; r < rows; r++)
+            prepare_row(job, s, r, job->a + (m0 + r) * job->k);
+        return;
+    }
+    if (s->padded)
+        soniq_im2col_tile(job->conv, m0, rows, s->patch, s->padded, &s->image);
+    else
+        for (int64_t r = 0; r < rows; r++)
+            soniq_im2col_row(job->conv, m0 + r, s->patch + r * job->k);
+    for (int64_t r = 0; r < rows; r++)
+        prepare_row(job, s, r, s->patch + r * job->k);
+}
+
+/* The job the engines see with a fused requantize: the same blocks, output rows 0 .. TILE-1
+ * in `buf`, laid out like the final output: [TILE][n_out] for a row-major output,
+ * [n_out][TILE] when the rows of a column are consecutive (conv). */
+static soniq_gemm_job local_job(const soniq_gemm_job *job, int64_t *buf) {
+    soniq_gemm_job local = *job;
+    local.a = NULL;
+    local.out = buf;
+    if (job->layout.col_stride == 1)
+        local.layout = (soniq_out_layout){SONIQ_ROW_TILE, 0, job->n_out, 1};
+    else
+        local.layout = (soniq_out_layout){SONIQ_ROW_TILE, 0, 1, SONIQ_ROW_TILE};
+    return local;
+}
+
+static void requantize_span(int isa, const int64_t *acc, int64_t n, const soniq_epi_params *p,
+                            uint8_t *k) {
+    if (isa >= SONIQ_AVX2)
+        soniq_requantize_span_avx2(acc, n, p, k);
+    else
+        soniq_requantize_span_scalar(acc, n, p, k);
+}
+
+/* Codes of output rows m0 .. m0+rows-1 from their sums in buf (see local_job). */
+static void requantize_tile(const soniq_gemm_job *job, const soniq_requant_out *rq,
+                            const int64_t *buf, int64_t m0, int64_t rows) {
+    const soniq_out_layout *l = &job->layout;
+    const int64_t n_out = job->n_out, rpi = l->rows_per_image;
+    if (l->col_stride == 1) {
+        const soniq_epi_params p = {rq->scale, rq->bias, rq->ratio, rq->bits, 1, 1};
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t m = m0 + r;
+            uint8_t *out = rq->codes + (m / rpi) * l->image_stride + (m % rpi) * l->row_stride;
+            requantize_span(job->isa, buf + r * n_out, n_out, &p, out);
+        }
+        return;
+    }
+    for (int64_t r = 0; r < rows;) {      /* runs of rows within one image */
+        const int64_t m = m0 + r, pos = m % rpi;
+        const int64_t run = rpi - pos < rows - r ? rpi - pos : rows - r;
+        uint8_t *out = rq->codes + (m / rpi) * l->image_stride + pos;
+        for (int64_t o = 0; o < n_out; o++) {
+            const int64_t at = rq->per_position ? o * rpi + pos : o;
+            const soniq_epi_params p = {rq->scale + o, rq->bias + o, rq->ratio + at,
+                                        rq->bits + at, 0, rq->per_position};
+            requantize_span(job->isa, buf + o * SONIQ_ROW_TILE + r, run, &p,
+                            out + o * l->col_stride);
+        }
+        r += run;
     }
 }
 
 static void run_rows(void *arg, int64_t lo, int64_t hi) {
     run_ctx *ctx = (run_ctx *)arg;
     const soniq_gemm_job *job = ctx->job;
+    const size_t buf_len = (size_t)SONIQ_ROW_TILE * (size_t)job->n_out;
+    int64_t *buf = ctx->rq ? (int64_t *)malloc(sizeof(int64_t) * buf_len) : NULL;
+    soniq_gemm_job local = local_job(job, buf);
+    const soniq_gemm_job *target = ctx->rq ? &local : job;
     scratch s;
-    if (scratch_alloc(&s, job) != 0) {
+    if (scratch_alloc(&s, job) != 0 || (ctx->rq && !buf)) {
         __atomic_store_n(&ctx->failed, 1, __ATOMIC_RELAXED);
         scratch_free(&s, job->n_groups);
+        free(buf);
         return;
     }
     for (int64_t m0 = lo; m0 < hi; m0 += SONIQ_ROW_TILE) {
         int64_t rows = hi - m0 < SONIQ_ROW_TILE ? hi - m0 : SONIQ_ROW_TILE;
-        for (int64_t r = 0; r < rows; r++) {
-            const uint8_t *row = s.patch;
-            if (job->a)
-                row = job->a + (m0 + r) * job->k;
-            else
-                soniq_im2col_row(job->conv, m0 + r, s.patch);
-            prepare_row(job, &s, r, row);
-        }
-        zero_rows(job, m0, rows);
+        prepare_tile(job, &s, m0, rows);
+        if (ctx->rq)
+            memset(buf, 0, sizeof(int64_t) * buf_len);
+        else
+            zero_rows(job, m0, rows);
         for (int bi = 0; bi < job->n_blocks; bi++) {
             const soniq_block *b = &job->blocks[bi];
-            engine_for(job->isa, b->engine)(job, &s.view[b->group], b, m0, rows, s.tile);
+            engine_for(job->isa, b->engine)(target, &s.view[b->group], b, ctx->rq ? 0 : m0,
+                                            rows, s.tile);
         }
+        if (ctx->rq)
+            requantize_tile(job, ctx->rq, buf, m0, rows);
     }
     scratch_free(&s, job->n_groups);
+    free(buf);
 }
 
-int soniq_gemm_run(const soniq_gemm_job *job, int n_threads) {
-    run_ctx ctx = {job, 0};
+static int run(const soniq_gemm_job *job, const soniq_requant_out *rq, int n_threads) {
+    run_ctx ctx = {job, rq, 0};
     if (job->n_groups > SONIQ_MAX_GROUPS)
         return -2;
     if (soniq_parallel_for(n_threads, job->m, run_rows, &ctx) != 0)
         return -1;
     return ctx.failed ? -1 : 0;
+}
+
+int soniq_gemm_run(const soniq_gemm_job *job, int n_threads) {
+    return run(job, NULL, n_threads);
+}
+
+int soniq_gemm_requantize_run(const soniq_gemm_job *job, const soniq_requant_out *rq,
+                              int n_threads) {
+    if (job->layout.col_stride != 1 && job->layout.row_stride != 1)
+        return -3;
+    if (rq->per_position && job->layout.col_stride == 1)
+        return -3;
+    return run(job, rq, n_threads);
 }

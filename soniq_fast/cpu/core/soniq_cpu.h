@@ -109,7 +109,12 @@ static inline int64_t *soniq_out_at(const soniq_gemm_job *job, int64_t m, int64_
 }
 
 /* prepare.c; plane packing returns the sum of the k codes (the row sum) */
+#define SONIQ_IM2COL_SLACK 8    /* spare bytes after padded image rows and after a patch tile */
 void soniq_im2col_row(const soniq_conv_src *src, int64_t m, uint8_t *row);
+int64_t soniq_padded_row_bytes(const soniq_conv_src *src);
+int64_t soniq_padded_bytes(const soniq_conv_src *src);
+void soniq_im2col_tile(const soniq_conv_src *src, int64_t m0, int64_t rows, uint8_t *patch,
+                       uint8_t *padded, int64_t *image);
 int64_t soniq_pack_planes(int isa, const uint8_t *src, int64_t k, int bits, uint64_t *dst,
                        int64_t words);
 int soniq_pack_activations(const uint8_t *a, int64_t m, int64_t k, const uint8_t *a_bits,
@@ -207,6 +212,20 @@ void soniq_requantize_span_scalar(const int64_t *acc, int64_t n, const soniq_epi
                                   uint8_t *k);
 void soniq_requantize_span_avx2(const int64_t *acc, int64_t n, const soniq_epi_params *p,
                                 uint8_t *k);
+
+/* gemm.c: the GEMM with the requantize fused in: codes (uint8, laid out like job->layout in
+ * elements; job->out is not used) = requantize(acc) with scale, bias per output channel and
+ * bits, ratio per channel, or per (channel, position in the image) when per_position is set
+ * (then the rows of a column must be consecutive: row_stride 1). Returns as soniq_gemm_run,
+ * or -3 for a layout that is neither row-major nor column-consecutive. */
+typedef struct {
+    const float *scale, *bias, *ratio;
+    const uint8_t *bits;
+    int per_position;
+    uint8_t *codes;
+} soniq_requant_out;
+int soniq_gemm_requantize_run(const soniq_gemm_job *job, const soniq_requant_out *rq,
+                              int n_threads);
 
 /* pool.c: max pooling of uint8 codes [planes][h][w] with a square window */
 int soniq_max_pool(const uint8_t *x, int64_t planes, int64_t h, int64_t w, int kernel,
