@@ -129,3 +129,39 @@ void soniq_requantize_span_avx2(const int64_t *acc, int64_t n, const soniq_epi_p
     else
         requantize_span(acc, n, p, k, 0, 0);
 }
+
+/* soniq_requantize_columns on the AVX2 path: requantize_span per column, with the per-column
+ * set-up (broadcasts, the top code) done here instead of in a call per column. */
+void soniq_requantize_columns_avx2(const int64_t *acc, int64_t ld, int64_t cols, int64_t n,
+                                   const soniq_epi_params *p, int64_t param_ld, uint8_t *k,
+                                   int64_t ks) {
+    const __m256 zero = _mm256_setzero_ps();
+    const int rs = p->ratio_step;
+    for (int64_t o = 0; o < cols; o++) {
+        const int64_t *a = acc + o * ld;
+        uint8_t *out = k + o * ks;
+        soniq_epi_params col = {p->scale + o, p->bias + o, p->ratio + o * param_ld,
+                                p->bits + o * param_ld, 0, rs};
+        const __m256 s = param(col.scale, 0), b = param(col.bias, 0);
+        __m256 r = param(col.ratio, 0), top = tops(col.bits, 0);
+        int64_t j = 0;
+        __m256i v;
+        for (; j + 8 <= n; j += 8) {
+            if (!narrow(a + j, &v)) {
+                requantize_rest(a, j, j + 8, &col, out, 0, rs);
+                continue;
+            }
+            if (rs) {
+                r = param(col.ratio + j, 1);
+                top = tops(col.bits + j, 1);
+            }
+            __m256 t = _mm256_mul_ps(s, _mm256_cvtepi32_ps(v));
+            __m256 q = _mm256_mul_ps(_mm256_add_ps(t, b), r);
+            q = _mm256_min_ps(_mm256_max_ps(q, zero), top);
+            q = _mm256_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            store_codes(out + j, _mm256_cvtps_epi32(q));
+        }
+        if (j < n)
+            requantize_rest(a, j, n, &col, out, 0, rs);
+    }
+}

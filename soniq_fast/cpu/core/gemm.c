@@ -202,13 +202,15 @@ static void requantize_tile(const soniq_gemm_job *job, const soniq_requant_out *
         const int64_t m = m0 + r, pos = m % rpi;
         const int64_t run = rpi - pos < rows - r ? rpi - pos : rows - r;
         uint8_t *out = rq->codes + (m / rpi) * l->image_stride + pos;
-        for (int64_t o = 0; o < n_out; o++) {
-            const int64_t at = rq->per_position ? o * rpi + pos : o;
-            const soniq_epi_params p = {rq->scale + o, rq->bias + o, rq->ratio + at,
-                                        rq->bits + at, 0, rq->per_position};
-            requantize_span(job->isa, buf + o * SONIQ_ROW_TILE + r, run, &p,
-                            out + o * l->col_stride);
-        }
+        const int64_t at = rq->per_position ? pos : 0, param_ld = rq->per_position ? rpi : 1;
+        const soniq_epi_params p = {rq->scale, rq->bias, rq->ratio + at, rq->bits + at, 0,
+                                    rq->per_position};
+        if (job->isa >= SONIQ_AVX2)
+            soniq_requantize_columns_avx2(buf + r, SONIQ_ROW_TILE, n_out, run, &p, param_ld, out,
+                                          l->col_stride);
+        else
+            soniq_requantize_columns_scalar(buf + r, SONIQ_ROW_TILE, n_out, run, &p, param_ld,
+                                            out, l->col_stride);
         r += run;
     }
 }

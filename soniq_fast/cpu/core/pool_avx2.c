@@ -1,6 +1,6 @@
 /* Max pooling 2x2, stride 2, with AVX2: output row (p, i) is the byte-pair maximum of the
- * elementwise maximum of input rows 2i and 2i+1 of plane p. 16, 8 or 4 outputs per step
- * (32, 16 or 8 input bytes per row), then single outputs. */
+ * elementwise maximum of input rows 2i and 2i+1 of plane p. 16, 8, 4 or 2 outputs per step
+ * (32, 16, 8 or 4 input bytes per row), then single outputs. */
 #pragma GCC target("avx2")
 #include <immintrin.h>
 #include <string.h>
@@ -15,8 +15,10 @@ static inline __attribute__((always_inline)) __m128i pair_max128(__m128i v) {
 void soniq_max_pool2_avx2(const uint8_t *x, int64_t h, int64_t w, int64_t ho, int64_t wo,
                           int64_t lo, int64_t hi, uint8_t *out) {
     const __m256i low = _mm256_set1_epi16(0xff);
+    const int even = h == 2 * ho;      /* then output row `row` reads input rows 2 row, +1 */
     for (int64_t row = lo; row < hi; row++) {
-        const uint8_t *r0 = x + (row / ho) * h * w + (row % ho) * 2 * w, *r1 = r0 + w;
+        const uint8_t *r0 = even ? x + row * 2 * w : x + (row / ho) * h * w + (row % ho) * 2 * w;
+        const uint8_t *r1 = r0 + w;
         uint8_t *o = out + row * wo;
         int64_t j = 0;
         for (; j + 16 <= wo; j += 16) {
@@ -38,6 +40,14 @@ void soniq_max_pool2_avx2(const uint8_t *x, int64_t h, int64_t w, int64_t ho, in
             v = pair_max128(v);
             int32_t four = _mm_cvtsi128_si32(_mm_packus_epi16(v, v));
             memcpy(o + j, &four, 4);
+        }
+        for (; j + 2 <= wo; j += 2) {
+            int32_t a, b;
+            memcpy(&a, r0 + 2 * j, 4);
+            memcpy(&b, r1 + 2 * j, 4);
+            __m128i v = pair_max128(_mm_max_epu8(_mm_cvtsi32_si128(a), _mm_cvtsi32_si128(b)));
+            uint16_t two = (uint16_t)_mm_cvtsi128_si32(_mm_packus_epi16(v, v));
+            memcpy(o + j, &two, 2);
         }
         for (; j < wo; j++) {
             uint8_t a = r0[2 * j] > r0[2 * j + 1] ? r0[2 * j] : r0[2 * j + 1];

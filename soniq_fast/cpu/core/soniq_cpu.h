@@ -97,15 +97,17 @@ int soniq_parallel_for(int n_threads, int64_t total, soniq_range_fn fn, void *ct
 /* gemm.c: returns 0, -1 when scratch cannot be allocated, -2 for too many act groups */
 int soniq_gemm_run(const soniq_gemm_job *job, int n_threads);
 int64_t soniq_engine_calls(int isa, int engine);   /* engine runs so far, for tests */
+/* (rows of the first image, e.g. every row of a linear layer or of a fused tile, need no
+ * division) */
 static inline int64_t *soniq_out_row(const soniq_gemm_job *job, int64_t m) {
     const soniq_out_layout *l = &job->layout;
+    if (m < l->rows_per_image)
+        return job->out + m * l->row_stride;
     return job->out + (m / l->rows_per_image) * l->image_stride
            + (m % l->rows_per_image) * l->row_stride;
 }
 static inline int64_t *soniq_out_at(const soniq_gemm_job *job, int64_t m, int64_t o) {
-    const soniq_out_layout *l = &job->layout;
-    return job->out + (m / l->rows_per_image) * l->image_stride
-           + (m % l->rows_per_image) * l->row_stride + o * l->col_stride;
+    return soniq_out_row(job, m) + o * job->layout.col_stride;
 }
 
 /* prepare.c; plane packing returns the sum of the k codes (the row sum) */
@@ -212,6 +214,15 @@ void soniq_requantize_span_scalar(const int64_t *acc, int64_t n, const soniq_epi
                                   uint8_t *k);
 void soniq_requantize_span_avx2(const int64_t *acc, int64_t n, const soniq_epi_params *p,
                                 uint8_t *k);
+/* Columns o < cols of a column-major block: acc[o * ld + j] -> k[o * ks + j], j < n, with
+ * scale[o], bias[o], and ratio, bits at [o * param_ld] (+ j when p->ratio_step is 1); the
+ * pointers in p are those of column 0 (scale_step is ignored). */
+void soniq_requantize_columns_scalar(const int64_t *acc, int64_t ld, int64_t cols, int64_t n,
+                                     const soniq_epi_params *p, int64_t param_ld, uint8_t *k,
+                                     int64_t ks);
+void soniq_requantize_columns_avx2(const int64_t *acc, int64_t ld, int64_t cols, int64_t n,
+                                   const soniq_epi_params *p, int64_t param_ld, uint8_t *k,
+                                   int64_t ks);
 
 /* gemm.c: the GEMM with the requantize fused in: codes (uint8, laid out like job->layout in
  * elements; job->out is not used) = requantize(acc) with scale, bias per output channel and
