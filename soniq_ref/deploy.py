@@ -284,10 +284,10 @@ class DeployModel:
             elif isinstance(stage, PoolStage):
                 codes = pool(codes, stage.kernel, stage.stride)
             elif trusted is not None:
-                if first:   # the codes every later stage sees are produced by the model
+                if first and stage.a_bits.min() < 8:   # (8-bit codes: any uint8 is valid)
                     checks.check_codes("x_codes" if stage.kind == "conv" else "a_codes",
                                        codes, stage.a_bits, axis=1)
-                    first = False
+                first = False   # every later stage sees codes the model produced
                 if stage.out_bits is None:
                     acc = self._accumulate(trusted, stage, next(packed), codes)
                     return impl.epilogue(acc, stage.scale, stage.bias)

@@ -133,6 +133,25 @@ def test_fused_linear_requantize_equals_linear_then_requantize(isa, case, data):
         np.testing.assert_array_equal(trusted.linear_int(a, a_bits, packed, None, hi), acc)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_fused_requantize_at_the_largest_exact_sums(isa):
+    """K = 33021 (just under the limit), every code and weight extreme: sums near +-2^31."""
+    c = 3669                                       # K = c * 3 * 3
+    x = np.full((1, c, 4, 4), 255, np.uint8)
+    w = np.zeros((3, c, 3, 3), np.uint8)
+    w[0], w[2, ::2] = 255, 255                     # +K*255^2, -K*255^2, about 0
+    w_bits, a_bits = np.full(3, 8, np.uint8), np.full(c, 8, np.uint8)
+    acc = independent.conv_acc(x, a_bits, w, w_bits, 8, 1, 1)
+    assert np.abs(acc).max() > 2 ** 31 - 2 ** 25
+    scale = np.array([2.0 ** -24, 2.0 ** -24, 0.75], np.float32)
+    bias = np.array([-100.0, 200.0, 0.5], np.float32)
+    bits, ratio = np.array([8, 8, 4], np.uint8), np.array([1.0, 1.0, 0.37], np.float32)
+    backend = _backend(isa)
+    got = backend.trusted.conv2d_requantize(x, a_bits, backend.pack_weights(w, w_bits), 8, 1, 1,
+                                            scale, bias, bits, ratio)
+    np.testing.assert_array_equal(got, independent.requantize(acc, scale, bias, bits, ratio))
+
+
 # ------------------------------------------------------------- int32 conversion guard
 
 @pytest.mark.parametrize("isa", ISAS)

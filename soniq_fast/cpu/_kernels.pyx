@@ -150,7 +150,7 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n
     if rc == -2:
         raise ValueError("too many activation bit-width groups")
     if rc == -3:
-        raise ValueError("no fused requantize for this output layout")
+        raise ValueError("no fused requantize for this output layout or K")
     if rc != 0:
         raise MemoryError("the cpu kernels could not allocate their scratch buffers")
 

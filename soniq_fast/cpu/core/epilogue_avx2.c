@@ -130,8 +130,33 @@ void soniq_requantize_span_avx2(const int64_t *acc, int64_t n, const soniq_epi_p
         requantize_span(acc, n, p, k, 0, 0);
 }
 
-/* soniq_requantize_columns on the AVX2 path: requantize_span per column, with the per-column
- * set-up (broadcasts, the top code) done here instead of in a call per column. */
+/* 8 int64 known to satisfy |v| < 2^31 as 8 int32, in the order 0 1 4 5 2 3 6 7 (low dwords
+ * gathered with one shuffle; store_codes_mixed puts the codes back in order). */
+static inline __attribute__((always_inline)) __m256i narrow_mixed(const int64_t *acc) {
+    __m256 a = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)acc));
+    __m256 b = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(acc + 4)));
+    return _mm256_castps_si256(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
+}
+
+static inline __attribute__((always_inline)) void store_codes_mixed(uint8_t *k, __m256i v) {
+    const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                          -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1,
+                                          -1, -1, -1, -1);
+    /* dword 0 holds elements 0 1 4 5, dword 4 holds 2 3 6 7: bytes back in order */
+    const __m128i order = _mm_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, -1, -1, -1, -1, -1, -1, -1, -1);
+    v = _mm256_shuffle_epi8(v, pick);
+    v = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1));
+    _mm_storel_epi64((__m128i *)k, _mm_shuffle_epi8(_mm256_castsi256_si128(v), order));
+}
+
+/* per-element parameters in the same mixed order as narrow_mixed */
+static inline __attribute__((always_inline)) __m256 mixed(__m256 v) {
+    return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7));
+}
+
+/* soniq_requantize_columns on the AVX2 path, for sums of the GEMM: every |acc| < 2^31 (the
+ * sums are bounded by K * 255 * 255 < 2^31 for K <= SONIQ_MAX_EXACT_K), so no group needs the
+ * int64 conversion. Per-column set-up (broadcasts, the top code) is done once per column. */
 void soniq_requantize_columns_avx2(const int64_t *acc, int64_t ld, int64_t cols, int64_t n,
                                    const soniq_epi_params *p, int64_t param_ld, uint8_t *k,
                                    int64_t ks) {
@@ -145,21 +170,16 @@ void soniq_requantize_columns_avx2(const int64_t *acc, int64_t ld, int64_t cols,
         const __m256 s = param(col.scale, 0), b = param(col.bias, 0);
         __m256 r = param(col.ratio, 0), top = tops(col.bits, 0);
         int64_t j = 0;
-        __m256i v;
         for (; j + 8 <= n; j += 8) {
-            if (!narrow(a + j, &v)) {
-                requantize_rest(a, j, j + 8, &col, out, 0, rs);
-                continue;
-            }
             if (rs) {
-                r = param(col.ratio + j, 1);
-                top = tops(col.bits + j, 1);
+                r = mixed(param(col.ratio + j, 1));
+                top = mixed(tops(col.bits + j, 1));
             }
-            __m256 t = _mm256_mul_ps(s, _mm256_cvtepi32_ps(v));
+            __m256 t = _mm256_mul_ps(s, _mm256_cvtepi32_ps(narrow_mixed(a + j)));
             __m256 q = _mm256_mul_ps(_mm256_add_ps(t, b), r);
             q = _mm256_min_ps(_mm256_max_ps(q, zero), top);
             q = _mm256_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            store_codes(out + j, _mm256_cvtps_epi32(q));
+            store_codes_mixed(out + j, _mm256_cvtps_epi32(q));
         }
         if (j < n)
             requantize_rest(a, j, n, &col, out, 0, rs);

@@ -267,5 +267,7 @@ int soniq_gemm_requantize_run(const soniq_gemm_job *job, const soniq_requant_out
         return -3;
     if (rq->per_position && job->layout.col_stride == 1)
         return -3;
+    if (job->k > SONIQ_MAX_EXACT_K)     /* the requantize relies on |sum| < 2^31 */
+        return -3;
     return run(job, rq, n_threads);
 }

@@ -216,7 +216,8 @@ void soniq_requantize_span_avx2(const int64_t *acc, int64_t n, const soniq_epi_p
                                 uint8_t *k);
 /* Columns o < cols of a column-major block: acc[o * ld + j] -> k[o * ks + j], j < n, with
  * scale[o], bias[o], and ratio, bits at [o * param_ld] (+ j when p->ratio_step is 1); the
- * pointers in p are those of column 0 (scale_step is ignored). */
+ * pointers in p are those of column 0 (scale_step is ignored). For GEMM sums: every
+ * |acc| < 2^31 (K <= SONIQ_MAX_EXACT_K). */
 void soniq_requantize_columns_scalar(const int64_t *acc, int64_t ld, int64_t cols, int64_t n,
                                      const soniq_epi_params *p, int64_t param_ld, uint8_t *k,
                                      int64_t ks);
@@ -228,7 +229,8 @@ void soniq_requantize_columns_avx2(const int64_t *acc, int64_t ld, int64_t cols,
  * elements; job->out is not used) = requantize(acc) with scale, bias per output channel and
  * bits, ratio per channel, or per (channel, position in the image) when per_position is set
  * (then the rows of a column must be consecutive: row_stride 1). Returns as soniq_gemm_run,
- * or -3 for a layout that is neither row-major nor column-consecutive. */
+ * or -3 for a layout that is neither row-major nor column-consecutive, or K above
+ * SONIQ_MAX_EXACT_K. */
 typedef struct {
     const float *scale, *bias, *ratio;
     const uint8_t *bits;
