@@ -33,8 +33,9 @@ non-overlapping).
 ``requantize``), so every backend plugs in unchanged and must give the same
 logits bit for bit. Two optional backend attributes make it faster:
 ``max_pool_codes`` (same signature as the reference function) pools the codes,
-and ``trusted``, an object whose ``linear_int``/``conv2d_int`` and fused
-``linear_requantize``/``conv2d_requantize`` skip scanning arrays by value. It is
+and ``trusted``, an object whose ``linear_int``/``conv2d_int``, fused
+``linear_requantize``/``conv2d_requantize`` and ``max_pool_codes`` skip scanning
+arrays by value (and may use fewer threads on small work). It is
 used only when the model's parameters and the bits it hands from stage to stage
 check out (once per backend, :meth:`DeployModel._checked_chain`); forward then
 checks the input codes of the first quantized stage itself, and every later
@@ -276,7 +277,7 @@ class DeployModel:
         key = backend if isinstance(backend, str) else f"object-{id(backend)}"
         packed, trusted = self._prepared(key, impl)
         packed = iter(packed)
-        pool = getattr(impl, "max_pool_codes", max_pool_codes)
+        pool = getattr(trusted or impl, "max_pool_codes", max_pool_codes)
         codes, first = x, True
         for stage in self.stages:
             if isinstance(stage, FlattenStage):

@@ -26,6 +26,13 @@ def _backend(isa, threads=1):
     return load_backend(f"cpu:{isa}").with_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def _threads_on_small_work(monkeypatch):
+    """The unchecked entries start threads only for large work; here every size uses them."""
+    from soniq_fast.cpu.backend import _Trusted
+    monkeypatch.setattr(_Trusted, "work_per_thread", 1)
+
+
 # ------------------------------------------------------------------------ pooling
 
 @st.composite
@@ -49,9 +56,11 @@ def test_max_pool_codes_equals_the_reference(isa, case):
     x, kernel, stride = case
     want = max_pool_codes(x, kernel, stride)
     for threads in THREADS:
-        got = _backend(isa, threads).max_pool_codes(x, kernel, stride)
-        assert got.dtype == np.uint8
-        np.testing.assert_array_equal(got, want)
+        backend = _backend(isa, threads)
+        for got in (backend.max_pool_codes(x, kernel, stride),
+                    backend.trusted.max_pool_codes(np.ascontiguousarray(x), kernel, stride)):
+            assert got.dtype == np.uint8
+            np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("isa", ISAS)

@@ -125,11 +125,13 @@ class CpuBackend:
                    (ho * wo, o * ho * wo, 1, ho * wo))
         return out
 
-    def _gemm(self, packed, k_bits, hi, a_codes, conv, m, out, layout, requant=None):
+    def _gemm(self, packed, k_bits, hi, a_codes, conv, m, out, layout, requant=None,
+              threads=None):
         groups, blocks, engines = packed.plan(k_bits, hi, self.engine_policy, self.isa)
         self.last_path = (self.isa, tuple(sorted(engines)))
         _kernels.gemm(a_codes, conv, m, packed.k, list(groups), list(blocks), out,
-                      packed.shape[0], layout, self._isa_index, self.num_threads, requant)
+                      packed.shape[0], layout, self._isa_index,
+                      self.num_threads if threads is None else threads, requant)
 
     # ------------------------------------------------------------------------ activations
 
@@ -173,12 +175,14 @@ class CpuBackend:
         if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8:
             raise TypeError("codes must be a uint8 NumPy array")
         check_pool_input(codes, kernel, stride)
-        codes = np.ascontiguousarray(codes)
+        return self._max_pool(np.ascontiguousarray(codes), int(kernel), int(stride),
+                              self.num_threads)
+
+    def _max_pool(self, codes, kernel: int, stride: int, threads: int) -> np.ndarray:
         b, c, h, w = codes.shape
         out = np.empty((b, c, (h - kernel) // stride + 1, (w - kernel) // stride + 1), np.uint8)
         if out.size:
-            _kernels.max_pool(codes, int(kernel), int(stride), out, self._isa_index,
-                              self.num_threads)
+            _kernels.max_pool(codes, kernel, stride, out, self._isa_index, threads)
         return out
 
     # ------------------------------------------------- unchecked entries (DeployModel only)
@@ -199,9 +203,23 @@ class _Trusted:
     never stored) and take out_bits/out_ratio per channel [O] or, for conv, per
     (channel, position) [O * Ho * Wo]."""
 
+    # Threads are started only for work worth it: one per this many multiply-adds (a pooled
+    # code counts as 16); a thread start costs tens of microseconds. Results never depend on it.
+    work_per_thread = 1 << 21
+
     def __init__(self, backend: CpuBackend):
         self.backend = backend
-        self.max_pool_codes = backend.max_pool_codes
+
+    def _threads(self, work: int) -> int:
+        return max(1, min(self.backend.num_threads, 1 + work // self.work_per_thread))
+
+    def max_pool_codes(self, codes, kernel, stride=None) -> np.ndarray:
+        if not isinstance(codes, np.ndarray) or codes.ndim != 4 \
+                or not codes.flags.c_contiguous or not _positive_ints(kernel, stride):
+            return self.backend.max_pool_codes(codes, kernel, stride)
+        check_pool_input(codes, kernel, stride)
+        return self.backend._max_pool(codes, int(kernel), int(stride),
+                                      self._threads(16 * codes.size))
 
     def linear_int(self, a_codes, a_bits, packed, w_bits, act_bits_hi) -> np.ndarray:
         return self._linear(a_codes, a_bits, packed, act_bits_hi, None)
@@ -225,7 +243,7 @@ class _Trusted:
         m, n = a_codes.shape[0], packed.shape[0]
         out = np.empty((m, n), np.int64 if requant is None else np.uint8)
         self.backend._gemm(packed, a_bits, act_bits_hi, a_codes, None, m, out,
-                           (max(m, 1), 0, n, 1), requant)
+                           (max(m, 1), 0, n, 1), requant, self._gemm_threads(m, packed))
         return out
 
     def _conv(self, x_codes, a_bits, packed, act_bits_hi, stride, padding, requant):
@@ -240,8 +258,12 @@ class _Trusted:
         out = np.empty((b, o, ho, wo), np.int64 if requant is None else np.uint8)
         conv = (x_codes, c, h, w, kh, kw, stride, padding, ho, wo)
         self.backend._gemm(packed, np.repeat(a_bits, kh * kw), act_bits_hi, None, conv,
-                           b * ho * wo, out, (ho * wo, o * ho * wo, 1, ho * wo), requant)
+                           b * ho * wo, out, (ho * wo, o * ho * wo, 1, ho * wo), requant,
+                           self._gemm_threads(b * ho * wo, packed))
         return out
+
+    def _gemm_threads(self, m: int, packed) -> int:
+        return self._threads(m * max(packed.k, 64) * packed.shape[0])   # K: 64-byte rows
 
 
 def _check_packed(packed, ndim: int, channels: int, expected: int) -> None:

@@ -60,16 +60,10 @@ static int64_t spans(int64_t total, int64_t channels, int64_t inner) {
     return inner == 1 ? total / channels : total / inner;
 }
 
-/* Threads only for spans worth a thread start (about 16K elements per extra thread). */
-static int threads_for(int n_threads, int64_t total) {
-    int64_t most = total / 16384 + 1;
-    return n_threads < most ? n_threads : (int)most;
-}
-
 int soniq_epilogue(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
                    const float *scale, const float *bias, float *out, int isa, int n_threads) {
     epi_ctx c = {acc, channels, inner, scale, bias, 0, 0, 0, isa, out, 0};
-    return soniq_parallel_for(threads_for(n_threads, total), spans(total, channels, inner),
+    return soniq_parallel_for(n_threads, spans(total, channels, inner),
                               epilogue_range, &c);
 }
 
@@ -79,6 +73,6 @@ int soniq_requantize(const int64_t *acc, int64_t total, int64_t channels, int64_
                      int n_threads) {
     epi_ctx c = {acc, channels, inner, scale, bias, ratio, bits, per_position && inner > 1,
                  isa, 0, out};
-    return soniq_parallel_for(threads_for(n_threads, total), spans(total, channels, inner),
+    return soniq_parallel_for(n_threads, spans(total, channels, inner),
                               requantize_range, &c);
 }

@@ -40,6 +40,5 @@ int soniq_max_pool(const uint8_t *x, int64_t planes, int64_t h, int64_t w, int k
                    int stride, uint8_t *out, int isa, int n_threads) {
     pool_ctx c = {x, h, w, (h - kernel) / stride + 1, (w - kernel) / stride + 1, kernel, stride,
                   isa, out};
-    int64_t rows = planes * c.ho, most = rows * c.wo / 32768 + 1;
-    return soniq_parallel_for(n_threads < most ? n_threads : (int)most, rows, pool_rows, &c);
+    return soniq_parallel_for(n_threads, planes * c.ho, pool_rows, &c);
 }
