@@ -64,6 +64,18 @@ def test_max_pool_codes_equals_the_reference(isa, case):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("shape", [(3, 5, 8, 8), (2, 3, 4, 4), (1, 7, 6, 4), (2, 2, 7, 8),
+                                   (1, 1, 2, 4), (3, 3, 9, 4), (1, 3, 8, 9)])
+def test_max_pool_2x2_of_narrow_rows(isa, shape):
+    """Widths 8 and 4 with an even height take several output rows per vector."""
+    x = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    want = max_pool_codes(x, 2, 2)
+    for threads in THREADS:
+        np.testing.assert_array_equal(_backend(isa, threads).trusted.max_pool_codes(x, 2, 2),
+                                      want)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_max_pool_codes_refuses_what_the_reference_refuses(isa):
     backend = _backend(isa)
     for bad, error in [(np.zeros((1, 1, 4, 4), np.int64), TypeError),

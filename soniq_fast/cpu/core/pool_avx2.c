@@ -12,10 +12,38 @@ static inline __attribute__((always_inline)) __m128i pair_max128(__m128i v) {
     return _mm_and_si128(_mm_max_epu8(v, _mm_srli_epi16(v, 8)), _mm_set1_epi16(0xff));
 }
 
+/* Rows 8 or 4 codes wide with an even height: output row `row` reads the 2w input bytes at
+ * 2w * row, so one vector of 32 input bytes covers 32 / 2w output rows (8 outputs). The
+ * vertical maximum pairs bytes w apart, the pair maximum adjacent bytes; `pick` gathers the
+ * outputs of each 128-bit lane, and the two lanes' 4 bytes are joined. Returns the rows done. */
+static int64_t pool_narrow(const uint8_t *x, int64_t w, int64_t lo, int64_t hi, uint8_t *out) {
+    const __m256i low = _mm256_set1_epi16(0xff);
+    const __m256i pick8 = _mm256_setr_epi8(0, 2, 4, 6, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                           -1, -1, 0, 2, 4, 6, -1, -1, -1, -1, -1, -1, -1, -1,
+                                           -1, -1, -1, -1);
+    const __m256i pick4 = _mm256_setr_epi8(0, 2, 8, 10, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                           -1, -1, 0, 2, 8, 10, -1, -1, -1, -1, -1, -1, -1, -1,
+                                           -1, -1, -1, -1);
+    const __m256i join = _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1);
+    const int64_t step = 32 / (2 * w);          /* output rows per vector */
+    int64_t row = lo;
+    for (; row + step <= hi; row += step) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(x + row * 2 * w));
+        v = _mm256_max_epu8(v, w == 8 ? _mm256_bsrli_epi128(v, 8) : _mm256_srli_epi64(v, 32));
+        v = _mm256_and_si256(_mm256_max_epu8(v, _mm256_srli_epi16(v, 8)), low);
+        v = _mm256_shuffle_epi8(v, w == 8 ? pick8 : pick4);
+        v = _mm256_permutevar8x32_epi32(v, join);
+        _mm_storel_epi64((__m128i *)(out + row * (w / 2)), _mm256_castsi256_si128(v));
+    }
+    return row - lo;
+}
+
 void soniq_max_pool2_avx2(const uint8_t *x, int64_t h, int64_t w, int64_t ho, int64_t wo,
                           int64_t lo, int64_t hi, uint8_t *out) {
     const __m256i low = _mm256_set1_epi16(0xff);
     const int even = h == 2 * ho;      /* then output row `row` reads input rows 2 row, +1 */
+    if (even && (w == 8 || w == 4))
+        lo += pool_narrow(x, w, lo, hi, out);
     for (int64_t row = lo; row < hi; row++) {
         const uint8_t *r0 = even ? x + row * 2 * w : x + (row / ho) * h * w + (row % ho) * 2 * w;
         const uint8_t *r1 = r0 + w;
