@@ -34,8 +34,8 @@ non-overlapping).
 logits bit for bit. Two optional backend attributes make it faster:
 ``max_pool_codes`` (same signature as the reference function) pools the codes,
 and ``trusted``, an object whose ``linear_int``/``conv2d_int``, fused
-``linear_requantize``/``conv2d_requantize`` and ``max_pool_codes`` skip scanning
-arrays by value (and may use fewer threads on small work). It is
+``linear_requantize``/``conv2d_requantize``, ``epilogue`` and ``max_pool_codes``
+skip scanning arrays by value (and may use fewer threads on small work). It is
 used only when the model's parameters and the bits it hands from stage to stage
 check out (once per backend, :meth:`DeployModel._checked_chain`); forward then
 checks the input codes of the first quantized stage itself, and every later
@@ -291,7 +291,7 @@ class DeployModel:
                 first = False   # every later stage sees codes the model produced
                 if stage.out_bits is None:
                     acc = self._accumulate(trusted, stage, next(packed), codes)
-                    return impl.epilogue(acc, stage.scale, stage.bias)
+                    return trusted.epilogue(acc, stage.scale, stage.bias)
                 codes = self._fused(trusted, stage, next(packed), codes)
             else:
                 acc = self._accumulate(impl, stage, next(packed), codes)

@@ -6,6 +6,7 @@ shapes, dtypes and ranges and to keep the arrays alive for the call; arrays are
 passed as C-contiguous NumPy arrays and reached through their data addresses.
 """
 
+from cpython.buffer cimport PyBUF_ANY_CONTIGUOUS, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport calloc, free
 
@@ -73,8 +74,15 @@ cdef extern from "core/soniq_cpu.h" nogil:
                        int stride, uint8_t *out, int isa, int n_threads)
 
 
-cdef inline size_t addr(arr):
-    return <size_t>arr.ctypes.data
+cdef inline size_t addr(arr) except? 0:
+    """The data address of a contiguous array, through the buffer protocol (much cheaper than
+    ``arr.ctypes.data``); the caller keeps ``arr`` alive."""
+    cdef Py_buffer view
+    cdef size_t data
+    PyObject_GetBuffer(arr, &view, PyBUF_ANY_CONTIGUOUS)
+    data = <size_t>view.buf
+    PyBuffer_Release(&view)
+    return data
 
 
 def cpu_has(int isa):

@@ -237,6 +237,19 @@ class _Trusted:
         return self._conv(x_codes, a_bits, packed, act_bits_hi, stride, padding,
                           (scale, bias, out_bits, out_ratio))
 
+    def epilogue(self, acc, scale, bias) -> np.ndarray:
+        """``CpuBackend.epilogue`` without the scan of scale and bias for NaN and Inf."""
+        if not isinstance(acc, np.ndarray) or acc.dtype != np.int64 or acc.ndim not in (2, 4) \
+                or not acc.flags.c_contiguous:
+            return self.backend.epilogue(acc, scale, bias)
+        if scale.shape != (acc.shape[1],) or bias.shape != (acc.shape[1],):
+            raise ValueError("scale and bias need one value per channel")
+        out = np.empty(acc.shape, np.float32)
+        _kernels.epilogue(acc, acc.shape[1], _inner(acc), np.ascontiguousarray(scale),
+                          np.ascontiguousarray(bias), out, self.backend._isa_index,
+                          self._threads(8 * acc.size))
+        return out
+
     def _linear(self, a_codes, a_bits, packed, act_bits_hi, requant):
         a_codes = _contiguous_codes(a_codes, 2)
         _check_packed(packed, 2, a_codes.shape[1], packed.k)
