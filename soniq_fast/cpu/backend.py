@@ -204,7 +204,7 @@ class _Trusted:
     (channel, position) [O * Ho * Wo]."""
 
     # Threads are started only for work worth it: one per this many multiply-adds (a pooled
-    # code counts as 16); a thread start costs tens of microseconds. Results never depend on it.
+    # code counts as 2); a thread start costs tens of microseconds. Results never depend on it.
     work_per_thread = 1 << 21
 
     def __init__(self, backend: CpuBackend):
@@ -219,7 +219,7 @@ class _Trusted:
             return self.backend.max_pool_codes(codes, kernel, stride)
         check_pool_input(codes, kernel, stride)
         return self.backend._max_pool(codes, int(kernel), int(stride),
-                                      self._threads(16 * codes.size))
+                                      self._threads(2 * codes.size))
 
     def linear_int(self, a_codes, a_bits, packed, w_bits, act_bits_hi) -> np.ndarray:
         return self._linear(a_codes, a_bits, packed, act_bits_hi, None)
