@@ -18,6 +18,8 @@ static inline uint8_t quantize(float p, float top) {
 void soniq_epilogue_span_scalar(const int64_t *acc, int64_t n, const soniq_epi_params *p,
                                 float *y) {
     const float *scale = p->scale, *bias = p->bias;
+    if (n <= 0)
+        return;
     if (p->scale_step) {
         for (int64_t j = 0; j < n; j++) {
             float t = scale[j] * (float)acc[j];
@@ -50,6 +52,8 @@ void requantize_span(const int64_t *acc, int64_t n, const soniq_epi_params *p, u
 
 void soniq_requantize_span_scalar(const int64_t *acc, int64_t n, const soniq_epi_params *p,
                                   uint8_t *k) {
+    if (n <= 0)       /* (the parameters of an empty span may lie past their arrays) */
+        return;
     if (p->scale_step)
         requantize_span(acc, n, p, k, 1, 1);
     else if (p->ratio_step)
