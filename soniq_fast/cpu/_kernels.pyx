@@ -68,8 +68,7 @@ cdef extern from "core/soniq_cpu.h" nogil:
                        int n_threads)
     int soniq_requantize(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
                          const float *scale, const float *bias, const uint8_t *bits,
-                         const float *ratio, int per_position, uint8_t *out, int isa,
-                         int n_threads)
+                         const float *ratio, uint8_t *out, int isa, int n_threads)
     int soniq_max_pool(const uint8_t *x, int64_t planes, int64_t h, int64_t w, int kernel,
                        int stride, uint8_t *out, int isa, int n_threads)
 
@@ -206,11 +205,10 @@ def epilogue(acc, int64_t channels, int64_t inner, scale, bias, out, int isa, in
 
 
 def requantize(acc, int64_t channels, int64_t inner, scale, bias, bits, ratio, out,
-               int isa, int n_threads, bint per_position=False):
+               int isa, int n_threads):
     """out uint8 = clip(rint((scale * float32(acc) + bias) * ratio), 0, 2**bits - 1).
 
-    Per channel o = (i // inner) % channels of flat element i; with ``per_position``,
-    bits and ratio are per (channel, position): index (i % (channels * inner)).
+    Per channel o = (i // inner) % channels of flat element i.
     """
     cdef const int64_t *pa = <const int64_t *>addr(acc)
     cdef const float *ps = <const float *>addr(scale)
@@ -221,8 +219,8 @@ def requantize(acc, int64_t channels, int64_t inner, scale, bias, bits, ratio, o
     cdef int64_t total = acc.size
     cdef int rc
     with nogil:
-        rc = soniq_requantize(pa, total, channels, inner, ps, pb, pbits, pr, per_position, po,
-                              isa, n_threads)
+        rc = soniq_requantize(pa, total, channels, inner, ps, pb, pbits, pr, po, isa,
+                              n_threads)
     if rc != 0:
         raise MemoryError("the cpu kernels could not start their threads")
 

@@ -1,11 +1,11 @@
 /* Fused epilogue and requantize, in the reference's float32 order (built with -ffp-contract=off):
  *   y = scale[o] * (float)acc + bias[o]                    one multiply, then one add
  *   k = clip(rint(y * ratio), 0, 2^bits - 1)                round half to even
- * The flat array is [units][channels][inner]; ratio and bits are per channel, or per
- * (channel, position) when per_position is set. The work is cut into spans of elements that
- * share (scale, bias): one (unit, channel) pair of `inner` elements, or, when inner == 1, one
- * unit's row of `channels` elements with every parameter stepping along. Threads take
- * contiguous ranges of spans; each element is computed the same way on every path. */
+ * The flat array is [units][channels][inner], every parameter per channel. The work is cut
+ * into spans: one (unit, channel) pair of `inner` elements sharing the parameters, or, when
+ * inner == 1, one unit's row of `channels` elements with every parameter stepping along.
+ * Threads take contiguous ranges of spans; each element is computed the same way on every
+ * path (epilogue_scalar.c, epilogue_avx2.c). */
 #include "soniq_cpu.h"
 
 typedef struct {
@@ -13,7 +13,7 @@ typedef struct {
     int64_t channels, inner;
     const float *scale, *bias, *ratio;
     const uint8_t *bits;
-    int per_position, isa;
+    int isa;
     float *yout;
     uint8_t *kout;
 } epi_ctx;
@@ -24,9 +24,9 @@ static int64_t span_params(const epi_ctx *c, int64_t i, soniq_epi_params *p) {
         *p = (soniq_epi_params){c->scale, c->bias, c->ratio, c->bits, 1, 1};
         return c->channels;
     }
-    int64_t o = i % c->channels, at = c->per_position ? o * c->inner : o;
-    *p = (soniq_epi_params){c->scale + o, c->bias + o, c->ratio ? c->ratio + at : 0,
-                            c->bits ? c->bits + at : 0, 0, c->per_position};
+    int64_t o = i % c->channels;
+    *p = (soniq_epi_params){c->scale + o, c->bias + o, c->ratio ? c->ratio + o : 0,
+                            c->bits ? c->bits + o : 0, 0, 0};
     return c->inner;
 }
 
@@ -62,17 +62,15 @@ static int64_t spans(int64_t total, int64_t channels, int64_t inner) {
 
 int soniq_epilogue(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
                    const float *scale, const float *bias, float *out, int isa, int n_threads) {
-    epi_ctx c = {acc, channels, inner, scale, bias, 0, 0, 0, isa, out, 0};
+    epi_ctx c = {acc, channels, inner, scale, bias, 0, 0, isa, out, 0};
     return soniq_parallel_for(n_threads, spans(total, channels, inner),
                               epilogue_range, &c);
 }
 
 int soniq_requantize(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
                      const float *scale, const float *bias, const uint8_t *bits,
-                     const float *ratio, int per_position, uint8_t *out, int isa,
-                     int n_threads) {
-    epi_ctx c = {acc, channels, inner, scale, bias, ratio, bits, per_position && inner > 1,
-                 isa, 0, out};
+                     const float *ratio, uint8_t *out, int isa, int n_threads) {
+    epi_ctx c = {acc, channels, inner, scale, bias, ratio, bits, isa, 0, out};
     return soniq_parallel_for(n_threads, spans(total, channels, inner),
                               requantize_range, &c);
 }

@@ -167,7 +167,6 @@ static void prepare_tile(const soniq_gemm_job *job, scratch *s, int64_t m0, int6
  * [n_out][TILE] when the rows of a column are consecutive (conv). */
 static soniq_gemm_job local_job(const soniq_gemm_job *job, int64_t *buf) {
     soniq_gemm_job local = *job;
-    local.a = NULL;
     local.out = buf;
     if (job->layout.col_stride == 1)
         local.layout = (soniq_out_layout){SONIQ_ROW_TILE, 0, job->n_out, 1};

@@ -97,8 +97,8 @@ int soniq_parallel_for(int n_threads, int64_t total, soniq_range_fn fn, void *ct
 /* gemm.c: returns 0, -1 when scratch cannot be allocated, -2 for too many act groups */
 int soniq_gemm_run(const soniq_gemm_job *job, int n_threads);
 int64_t soniq_engine_calls(int isa, int engine);   /* engine runs so far, for tests */
-/* (rows of the first image, e.g. every row of a linear layer or of a fused tile, need no
- * division) */
+/* Output row m; rows of the first image (every row of a linear layer or of a fused tile)
+ * are found without a division. */
 static inline int64_t *soniq_out_row(const soniq_gemm_job *job, int64_t m) {
     const soniq_out_layout *l = &job->layout;
     if (m < l->rows_per_image)
@@ -190,14 +190,12 @@ static inline int soniq_flush_contiguous(const soniq_gemm_job *job, const soniq_
     return job->layout.col_stride == 1 && b->cols[o1 - 1] - b->cols[o0] == o1 - 1 - o0;
 }
 
-/* epilogue.c: acc is [units][channels][inner]; scale, bias per channel; bits, ratio per channel,
- * or per (channel, position), [channels][inner], when per_position is set. */
+/* epilogue.c: acc is [units][channels][inner]; scale, bias, bits, ratio per channel */
 int soniq_epilogue(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
                    const float *scale, const float *bias, float *out, int isa, int n_threads);
 int soniq_requantize(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
                      const float *scale, const float *bias, const uint8_t *bits,
-                     const float *ratio, int per_position, uint8_t *out, int isa,
-                     int n_threads);
+                     const float *ratio, uint8_t *out, int isa, int n_threads);
 
 /* One span of elements sharing the channel: each parameter is one value for the whole span
  * (step 0) or one per element (step 1); scale and bias share a step, ratio and bits too. */
