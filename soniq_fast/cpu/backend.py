@@ -242,8 +242,9 @@ class _Trusted:
         if not isinstance(acc, np.ndarray) or acc.dtype != np.int64 or acc.ndim not in (2, 4) \
                 or not acc.flags.c_contiguous:
             return self.backend.epilogue(acc, scale, bias)
-        if scale.shape != (acc.shape[1],) or bias.shape != (acc.shape[1],):
-            raise ValueError("scale and bias need one value per channel")
+        if scale.dtype != np.float32 or bias.dtype != np.float32 \
+                or scale.shape != (acc.shape[1],) or bias.shape != (acc.shape[1],):
+            raise ValueError("scale and bias: float32, one per channel")
         out = np.empty(acc.shape, np.float32)
         _kernels.epilogue(acc, acc.shape[1], _inner(acc), np.ascontiguousarray(scale),
                           np.ascontiguousarray(bias), out, self.backend._isa_index,
@@ -252,7 +253,7 @@ class _Trusted:
 
     def _linear(self, a_codes, a_bits, packed, act_bits_hi, requant):
         a_codes = _contiguous_codes(a_codes, 2)
-        _check_packed(packed, 2, a_codes.shape[1], packed.k)
+        _check_packed(packed, a_bits, 2, a_codes.shape[1], packed.k)
         m, n = a_codes.shape[0], packed.shape[0]
         out = np.empty((m, n), np.int64 if requant is None else np.uint8)
         self.backend._gemm(packed, a_bits, act_bits_hi, a_codes, None, m, out,
@@ -261,7 +262,7 @@ class _Trusted:
 
     def _conv(self, x_codes, a_bits, packed, act_bits_hi, stride, padding, requant):
         x_codes = _contiguous_codes(x_codes, 4)
-        _check_packed(packed, 4, x_codes.shape[1], packed.shape[1])
+        _check_packed(packed, a_bits, 4, x_codes.shape[1], packed.shape[1])
         stride, padding, ho, wo = check_conv_geometry(x_codes.shape, packed.shape, stride,
                                                       padding)
         b, c, h, w = x_codes.shape
@@ -279,23 +280,29 @@ class _Trusted:
         return self._threads(m * max(packed.k, 64) * packed.shape[0])   # K: 64-byte rows
 
 
-def _check_packed(packed, ndim: int, channels: int, expected: int) -> None:
+def _check_packed(packed, a_bits, ndim: int, channels: int, expected: int) -> None:
+    """Shapes only (what memory safety needs); the values were checked by the caller."""
     if not isinstance(packed, CpuPackedWeights) or len(packed.shape) != ndim:
         raise TypeError("the unchecked entries take this backend's packed weights")
     if channels != expected:
         raise ValueError(f"the codes have {channels} channels but the weights expect {expected}")
+    if not isinstance(a_bits, np.ndarray) or a_bits.dtype != np.uint8 \
+            or a_bits.shape != (channels,):
+        raise ValueError("a_bits must be uint8, one per input channel")
     _check_k(packed.k)
 
 
 def _requant_args(channels: int, positions: int, scale, bias, out_bits, out_ratio) -> tuple:
     """(scale, bias, bits, ratio, per_position) for the fused requantize; only lengths are
     checked here (the values were checked by the caller)."""
-    per_position = positions > 1 and out_bits.shape[0] == channels * positions
-    if scale.shape != (channels,) or bias.shape != (channels,) \
-            or out_bits.shape != out_ratio.shape \
+    floats = (scale, bias, out_ratio)
+    if any(v.dtype != np.float32 for v in floats) or out_bits.dtype != np.uint8 \
+            or scale.shape != (channels,) or bias.shape != (channels,) \
+            or out_bits.ndim != 1 or out_bits.shape != out_ratio.shape \
             or out_bits.shape[0] not in (channels, channels * positions):
-        raise ValueError("scale, bias: one per channel; out_bits, out_ratio: one per channel "
-                         "or per position")
+        raise ValueError("scale, bias: float32, one per channel; out_bits (uint8), out_ratio "
+                         "(float32): one per channel or per position")
+    per_position = positions > 1 and out_bits.shape[0] == channels * positions
     return (np.ascontiguousarray(scale), np.ascontiguousarray(bias),
             np.ascontiguousarray(out_bits), np.ascontiguousarray(out_ratio), per_position)
 
