@@ -18,11 +18,15 @@ typedef struct {
 typedef struct {                /* one thread's scratch */
     soniq_act_group view[SONIQ_MAX_GROUPS];
     uint8_t *patch;             /* conv: im2col rows of a tile, [SONIQ_ROW_TILE][K] + slack */
-    uint8_t *padded;            /* conv, vector paths: the zero-padded image being read */
+    uint8_t *padded;            /* conv, vector paths: the zero-padded image being read
+                                   (NULL: rows built one at a time) */
     int64_t image;              /* which image `padded` holds (-1: none) */
     uint8_t *gathered;
     int64_t *tile;              /* SONIQ_ROW_TILE x SONIQ_TILE_COLS */
 } scratch;
+
+/* Larger images are read one im2col row at a time, without a padded copy. */
+#define MAX_PADDED ((int64_t)8 << 20)
 
 static void scratch_free(scratch *s, int n_groups) {
     for (int gi = 0; gi < n_groups; gi++) {
@@ -42,7 +46,7 @@ static int scratch_alloc(scratch *s, const soniq_gemm_job *job) {
     memset(s, 0, sizeof *s);
     s->image = -1;
     s->patch = (uint8_t *)malloc(SONIQ_ROW_TILE * k + SONIQ_IM2COL_SLACK);
-    if (job->conv && job->isa != SONIQ_SCALAR) {
+    if (job->conv && job->isa != SONIQ_SCALAR && soniq_padded_bytes(job->conv) <= MAX_PADDED) {
         s->padded = (uint8_t *)calloc((size_t)soniq_padded_bytes(job->conv), 1);
         ok = s->padded != NULL;
     }
