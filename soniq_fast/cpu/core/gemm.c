@@ -1,7 +1,9 @@
-/* The GEMM driver. Threads own disjoint contiguous ranges of output rows. Each thread walks
- * its range in tiles of SONIQ_ROW_TILE rows: it gathers every act group's codes of the tile
- * into its own scratch (bit planes and/or shifted bytes, row sums), then runs every block on
- * the tile. Blocks add integer contributions, so the result is the same for any thread count.
+/* The GEMM driver. Output rows are cut into tiles of SONIQ_ROW_TILE rows; each thread takes
+ * the next tile not yet taken (so a thread delayed by other work on its core does fewer),
+ * gathers every act group's codes of the tile into its own scratch (bit planes and/or
+ * shifted bytes, row sums), then runs every block on the tile. Each tile is computed by one
+ * thread, and blocks add integer contributions, so the result is the same for any thread
+ * count and any schedule.
  * With a fused requantize, the blocks add into a thread-local int64 tile instead, which is
  * requantized to codes right away: the int64 accumulator never goes to memory. */
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 typedef struct {
     const soniq_gemm_job *job;
     const soniq_requant_out *rq;    /* NULL: the sums go to job->out */
+    int64_t next;                   /* first row of the next tile to take */
     int failed;
 } run_ctx;
 
@@ -218,7 +221,8 @@ static void requantize_tile(const soniq_gemm_job *job, const soniq_requant_out *
     }
 }
 
-static void run_rows(void *arg, int64_t lo, int64_t hi) {
+/* One thread: tiles until none is left (lo, hi: its worker index, unused). */
+static void run_tiles(void *arg, int64_t lo, int64_t hi) {
     run_ctx *ctx = (run_ctx *)arg;
     const soniq_gemm_job *job = ctx->job;
     const size_t buf_len = (size_t)SONIQ_ROW_TILE * (size_t)job->n_out;
@@ -226,14 +230,18 @@ static void run_rows(void *arg, int64_t lo, int64_t hi) {
     soniq_gemm_job local = local_job(job, buf);
     const soniq_gemm_job *target = ctx->rq ? &local : job;
     scratch s;
+    (void)lo, (void)hi;
     if (scratch_alloc(&s, job) != 0 || (ctx->rq && !buf)) {
         __atomic_store_n(&ctx->failed, 1, __ATOMIC_RELAXED);
         scratch_free(&s, job->n_groups);
         free(buf);
         return;
     }
-    for (int64_t m0 = lo; m0 < hi; m0 += SONIQ_ROW_TILE) {
-        int64_t rows = hi - m0 < SONIQ_ROW_TILE ? hi - m0 : SONIQ_ROW_TILE;
+    for (;;) {
+        const int64_t m0 = __atomic_fetch_add(&ctx->next, SONIQ_ROW_TILE, __ATOMIC_RELAXED);
+        if (m0 >= job->m)
+            break;
+        const int64_t rows = job->m - m0 < SONIQ_ROW_TILE ? job->m - m0 : SONIQ_ROW_TILE;
         prepare_tile(job, &s, m0, rows);
         if (ctx->rq)
             memset(buf, 0, sizeof(int64_t) * buf_len);
@@ -252,10 +260,11 @@ static void run_rows(void *arg, int64_t lo, int64_t hi) {
 }
 
 static int run(const soniq_gemm_job *job, const soniq_requant_out *rq, int n_threads) {
-    run_ctx ctx = {job, rq, 0};
+    run_ctx ctx = {job, rq, 0, 0};
+    const int64_t tiles = (job->m + SONIQ_ROW_TILE - 1) / SONIQ_ROW_TILE;
     if (job->n_groups > SONIQ_MAX_GROUPS)
         return -2;
-    if (soniq_parallel_for(n_threads, job->m, run_rows, &ctx) != 0)
+    if (soniq_parallel_for(n_threads, tiles, run_tiles, &ctx) != 0)
         return -1;
     return ctx.failed ? -1 : 0;
 }
