@@ -26,6 +26,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# the packages of this checkout, not an installed copy
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 from baselines import (CLOCKS, _session, clock_for, machine, markdown_table,  # noqa: E402
                        median_seconds, write_json)
 
