@@ -9,9 +9,12 @@ integer matmuls. Activations use one uint8 scale per tensor (the A-bit grid of t
 layer's activation palette); low-bit channels are therefore not rounded exactly like
 the deploy model, so logits differ slightly -- the script prints how often the two
 agree on the predicted class. Both run on a batch of 256 test images, single-threaded
-and with all threads; medians over repeats; ratio = ORT time / soniq time.
+and with all threads; medians over repeats; ratio = ORT time / soniq time. ``--stages``
+adds the single-threaded time of each stage of the soniq forward pass (as the forward pass
+runs it: unchecked entries, requantize fused into the GEMM, pooling in C).
 
-Usage:  python benchmarks/deploy_cnn.py [--json out.json] [--epochs 2]
+Usage:  python benchmarks/deploy_cnn.py [--json out.json] [--epochs 2] [--clock thread]
+                                        [--stages]
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from baselines import _session, machine, markdown_table, median_seconds, write_json  # noqa: E402
+# the packages of this checkout, not an installed copy
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+from baselines import (CLOCKS, _session, clock_for, machine, markdown_table,  # noqa: E402
+                       median_seconds, write_json)
 
 BATCH = 256
 
@@ -104,11 +110,49 @@ def qdq_model(deploy):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
+def stage_seconds(deploy, x, backend, repeats: int, clock: str) -> list:
+    """[(stage name, seconds)] for each stage of ``deploy.forward(x, backend)``, run the way
+    forward runs it (the backend's unchecked entries and pooling when it has them)."""
+    from soniq_ref.deploy import FlattenStage, PoolStage
+    from soniq_ref.layers.pooling import max_pool_codes
+
+    packed, trusted = deploy._prepared(f"object-{id(backend)}", backend)
+    packed = iter(packed)
+    ops = trusted or backend
+    pool = getattr(backend, "max_pool_codes", max_pool_codes)
+    rows, codes = [], x
+    for i, stage in enumerate(deploy.stages):
+        if isinstance(stage, FlattenStage):
+            codes = codes.reshape(codes.shape[0], -1)
+            continue
+        if isinstance(stage, PoolStage):
+            run, name = (lambda c=codes, s=stage: pool(c, s.kernel, s.stride)), "maxpool"
+        elif stage.out_bits is None:
+            def run(c=codes, s=stage, p=next(packed)):
+                return backend.epilogue(deploy._accumulate(ops, s, p, c), s.scale, s.bias)
+            name = f"{stage.kind} + epilogue"
+        elif trusted is not None:
+            run = (lambda c=codes, s=stage, p=next(packed): deploy._fused(trusted, s, p, c))
+            name = f"{stage.kind} + requantize (fused)"
+        else:
+            def run(c=codes, s=stage, p=next(packed)):
+                return deploy._requantize(backend, s, deploy._accumulate(backend, s, p, c))
+            name = f"{stage.kind} + requantize"
+        rows.append((f"{i}: {name}", median_seconds(run, repeats, clock=clock)))
+        codes = run()
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the measurements to this JSON file")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of each training phase")
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="single-threaded rows: wall time or the thread's CPU time "
+                             "(multi-threaded rows always use wall time)")
+    parser.add_argument("--stages", action="store_true",
+                        help="also time each stage of the soniq forward pass (1 thread)")
     args = parser.parse_args(argv)
 
     from soniq_fast.cpu import BACKEND
@@ -129,17 +173,28 @@ def main(argv=None) -> int:
         session = _session(model, threads)
         ort_logits = session.run(None, {"x": x})[0]
         agree = float(np.mean(ort_logits.argmax(1) == logits.argmax(1)))
-        t_ort = median_seconds(lambda: session.run(None, {"x": x}), args.repeats)
-        t_ours = median_seconds(lambda: deploy.forward(x, backend=ours), args.repeats)
-        rows.append(dict(threads=threads, batch=BATCH, soniq_s=t_ours, ort_qdq_s=t_ort,
-                         ratio_ort=t_ort / t_ours, argmax_agreement=agree))
+        clock = clock_for(args.clock, threads)
+        t_ort = median_seconds(lambda: session.run(None, {"x": x}), args.repeats, clock=clock)
+        t_ours = median_seconds(lambda: deploy.forward(x, backend=ours), args.repeats,
+                                clock=clock)
+        rows.append(dict(threads=threads, batch=BATCH, clock=clock, soniq_s=t_ours,
+                         ort_qdq_s=t_ort, ratio_ort=t_ort / t_ours, argmax_agreement=agree))
     print(markdown_table(["threads", "batch", "soniq cpu ms", "ORT INT8 QDQ ms", "ORT / soniq",
                           "same class"],
                          [[r["threads"], r["batch"], f"{r['soniq_s'] * 1e3:.3f}",
                            f"{r['ort_qdq_s'] * 1e3:.3f}", f"{r['ratio_ort']:.2f}x",
                            f"{100 * r['argmax_agreement']:.1f}%"] for r in rows]))
+    stages = []
+    if args.stages:
+        clock = clock_for(args.clock, 1)
+        stages = [dict(stage=name, soniq_s=t) for name, t in
+                  stage_seconds(deploy, x, BACKEND.with_threads(1), args.repeats, clock)]
+        print()
+        print(markdown_table([f"stage (1 thread, {clock} clock)", "soniq cpu ms"],
+                             [[r["stage"], f"{r['soniq_s'] * 1e3:.3f}"] for r in stages]))
     if args.json:
-        write_json(args.json, {"benchmark": "deploy_cnn", "machine": machine(), "results": rows})
+        write_json(args.json, {"benchmark": "deploy_cnn", "machine": machine(), "results": rows,
+                               "stages": stages})
     return 0
 
 

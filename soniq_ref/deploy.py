@@ -31,7 +31,17 @@ non-overlapping).
 ``forward(x, backend)`` calls only contract functions of the backend
 (``pack_weights`` once per backend, ``linear_int``/``conv2d_int``, ``epilogue``,
 ``requantize``), so every backend plugs in unchanged and must give the same
-logits bit for bit.
+logits bit for bit. Two optional backend attributes make it faster:
+``max_pool_codes`` (same signature as the reference function) pools the codes,
+and ``trusted``, an object whose ``linear_int``/``conv2d_int``, fused
+``linear_requantize``/``conv2d_requantize``, ``epilogue`` and ``max_pool_codes``
+skip scanning arrays by value (and may use fewer threads on small work). It is
+used only when the model's parameters and the bits it hands from stage to stage
+check out (once per backend, :meth:`DeployModel._checked_chain`); forward then
+checks the input codes of the first quantized stage itself, and every later
+stage consumes codes the model produced, within their bits by construction.
+The fused forms take per-feature ``out_bits``/``out_ratio`` per position of the
+[B, O, H, W] accumulator (no repeated scale and bias).
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import checks
 from .backend import get_backend
 from .layers import QuantConv2d, QuantLayer
 from .layers.activations import ReLU
@@ -210,11 +221,46 @@ class DeployModel:
 
     def _packed_weights(self, key: str, backend) -> list:
         """Weights packed once per backend (kept with the backend object they belong to)."""
-        owner, packed = self._packed.get(key, (None, None))
-        if owner is not backend:
+        return self._prepared(key, backend)[0]
+
+    def _prepared(self, key: str, backend) -> tuple:
+        """(packed weights, the backend's ``trusted`` entries or None), once per backend."""
+        entry = self._packed.get(key, ())
+        if len(entry) != 3 or entry[0] is not backend:
             packed = [backend.pack_weights(s.w_codes, s.w_bits) for s in self.quant_stages]
-            self._packed[key] = (backend, packed)
-        return packed
+            trusted = getattr(backend, "trusted", None)
+            if trusted is not None and not self._checked_chain():
+                trusted = None
+            self._packed[key] = entry = (backend, packed, trusted)
+        return entry[1], entry[2]
+
+    def _checked_chain(self) -> bool:
+        """Whether every stage's parameters are valid and the codes reaching each quantized
+        stage after the first are within its ``a_bits``: the clip bound ``2^out_bits - 1``
+        of the producing stage, carried through pooling (a max) and flattening like codes."""
+        try:
+            bound, shape = None, self.input_shape
+            for stage in self.stages:
+                out_shape = stage_output_shape(stage, shape)
+                if isinstance(stage, FlattenStage):
+                    bound = None if bound is None else bound.reshape(-1)
+                elif isinstance(stage, PoolStage):
+                    bound = None if bound is None else \
+                        max_pool_codes(bound[None], stage.kernel, stage.stride)[0]
+                else:
+                    hi = checks.check_bits_value("act_bits_hi", stage.act_bits_hi)
+                    a_bits = checks.check_bits("a_bits", stage.a_bits, shape[0], hi=hi)
+                    if stage.w_codes.ndim != (2 if stage.kind == "linear" else 4) \
+                            or stage.w_codes.ndim != len(shape) + 1 \
+                            or stage.w_codes.shape[1] != shape[0]:
+                        return False
+                    if bound is not None:   # codes produced by the previous stage
+                        checks.check_codes("codes", bound[None], a_bits, axis=1)
+                    bound = _out_bound(stage, out_shape)
+                shape = out_shape
+            return True
+        except (TypeError, ValueError, IndexError):
+            return False
 
     def forward(self, x, backend="ref") -> np.ndarray:
         """x: uint8 [B, *input_shape] pixel codes -> float32 logits [B, n_classes].
@@ -229,19 +275,41 @@ class DeployModel:
                              f"got {x.shape}")
         impl = get_backend(backend) if isinstance(backend, str) else backend
         key = backend if isinstance(backend, str) else f"object-{id(backend)}"
-        packed = iter(self._packed_weights(key, impl))
-        codes = x
+        packed, trusted = self._prepared(key, impl)
+        packed = iter(packed)
+        pool = getattr(trusted or impl, "max_pool_codes", max_pool_codes)
+        codes, first = x, True
         for stage in self.stages:
             if isinstance(stage, FlattenStage):
                 codes = codes.reshape(codes.shape[0], -1)
             elif isinstance(stage, PoolStage):
-                codes = max_pool_codes(codes, stage.kernel, stage.stride)
+                codes = pool(codes, stage.kernel, stage.stride)
+            elif trusted is not None:
+                if first and stage.a_bits.min() < 8:   # (8-bit codes: any uint8 is valid)
+                    checks.check_codes("x_codes" if stage.kind == "conv" else "a_codes",
+                                       codes, stage.a_bits, axis=1)
+                first = False   # every later stage sees codes the model produced
+                if stage.out_bits is None:
+                    acc = self._accumulate(trusted, stage, next(packed), codes)
+                    return trusted.epilogue(acc, stage.scale, stage.bias)
+                codes = self._fused(trusted, stage, next(packed), codes)
             else:
                 acc = self._accumulate(impl, stage, next(packed), codes)
                 if stage.out_bits is None:
                     return impl.epilogue(acc, stage.scale, stage.bias)
                 codes = self._requantize(impl, stage, acc)
         raise ValueError("the deploy model has no final quantized stage")
+
+    @staticmethod
+    def _fused(trusted, stage, packed, codes):
+        """The stage's next codes from ``trusted``'s GEMM with requantize fused in."""
+        if stage.kind == "linear":
+            return trusted.linear_requantize(codes, stage.a_bits, packed, stage.act_bits_hi,
+                                             stage.scale, stage.bias, stage.out_bits,
+                                             stage.out_ratio)
+        return trusted.conv2d_requantize(codes, stage.a_bits, packed, stage.act_bits_hi,
+                                         stage.stride, stage.padding, stage.scale, stage.bias,
+                                         stage.out_bits, stage.out_ratio)
 
     @staticmethod
     def _accumulate(impl, stage, packed, codes):
@@ -286,6 +354,26 @@ class DeployModel:
             rows.append(row)
             shape = out
         return rows
+
+
+def _out_bound(stage: QuantStage, out_shape: tuple):
+    """Checked parameters of ``stage``; the largest code it emits per output element (uint8,
+    per-sample ``out_shape``), or None for the last stage."""
+    o = stage.out_channels
+    checks.check_float32("scale", stage.scale, o)
+    checks.check_float32("bias", stage.bias, o)
+    if stage.out_bits is None:
+        return None
+    length = int(np.prod(out_shape)) if stage.per_feature else o
+    bits = checks.check_bits("out_bits", stage.out_bits, length)
+    ratio = checks.check_float32("out_ratio", stage.out_ratio, length)
+    if np.any(ratio <= 0):
+        raise ValueError("out_ratio must be > 0")
+    top = ((1 << bits.astype(np.int64)) - 1).astype(np.uint8)
+    if stage.per_feature:
+        return top.reshape(out_shape)
+    return np.ascontiguousarray(np.broadcast_to(top.reshape((o,) + (1,) * (len(out_shape) - 1)),
+                                                out_shape))
 
 
 def _histogram(bits: np.ndarray) -> dict:

@@ -6,6 +6,7 @@ shapes, dtypes and ranges and to keep the arrays alive for the call; arrays are
 passed as C-contiguous NumPy arrays and reached through their data addresses.
 """
 
+from cpython.buffer cimport PyBUF_ANY_CONTIGUOUS, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport calloc, free
 
@@ -51,17 +52,36 @@ cdef extern from "core/soniq_cpu.h" nogil:
     int64_t soniq_popcount_probe(int isa, int64_t iterations)
     int64_t soniq_engine_calls(int isa, int engine)
     int soniq_gemm_run(const soniq_gemm_job *job, int n_threads)
+    ctypedef struct soniq_requant_out:
+        const float *scale
+        const float *bias
+        const float *ratio
+        const uint8_t *bits
+        int per_position
+        uint8_t *codes
+    int soniq_gemm_requantize_run(const soniq_gemm_job *job, const soniq_requant_out *rq,
+                                  int n_threads)
     int soniq_pack_activations(const uint8_t *a, int64_t m, int64_t k, const uint8_t *a_bits,
                                int hi, uint64_t *out, int isa, int n_threads)
     int soniq_epilogue(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
-                       const float *scale, const float *bias, float *out, int n_threads)
+                       const float *scale, const float *bias, float *out, int isa,
+                       int n_threads)
     int soniq_requantize(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
                          const float *scale, const float *bias, const uint8_t *bits,
-                         const float *ratio, uint8_t *out, int n_threads)
+                         const float *ratio, uint8_t *out, int isa, int n_threads)
+    int soniq_max_pool(const uint8_t *x, int64_t planes, int64_t h, int64_t w, int kernel,
+                       int stride, uint8_t *out, int isa, int n_threads)
 
 
-cdef inline size_t addr(arr):
-    return <size_t>arr.ctypes.data
+cdef inline size_t addr(arr) except? 0:
+    """The data address of a contiguous array, through the buffer protocol (much cheaper than
+    ``arr.ctypes.data``); the caller keeps ``arr`` alive."""
+    cdef Py_buffer view
+    cdef size_t data
+    PyObject_GetBuffer(arr, &view, PyBUF_ANY_CONTIGUOUS)
+    data = <size_t>view.buf
+    PyBuffer_Release(&view)
+    return data
 
 
 def cpu_has(int isa):
@@ -70,7 +90,7 @@ def cpu_has(int isa):
 
 
 def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n_out,
-         tuple layout, int isa, int n_threads):
+         tuple layout, int isa, int n_threads, tuple requant=None):
     """Run one GEMM job (see core/soniq_cpu.h); every element of ``out`` (int64) is written.
 
     a: uint8 [M, K] or None; conv: None or (x uint8 [B, C, H, W], c, h, w, kh, kw, stride,
@@ -78,8 +98,11 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n
     kpad, need_planes, need_bytes). blocks: tuples (engine, group, wbits, n, cols int32,
     wplanes uint64 or None, wbytes int8 or None, lanes). n_out: output channels. layout:
     (rows_per_image, image_stride, row_stride, col_stride).
+    requant: None, or (scale, bias, bits, ratio, per_position) to requantize the sums right
+    away (see soniq_gemm_requantize_run): ``out`` is then the uint8 codes.
     """
     cdef soniq_gemm_job job
+    cdef soniq_requant_out rq
     cdef soniq_conv_src src
     cdef soniq_act_group *cg = <soniq_act_group *>calloc(max(len(groups), 1),
                                                          sizeof(soniq_act_group))
@@ -119,12 +142,22 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n
         job.layout.rows_per_image, job.layout.image_stride = layout[0], layout[1]
         job.layout.row_stride, job.layout.col_stride = layout[2], layout[3]
         job.isa = isa
-        with nogil:
-            rc = soniq_gemm_run(&job, n_threads)
+        if requant is None:
+            with nogil:
+                rc = soniq_gemm_run(&job, n_threads)
+        else:
+            job.out = NULL
+            rq.scale, rq.bias = <float *>addr(requant[0]), <float *>addr(requant[1])
+            rq.bits, rq.ratio = <uint8_t *>addr(requant[2]), <float *>addr(requant[3])
+            rq.per_position, rq.codes = requant[4], <uint8_t *>addr(out)
+            with nogil:
+                rc = soniq_gemm_requantize_run(&job, &rq, n_threads)
     finally:
         free(cg); free(cb)
     if rc == -2:
         raise ValueError("too many activation bit-width groups")
+    if rc == -3:
+        raise ValueError("no fused requantize for this output layout or K")
     if rc != 0:
         raise MemoryError("the cpu kernels could not allocate their scratch buffers")
 
@@ -158,19 +191,22 @@ def pack_activations(a, a_bits, int hi, out, int isa, int n_threads):
         raise MemoryError("the cpu kernels could not allocate their scratch buffers")
 
 
-def epilogue(acc, int64_t channels, int64_t inner, scale, bias, out, int n_threads):
+def epilogue(acc, int64_t channels, int64_t inner, scale, bias, out, int isa, int n_threads):
     """out float32 (like acc) = scale[o] * float32(acc) + bias[o], o = (i // inner) % channels."""
     cdef const int64_t *pa = <const int64_t *>addr(acc)
     cdef const float *ps = <const float *>addr(scale)
     cdef const float *pb = <const float *>addr(bias)
     cdef float *po = <float *>addr(out)
     cdef int64_t total = acc.size
+    cdef int rc
     with nogil:
-        soniq_epilogue(pa, total, channels, inner, ps, pb, po, n_threads)
+        rc = soniq_epilogue(pa, total, channels, inner, ps, pb, po, isa, n_threads)
+    if rc != 0:
+        raise MemoryError("the cpu kernels could not start their threads")
 
 
 def requantize(acc, int64_t channels, int64_t inner, scale, bias, bits, ratio, out,
-               int n_threads):
+               int isa, int n_threads):
     """out uint8 = clip(rint((scale * float32(acc) + bias) * ratio), 0, 2**bits - 1).
 
     Per channel o = (i // inner) % channels of flat element i.
@@ -182,5 +218,21 @@ def requantize(acc, int64_t channels, int64_t inner, scale, bias, bits, ratio, o
     cdef const float *pr = <const float *>addr(ratio)
     cdef uint8_t *po = <uint8_t *>addr(out)
     cdef int64_t total = acc.size
+    cdef int rc
     with nogil:
-        soniq_requantize(pa, total, channels, inner, ps, pb, pbits, pr, po, n_threads)
+        rc = soniq_requantize(pa, total, channels, inner, ps, pb, pbits, pr, po, isa,
+                              n_threads)
+    if rc != 0:
+        raise MemoryError("the cpu kernels could not start their threads")
+
+
+def max_pool(x, int kernel, int stride, out, int isa, int n_threads):
+    """out uint8 [B, C, Ho, Wo] = window maxima of x uint8 [B, C, H, W] (both C-contiguous)."""
+    cdef const uint8_t *px = <const uint8_t *>addr(x)
+    cdef uint8_t *po = <uint8_t *>addr(out)
+    cdef int64_t planes = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3]
+    cdef int rc
+    with nogil:
+        rc = soniq_max_pool(px, planes, h, w, kernel, stride, po, isa, n_threads)
+    if rc != 0:
+        raise MemoryError("the cpu kernels could not start their threads")

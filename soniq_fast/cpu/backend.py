@@ -13,6 +13,8 @@ from soniq_ref import checks
 from soniq_ref.bitpack import PackedWeights, check_weights, words_for
 from soniq_ref.epilogue import check_epilogue_args, check_requantize_args
 from soniq_ref.integer_core import _check_acts, check_conv_geometry
+from soniq_ref.layers.pooling import max_pool_codes as ref_max_pool_codes
+from soniq_ref.layers.pooling import _check as check_pool_input
 
 from . import _kernels
 from .isa import ISA_NAMES, check_isa, check_threads, isa_from_env, threads_from_env
@@ -123,11 +125,13 @@ class CpuBackend:
                    (ho * wo, o * ho * wo, 1, ho * wo))
         return out
 
-    def _gemm(self, packed, k_bits, hi, a_codes, conv, m, out, layout):
+    def _gemm(self, packed, k_bits, hi, a_codes, conv, m, out, layout, requant=None,
+              threads=None):
         groups, blocks, engines = packed.plan(k_bits, hi, self.engine_policy, self.isa)
         self.last_path = (self.isa, tuple(sorted(engines)))
         _kernels.gemm(a_codes, conv, m, packed.k, list(groups), list(blocks), out,
-                      packed.shape[0], layout, self._isa_index, self.num_threads)
+                      packed.shape[0], layout, self._isa_index,
+                      self.num_threads if threads is None else threads, requant)
 
     # ------------------------------------------------------------------------ activations
 
@@ -147,7 +151,8 @@ class CpuBackend:
         """float32 like acc: ``scale[o] * float32(acc) + bias[o]`` (channel axis 1)."""
         acc, scale, bias = check_epilogue_args(acc, scale, bias)
         out = np.empty(acc.shape, np.float32)
-        _kernels.epilogue(acc, acc.shape[1], _inner(acc), scale, bias, out, self.num_threads)
+        _kernels.epilogue(acc, acc.shape[1], _inner(acc), scale, bias, out, self._isa_index,
+                          self.num_threads)
         return out
 
     def requantize(self, acc, scale, bias, out_bits, out_ratio) -> np.ndarray:
@@ -156,8 +161,159 @@ class CpuBackend:
                                                                       out_bits, out_ratio)
         out = np.empty(acc.shape, np.uint8)
         _kernels.requantize(acc, acc.shape[1], _inner(acc), scale, bias, out_bits, out_ratio,
-                            out, self.num_threads)
+                            out, self._isa_index, self.num_threads)
         return out
+
+    # ----------------------------------------------------------------- optional: pooling
+
+    def max_pool_codes(self, codes, kernel, stride=None) -> np.ndarray:
+        """:func:`soniq_ref.layers.pooling.max_pool_codes` in C: uint8 [B, C, H, W] ->
+        window maxima [B, C, Ho, Wo] (optional contract method, used by DeployModel)."""
+        stride = kernel if stride is None else stride
+        if not _positive_ints(kernel, stride):
+            return ref_max_pool_codes(codes, kernel, stride)   # the reference's behaviour
+        if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8:
+            raise TypeError("codes must be a uint8 NumPy array")
+        check_pool_input(codes, kernel, stride)
+        return self._max_pool(np.ascontiguousarray(codes), int(kernel), int(stride),
+                              self.num_threads)
+
+    def _max_pool(self, codes, kernel: int, stride: int, threads: int) -> np.ndarray:
+        b, c, h, w = codes.shape
+        out = np.empty((b, c, (h - kernel) // stride + 1, (w - kernel) // stride + 1), np.uint8)
+        if out.size:
+            _kernels.max_pool(codes, kernel, stride, out, self._isa_index, threads)
+        return out
+
+    # ------------------------------------------------- unchecked entries (DeployModel only)
+
+    @property
+    def trusted(self) -> "_Trusted":
+        """The integer core, alone or with requantize fused in, without the scans of arrays
+        by value (codes within their bits, finite parameters), for DeployModel.forward: it
+        checks its input codes and its own parameters, and every later stage consumes codes
+        it produced itself."""
+        return _Trusted(self)
+
+
+class _Trusted:
+    """Integer core entries of one CpuBackend that trust their arguments' values (see
+    ``CpuBackend.trusted``); shapes, geometry and K are still checked (cheap). The
+    ``*_requantize`` forms fuse ``requantize`` into the GEMM (the int64 accumulator is
+    never stored) and take out_bits/out_ratio per channel [O] or, for conv, per
+    (channel, position) [O * Ho * Wo]."""
+
+    # Threads are started only for work worth it: one per this many multiply-adds (a pooled
+    # code counts as 2); a thread start costs tens of microseconds. Results never depend on it.
+    work_per_thread = 1 << 21
+
+    def __init__(self, backend: CpuBackend):
+        self.backend = backend
+
+    def _threads(self, work: int) -> int:
+        return max(1, min(self.backend.num_threads, 1 + work // self.work_per_thread))
+
+    def max_pool_codes(self, codes, kernel, stride=None) -> np.ndarray:
+        if not isinstance(codes, np.ndarray) or codes.ndim != 4 \
+                or not codes.flags.c_contiguous or not _positive_ints(kernel, stride):
+            return self.backend.max_pool_codes(codes, kernel, stride)
+        check_pool_input(codes, kernel, stride)
+        return self.backend._max_pool(codes, int(kernel), int(stride),
+                                      self._threads(2 * codes.size))
+
+    def linear_int(self, a_codes, a_bits, packed, w_bits, act_bits_hi) -> np.ndarray:
+        return self._linear(a_codes, a_bits, packed, act_bits_hi, None)
+
+    def linear_requantize(self, a_codes, a_bits, packed, act_bits_hi, scale, bias, out_bits,
+                          out_ratio) -> np.ndarray:
+        return self._linear(a_codes, a_bits, packed, act_bits_hi,
+                            _requant_args(packed.shape[0], 1, scale, bias, out_bits, out_ratio))
+
+    def conv2d_int(self, x_codes, a_bits, packed, w_bits, act_bits_hi, stride=1, padding=0):
+        return self._conv(x_codes, a_bits, packed, act_bits_hi, stride, padding, None)
+
+    def conv2d_requantize(self, x_codes, a_bits, packed, act_bits_hi, stride, padding, scale,
+                          bias, out_bits, out_ratio) -> np.ndarray:
+        return self._conv(x_codes, a_bits, packed, act_bits_hi, stride, padding,
+                          (scale, bias, out_bits, out_ratio))
+
+    def epilogue(self, acc, scale, bias) -> np.ndarray:
+        """``CpuBackend.epilogue`` without the scan of scale and bias for NaN and Inf."""
+        if not isinstance(acc, np.ndarray) or acc.dtype != np.int64 or acc.ndim not in (2, 4) \
+                or not acc.flags.c_contiguous:
+            return self.backend.epilogue(acc, scale, bias)
+        if scale.dtype != np.float32 or bias.dtype != np.float32 \
+                or scale.shape != (acc.shape[1],) or bias.shape != (acc.shape[1],):
+            raise ValueError("scale and bias: float32, one per channel")
+        out = np.empty(acc.shape, np.float32)
+        _kernels.epilogue(acc, acc.shape[1], _inner(acc), np.ascontiguousarray(scale),
+                          np.ascontiguousarray(bias), out, self.backend._isa_index,
+                          self._threads(8 * acc.size))
+        return out
+
+    def _linear(self, a_codes, a_bits, packed, act_bits_hi, requant):
+        a_codes = _contiguous_codes(a_codes, 2)
+        _check_packed(packed, a_bits, 2, a_codes.shape[1], packed.k)
+        m, n = a_codes.shape[0], packed.shape[0]
+        out = np.empty((m, n), np.int64 if requant is None else np.uint8)
+        self.backend._gemm(packed, a_bits, act_bits_hi, a_codes, None, m, out,
+                           (max(m, 1), 0, n, 1), requant, self._gemm_threads(m, packed))
+        return out
+
+    def _conv(self, x_codes, a_bits, packed, act_bits_hi, stride, padding, requant):
+        x_codes = _contiguous_codes(x_codes, 4)
+        _check_packed(packed, a_bits, 4, x_codes.shape[1], packed.shape[1])
+        stride, padding, ho, wo = check_conv_geometry(x_codes.shape, packed.shape, stride,
+                                                      padding)
+        b, c, h, w = x_codes.shape
+        o, _, kh, kw = packed.shape
+        if requant is not None:
+            requant = _requant_args(o, ho * wo, *requant)
+        out = np.empty((b, o, ho, wo), np.int64 if requant is None else np.uint8)
+        conv = (x_codes, c, h, w, kh, kw, stride, padding, ho, wo)
+        self.backend._gemm(packed, np.repeat(a_bits, kh * kw), act_bits_hi, None, conv,
+                           b * ho * wo, out, (ho * wo, o * ho * wo, 1, ho * wo), requant,
+                           self._gemm_threads(b * ho * wo, packed))
+        return out
+
+    def _gemm_threads(self, m: int, packed) -> int:
+        return self._threads(m * max(packed.k, 64) * packed.shape[0])   # K: 64-byte rows
+
+
+def _check_packed(packed, a_bits, ndim: int, channels: int, expected: int) -> None:
+    """Shapes only (what memory safety needs); the values were checked by the caller."""
+    if not isinstance(packed, CpuPackedWeights) or len(packed.shape) != ndim:
+        raise TypeError("the unchecked entries take this backend's packed weights")
+    if channels != expected:
+        raise ValueError(f"the codes have {channels} channels but the weights expect {expected}")
+    if not isinstance(a_bits, np.ndarray) or a_bits.dtype != np.uint8 \
+            or a_bits.shape != (channels,):
+        raise ValueError("a_bits must be uint8, one per input channel")
+    _check_k(packed.k)
+
+
+def _requant_args(channels: int, positions: int, scale, bias, out_bits, out_ratio) -> tuple:
+    """(scale, bias, bits, ratio, per_position) for the fused requantize; only lengths are
+    checked here (the values were checked by the caller)."""
+    floats = (scale, bias, out_ratio)
+    if any(v.dtype != np.float32 for v in floats) or out_bits.dtype != np.uint8 \
+            or scale.shape != (channels,) or bias.shape != (channels,) \
+            or out_bits.ndim != 1 or out_bits.shape != out_ratio.shape \
+            or out_bits.shape[0] not in (channels, channels * positions):
+        raise ValueError("scale, bias: float32, one per channel; out_bits (uint8), out_ratio "
+                         "(float32): one per channel or per position")
+    per_position = positions > 1 and out_bits.shape[0] == channels * positions
+    return (np.ascontiguousarray(scale), np.ascontiguousarray(bias),
+            np.ascontiguousarray(out_bits), np.ascontiguousarray(out_ratio), per_position)
+
+
+def _contiguous_codes(codes, ndim: int) -> np.ndarray:
+    return checks.as_array("a_codes" if ndim == 2 else "x_codes", codes, np.uint8, ndim=ndim)
+
+
+def _positive_ints(*values) -> bool:
+    return all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+               and v >= 1 for v in values)
 
 
 def _inner(acc: np.ndarray) -> int:

@@ -1,7 +1,11 @@
-/* The GEMM driver. Threads own disjoint contiguous ranges of output rows. Each thread walks
- * its range in tiles of SONIQ_ROW_TILE rows: it gathers every act group's codes of the tile
- * into its own scratch (bit planes and/or shifted bytes, row sums), then runs every block on
- * the tile. Blocks add integer contributions, so the result is the same for any thread count. */
+/* The GEMM driver. Output rows are cut into tiles of SONIQ_ROW_TILE rows; each thread takes
+ * the next tile not yet taken (so a thread delayed by other work on its core does fewer),
+ * gathers every act group's codes of the tile into its own scratch (bit planes and/or
+ * shifted bytes, row sums), then runs every block on the tile. Each tile is computed by one
+ * thread, and blocks add integer contributions, so the result is the same for any thread
+ * count and any schedule.
+ * With a fused requantize, the blocks add into a thread-local int64 tile instead, which is
+ * requantized to codes right away: the int64 accumulator never goes to memory. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,14 +13,23 @@
 
 typedef struct {
     const soniq_gemm_job *job;
+    const soniq_requant_out *rq;    /* NULL: the sums go to job->out */
+    int64_t next;                   /* first row of the next tile to take */
     int failed;
 } run_ctx;
 
 typedef struct {                /* one thread's scratch */
     soniq_act_group view[SONIQ_MAX_GROUPS];
-    uint8_t *patch, *gathered;
+    uint8_t *patch;             /* conv: im2col rows of a tile, [SONIQ_ROW_TILE][K] + slack */
+    uint8_t *padded;            /* conv, vector paths: the zero-padded image being read
+                                   (NULL: rows built one at a time) */
+    int64_t image;              /* which image `padded` holds (-1: none) */
+    uint8_t *gathered;
     int64_t *tile;              /* SONIQ_ROW_TILE x SONIQ_TILE_COLS */
 } scratch;
+
+/* Larger images are read one im2col row at a time, without a padded copy. */
+#define MAX_PADDED ((int64_t)8 << 20)
 
 static void scratch_free(scratch *s, int n_groups) {
     for (int gi = 0; gi < n_groups; gi++) {
@@ -26,6 +39,7 @@ static void scratch_free(scratch *s, int n_groups) {
         free(s->view[gi].wide);
     }
     free(s->patch);
+    free(s->padded);
     free(s->gathered);
     free(s->tile);
 }
@@ -34,10 +48,15 @@ static int scratch_alloc(scratch *s, const soniq_gemm_job *job) {
     size_t k = (size_t)(job->k > 0 ? job->k : 1);
     int ok = 1;
     memset(s, 0, sizeof *s);
-    s->patch = (uint8_t *)malloc(k);
+    s->image = -1;
+    s->patch = (uint8_t *)malloc(SONIQ_ROW_TILE * k + SONIQ_IM2COL_SLACK);
+    if (job->conv && job->isa != SONIQ_SCALAR && soniq_padded_bytes(job->conv) <= MAX_PADDED) {
+        s->padded = (uint8_t *)calloc((size_t)soniq_padded_bytes(job->conv), 1);
+        ok = s->padded != NULL;
+    }
     s->gathered = (uint8_t *)malloc(k);
     s->tile = (int64_t *)malloc(sizeof(int64_t) * SONIQ_ROW_TILE * SONIQ_TILE_COLS);
-    ok = s->patch && s->gathered && s->tile;
+    ok = ok && s->patch && s->gathered && s->tile;
     for (int gi = 0; gi < job->n_groups; gi++) {
         soniq_act_group *v = &s->view[gi];
         *v = job->groups[gi];
@@ -106,16 +125,31 @@ static soniq_block_fn engine_for(int isa, int engine) {
 }
 
 /* Zero the output rows of a tile just before its blocks add into them: the output array is
- * never cleared beforehand, and these lines are then in cache for the blocks. */
+ * never cleared beforehand, and these lines are then in cache for the blocks. Rows of one
+ * image are consecutive in a column when row_stride is 1 (conv): one memset per column. */
 static void zero_rows(const soniq_gemm_job *job, int64_t m0, int64_t rows) {
-    int64_t cs = job->layout.col_stride;
+    const int64_t cs = job->layout.col_stride, rpi = job->layout.rows_per_image;
+    const int64_t n_out = job->n_out;
+    if (cs == 1) {
+        for (int64_t r = 0; r < rows; r++)
+            memset(soniq_out_row(job, m0 + r), 0, sizeof(int64_t) * (size_t)n_out);
+        return;
+    }
+    if (job->layout.row_stride == 1) {
+        for (int64_t r = 0; r < rows;) {
+            int64_t run = rpi - (m0 + r) % rpi;
+            run = run < rows - r ? run : rows - r;
+            int64_t *out = soniq_out_row(job, m0 + r);
+            for (int64_t o = 0; o < n_out; o++)
+                memset(out + o * cs, 0, sizeof(int64_t) * (size_t)run);
+            r += run;
+        }
+        return;
+    }
     for (int64_t r = 0; r < rows; r++) {
         int64_t *out = soniq_out_row(job, m0 + r);
-        if (cs == 1)
-            memset(out, 0, sizeof(int64_t) * (size_t)job->n_out);
-        else
-            for (int64_t o = 0; o < job->n_out; o++)
-                out[o * cs] = 0;
+        for (int64_t o = 0; o < n_out; o++)
+            out[o * cs] = 0;
     }
 }
 
@@ -141,45 +175,140 @@ static int assign_blocks(const soniq_gemm_job *job, soniq_block *blocks) {
     return all;
 }
 
-static void run_rows(void *arg, int64_t lo, int64_t hi) {
+/* The activation rows of a tile: rows of `a`, or im2col rows built in the patch buffer
+ * (a whole tile at once from the padded image; the scalar path one row at a time). */
+static void prepare_tile(const soniq_gemm_job *job, scratch *s, int64_t m0, int64_t rows) {
+    if (job->a) {
+        for (int64_t r = 0; r < rows; r++)
+            prepare_row(job, s, r, job->a + (m0 + r) * job->k);
+        return;
+    }
+    if (s->padded)
+        soniq_im2col_tile(job->conv, m0, rows, s->patch, s->padded, &s->image);
+    else
+        for (int64_t r = 0; r < rows; r++)
+            soniq_im2col_row(job->conv, m0 + r, s->patch + r * job->k);
+    for (int64_t r = 0; r < rows; r++)
+        prepare_row(job, s, r, s->patch + r * job->k);
+}
+
+/* The job the engines see with a fused requantize: the same blocks, output rows 0 .. TILE-1
+ * in `buf`, laid out like the final output: [TILE][n_out] for a row-major output,
+ * [n_out][TILE] when the rows of a column are consecutive (conv). */
+static soniq_gemm_job local_job(const soniq_gemm_job *job, int64_t *buf) {
+    soniq_gemm_job local = *job;
+    local.out = buf;
+    if (job->layout.col_stride == 1)
+        local.layout = (soniq_out_layout){SONIQ_ROW_TILE, 0, job->n_out, 1};
+    else
+        local.layout = (soniq_out_layout){SONIQ_ROW_TILE, 0, 1, SONIQ_ROW_TILE};
+    return local;
+}
+
+static void requantize_span(int isa, const int64_t *acc, int64_t n, const soniq_epi_params *p,
+                            uint8_t *k) {
+    if (isa >= SONIQ_AVX2)
+        soniq_requantize_span_avx2(acc, n, p, k);
+    else
+        soniq_requantize_span_scalar(acc, n, p, k);
+}
+
+/* Codes of output rows m0 .. m0+rows-1 from their sums in buf (see local_job). */
+static void requantize_tile(const soniq_gemm_job *job, const soniq_requant_out *rq,
+                            const int64_t *buf, int64_t m0, int64_t rows) {
+    const soniq_out_layout *l = &job->layout;
+    const int64_t n_out = job->n_out, rpi = l->rows_per_image;
+    if (l->col_stride == 1) {
+        const soniq_epi_params p = {rq->scale, rq->bias, rq->ratio, rq->bits, 1, 1};
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t m = m0 + r;
+            uint8_t *out = rq->codes + (m / rpi) * l->image_stride + (m % rpi) * l->row_stride;
+            requantize_span(job->isa, buf + r * n_out, n_out, &p, out);
+        }
+        return;
+    }
+    for (int64_t r = 0; r < rows;) {      /* runs of rows within one image */
+        const int64_t m = m0 + r, pos = m % rpi;
+        const int64_t run = rpi - pos < rows - r ? rpi - pos : rows - r;
+        uint8_t *out = rq->codes + (m / rpi) * l->image_stride + pos;
+        const int64_t at = rq->per_position ? pos : 0, param_ld = rq->per_position ? rpi : 1;
+        const soniq_epi_params p = {rq->scale, rq->bias, rq->ratio + at, rq->bits + at, 0,
+                                    rq->per_position};
+        if (job->isa >= SONIQ_AVX2)
+            soniq_requantize_columns_avx2(buf + r, SONIQ_ROW_TILE, n_out, run, &p, param_ld, out,
+                                          l->col_stride);
+        else
+            soniq_requantize_columns_scalar(buf + r, SONIQ_ROW_TILE, n_out, run, &p, param_ld,
+                                            out, l->col_stride);
+        r += run;
+    }
+}
+
+/* One thread: tiles until none is left (lo, hi: its worker index, unused). */
+static void run_tiles(void *arg, int64_t lo, int64_t hi) {
     run_ctx *ctx = (run_ctx *)arg;
     const soniq_gemm_job *job = ctx->job;
-    scratch s;
+    const size_t buf_len = (size_t)SONIQ_ROW_TILE * (size_t)job->n_out;
+    int64_t *buf = ctx->rq ? (int64_t *)malloc(sizeof(int64_t) * buf_len) : NULL;
+    soniq_gemm_job local = local_job(job, buf);
+    const soniq_gemm_job *target = ctx->rq ? &local : job;
     soniq_block *blocks = (soniq_block *)malloc(sizeof(soniq_block) * (size_t)(job->n_blocks + 1));
-    if (!blocks || scratch_alloc(&s, job) != 0) {
+    scratch s;
+    (void)lo, (void)hi;
+    if (scratch_alloc(&s, job) != 0 || (ctx->rq && !buf) || !blocks) {
         __atomic_store_n(&ctx->failed, 1, __ATOMIC_RELAXED);
-        if (blocks)
-            scratch_free(&s, job->n_groups);
+        scratch_free(&s, job->n_groups);
+        free(buf);
         free(blocks);
         return;
     }
-    int assigned = assign_blocks(job, blocks);
-    for (int64_t m0 = lo; m0 < hi; m0 += SONIQ_ROW_TILE) {
-        int64_t rows = hi - m0 < SONIQ_ROW_TILE ? hi - m0 : SONIQ_ROW_TILE;
-        for (int64_t r = 0; r < rows; r++) {
-            const uint8_t *row = s.patch;
-            if (job->a)
-                row = job->a + (m0 + r) * job->k;
+    const int assigned = assign_blocks(job, blocks);
+    for (;;) {
+        const int64_t m0 = __atomic_fetch_add(&ctx->next, SONIQ_ROW_TILE, __ATOMIC_RELAXED);
+        if (m0 >= job->m)
+            break;
+        const int64_t rows = job->m - m0 < SONIQ_ROW_TILE ? job->m - m0 : SONIQ_ROW_TILE;
+        prepare_tile(job, &s, m0, rows);
+        if (!assigned) {   /* else the first act group's blocks store every output */
+            if (ctx->rq)
+                memset(buf, 0, sizeof(int64_t) * buf_len);
             else
-                soniq_im2col_row(job->conv, m0 + r, s.patch);
-            prepare_row(job, &s, r, row);
+                zero_rows(job, m0, rows);
         }
-        if (!assigned)
-            zero_rows(job, m0, rows);
         for (int bi = 0; bi < job->n_blocks; bi++) {
             const soniq_block *b = &blocks[bi];
-            engine_for(job->isa, b->engine)(job, &s.view[b->group], b, m0, rows, s.tile);
+            engine_for(job->isa, b->engine)(target, &s.view[b->group], b, ctx->rq ? 0 : m0,
+                                            rows, s.tile);
         }
+        if (ctx->rq)
+            requantize_tile(job, ctx->rq, buf, m0, rows);
     }
     scratch_free(&s, job->n_groups);
+    free(buf);
     free(blocks);
 }
 
-int soniq_gemm_run(const soniq_gemm_job *job, int n_threads) {
-    run_ctx ctx = {job, 0};
+static int run(const soniq_gemm_job *job, const soniq_requant_out *rq, int n_threads) {
+    run_ctx ctx = {job, rq, 0, 0};
+    const int64_t tiles = (job->m + SONIQ_ROW_TILE - 1) / SONIQ_ROW_TILE;
     if (job->n_groups > SONIQ_MAX_GROUPS)
         return -2;
-    if (soniq_parallel_for(n_threads, job->m, run_rows, &ctx) != 0)
+    if (soniq_parallel_for(n_threads, tiles, run_tiles, &ctx) != 0)
         return -1;
     return ctx.failed ? -1 : 0;
+}
+
+int soniq_gemm_run(const soniq_gemm_job *job, int n_threads) {
+    return run(job, NULL, n_threads);
+}
+
+int soniq_gemm_requantize_run(const soniq_gemm_job *job, const soniq_requant_out *rq,
+                              int n_threads) {
+    if (job->layout.col_stride != 1 && job->layout.row_stride != 1)
+        return -3;
+    if (rq->per_position && job->layout.col_stride == 1)
+        return -3;
+    if (job->k > SONIQ_MAX_EXACT_K)     /* the requantize relies on |sum| < 2^31 */
+        return -3;
+    return run(job, rq, n_threads);
 }

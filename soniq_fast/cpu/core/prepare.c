@@ -37,6 +37,74 @@ void soniq_im2col_row(const soniq_conv_src *s, int64_t m, uint8_t *row) {
     }
 }
 
+/* The zero-padded image: [c][h + 2 padding][w + 2 padding + SONIQ_IM2COL_SLACK] bytes. */
+int64_t soniq_padded_row_bytes(const soniq_conv_src *s) {
+    return s->w + 2 * s->padding + SONIQ_IM2COL_SLACK;
+}
+
+int64_t soniq_padded_bytes(const soniq_conv_src *s) {
+    return s->c * (s->h + 2 * s->padding) * soniq_padded_row_bytes(s);
+}
+
+/* Copy image b into `padded` (zeroed once by the caller; only the interior is written). */
+static void pad_image(const soniq_conv_src *s, int64_t b, uint8_t *padded) {
+    const int64_t hp = s->h + 2 * s->padding, wpp = soniq_padded_row_bytes(s);
+    const uint8_t *img = s->x + b * s->c * s->h * s->w;
+    for (int64_t c = 0; c < s->c; c++)
+        for (int64_t y = 0; y < s->h; y++)
+            memcpy(padded + (c * hp + y + s->padding) * wpp + s->padding,
+                   img + (c * s->h + y) * s->w, (size_t)s->w);
+}
+
+/* The (c, r) segments of one im2col row, kw <= 8: 8-byte copies in increasing order (constant
+ * kh, kw in the 3x3 specialization, so the copies unroll). */
+static inline __attribute__((always_inline))
+void copy_segments(const uint8_t *src, uint8_t *dst, int64_t c_n, int64_t plane, int64_t wpp,
+                   int64_t kh, int64_t kw) {
+    for (int64_t c = 0; c < c_n; c++, src += plane)
+        for (int64_t q = 0; q < kh; q++, dst += kw) {
+            uint64_t eight;
+            memcpy(&eight, src + q * wpp, 8);
+            memcpy(dst, &eight, 8);
+        }
+}
+
+/* Rows m0 .. m0+rows-1 of the im2col matrix into patch ([rows][K], SONIQ_IM2COL_SLACK spare
+ * bytes at the end), the same bytes as soniq_im2col_row. Each (c, r) segment of kw codes is
+ * one copy from the padded image; for kw <= 8 an 8-byte copy whose excess bytes the next
+ * segment (or row) overwrites, since segments are written in increasing order. *image is the
+ * image now in `padded` (-1: none yet). */
+void soniq_im2col_tile(const soniq_conv_src *s, int64_t m0, int64_t rows, uint8_t *patch,
+                       uint8_t *padded, int64_t *image) {
+    const int64_t per_image = s->ho * s->wo, wo = s->wo, c_n = s->c, kh = s->kh, kw = s->kw;
+    const int64_t hp = s->h + 2 * s->padding, wpp = soniq_padded_row_bytes(s);
+    const int64_t stride = s->stride, k = c_n * kh * kw, plane = hp * wpp;
+    int64_t b = m0 / per_image, oy = (m0 % per_image) / wo, ox = (m0 % per_image) % wo;
+    for (int64_t r = 0; r < rows; r++) {
+        if (b != *image) {
+            pad_image(s, b, padded);
+            *image = b;
+        }
+        const uint8_t *src = padded + oy * stride * wpp + ox * stride;
+        uint8_t *dst = patch + r * k;
+        if (kh == 3 && kw == 3)
+            copy_segments(src, dst, c_n, plane, wpp, 3, 3);
+        else if (kw <= 8)
+            copy_segments(src, dst, c_n, plane, wpp, kh, kw);
+        else
+            for (int64_t c = 0; c < c_n; c++, src += plane)
+                for (int64_t q = 0; q < kh; q++, dst += kw)
+                    memcpy(dst, src + q * wpp, (size_t)kw);
+        if (++ox == wo) {        /* the next output position */
+            ox = 0;
+            if (++oy == s->ho) {
+                oy = 0;
+                b++;
+            }
+        }
+    }
+}
+
 typedef struct {
     const uint8_t *a;
     int64_t k;

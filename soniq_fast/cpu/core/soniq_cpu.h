@@ -104,19 +104,26 @@ int soniq_parallel_for(int n_threads, int64_t total, soniq_range_fn fn, void *ct
 /* gemm.c: returns 0, -1 when scratch cannot be allocated, -2 for too many act groups */
 int soniq_gemm_run(const soniq_gemm_job *job, int n_threads);
 int64_t soniq_engine_calls(int isa, int engine);   /* engine runs so far, for tests */
+/* Output row m; rows of the first image (every row of a linear layer or of a fused tile)
+ * are found without a division. */
 static inline int64_t *soniq_out_row(const soniq_gemm_job *job, int64_t m) {
     const soniq_out_layout *l = &job->layout;
+    if (m < l->rows_per_image)
+        return job->out + m * l->row_stride;
     return job->out + (m / l->rows_per_image) * l->image_stride
            + (m % l->rows_per_image) * l->row_stride;
 }
 static inline int64_t *soniq_out_at(const soniq_gemm_job *job, int64_t m, int64_t o) {
-    const soniq_out_layout *l = &job->layout;
-    return job->out + (m / l->rows_per_image) * l->image_stride
-           + (m % l->rows_per_image) * l->row_stride + o * l->col_stride;
+    return soniq_out_row(job, m) + o * job->layout.col_stride;
 }
 
 /* prepare.c; plane packing returns the sum of the k codes (the row sum) */
+#define SONIQ_IM2COL_SLACK 8    /* spare bytes after padded image rows and after a patch tile */
 void soniq_im2col_row(const soniq_conv_src *src, int64_t m, uint8_t *row);
+int64_t soniq_padded_row_bytes(const soniq_conv_src *src);
+int64_t soniq_padded_bytes(const soniq_conv_src *src);
+void soniq_im2col_tile(const soniq_conv_src *src, int64_t m0, int64_t rows, uint8_t *patch,
+                       uint8_t *padded, int64_t *image);
 int64_t soniq_pack_planes(int isa, const uint8_t *src, int64_t k, int bits, uint64_t *dst,
                        int64_t words);
 int soniq_pack_activations(const uint8_t *a, int64_t m, int64_t k, const uint8_t *a_bits,
@@ -216,11 +223,58 @@ static inline int soniq_flush_contiguous(const soniq_gemm_job *job, const soniq_
     return job->layout.col_stride == 1 && b->cols[o1 - 1] - b->cols[o0] == o1 - 1 - o0;
 }
 
-/* epilogue.c: channel of element i is (i / inner) % channels */
+/* epilogue.c: acc is [units][channels][inner]; scale, bias, bits, ratio per channel */
 int soniq_epilogue(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
-                   const float *scale, const float *bias, float *out, int n_threads);
+                   const float *scale, const float *bias, float *out, int isa, int n_threads);
 int soniq_requantize(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
                      const float *scale, const float *bias, const uint8_t *bits,
-                     const float *ratio, uint8_t *out, int n_threads);
+                     const float *ratio, uint8_t *out, int isa, int n_threads);
+
+/* One span of elements sharing the channel: each parameter is one value for the whole span
+ * (step 0) or one per element (step 1); scale and bias share a step, ratio and bits too. */
+typedef struct {
+    const float *scale, *bias, *ratio;
+    const uint8_t *bits;
+    int scale_step, ratio_step;
+} soniq_epi_params;
+void soniq_epilogue_span_scalar(const int64_t *acc, int64_t n, const soniq_epi_params *p,
+                                float *y);
+void soniq_epilogue_span_avx2(const int64_t *acc, int64_t n, const soniq_epi_params *p,
+                              float *y);
+void soniq_requantize_span_scalar(const int64_t *acc, int64_t n, const soniq_epi_params *p,
+                                  uint8_t *k);
+void soniq_requantize_span_avx2(const int64_t *acc, int64_t n, const soniq_epi_params *p,
+                                uint8_t *k);
+/* Columns o < cols of a column-major block: acc[o * ld + j] -> k[o * ks + j], j < n, with
+ * scale[o], bias[o], and ratio, bits at [o * param_ld] (+ j when p->ratio_step is 1); the
+ * pointers in p are those of column 0 (scale_step is ignored). For GEMM sums: every
+ * |acc| < 2^31 (K <= SONIQ_MAX_EXACT_K). */
+void soniq_requantize_columns_scalar(const int64_t *acc, int64_t ld, int64_t cols, int64_t n,
+                                     const soniq_epi_params *p, int64_t param_ld, uint8_t *k,
+                                     int64_t ks);
+void soniq_requantize_columns_avx2(const int64_t *acc, int64_t ld, int64_t cols, int64_t n,
+                                   const soniq_epi_params *p, int64_t param_ld, uint8_t *k,
+                                   int64_t ks);
+
+/* gemm.c: the GEMM with the requantize fused in: codes (uint8, laid out like job->layout in
+ * elements; job->out is not used) = requantize(acc) with scale, bias per output channel and
+ * bits, ratio per channel, or per (channel, position in the image) when per_position is set
+ * (then the rows of a column must be consecutive: row_stride 1). Returns as soniq_gemm_run,
+ * or -3 for a layout that is neither row-major nor column-consecutive, or K above
+ * SONIQ_MAX_EXACT_K. */
+typedef struct {
+    const float *scale, *bias, *ratio;
+    const uint8_t *bits;
+    int per_position;
+    uint8_t *codes;
+} soniq_requant_out;
+int soniq_gemm_requantize_run(const soniq_gemm_job *job, const soniq_requant_out *rq,
+                              int n_threads);
+
+/* pool.c: max pooling of uint8 codes [planes][h][w] with a square window */
+int soniq_max_pool(const uint8_t *x, int64_t planes, int64_t h, int64_t w, int kernel,
+                   int stride, uint8_t *out, int isa, int n_threads);
+void soniq_max_pool2_avx2(const uint8_t *x, int64_t h, int64_t w, int64_t ho, int64_t wo,
+                          int64_t lo, int64_t hi, uint8_t *out);
 
 #endif
