@@ -159,11 +159,12 @@ static inline __attribute__((always_inline)) __m256 mixed(__m256 v) {
  * int64 conversion. Per-column set-up (broadcasts, the top code) is done once per column. */
 void soniq_requantize_columns_avx2(const int64_t *acc, int64_t ld, int64_t cols, int64_t n,
                                    const soniq_epi_params *p, int64_t param_ld, uint8_t *k,
-                                   int64_t ks) {
+                                   int64_t ks, const int32_t *perm) {
     const __m256 zero = _mm256_setzero_ps();
     const int rs = p->ratio_step;
-    for (int64_t o = 0; o < cols; o++) {
-        const int64_t *a = acc + o * ld;
+    for (int64_t i = 0; i < cols; i++) {
+        const int64_t o = perm ? perm[i] : i;
+        const int64_t *a = acc + i * ld;
         uint8_t *out = k + o * ks;
         soniq_epi_params col = {p->scale + o, p->bias + o, p->ratio + o * param_ld,
                                 p->bits + o * param_ld, 0, rs};

@@ -66,10 +66,11 @@ void soniq_requantize_span_scalar(const int64_t *acc, int64_t n, const soniq_epi
  * scale[o], bias[o] and ratio, bits at [o * param_ld] (+ j when ratio_step is 1). */
 void soniq_requantize_columns_scalar(const int64_t *acc, int64_t ld, int64_t cols, int64_t n,
                                      const soniq_epi_params *p, int64_t param_ld, uint8_t *k,
-                                     int64_t ks) {
-    for (int64_t o = 0; o < cols; o++) {
+                                     int64_t ks, const int32_t *perm) {
+    for (int64_t i = 0; i < cols; i++) {
+        const int64_t o = perm ? perm[i] : i;
         const soniq_epi_params col = {p->scale + o, p->bias + o, p->ratio + o * param_ld,
                                       p->bits + o * param_ld, 0, p->ratio_step};
-        soniq_requantize_span_scalar(acc + o * ld, n, &col, k + o * ks);
+        soniq_requantize_span_scalar(acc + i * ld, n, &col, k + o * ks);
     }
 }

@@ -16,6 +16,10 @@ typedef struct {
     const soniq_requant_out *rq;    /* NULL: the sums go to job->out */
     int64_t next;                   /* first row of the next tile to take */
     int failed;
+    /* fused requantize into a column-major tile buffer: buffer column i holds output channel
+     * perm[i], and block bi's columns are local_cols[bi] (NULL: channel order) */
+    const int32_t *perm;
+    const int32_t *const *local_cols;
 } run_ctx;
 
 typedef struct {                /* one thread's scratch */
@@ -213,9 +217,10 @@ static void requantize_span(int isa, const int64_t *acc, int64_t n, const soniq_
         soniq_requantize_span_scalar(acc, n, p, k);
 }
 
-/* Codes of output rows m0 .. m0+rows-1 from their sums in buf (see local_job). */
+/* Codes of output rows m0 .. m0+rows-1 from their sums in buf (see local_job; buffer
+ * column i of a column-major buf is channel perm[i]). */
 static void requantize_tile(const soniq_gemm_job *job, const soniq_requant_out *rq,
-                            const int64_t *buf, int64_t m0, int64_t rows) {
+                            const int32_t *perm, const int64_t *buf, int64_t m0, int64_t rows) {
     const soniq_out_layout *l = &job->layout;
     const int64_t n_out = job->n_out, rpi = l->rows_per_image;
     if (l->col_stride == 1) {
@@ -236,10 +241,10 @@ static void requantize_tile(const soniq_gemm_job *job, const soniq_requant_out *
                                     rq->per_position};
         if (job->isa >= SONIQ_AVX2)
             soniq_requantize_columns_avx2(buf + r, SONIQ_ROW_TILE, n_out, run, &p, param_ld, out,
-                                          l->col_stride);
+                                          l->col_stride, perm);
         else
             soniq_requantize_columns_scalar(buf + r, SONIQ_ROW_TILE, n_out, run, &p, param_ld,
-                                            out, l->col_stride);
+                                            out, l->col_stride, perm);
         r += run;
     }
 }
@@ -263,6 +268,9 @@ static void run_tiles(void *arg, int64_t lo, int64_t hi) {
         return;
     }
     const int assigned = assign_blocks(job, blocks);
+    if (ctx->local_cols)
+        for (int bi = 0; bi < job->n_blocks; bi++)
+            blocks[bi].cols = ctx->local_cols[bi];
     for (;;) {
         const int64_t m0 = __atomic_fetch_add(&ctx->next, SONIQ_ROW_TILE, __ATOMIC_RELAXED);
         if (m0 >= job->m)
@@ -281,21 +289,64 @@ static void run_tiles(void *arg, int64_t lo, int64_t hi) {
                                             rows, s.tile);
         }
         if (ctx->rq)
-            requantize_tile(job, ctx->rq, buf, m0, rows);
+            requantize_tile(job, ctx->rq, ctx->perm, buf, m0, rows);
     }
     scratch_free(&s, job->n_groups);
     free(buf);
     free(blocks);
 }
 
+/* For a fused requantize into column-major tiles: a channel order in which the columns of
+ * each block of act group 0 are consecutive (so their flushes store whole vectors of
+ * channels), and every block's columns in that order. Returns 0, -1 if out of memory. */
+static int local_order(const soniq_gemm_job *job, int32_t **perm, int32_t ***local_cols) {
+    const int64_t n_out = job->n_out;
+    int64_t total = 0;
+    for (int bi = 0; bi < job->n_blocks; bi++)
+        total += job->blocks[bi].n;
+    int32_t *order = (int32_t *)malloc(sizeof(int32_t) * (size_t)(2 * n_out + total + 1));
+    int32_t **cols = (int32_t **)malloc(sizeof(int32_t *) * (size_t)(job->n_blocks + 1));
+    if (!order || !cols) {
+        free(order);
+        free(cols);
+        return -1;
+    }
+    int32_t *inverse = order + n_out, *next = inverse + n_out;
+    int64_t i = 0;
+    for (int bi = 0; bi < job->n_blocks; bi++)
+        if (job->blocks[bi].group == 0)
+            for (int64_t j = 0; j < job->blocks[bi].n; j++) {
+                order[i] = job->blocks[bi].cols[j];
+                inverse[order[i]] = (int32_t)i;
+                i++;
+            }
+    for (int bi = 0; bi < job->n_blocks; bi++) {
+        cols[bi] = next;
+        for (int64_t j = 0; j < job->blocks[bi].n; j++)
+            *next++ = inverse[job->blocks[bi].cols[j]];
+    }
+    *perm = order;
+    *local_cols = cols;
+    return 0;
+}
+
 static int run(const soniq_gemm_job *job, const soniq_requant_out *rq, int n_threads) {
-    run_ctx ctx = {job, rq, 0, 0};
+    run_ctx ctx = {job, rq, 0, 0, NULL, NULL};
     const int64_t tiles = (job->m + SONIQ_ROW_TILE - 1) / SONIQ_ROW_TILE;
+    int32_t *perm = NULL, **local_cols = NULL;
     if (job->n_groups > SONIQ_MAX_GROUPS)
         return -2;
-    if (soniq_parallel_for(n_threads, tiles, run_tiles, &ctx) != 0)
-        return -1;
-    return ctx.failed ? -1 : 0;
+    /* act group 0's blocks cover every channel once, so `order` is a permutation */
+    if (rq && job->layout.col_stride != 1 && job->n_groups > 0) {
+        if (local_order(job, &perm, &local_cols) != 0)
+            return -1;
+        ctx.perm = perm;
+        ctx.local_cols = (const int32_t *const *)local_cols;
+    }
+    int rc = soniq_parallel_for(n_threads, tiles, run_tiles, &ctx) != 0 ? -1 : 0;
+    free(perm);
+    free(local_cols);
+    return rc != 0 || ctx.failed ? -1 : 0;
 }
 
 int soniq_gemm_run(const soniq_gemm_job *job, int n_threads) {

@@ -35,13 +35,13 @@ static inline void soniq_int8_avx2_rows_init(soniq_int8_avx2_rows *t, const soni
 static inline __attribute__((always_inline))
 void soniq_int8_avx2_add(const soniq_gemm_job *job, const soniq_block *b, int64_t *out, int64_t v,
                          int contiguous, __m256i acc, int64_t base) {
+    const __m256i bv = _mm256_set1_epi64x(base);
+    __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(acc));
+    __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(acc, 1));
+    lo = _mm256_add_epi64(_mm256_add_epi64(lo, lo), bv);
+    hi = _mm256_add_epi64(_mm256_add_epi64(hi, hi), bv);
     if (contiguous) {
         out += b->cols[8 * v];
-        const __m256i bv = _mm256_set1_epi64x(base);
-        __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(acc));
-        __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(acc, 1));
-        lo = _mm256_add_epi64(_mm256_add_epi64(lo, lo), bv);
-        hi = _mm256_add_epi64(_mm256_add_epi64(hi, hi), bv);
         if (!b->assign) {
             lo = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)out), lo);
             hi = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(out + 4)), hi);
@@ -50,14 +50,23 @@ void soniq_int8_avx2_add(const soniq_gemm_job *job, const soniq_block *b, int64_
         _mm256_storeu_si256((__m256i *)(out + 4), hi);
         return;
     }
-    int32_t t[8];
-    _mm256_storeu_si256((__m256i *)t, acc);
+    int64_t t[8];
+    _mm256_storeu_si256((__m256i *)t, lo);
+    _mm256_storeu_si256((__m256i *)(t + 4), hi);
     const int64_t cs = job->layout.col_stride, n = b->n - 8 * v < 8 ? b->n - 8 * v : 8;
     const int32_t *cols = b->cols + 8 * v;
-    for (int64_t j = 0; j < n; j++) {
-        int64_t term = 2 * (int64_t)t[j] + base;
-        out[cols[j] * cs] = b->assign ? term : out[cols[j] * cs] + term;
+    if (n == 8 && cols[7] - cols[0] == 7) {   /* consecutive channels of a strided output */
+        int64_t *p = out + cols[0] * cs;
+        if (b->assign)
+            for (int j = 0; j < 8; j++)
+                p[j * cs] = t[j];
+        else
+            for (int j = 0; j < 8; j++)
+                p[j * cs] += t[j];
+        return;
     }
+    for (int64_t j = 0; j < n; j++)
+        out[cols[j] * cs] = b->assign ? t[j] : out[cols[j] * cs] + t[j];
 }
 
 /* Add the sums acc[r][c] of a micro tile (rows r0 + r, vectors v0 + c) to the output: the

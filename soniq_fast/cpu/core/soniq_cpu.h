@@ -245,16 +245,16 @@ void soniq_requantize_span_scalar(const int64_t *acc, int64_t n, const soniq_epi
                                   uint8_t *k);
 void soniq_requantize_span_avx2(const int64_t *acc, int64_t n, const soniq_epi_params *p,
                                 uint8_t *k);
-/* Columns o < cols of a column-major block: acc[o * ld + j] -> k[o * ks + j], j < n, with
- * scale[o], bias[o], and ratio, bits at [o * param_ld] (+ j when p->ratio_step is 1); the
- * pointers in p are those of column 0 (scale_step is ignored). For GEMM sums: every
- * |acc| < 2^31 (K <= SONIQ_MAX_EXACT_K). */
+/* Columns i < cols of a column-major block: acc[i * ld + j] -> k[o * ks + j], j < n, for
+ * channel o = perm[i] (o = i when perm is NULL), with scale[o], bias[o], and ratio, bits at
+ * [o * param_ld] (+ j when p->ratio_step is 1); the pointers in p are those of channel 0
+ * (scale_step is ignored). For GEMM sums: every |acc| < 2^31 (K <= SONIQ_MAX_EXACT_K). */
 void soniq_requantize_columns_scalar(const int64_t *acc, int64_t ld, int64_t cols, int64_t n,
                                      const soniq_epi_params *p, int64_t param_ld, uint8_t *k,
-                                     int64_t ks);
+                                     int64_t ks, const int32_t *perm);
 void soniq_requantize_columns_avx2(const int64_t *acc, int64_t ld, int64_t cols, int64_t n,
                                    const soniq_epi_params *p, int64_t param_ld, uint8_t *k,
-                                   int64_t ks);
+                                   int64_t ks, const int32_t *perm);
 
 /* gemm.c: the GEMM with the requantize fused in: codes (uint8, laid out like job->layout in
  * elements; job->out is not used) = requantize(acc) with scale, bias per output channel and
