@@ -115,6 +115,9 @@ def _session(model, threads: int):
     options.log_severity_level = 3          # errors only
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # worker threads sleep between runs instead of spinning: samples of ORT and of our
+    # kernels are taken in turn, and spinning workers would hold the cores our threads need
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model.SerializeToString(), options,
                                 providers=["CPUExecutionProvider"])
 

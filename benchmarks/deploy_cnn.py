@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # the packages of this checkout, not an installed copy
 sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 from baselines import (CLOCKS, _session, clock_for, machine, markdown_table,  # noqa: E402
-                       median_seconds, write_json)
+                       median_seconds, paired_median_seconds, write_json)
 
 BATCH = 256
 
@@ -174,9 +174,10 @@ def main(argv=None) -> int:
         ort_logits = session.run(None, {"x": x})[0]
         agree = float(np.mean(ort_logits.argmax(1) == logits.argmax(1)))
         clock = clock_for(args.clock, threads)
-        t_ort = median_seconds(lambda: session.run(None, {"x": x}), args.repeats, clock=clock)
-        t_ours = median_seconds(lambda: deploy.forward(x, backend=ours), args.repeats,
-                                clock=clock)
+        # samples taken in turn, so load changes hit both alike
+        t_ort, t_ours = paired_median_seconds(
+            [lambda: session.run(None, {"x": x}), lambda: deploy.forward(x, backend=ours)],
+            args.repeats, clock=clock)
         rows.append(dict(threads=threads, batch=BATCH, clock=clock, soniq_s=t_ours,
                          ort_qdq_s=t_ort, ratio_ort=t_ort / t_ours, argmax_agreement=agree))
     print(markdown_table(["threads", "batch", "soniq cpu ms", "ORT INT8 QDQ ms", "ORT / soniq",
