@@ -30,12 +30,82 @@
 #define BYTE_WORDS 31   /* words whose byte counts fit a byte: 31 * 8 <= 255 */
 #define CHUNK_VECTORS (SONIQ_TILE_COLS / LANES)
 
+/* The contribution (2 P - base) * 2^shift of four sums; a left shift is that product modulo
+ * 2^64. Added to what dst holds unless the block assigns. */
+static inline __attribute__((always_inline))
+void put4(int64_t *dst, __m256i p, __m256i base, __m128i shift, int assign) {
+    __m256i v = _mm256_sll_epi64(_mm256_sub_epi64(_mm256_add_epi64(p, p), base), shift);
+    if (!assign)
+        v = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)dst), v);
+    _mm256_storeu_si256((__m256i *)dst, v);
+}
+
+/* Tile rows r0 .. r1-1, chunk columns o0 .. o1-1, one element at a time. */
+static void flush_scalar(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
+                         int64_t m0, int64_t r0, int64_t r1, const int64_t *tile, int64_t ld,
+                         int64_t o0, int64_t o1) {
+    const int64_t cs = job->layout.col_stride;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t *out = soniq_out_row(job, m0 + r);
+        for (int64_t o = o0; o < o1; o++) {
+            int64_t term = soniq_popcount_term(tile[r * ld + o - o0], b->wbits, g->rowsum[r],
+                                               g->shift);
+            int64_t *dst = out + b->cols[o] * cs;
+            *dst = b->assign ? term : *dst + term;
+        }
+    }
+}
+
+/* The flush when the chunk's columns are consecutive channels of an output whose rows are
+ * adjacent (row_stride 1: conv outputs, channel planes col_stride apart): 4 x 4 blocks of
+ * the tile are transposed in registers, so each channel gets 4 rows in one store. Rows of
+ * a block in different images, and the edges, go through soniq_flush_tile. */
+static void flush_columns(const soniq_gemm_job *job, const soniq_act_group *g,
+                          const soniq_block *b, int64_t m0, int64_t rows, const int64_t *tile,
+                          int64_t ld, int64_t o0, int64_t o1) {
+    const int64_t n4 = (o1 - o0) / 4 * 4, cs = job->layout.col_stride, first = b->cols[o0];
+    const int64_t levels = ((int64_t)1 << b->wbits) - 1;
+    const __m128i shift = _mm_cvtsi32_si128(g->shift);
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) {
+        int64_t *out = soniq_out_row(job, m0 + r) + first * cs;
+        if (soniq_out_row(job, m0 + r + 3) != soniq_out_row(job, m0 + r) + 3) {
+            flush_scalar(job, g, b, m0, r, r + 4, tile, ld, o0, o1);
+            continue;
+        }
+        int64_t bases[4];
+        for (int i = 0; i < 4; i++)
+            bases[i] = levels * g->rowsum[r + i];
+        const __m256i base = _mm256_loadu_si256((const __m256i *)bases);
+        const int64_t *t = tile + r * ld;
+        for (int64_t o = 0; o < n4; o += 4) {
+            __m256i v0 = _mm256_loadu_si256((const __m256i *)(t + o));
+            __m256i v1 = _mm256_loadu_si256((const __m256i *)(t + ld + o));
+            __m256i v2 = _mm256_loadu_si256((const __m256i *)(t + 2 * ld + o));
+            __m256i v3 = _mm256_loadu_si256((const __m256i *)(t + 3 * ld + o));
+            __m256i t0 = _mm256_unpacklo_epi64(v0, v1), t1 = _mm256_unpackhi_epi64(v0, v1);
+            __m256i t2 = _mm256_unpacklo_epi64(v2, v3), t3 = _mm256_unpackhi_epi64(v2, v3);
+            int64_t *dst = out + o * cs;
+            put4(dst, _mm256_permute2x128_si256(t0, t2, 0x20), base, shift, b->assign);
+            put4(dst + cs, _mm256_permute2x128_si256(t1, t3, 0x20), base, shift, b->assign);
+            put4(dst + 2 * cs, _mm256_permute2x128_si256(t0, t2, 0x31), base, shift, b->assign);
+            put4(dst + 3 * cs, _mm256_permute2x128_si256(t1, t3, 0x31), base, shift, b->assign);
+        }
+        if (o0 + n4 < o1)   /* the last columns, whose tile cells start at column n4 */
+            flush_scalar(job, g, b, m0, r, r + 4, tile + n4, ld, o0 + n4, o1);
+    }
+    flush_scalar(job, g, b, m0, r, rows, tile, ld, o0, o1);
+}
+
 /* soniq_flush_tile with AVX2 when the chunk's columns are consecutive outputs. */
 static void flush_chunk(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
                         int64_t m0, int64_t rows, const int64_t *tile, int64_t ld, int64_t o0,
                         int64_t o1) {
     if (!soniq_flush_contiguous(job, b, o0, o1)) {
-        soniq_flush_tile(job, g, b, m0, rows, tile, ld, o0, o1);
+        if (job->layout.row_stride == 1 && b->cols[o1 - 1] - b->cols[o0] == o1 - 1 - o0)
+            flush_columns(job, g, b, m0, rows, tile, ld, o0, o1);
+        else
+            soniq_flush_tile(job, g, b, m0, rows, tile, ld, o0, o1);
         return;
     }
     const int64_t n = o1 - o0, first = b->cols[o0];
