@@ -80,6 +80,22 @@ def test_mixed_palette_splits_engines_and_stays_exact(isa):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("k", [1, 2, 63, 64, 65, 129, 200, 517])
+@pytest.mark.parametrize("first", [2, 8])
+def test_alternating_activation_widths_are_exact(isa, k, first):
+    # Input channels alternating two widths: every act group takes every other K position
+    # (gathered 32 at a time on the vector paths, the rest one by one).
+    rng = np.random.default_rng(k)
+    m, n = 37, 21
+    a_bits = np.where(np.arange(k) % 2 == 0, first, 10 - first).astype(np.uint8)
+    w_bits = rng.integers(1, 9, n).astype(np.uint8)
+    a = (rng.random((m, k)) * (2.0 ** a_bits)).astype(np.uint8)
+    w = (rng.random((n, k)) * (2.0 ** w_bits[:, None])).astype(np.uint8)
+    got = _backend(isa, "auto", 2).linear_int(a, a_bits, w, w_bits, 8)
+    np.testing.assert_array_equal(got, independent.linear_acc(a, a_bits, w, w_bits, 8))
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("n", [512, 515])
 @pytest.mark.parametrize("policy, w_width, a_width", [
     ("popcount", 1, 1), ("popcount", 2, 1), ("popcount", 1, 2),

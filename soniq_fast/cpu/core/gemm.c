@@ -64,6 +64,9 @@ static int scratch_alloc(scratch *s, const soniq_gemm_job *job) {
     for (int gi = 0; gi < job->n_groups; gi++) {
         soniq_act_group *v = &s->view[gi];
         *v = job->groups[gi];
+        v->every_other = v->k > 1;
+        for (int64_t t = 1; t < v->k && v->every_other; t++)
+            v->every_other = v->idx[t] == v->idx[0] + 2 * t;
         v->planes = NULL;
         v->bytes = NULL;
         v->wide = NULL;
@@ -85,10 +88,15 @@ static int scratch_alloc(scratch *s, const soniq_gemm_job *job) {
 
 /* Locals throughout: the uint8 stores may alias anything, so fields read in the loops
  * would be reloaded on every element. */
-static const uint8_t *gather(const soniq_act_group *g, const uint8_t *row, uint8_t *buf) {
+static const uint8_t *gather(const soniq_gemm_job *job, const soniq_act_group *g,
+                             const uint8_t *row, uint8_t *buf) {
     if (g->contiguous)
         return row + g->start;
     const int64_t k = g->k;
+    if (g->every_other && job->isa != SONIQ_SCALAR) {   /* e.g. channels alternating widths */
+        soniq_gather_every_other_avx2(row + g->start, job->k - g->start, k, buf);
+        return buf;
+    }
     const int32_t *idx = g->idx;
     for (int64_t t = 0; t < k; t++)
         buf[t] = row[idx[t]];
@@ -99,7 +107,7 @@ static const uint8_t *gather(const soniq_act_group *g, const uint8_t *row, uint8
 static void prepare_row(const soniq_gemm_job *job, scratch *s, int64_t r, const uint8_t *row) {
     for (int gi = 0; gi < job->n_groups; gi++) {
         soniq_act_group *g = &s->view[gi];
-        const uint8_t *src = gather(g, row, s->gathered);
+        const uint8_t *src = gather(job, g, row, s->gathered);
         if (g->need_planes)
             g->rowsum[r] = soniq_pack_planes(job->isa, src, g->k, g->bits,
                                              g->planes + r * g->bits * g->words, g->words);

@@ -40,3 +40,19 @@ int64_t soniq_pack_planes_avx2(const uint8_t *src, int64_t k, int bits, uint64_t
     __m128i s = _mm_add_epi64(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
     return _mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1);
 }
+
+/* The even bytes of 64 at a time: the low byte of every 16-bit lane, packed (vpackuswb works
+ * per 128-bit half, vpermq restores the order). */
+__attribute__((target("avx2")))
+void soniq_gather_every_other_avx2(const uint8_t *src, int64_t n, int64_t k, uint8_t *dst) {
+    const __m256i low = _mm256_set1_epi16(0x00ff);
+    int64_t t = 0;
+    for (; t + 32 <= k && 2 * t + 64 <= n; t += 32) {
+        __m256i a = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(src + 2 * t)), low);
+        __m256i b = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(src + 2 * t + 32)), low);
+        _mm256_storeu_si256((__m256i *)(dst + t),
+                            _mm256_permute4x64_epi64(_mm256_packus_epi16(a, b), 0xd8));
+    }
+    for (; t < k; t++)
+        dst[t] = src[2 * t];
+}

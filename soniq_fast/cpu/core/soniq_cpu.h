@@ -39,6 +39,7 @@ typedef struct {
     const int32_t *idx;     /* their positions in a row, [k] */
     int64_t start;          /* idx is start, start+1, ... when contiguous != 0 */
     int contiguous;
+    int every_other;        /* set by gemm.c: idx is start, start+2, start+4, ... */
     int64_t words;          /* uint64 words per plane row (multiple of 8) */
     int64_t kpad;           /* bytes per int8 row (multiple of 64; of 4 on the avx2 path) */
     int need_planes;
@@ -132,6 +133,8 @@ int64_t soniq_pack_planes_scalar(const uint8_t *src, int64_t k, int bits, uint64
                                  int64_t words);
 int64_t soniq_pack_planes_avx2(const uint8_t *src, int64_t k, int bits, uint64_t *dst,
                                int64_t words);
+/* pack_avx2.c: dst[t] = src[2 t] for t < k; src holds n >= 2 k - 1 bytes */
+void soniq_gather_every_other_avx2(const uint8_t *src, int64_t n, int64_t k, uint8_t *dst);
 int64_t soniq_pack_planes_avx512(const uint8_t *src, int64_t k, int bits, uint64_t *dst,
                                  int64_t words);
 
