@@ -27,8 +27,6 @@ enum { SONIQ_SCALAR = 0, SONIQ_AVX2 = 1, SONIQ_AVX512 = 2 };
 enum { SONIQ_ENGINE_POPCOUNT = 0, SONIQ_ENGINE_INT8 = 1 };
 
 #define SONIQ_MAX_EXACT_K 33025
-#define SONIQ_WORD_ALIGN 8      /* plane rows padded to 8 uint64 words (512 bits) */
-#define SONIQ_BYTE_ALIGN 64     /* int8 rows padded to 64 bytes */
 #define SONIQ_ROW_TILE 48       /* rows prepared and multiplied together by one thread */
 #define SONIQ_MAX_GROUPS 8
 
@@ -40,7 +38,7 @@ typedef struct {
     int64_t start;          /* idx is start, start+1, ... when contiguous != 0 */
     int contiguous;
     int every_other;        /* set by gemm.c: idx is start, start+2, start+4, ... */
-    int64_t words;          /* uint64 words per plane row (multiple of 8) */
+    int64_t words;          /* uint64 words per plane row, ceil(k / 64) */
     int64_t kpad;           /* bytes per int8 row (multiple of 64; of 4 on the avx2 path) */
     int need_planes;
     int need_bytes;         /* bit 0: bytes; bit 1: wide too (avx2 int16 int8 blocks) */
