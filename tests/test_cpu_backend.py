@@ -19,6 +19,7 @@ from hypothesis import given, strategies as st
 
 import independent
 from backends import load_backend
+from random_deploy import random_cnn_deploy
 from strategies import conv_case, linear_case
 
 cpu = pytest.importorskip("soniq_fast.cpu", reason="the cpu extension is not built; "
@@ -325,28 +326,7 @@ def test_missing_extension_says_how_to_build():
 
 def _random_cnn_deploy(seed):
     """A small random CNN (odd input size, random palettes, bits and BN) as a DeployModel."""
-    from soniq_ref.deploy import DeployModel
-    from soniq_ref.layers.batchnorm import BatchNorm2d
-    from soniq_ref.models import cnn
-
-    rng = np.random.default_rng(seed)
-    shape = (3, 11, 9)
-    net = cnn(shape, 5, channels=(6, 10), weight_palette=(1, 4), act_palette=(2, 8), seed=seed)
-    x = rng.integers(0, 256, (16,) + shape).astype(np.uint8)
-    net.set_mode("noise")
-    net.eval()
-    net.forward(x.astype(np.float32) / np.float32(255))     # initialises the clips
-    for layer in net.layers:
-        if isinstance(layer, BatchNorm2d):
-            layer.running_mean[...] = rng.standard_normal(layer.channels)
-            layer.running_var[...] = rng.uniform(0.5, 2.0, layer.channels)
-        if hasattr(layer, "set_bits"):
-            w_bits = rng.choice(layer.weight_palette, layer.params["weight"].shape[0])
-            a_bits = None if layer.first_layer else \
-                rng.choice(layer.act_palette, layer.params["theta_a"].shape[0]).astype(np.uint8)
-            layer.set_bits(w_bits.astype(np.uint8), a_bits)
-    net.set_mode("exact")
-    return DeployModel.from_model(net, shape), x
+    return random_cnn_deploy(seed, (3, 11, 9), 5, (6, 10), (2, 8), 16)
 
 
 @pytest.mark.parametrize("isa", ISAS)

@@ -12,6 +12,7 @@ from hypothesis import given, strategies as st
 
 import independent
 from backends import load_backend
+from random_deploy import random_cnn_deploy
 from strategies import bit_widths, codes_for, conv_case, linear_case
 from soniq_ref.layers.pooling import max_pool_codes
 
@@ -201,28 +202,7 @@ def test_epilogue_near_the_int32_limits(isa, shape):
 
 def _deploy(seed):
     """A small random CNN with per-feature bits after Flatten, as a DeployModel, and inputs."""
-    from soniq_ref.deploy import DeployModel
-    from soniq_ref.layers.batchnorm import BatchNorm2d
-    from soniq_ref.models import cnn
-
-    rng = np.random.default_rng(seed)
-    shape = (2, 9, 11)
-    net = cnn(shape, 4, channels=(5, 7), weight_palette=(1, 4), act_palette=(2, 4), seed=seed)
-    x = rng.integers(0, 256, (12,) + shape).astype(np.uint8)
-    net.set_mode("noise")
-    net.eval()
-    net.forward(x.astype(np.float32) / np.float32(255))     # initialises the clips
-    for layer in net.layers:
-        if isinstance(layer, BatchNorm2d):
-            layer.running_mean[...] = rng.standard_normal(layer.channels)
-            layer.running_var[...] = rng.uniform(0.5, 2.0, layer.channels)
-        if hasattr(layer, "set_bits"):
-            w_bits = rng.choice(layer.weight_palette, layer.params["weight"].shape[0])
-            a_bits = None if layer.first_layer else \
-                rng.choice(layer.act_palette, layer.params["theta_a"].shape[0]).astype(np.uint8)
-            layer.set_bits(w_bits.astype(np.uint8), a_bits)
-    net.set_mode("exact")
-    return DeployModel.from_model(net, shape), x
+    return random_cnn_deploy(seed, (2, 9, 11), 4, (5, 7), (2, 4), 12)
 
 
 def _outcome(deploy, x, backend):

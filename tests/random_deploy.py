@@ -1,0 +1,31 @@
+"""A small random CNN with random palettes, per-channel bits and batch norm statistics,
+exported as a DeployModel: end-to-end fixtures for the backend tests."""
+
+import numpy as np
+
+
+def random_cnn_deploy(seed: int, shape: tuple, classes: int, channels: tuple,
+                      act_palette: tuple, batch: int):
+    """(DeployModel, uint8 inputs [batch, *shape]) of a random CNN in exact mode."""
+    from soniq_ref.deploy import DeployModel
+    from soniq_ref.layers.batchnorm import BatchNorm2d
+    from soniq_ref.models import cnn
+
+    rng = np.random.default_rng(seed)
+    net = cnn(shape, classes, channels=channels, weight_palette=(1, 4),
+              act_palette=act_palette, seed=seed)
+    x = rng.integers(0, 256, (batch,) + shape).astype(np.uint8)
+    net.set_mode("noise")
+    net.eval()
+    net.forward(x.astype(np.float32) / np.float32(255))     # initialises the clips
+    for layer in net.layers:
+        if isinstance(layer, BatchNorm2d):
+            layer.running_mean[...] = rng.standard_normal(layer.channels)
+            layer.running_var[...] = rng.uniform(0.5, 2.0, layer.channels)
+        if hasattr(layer, "set_bits"):
+            w_bits = rng.choice(layer.weight_palette, layer.params["weight"].shape[0])
+            a_bits = None if layer.first_layer else \
+                rng.choice(layer.act_palette, layer.params["theta_a"].shape[0]).astype(np.uint8)
+            layer.set_bits(w_bits.astype(np.uint8), a_bits)
+    net.set_mode("exact")
+    return DeployModel.from_model(net, shape), x
