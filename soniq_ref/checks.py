@@ -60,12 +60,14 @@ def check_codes(name: str, codes: np.ndarray, bits: np.ndarray, axis: int) -> No
     if codes.size == 0:
         return
     limit = (1 << bits.astype(np.int64)) - 1
-    moved = np.moveaxis(codes, axis, 0).reshape(codes.shape[axis], -1)
-    over = moved.max(axis=1).astype(np.int64) > limit
+    # the largest code of each channel, reduced in place over the other axes (no copy)
+    others = tuple(i for i in range(codes.ndim) if i != axis)
+    peak = codes.max(axis=others).astype(np.int64)
+    over = peak > limit
     if over.any():
         c = int(np.flatnonzero(over)[0])
         raise ValueError(f"{name} has a code above 2**bits - 1 = {int(limit[c])} "
-                         f"in channel {c} (max {int(moved[c].max())})")
+                         f"in channel {c} (max {int(peak[c])})")
 
 
 def check_act_codes(a_codes, a_bits, act_bits_hi, ndim: int = 2, name: str = "a_codes"):
