@@ -127,7 +127,7 @@ class CpuPackedWeights:
                 else:
                     int8_cols.append((w_bits, cols))
             if int8_cols and int8_lanes == AVX2_INT8_LANES:   # one block per value width
-                for v_bits, cols in self._value_widths(group, int8_cols):
+                for v_bits, cols in _merge_short(self._value_widths(group, int8_cols), group):
                     wide = int8_steps(v_bits, group.bits, group.shift) == 0
                     need[gi][INT8] |= NEED_BYTES | (NEED_WIDE if wide else 0)
                     blocks.append(self._avx2_int8_block(gi, group, v_bits, cols, wide))
@@ -199,6 +199,22 @@ class CpuPackedWeights:
         values = _interleave(values.astype(np.int16), lanes, 2) if wide \
             else _interleave(values, lanes, 4)
         return (INT8, gi, v_bits, len(cols), cols, None, values, lanes)
+
+
+def _merge_short(classes: list, group: ActGroup) -> list:
+    """Value-width classes [(e, cols)] with int16 partial sums, merged into one block of the
+    widest of them when the group's whole K fits one int16 run of that width: the sums are
+    widened once either way, and one wider block runs fuller register tiles (small K, e.g.
+    a first conv layer, has few quads per row and pays per block and per tile)."""
+    steps = {e: int8_steps(e, group.bits, group.shift) for e, _ in classes}
+    narrow = [(e, c) for e, c in classes if steps[e] > 0]
+    if len(narrow) < 2:
+        return classes
+    widest = max(e for e, _ in narrow)
+    if steps[widest] * 4 < group.kpad:
+        return classes
+    merged = np.sort(np.concatenate([c for _, c in narrow])).astype(np.int32)
+    return [(widest, merged)] + [(e, c) for e, c in classes if steps[e] == 0]
 
 
 def _interleave(values: np.ndarray, lanes: int, group: int) -> np.ndarray:
