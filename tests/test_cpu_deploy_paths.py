@@ -117,6 +117,30 @@ def _requant_params(draw, length, o):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+def test_fused_conv_requantize_with_blocks_out_of_buffer_order(isa):
+    # Three act groups (A = 3, widths 3, 2, 2, 1) and weights of widths 1..8: the fused tile
+    # buffer orders channels by the first group's blocks, so the later groups' blocks see
+    # their channels out of order -- including 8 whose first and last are 7 apart without
+    # being consecutive. (Found by the long Hypothesis profile.)
+    x = np.array([[[[5, 2]], [[0, 0]], [[3, 3]], [[1, 1]]]], np.uint8)
+    a_bits = np.array([3, 2, 2, 1], np.uint8)
+    w = np.array([[1, 0, 0, 0], [208, 233, 155, 186], [2, 3, 3, 0], [13, 0, 11, 2],
+                  [55, 34, 19, 27], [7, 31, 171, 165], [9, 6, 15, 15], [87, 83, 88, 49]],
+                 np.uint8).reshape(8, 4, 1, 1)
+    w_bits = np.array([1, 8, 2, 4, 6, 8, 4, 7], np.uint8)
+    acc = independent.conv_acc(x, a_bits, w, w_bits, 3, 1, 0)
+    scale = np.full(8, 1 / 16, np.float32)
+    bias, ratio = np.full(8, 128, np.float32), np.ones(8, np.float32)
+    bits = np.full(8, 8, np.uint8)
+    want = independent.requantize(acc, scale, bias, bits, ratio)
+    for threads in THREADS:
+        backend = _backend(isa, threads)
+        got = backend.trusted.conv2d_requantize(x, a_bits, backend.pack_weights(w, w_bits), 3,
+                                                1, 0, scale, bias, bits, ratio)
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @given(case=wide_conv_case(), data=st.data())
 def test_fused_conv_requantize_equals_conv_then_requantize(isa, case, data):
     x, a_bits, w, w_bits, hi, stride, padding = case

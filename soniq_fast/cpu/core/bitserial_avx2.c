@@ -102,7 +102,7 @@ static void flush_chunk(const soniq_gemm_job *job, const soniq_act_group *g, con
                         int64_t m0, int64_t rows, const int64_t *tile, int64_t ld, int64_t o0,
                         int64_t o1) {
     if (!soniq_flush_contiguous(job, b, o0, o1)) {
-        if (job->layout.row_stride == 1 && b->cols[o1 - 1] - b->cols[o0] == o1 - 1 - o0)
+        if (job->layout.row_stride == 1 && soniq_cols_consecutive(b->cols + o0, o1 - o0))
             flush_columns(job, g, b, m0, rows, tile, ld, o0, o1);
         else
             soniq_flush_tile(job, g, b, m0, rows, tile, ld, o0, o1);

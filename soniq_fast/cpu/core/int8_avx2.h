@@ -8,11 +8,13 @@
 
 #include "soniq_cpu.h"
 
-/* Whether the 8 columns of vector v are 8 consecutive outputs of a row-major output. */
+/* How the 8 columns of vector v lie in the output: 1 = 8 consecutive outputs of a row-major
+ * output, 2 = 8 consecutive channels of a strided output, 0 = otherwise. */
 static inline int soniq_int8_avx2_contiguous(const soniq_gemm_job *job, const soniq_block *b,
                                              int64_t v) {
-    return job->layout.col_stride == 1 && 8 * v + 8 <= b->n
-           && b->cols[8 * v + 7] - b->cols[8 * v] == 7;
+    if (8 * v + 8 > b->n || !soniq_cols_consecutive(b->cols + 8 * v, 8))
+        return 0;
+    return job->layout.col_stride == 1 ? 1 : 2;
 }
 
 /* Per tile row r < rows: its output row and base = rowsum << shift (computed once per block,
@@ -40,7 +42,7 @@ void soniq_int8_avx2_add(const soniq_gemm_job *job, const soniq_block *b, int64_
     __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(acc, 1));
     lo = _mm256_add_epi64(_mm256_add_epi64(lo, lo), bv);
     hi = _mm256_add_epi64(_mm256_add_epi64(hi, hi), bv);
-    if (contiguous) {
+    if (contiguous == 1) {
         out += b->cols[8 * v];
         if (!b->assign) {
             lo = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)out), lo);
@@ -55,7 +57,7 @@ void soniq_int8_avx2_add(const soniq_gemm_job *job, const soniq_block *b, int64_
     _mm256_storeu_si256((__m256i *)(t + 4), hi);
     const int64_t cs = job->layout.col_stride, n = b->n - 8 * v < 8 ? b->n - 8 * v : 8;
     const int32_t *cols = b->cols + 8 * v;
-    if (n == 8 && cols[7] - cols[0] == 7) {   /* consecutive channels of a strided output */
+    if (contiguous == 2) {   /* consecutive channels of a strided output */
         int64_t *p = out + cols[0] * cs;
         if (b->assign)
             for (int j = 0; j < 8; j++)

@@ -217,11 +217,21 @@ static inline void soniq_flush_tile(const soniq_gemm_job *job, const soniq_act_g
     }
 }
 
+/* Whether cols[0 .. n-1] are n consecutive channels, cols[i] = cols[0] + i. (A block's
+ * columns ascend in a job's own output; in the channel order of a fused requantize's tile
+ * buffer (gemm.c) only the blocks of the first act group are known to, so look at each.) */
+static inline int soniq_cols_consecutive(const int32_t *cols, int64_t n) {
+    for (int64_t i = 1; i < n; i++)
+        if (cols[i] != cols[0] + i)
+            return 0;
+    return 1;
+}
+
 /* Whether the block's columns o0 .. o1-1 are consecutive output channels of a row-major
- * output (then a flush can use vector loads and stores). cols is ascending. */
+ * output (then a flush can use vector loads and stores). */
 static inline int soniq_flush_contiguous(const soniq_gemm_job *job, const soniq_block *b,
                                          int64_t o0, int64_t o1) {
-    return job->layout.col_stride == 1 && b->cols[o1 - 1] - b->cols[o0] == o1 - 1 - o0;
+    return job->layout.col_stride == 1 && soniq_cols_consecutive(b->cols + o0, o1 - o0);
 }
 
 /* epilogue.c: acc is [units][channels][inner]; scale, bias, bits, ratio per channel */
