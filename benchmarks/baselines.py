@@ -50,31 +50,9 @@ def clock_for(name: str, threads: int) -> str:
     return name if threads == 1 else "wall"
 
 
-def median_seconds(fn, repeats: int = 7, min_time: float = 0.05, clock: str = "wall") -> float:
-    """Median over ``repeats`` samples of the seconds per call of ``fn``.
-
-    One warm-up call; each sample runs ``fn`` enough times to last about ``min_time``.
-    ``clock``: ``wall`` (elapsed time) or ``thread`` (CPU time of this thread: on a
-    machine shared with other work it leaves out the time the thread waited for a core).
-    """
-    now = CLOCKS[clock]
-    fn()
-    start = now()
-    fn()
-    once = max(now() - start, 1e-7)
-    inner = max(1, int(min_time / once))
-    samples = []
-    for _ in range(repeats):
-        start = now()
-        for _ in range(inner):
-            fn()
-        samples.append((now() - start) / inner)
-    return statistics.median(samples)
-
-
 def paired_median_seconds(fns, repeats: int = 7, min_time: float = 0.05,
                           clock: str = "wall") -> list[float]:
-    """median_seconds of several functions whose samples are taken in turn.
+    """median_seconds of each of several functions, their samples taken in turn.
 
     Sample i of every function is taken before sample i + 1 of any, so a burst of load
     from elsewhere on the machine slows the functions being compared alike and their
@@ -95,6 +73,16 @@ def paired_median_seconds(fns, repeats: int = 7, min_time: float = 0.05,
                 fn()
             out.append((now() - start) / inner)
     return [statistics.median(s) for s in samples]
+
+
+def median_seconds(fn, repeats: int = 7, min_time: float = 0.05, clock: str = "wall") -> float:
+    """Median over ``repeats`` samples of the seconds per call of ``fn``.
+
+    One warm-up call; each sample runs ``fn`` enough times to last about ``min_time``.
+    ``clock``: ``wall`` (elapsed time) or ``thread`` (CPU time of this thread: on a
+    machine shared with other work it leaves out the time the thread waited for a core).
+    """
+    return paired_median_seconds([fn], repeats, min_time, clock)[0]
 
 
 def numpy_seconds(fn, threads: int, repeats: int, clock: str = "wall") -> float:

@@ -18,6 +18,7 @@ cdef extern from "core/soniq_cpu.h" nogil:
         const int32_t *idx
         int64_t start
         int contiguous
+        int every_other
         int64_t words
         int64_t kpad
         int need_planes
@@ -95,7 +96,7 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n
 
     a: uint8 [M, K] or None; conv: None or (x uint8 [B, C, H, W], c, h, w, kh, kw, stride,
     padding, ho, wo). groups: tuples (bits, shift, k, idx int32, start, contiguous, words,
-    kpad, need_planes, need_bytes). blocks: tuples (engine, group, wbits, n, cols int32,
+    kpad, need_planes, need_bytes, every_other). blocks: tuples (engine, group, wbits, n, cols int32,
     wplanes uint64 or None, wbytes int8 or None, lanes). n_out: output channels. layout:
     (rows_per_image, image_stride, row_stride, col_stride).
     requant: None, or (scale, bias, bits, ratio, per_position) to requantize the sums right
@@ -116,7 +117,7 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n
             cg[i].bits, cg[i].shift, cg[i].k = g[0], g[1], g[2]
             cg[i].idx = <int32_t *>addr(g[3])
             cg[i].start, cg[i].contiguous, cg[i].words, cg[i].kpad = g[4], g[5], g[6], g[7]
-            cg[i].need_planes, cg[i].need_bytes = g[8], g[9]
+            cg[i].need_planes, cg[i].need_bytes, cg[i].every_other = g[8], g[9], g[10]
         for i, b in enumerate(blocks):
             cb[i].engine, cb[i].group, cb[i].wbits, cb[i].n = b[0], b[1], b[2], b[3]
             cb[i].cols = <int32_t *>addr(b[4])

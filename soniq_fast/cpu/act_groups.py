@@ -47,6 +47,11 @@ class ActGroup:
     def contiguous(self) -> bool:
         return self.k > 0 and int(self.idx[-1]) - int(self.idx[0]) == self.k - 1
 
+    @property
+    def every_other(self) -> bool:
+        """idx is start, start + 2, start + 4, ... (e.g. input channels alternating widths)."""
+        return self.k > 1 and bool(np.all(np.diff(self.idx) == 2))
+
 
 def act_groups(k_bits: np.ndarray, act_bits_hi: int, word_align: int = 1,
                byte_align: int = BYTE_ALIGN) -> tuple[ActGroup, ...]:

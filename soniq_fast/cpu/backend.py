@@ -100,10 +100,7 @@ class CpuBackend:
             raise ValueError(f"w_codes must be [N, K] for linear_int, got shape {packed.shape}")
         a_codes, a_bits, hi = _check_acts(a_codes, a_bits, act_bits_hi, packed.k, ndim=2)
         _check_k(packed.k)
-        m, n = a_codes.shape[0], packed.shape[0]
-        out = np.empty((m, n), np.int64)
-        self._gemm(packed, a_bits, hi, a_codes, None, m, out, (max(m, 1), 0, n, 1))
-        return out
+        return self._linear(a_codes, a_bits, packed, hi)
 
     def conv2d_int(self, x_codes, a_bits, w_codes, w_bits, act_bits_hi, stride=1, padding=0):
         """int64 [B, O, Ho, Wo]: the linear_int sum over im2col patches, K = (c, row, col)."""
@@ -116,13 +113,26 @@ class CpuBackend:
         stride, padding, ho, wo = check_conv_geometry(x_codes.shape, packed.shape, stride,
                                                       padding)
         _check_k(packed.k)
+        return self._conv(x_codes, a_bits, packed, hi, stride, padding, ho, wo)
+
+    # Validated arguments from here on. requant: None (int64 sums) or the fused requantize's
+    # (scale, bias, bits, ratio, per_position) (uint8 codes); threads: None for all of them.
+
+    def _linear(self, a_codes, a_bits, packed, hi, requant=None, threads=None):
+        m, n = a_codes.shape[0], packed.shape[0]
+        out = np.empty((m, n), np.int64 if requant is None else np.uint8)
+        self._gemm(packed, a_bits, hi, a_codes, None, m, out, (max(m, 1), 0, n, 1), requant,
+                   threads)
+        return out
+
+    def _conv(self, x_codes, a_bits, packed, hi, stride, padding, ho, wo, requant=None,
+              threads=None):
         b, c, h, w = x_codes.shape
         o, _, kh, kw = packed.shape
-        out = np.empty((b, o, ho, wo), np.int64)
+        out = np.empty((b, o, ho, wo), np.int64 if requant is None else np.uint8)
         conv = (x_codes, c, h, w, kh, kw, stride, padding, ho, wo)
-        k_bits = np.repeat(a_bits, kh * kw)
-        self._gemm(packed, k_bits, hi, None, conv, b * ho * wo, out,
-                   (ho * wo, o * ho * wo, 1, ho * wo))
+        self._gemm(packed, np.repeat(a_bits, kh * kw), hi, None, conv, b * ho * wo, out,
+                   (ho * wo, o * ho * wo, 1, ho * wo), requant, threads)
         return out
 
     def _gemm(self, packed, k_bits, hi, a_codes, conv, m, out, layout, requant=None,
@@ -254,27 +264,19 @@ class _Trusted:
     def _linear(self, a_codes, a_bits, packed, act_bits_hi, requant):
         a_codes = _contiguous_codes(a_codes, 2)
         _check_packed(packed, a_bits, 2, a_codes.shape[1], packed.k)
-        m, n = a_codes.shape[0], packed.shape[0]
-        out = np.empty((m, n), np.int64 if requant is None else np.uint8)
-        self.backend._gemm(packed, a_bits, act_bits_hi, a_codes, None, m, out,
-                           (max(m, 1), 0, n, 1), requant, self._gemm_threads(m, packed))
-        return out
+        return self.backend._linear(a_codes, a_bits, packed, act_bits_hi, requant,
+                                    self._gemm_threads(a_codes.shape[0], packed))
 
     def _conv(self, x_codes, a_bits, packed, act_bits_hi, stride, padding, requant):
         x_codes = _contiguous_codes(x_codes, 4)
         _check_packed(packed, a_bits, 4, x_codes.shape[1], packed.shape[1])
         stride, padding, ho, wo = check_conv_geometry(x_codes.shape, packed.shape, stride,
                                                       padding)
-        b, c, h, w = x_codes.shape
-        o, _, kh, kw = packed.shape
         if requant is not None:
-            requant = _requant_args(o, ho * wo, *requant)
-        out = np.empty((b, o, ho, wo), np.int64 if requant is None else np.uint8)
-        conv = (x_codes, c, h, w, kh, kw, stride, padding, ho, wo)
-        self.backend._gemm(packed, np.repeat(a_bits, kh * kw), act_bits_hi, None, conv,
-                           b * ho * wo, out, (ho * wo, o * ho * wo, 1, ho * wo), requant,
-                           self._gemm_threads(b * ho * wo, packed))
-        return out
+            requant = _requant_args(packed.shape[0], ho * wo, *requant)
+        return self.backend._conv(x_codes, a_bits, packed, act_bits_hi, stride, padding, ho, wo,
+                                  requant, self._gemm_threads(x_codes.shape[0] * ho * wo,
+                                                              packed))
 
     def _gemm_threads(self, m: int, packed) -> int:
         return self._threads(m * max(packed.k, 64) * packed.shape[0])   # K: 64-byte rows

@@ -227,4 +227,4 @@ def _interleave(values: np.ndarray, lanes: int, group: int) -> np.ndarray:
 def _group_args(group: ActGroup, need_planes: bool, need_bytes: int) -> tuple:
     start = int(group.idx[0]) if group.k else 0
     return (group.bits, group.shift, group.k, group.idx, start, int(group.contiguous),
-            group.words, group.kpad, int(need_planes), int(need_bytes))
+            group.words, group.kpad, int(need_planes), int(need_bytes), int(group.every_other))

@@ -40,22 +40,6 @@ void put4(int64_t *dst, __m256i p, __m256i base, __m128i shift, int assign) {
     _mm256_storeu_si256((__m256i *)dst, v);
 }
 
-/* Tile rows r0 .. r1-1, chunk columns o0 .. o1-1, one element at a time. */
-static void flush_scalar(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
-                         int64_t m0, int64_t r0, int64_t r1, const int64_t *tile, int64_t ld,
-                         int64_t o0, int64_t o1) {
-    const int64_t cs = job->layout.col_stride;
-    for (int64_t r = r0; r < r1; r++) {
-        int64_t *out = soniq_out_row(job, m0 + r);
-        for (int64_t o = o0; o < o1; o++) {
-            int64_t term = soniq_popcount_term(tile[r * ld + o - o0], b->wbits, g->rowsum[r],
-                                               g->shift);
-            int64_t *dst = out + b->cols[o] * cs;
-            *dst = b->assign ? term : *dst + term;
-        }
-    }
-}
-
 /* The flush when the chunk's columns are consecutive channels of an output whose rows are
  * adjacent (row_stride 1: conv outputs, channel planes col_stride apart): 4 x 4 blocks of
  * the tile are transposed in registers, so each channel gets 4 rows in one store. Rows of
@@ -70,7 +54,7 @@ static void flush_columns(const soniq_gemm_job *job, const soniq_act_group *g,
     for (; r + 4 <= rows; r += 4) {
         int64_t *out = soniq_out_row(job, m0 + r) + first * cs;
         if (soniq_out_row(job, m0 + r + 3) != soniq_out_row(job, m0 + r) + 3) {
-            flush_scalar(job, g, b, m0, r, r + 4, tile, ld, o0, o1);
+            soniq_flush_tile(job, g, b, m0, r, r + 4, tile, ld, o0, o1);
             continue;
         }
         int64_t bases[4];
@@ -92,9 +76,9 @@ static void flush_columns(const soniq_gemm_job *job, const soniq_act_group *g,
             put4(dst + 3 * cs, _mm256_permute2x128_si256(t1, t3, 0x31), base, shift, b->assign);
         }
         if (o0 + n4 < o1)   /* the last columns, whose tile cells start at column n4 */
-            flush_scalar(job, g, b, m0, r, r + 4, tile + n4, ld, o0 + n4, o1);
+            soniq_flush_tile(job, g, b, m0, r, r + 4, tile + n4, ld, o0 + n4, o1);
     }
-    flush_scalar(job, g, b, m0, r, rows, tile, ld, o0, o1);
+    soniq_flush_tile(job, g, b, m0, r, rows, tile, ld, o0, o1);
 }
 
 /* soniq_flush_tile with AVX2 when the chunk's columns are consecutive outputs. */
@@ -105,7 +89,7 @@ static void flush_chunk(const soniq_gemm_job *job, const soniq_act_group *g, con
         if (job->layout.row_stride == 1 && soniq_cols_consecutive(b->cols + o0, o1 - o0))
             flush_columns(job, g, b, m0, rows, tile, ld, o0, o1);
         else
-            soniq_flush_tile(job, g, b, m0, rows, tile, ld, o0, o1);
+            soniq_flush_tile(job, g, b, m0, 0, rows, tile, ld, o0, o1);
         return;
     }
     const int64_t n = o1 - o0, first = b->cols[o0];
@@ -114,16 +98,10 @@ static void flush_chunk(const soniq_gemm_job *job, const soniq_act_group *g, con
     for (int64_t r = 0; r < rows; r++) {
         int64_t *out = soniq_out_row(job, m0 + r) + first;
         const int64_t *t = tile + r * ld;
-        /* (2 P - levels * rowsum) * 2^shift; a left shift is that product modulo 2^64 */
         const __m256i base = _mm256_set1_epi64x(levels * g->rowsum[r]);
         int64_t o = 0;
-        for (; o + 4 <= n; o += 4) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(t + o));
-            v = _mm256_sll_epi64(_mm256_sub_epi64(_mm256_add_epi64(v, v), base), shift);
-            if (!b->assign)
-                v = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(out + o)), v);
-            _mm256_storeu_si256((__m256i *)(out + o), v);
-        }
+        for (; o + 4 <= n; o += 4)
+            put4(out + o, _mm256_loadu_si256((const __m256i *)(t + o)), base, shift, b->assign);
         for (; o < n; o++) {
             int64_t term = soniq_popcount_term(t[o], b->wbits, g->rowsum[r], g->shift);
             out[o] = b->assign ? term : out[o] + term;

@@ -64,9 +64,6 @@ static int scratch_alloc(scratch *s, const soniq_gemm_job *job) {
     for (int gi = 0; gi < job->n_groups; gi++) {
         soniq_act_group *v = &s->view[gi];
         *v = job->groups[gi];
-        v->every_other = !v->contiguous && v->k > 1;
-        for (int64_t t = 1; t < v->k && v->every_other; t++)
-            v->every_other = v->idx[t] == v->idx[0] + 2 * t;
         v->planes = NULL;
         v->bytes = NULL;
         v->wide = NULL;

@@ -20,7 +20,7 @@ static void flush_chunk(const soniq_gemm_job *job, const soniq_act_group *g, con
                         int64_t m0, int64_t rows, const int64_t *tile, int64_t ld, int64_t o0,
                         int64_t o1) {
     if (!soniq_flush_contiguous(job, b, o0, o1)) {
-        soniq_flush_tile(job, g, b, m0, rows, tile, ld, o0, o1);
+        soniq_flush_tile(job, g, b, m0, 0, rows, tile, ld, o0, o1);
         return;
     }
     const int64_t n = o1 - o0, first = b->cols[o0];

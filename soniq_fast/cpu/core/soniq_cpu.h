@@ -37,7 +37,7 @@ typedef struct {
     const int32_t *idx;     /* their positions in a row, [k] */
     int64_t start;          /* idx is start, start+1, ... when contiguous != 0 */
     int contiguous;
-    int every_other;        /* set by gemm.c: idx is start, start+2, start+4, ... */
+    int every_other;        /* idx is start, start+2, start+4, ... */
     int64_t words;          /* uint64 words per plane row, ceil(k / 64) */
     int64_t kpad;           /* bytes per int8 row (multiple of 64; of 4 on the avx2 path) */
     int need_planes;
@@ -180,20 +180,20 @@ static inline int64_t soniq_int8_steps(int wbits, int abits, int shift) {
     return 32768 / ((((int64_t)1 << abits) - 1) << shift << wbits);
 }
 
-/* Add a block's per-column sums tile[r][o - o0] (o0 <= o < o1) to the output rows m0 + r
- * (store them when b->assign):
+/* Add a block's per-column sums tile[r][o - o0] (r0 <= r < r1, o0 <= o < o1) to the output
+ * rows m0 + r (store them when b->assign):
  * popcount: t = P, contribution 2^shift * (2 P - (2^bw - 1) * rowsum);
  * int8:     t = V, contribution 2 V + 2^shift * rowsum. Locals first: out may alias nothing
  * here, but the compiler cannot know that and would reload every field per element. */
 static inline void soniq_flush_tile(const soniq_gemm_job *job, const soniq_act_group *g,
-                                    const soniq_block *b, int64_t m0, int64_t rows,
+                                    const soniq_block *b, int64_t m0, int64_t r0, int64_t r1,
                                     const int64_t *tile, int64_t ld, int64_t o0, int64_t o1) {
     const int64_t n = o1 - o0, cs = job->layout.col_stride;
     const int32_t *cols = b->cols + o0;
     const int64_t scale = (int64_t)1 << g->shift;
     const int popcount = b->engine == SONIQ_ENGINE_POPCOUNT;
     const int64_t levels = ((int64_t)1 << b->wbits) - 1;
-    for (int64_t r = 0; r < rows; r++) {
+    for (int64_t r = r0; r < r1; r++) {
         int64_t *out = soniq_out_row(job, m0 + r);
         const int64_t *t = tile + r * ld;
         const int64_t rowsum = g->rowsum[r];
