@@ -23,6 +23,7 @@ cdef extern from "core/soniq_cpu.h" nogil:
         int64_t kpad
         int need_planes
         int need_bytes
+        int need_tables
     ctypedef struct soniq_block:
         int engine
         int group
@@ -32,6 +33,7 @@ cdef extern from "core/soniq_cpu.h" nogil:
         int lanes
         const uint64_t *wplanes
         const int8_t *wbytes
+        const uint8_t *wnibbles
     ctypedef struct soniq_out_layout:
         int64_t rows_per_image, image_stride, row_stride, col_stride
     ctypedef struct soniq_conv_src:
@@ -96,8 +98,9 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n
 
     a: uint8 [M, K] or None; conv: None or (x uint8 [B, C, H, W], c, h, w, kh, kw, stride,
     padding, ho, wo). groups: tuples (bits, shift, k, idx int32, start, contiguous, words,
-    kpad, need_planes, need_bytes, every_other). blocks: tuples (engine, group, wbits, n, cols int32,
-    wplanes uint64 or None, wbytes int8 or None, lanes). n_out: output channels. layout:
+    kpad, need_planes, need_bytes, every_other, need_tables). blocks: tuples (engine, group,
+    wbits, n, cols int32, wplanes uint64 or None, wbytes int8 or None, lanes, wnibbles uint8 or
+    None). n_out: output channels. layout:
     (rows_per_image, image_stride, row_stride, col_stride).
     requant: None, or (scale, bias, bits, ratio, per_position) to requantize the sums right
     away (see soniq_gemm_requantize_run): ``out`` is then the uint8 codes.
@@ -118,6 +121,7 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n
             cg[i].idx = <int32_t *>addr(g[3])
             cg[i].start, cg[i].contiguous, cg[i].words, cg[i].kpad = g[4], g[5], g[6], g[7]
             cg[i].need_planes, cg[i].need_bytes, cg[i].every_other = g[8], g[9], g[10]
+            cg[i].need_tables = g[11]
         for i, b in enumerate(blocks):
             cb[i].engine, cb[i].group, cb[i].wbits, cb[i].n = b[0], b[1], b[2], b[3]
             cb[i].cols = <int32_t *>addr(b[4])
@@ -126,6 +130,8 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n
                 cb[i].wplanes = <uint64_t *>addr(b[5])
             if b[6] is not None:
                 cb[i].wbytes = <int8_t *>addr(b[6])
+            if b[8] is not None:
+                cb[i].wnibbles = <uint8_t *>addr(b[8])
         job.a = NULL
         if a is not None:
             job.a = <uint8_t *>addr(a)
@@ -173,8 +179,8 @@ def popcount_probe(int isa, int64_t iterations):
 
 
 def engine_calls(int isa, int engine):
-    """How many times engine ``engine`` (0 popcount, 1 int8) of code path ``isa`` has run."""
-    if not (0 <= isa <= 2 and 0 <= engine <= 1):
+    """How many times engine ``engine`` (0 popcount, 1 int8, 2 lut) of code path ``isa`` has run."""
+    if not (0 <= isa <= 2 and 0 <= engine <= 2):
         raise ValueError(f"no engine ({isa}, {engine})")
     return soniq_engine_calls(isa, engine)
 

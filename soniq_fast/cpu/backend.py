@@ -23,7 +23,7 @@ from .packed import ENGINE_NAMES, CpuPackedWeights
 # The int8 engine keeps int32 partial sums: |(w - 2^(bw-1)) * a'| <= 128 * 255 per term,
 # and the documented bound |term| <= 255 * 255 gives K <= 33025 for any int32 accumulator.
 MAX_EXACT_K = 33025
-ENGINE_POLICIES = ("auto", "popcount", "int8")
+ENGINE_POLICIES = ("auto", "popcount", "int8", "lut")
 
 
 class CpuBackend:
@@ -31,7 +31,7 @@ class CpuBackend:
 
     ``variant(name)`` returns a copy pinned to 'scalar', 'avx2' or 'avx512';
     ``with_threads(n)`` a copy with ``n`` threads; ``set_num_threads(n)`` changes this
-    one. ``engine_policy`` ('auto', 'popcount', 'int8') forces one engine for tests.
+    one. ``engine_policy`` ('auto', 'popcount', 'int8', 'lut') forces one engine for tests.
     ``last_path`` is (isa, engines) of the most recent GEMM call, for inspection.
     """
 

@@ -56,12 +56,27 @@ def int8_steps(w_bits: int, a_bits: int, shift: int) -> int:
     """
     return 32768 // ((((1 << a_bits) - 1) << shift) << w_bits)
 
-POPCOUNT, INT8 = 0, 1
-ENGINE_NAMES = ("popcount", "int8")
+POPCOUNT, INT8, LUT = 0, 1, 2
+ENGINE_NAMES = ("popcount", "int8", "lut")
+LUT_LANES = 32
+# byte p of a lut index vector holds channel LUT_CHANNEL[p] (quarters 1 and 2 swapped, so the
+# AVX2 unpacks of a vector of byte sums give channels 0..15 and 16..31 in order; core/lut.h)
+LUT_CHANNEL = np.r_[0:8, 16:24, 8:16, 24:32]
 # Most plane pairs for which the popcount engine beats the int8 engine, per code path
 # (measured; see docs/benchmarks.md). AVX2 counts bits by table lookup and its int8 engine
 # keeps int16 partial sums, so there popcount wins only up to 2 plane pairs (W1A2, W2A1).
 POPCOUNT_MAX_PLANE_PAIRS = {"scalar": 4, "avx2": 2, "avx512": 4}
+
+
+def lut_tables(a_bits: int) -> int:
+    """Tables per group of 4 K positions in the lut engine: codes above 4 bits split into
+    their low and high nibbles (so every entry fits a byte)."""
+    return 2 if a_bits > 4 else 1
+
+
+# Most table lookups per (weight width, activation width) for which the lut engine is the
+# AVX2 path's choice: bw planes x lut_tables(ba) vpshufb per 4 K positions and 32 channels.
+LUT_MAX_LOOKUPS = {"avx2": 2}
 
 
 def choose_engine(w_bits: int, a_bits: int, policy: str = "auto", isa: str = "scalar") -> int:
@@ -70,6 +85,10 @@ def choose_engine(w_bits: int, a_bits: int, policy: str = "auto", isa: str = "sc
         return POPCOUNT
     if policy == "int8":
         return INT8
+    if policy == "lut":
+        return LUT
+    if w_bits * lut_tables(a_bits) <= LUT_MAX_LOOKUPS.get(isa, 0):
+        return LUT
     return POPCOUNT if w_bits * a_bits <= POPCOUNT_MAX_PLANE_PAIRS[isa] else INT8
 
 
@@ -115,12 +134,15 @@ class CpuPackedWeights:
         word_align, pop_lanes, int8_lanes = LAYOUTS[isa]
         nibbles = isa in NIBBLE_SPLIT
         groups = act_groups(k_bits, act_bits_hi, word_align, INT8_BYTE_ALIGN[int8_lanes])
-        blocks, need = [], [[False, 0] for _ in groups]
+        blocks, need = [], [[False, 0, False] for _ in groups]
         for gi, group in enumerate(groups):
             int8_cols = []
             for w_bits, cols in self._by_width.items():
                 engine = choose_engine(w_bits, group.bits, policy, isa)
-                if engine == POPCOUNT:
+                if engine == LUT:
+                    need[gi][LUT] = True
+                    blocks.append(self._lut_block(gi, group, w_bits, cols))
+                elif engine == POPCOUNT:
                     need[gi][POPCOUNT] = True
                     blocks.append(self._popcount_block(gi, group, w_bits, cols, pop_lanes,
                                                        nibbles))
@@ -160,7 +182,22 @@ class CpuPackedWeights:
             low = np.uint64(0x0F0F0F0F0F0F0F0F)
             wplanes = np.ascontiguousarray(
                 np.stack([wplanes & low, (wplanes >> np.uint64(4)) & low], axis=-2))
-        return (POPCOUNT, gi, w_bits, len(cols), cols, wplanes, None, lanes)
+        return (POPCOUNT, gi, w_bits, len(cols), cols, wplanes, None, lanes, None)
+
+    def _lut_block(self, gi: int, group: ActGroup, w_bits: int, cols: np.ndarray) -> tuple:
+        """uint8 [n/32, bw, 2 ceil(k/8), 32]: per weight plane j and group of 4 K positions q,
+        the table index sum_t bit_j(w[4 q + t]) 2^t of each channel (core/lut.h)."""
+        w = self._gathered(group, cols, LUT_LANES)
+        n_pad, groups = w.shape[0], 2 * -(-group.k // 8)
+        codes = np.zeros((n_pad, groups * 4), np.uint8)
+        codes[:, :group.k] = w
+        planes = (codes[:, None, :] >> np.arange(w_bits, dtype=np.uint8)[None, :, None]) & 1
+        index = (planes.reshape(n_pad, w_bits, groups, 4)
+                 << np.arange(4, dtype=np.uint8)).sum(axis=-1, dtype=np.uint8)
+        # [n/32, 32, bw, groups] -> [n/32, bw, groups, 32], channels in LUT_CHANNEL order
+        index = index.reshape(n_pad // LUT_LANES, LUT_LANES, w_bits, groups)[:, LUT_CHANNEL]
+        return (LUT, gi, w_bits, len(cols), cols, None, None, LUT_LANES,
+                np.ascontiguousarray(index.transpose(0, 2, 3, 1)))
 
     def _int8_values(self, group: ActGroup, cols: np.ndarray, lanes: int) -> np.ndarray:
         """int8 [n rounded up to lanes, kpad]: v = w - 2^(bw-1), zero rows and tail as padding."""
@@ -176,7 +213,7 @@ class CpuPackedWeights:
         values = self._int8_values(group, cols, lanes)
         if lanes > 1:   # [n/16, 16, kpad/4, 4] -> [n/16, kpad/4, 16, 4]
             values = _interleave(values, lanes, 4)
-        return (INT8, gi, 0, len(cols), cols, None, values, lanes)
+        return (INT8, gi, 0, len(cols), cols, None, values, lanes, None)
 
     def _value_widths(self, group: ActGroup, int8_cols: list) -> list:
         """[(e, cols)]: the int8 columns by the smallest e with -2^(e-1) <= v < 2^(e-1) for
@@ -198,7 +235,7 @@ class CpuPackedWeights:
         values = self._int8_values(group, cols, lanes)
         values = _interleave(values.astype(np.int16), lanes, 2) if wide \
             else _interleave(values, lanes, 4)
-        return (INT8, gi, v_bits, len(cols), cols, None, values, lanes)
+        return (INT8, gi, v_bits, len(cols), cols, None, values, lanes, None)
 
 
 def _merge_short(classes: list, group: ActGroup) -> list:
@@ -224,7 +261,8 @@ def _interleave(values: np.ndarray, lanes: int, group: int) -> np.ndarray:
     return np.ascontiguousarray(values.transpose(0, 2, 1, 3))
 
 
-def _group_args(group: ActGroup, need_planes: bool, need_bytes: int) -> tuple:
+def _group_args(group: ActGroup, need_planes: bool, need_bytes: int, need_tables: bool) -> tuple:
     start = int(group.idx[0]) if group.k else 0
     return (group.bits, group.shift, group.k, group.idx, start, int(group.contiguous),
-            group.words, group.kpad, int(need_planes), int(need_bytes), int(group.every_other))
+            group.words, group.kpad, int(need_planes), int(need_bytes), int(group.every_other),
+            int(need_tables))

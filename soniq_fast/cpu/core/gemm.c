@@ -41,6 +41,7 @@ static void scratch_free(scratch *s, int n_groups) {
         free(s->view[gi].bytes);
         free(s->view[gi].rowsum);
         free(s->view[gi].wide);
+        free(s->view[gi].tables);
     }
     free(s->patch);
     free(s->padded);
@@ -67,6 +68,7 @@ static int scratch_alloc(scratch *s, const soniq_gemm_job *job) {
         v->planes = NULL;
         v->bytes = NULL;
         v->wide = NULL;
+        v->tables = NULL;
         v->rowsum = (int64_t *)malloc(sizeof(int64_t) * SONIQ_ROW_TILE);
         /* zeroed, with SONIQ_ROW_PAD spare rows: engines may read rows past the tile */
         if (v->need_planes)
@@ -77,8 +79,11 @@ static int scratch_alloc(scratch *s, const soniq_gemm_job *job) {
         if (v->need_bytes & 2)
             v->wide = (int16_t *)calloc((SONIQ_ROW_TILE + SONIQ_ROW_PAD) * (size_t)v->kpad,
                                         sizeof(int16_t));
+        if (v->need_tables)
+            v->tables = (uint8_t *)calloc((SONIQ_ROW_TILE + SONIQ_ROW_PAD)
+                                          * (size_t)soniq_lut_row_bytes(v->k, v->bits), 1);
         ok = ok && v->rowsum && (!v->need_planes || v->planes) && (!v->need_bytes || v->bytes)
-             && (!(v->need_bytes & 2) || v->wide);
+             && (!(v->need_bytes & 2) || v->wide) && (!v->need_tables || v->tables);
     }
     return ok ? 0 : -1;
 }
@@ -115,10 +120,16 @@ static void prepare_row(const soniq_gemm_job *job, scratch *s, int64_t r, const 
                 ? soniq_int8_prepare_avx2(src, g->k, g->shift, dst, wide, g->kpad)
                 : soniq_int8_prepare_scalar(src, g->k, g->shift, dst, wide, g->kpad);
         }
+        if (g->need_tables) {
+            uint8_t *dst = g->tables + r * soniq_lut_row_bytes(g->k, g->bits);
+            g->rowsum[r] = job->isa == SONIQ_SCALAR
+                ? soniq_lut_tables_scalar(src, g->k, g->bits, dst)
+                : soniq_lut_tables_avx2(src, g->k, g->bits, dst);
+        }
     }
 }
 
-static int64_t engine_calls[3][2];
+static int64_t engine_calls[3][SONIQ_ENGINES];
 
 int64_t soniq_engine_calls(int isa, int engine) {
     return __atomic_load_n(&engine_calls[isa][engine], __ATOMIC_RELAXED);
@@ -129,6 +140,8 @@ static soniq_block_fn engine_for(int isa, int engine) {
     if (engine == SONIQ_ENGINE_POPCOUNT)
         return isa == SONIQ_AVX512 ? soniq_bitserial_avx512
              : isa == SONIQ_AVX2 ? soniq_bitserial_avx2 : soniq_bitserial_scalar;
+    if (engine == SONIQ_ENGINE_LUT)   /* AVX-512 machines run the AVX2 one */
+        return isa == SONIQ_SCALAR ? soniq_lut_scalar : soniq_lut_avx2;
     return isa == SONIQ_AVX512 ? soniq_int8_vnni
          : isa == SONIQ_AVX2 ? soniq_int8_avx2 : soniq_int8_scalar;
 }

@@ -13,6 +13,9 @@
  *             contribution = 2^(A-ba) * (2 P - (2^bw - 1) * sum_c a)
  *   int8:     v = w - 2^(bw-1) in int8, a' = a << (A - ba) in uint8, so q = 2 v + 1
  *             contribution = 2 * sum_c v a' + sum_c a'
+ *   lut:      P as popcount, by table lookup: for every 4 K positions of a row a table
+ *             T[i] = sum_{t<4} bit_t(i) a[4 q + t] (16 entries), indexed by the 4 bits
+ *             of weight plane j at those positions; same contribution as popcount
  *
  * int8 partial sums are int32 (|term| <= 255 * 128, K <= 33025), popcount sums and all
  * contributions int64; blocks add into the int64 output rows (zeroed per row tile), so the
@@ -24,7 +27,8 @@
 #include <stdint.h>
 
 enum { SONIQ_SCALAR = 0, SONIQ_AVX2 = 1, SONIQ_AVX512 = 2 };
-enum { SONIQ_ENGINE_POPCOUNT = 0, SONIQ_ENGINE_INT8 = 1 };
+enum { SONIQ_ENGINE_POPCOUNT = 0, SONIQ_ENGINE_INT8 = 1, SONIQ_ENGINE_LUT = 2 };
+#define SONIQ_ENGINES 3
 
 #define SONIQ_MAX_EXACT_K 33025
 #define SONIQ_ROW_TILE 48       /* rows prepared and multiplied together by one thread */
@@ -42,11 +46,13 @@ typedef struct {
     int64_t kpad;           /* bytes per int8 row (multiple of 64; of 4 on the avx2 path) */
     int need_planes;
     int need_bytes;         /* bit 0: bytes; bit 1: wide too (avx2 int16 int8 blocks) */
+    int need_tables;        /* lut blocks: the row tables (see soniq_lut_tables) */
     /* per-thread scratch for one tile of rows r = 0 .. SONIQ_ROW_TILE - 1 (set by gemm.c) */
     uint64_t *planes;       /* [rows][bits][words], planes of the unshifted codes */
     uint8_t *bytes;         /* [rows][kpad], shifted codes a << shift, zero tail */
     int64_t *rowsum;        /* [rows], sum of unshifted codes */
     int16_t *wide;          /* [rows][kpad], the bytes widened to int16 (need_bytes & 2) */
+    uint8_t *tables;        /* [rows][soniq_lut_row_bytes(k, bits)], need_tables */
 } soniq_act_group;
 
 typedef struct {
@@ -62,6 +68,9 @@ typedef struct {
                                lanes 16: [ceil(n/16)][kpad/4][16][4];
                                lanes 8 (avx2, one e): [ceil(n/8)][kpad/4][8][4], or when
                                soniq_int8_steps() is 0 int16 [ceil(n/8)][kpad/2][8][2] */
+    const uint8_t *wnibbles;/* lut: [ceil(n/32)][wbits][2 ceil(k/8)][32]: byte p of group q of
+                               plane j of vector v is bits j of the codes of channel
+                               32 v + SONIQ_LUT_CHANNEL(p) at K positions 4 q .. 4 q + 3 */
     int assign;             /* set by gemm.c: this block's flush stores its contribution
                                instead of adding it (the output rows were not zeroed) */
 } soniq_block;
@@ -163,6 +172,21 @@ SONIQ_ENGINE(soniq_int8_avx2);
 SONIQ_ENGINE(soniq_int8_avx2_bytes);     /* soniq_int8_avx2 when soniq_int8_steps() > 0 */
 SONIQ_ENGINE(soniq_int8_avx2_wide);      /* and when it is 0 */
 SONIQ_ENGINE(soniq_int8_vnni);
+SONIQ_ENGINE(soniq_lut_scalar);
+SONIQ_ENGINE(soniq_lut_avx2);
+
+/* lut engine (lut_tables.h has the layout): tables of a row of k codes of width bits,
+ * returning the sum of the codes */
+int64_t soniq_lut_row_bytes(int64_t k, int bits);
+int64_t soniq_lut_tables_scalar(const uint8_t *src, int64_t k, int bits, uint8_t *dst);
+int64_t soniq_lut_tables_avx2(const uint8_t *src, int64_t k, int bits, uint8_t *dst);
+/* popcount_flush_avx2.c: soniq_flush_tile of popcount sums with AVX2, and a prefetch of the
+ * output lines it will write */
+void soniq_popcount_flush_avx2(const soniq_gemm_job *job, const soniq_act_group *g,
+                               const soniq_block *b, int64_t m0, int64_t rows,
+                               const int64_t *tile, int64_t ld, int64_t o0, int64_t o1);
+void soniq_popcount_prefetch_avx2(const soniq_gemm_job *job, const soniq_block *b, int64_t m0,
+                                  int64_t rows, int64_t o0, int64_t o1);
 
 /* contribution helpers shared by the engines */
 static inline int64_t soniq_popcount_term(int64_t p, int wbits, int64_t rowsum, int shift) {
@@ -182,7 +206,7 @@ static inline int64_t soniq_int8_steps(int wbits, int abits, int shift) {
 
 /* Add a block's per-column sums tile[r][o - o0] (r0 <= r < r1, o0 <= o < o1) to the output
  * rows m0 + r (store them when b->assign):
- * popcount: t = P, contribution 2^shift * (2 P - (2^bw - 1) * rowsum);
+ * popcount, lut: t = P, contribution 2^shift * (2 P - (2^bw - 1) * rowsum);
  * int8:     t = V, contribution 2 V + 2^shift * rowsum. Locals first: out may alias nothing
  * here, but the compiler cannot know that and would reload every field per element. */
 static inline void soniq_flush_tile(const soniq_gemm_job *job, const soniq_act_group *g,
@@ -191,7 +215,7 @@ static inline void soniq_flush_tile(const soniq_gemm_job *job, const soniq_act_g
     const int64_t n = o1 - o0, cs = job->layout.col_stride;
     const int32_t *cols = b->cols + o0;
     const int64_t scale = (int64_t)1 << g->shift;
-    const int popcount = b->engine == SONIQ_ENGINE_POPCOUNT;
+    const int popcount = b->engine != SONIQ_ENGINE_INT8;
     const int64_t levels = ((int64_t)1 << b->wbits) - 1;
     for (int64_t r = r0; r < r1; r++) {
         int64_t *out = soniq_out_row(job, m0 + r);

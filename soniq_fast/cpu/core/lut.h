@@ -1,0 +1,38 @@
+/* The lut engine's layouts, shared by lut_scalar.c and lut_avx2.c.
+ *
+ * A row of k activation codes a (unshifted, width `bits`) is cut into groups of 4 K positions
+ * q = 0 .. 2 ceil(k/8) - 1 (codes past k are 0). Each group gets a 16-entry table
+ *
+ *     T_q[i] = sum_{t<4} bit_t(i) a[4 q + t]          (bits <= 4: entries <= 60, one byte)
+ *
+ * or, for bits > 4, two: T_q^0 of the low nibbles a & 15 and T_q^1 of the high nibbles a >> 4,
+ * with T_q = T_q^0 + 16 T_q^1. A weight plane j gives, per output channel and group, the
+ * 4-bit index i = sum_t bit_j(w[4 q + t]) 2^t, so sum_c bit_j(w_c) a_c = sum_q T_q[i_q]: the
+ * binary products of 4 K positions in one table lookup, P = sum_j 2^j of those sums.
+ *
+ * Tables of a row: pairs of groups (2 p, 2 p + 1), per table t the 16 entries of group 2 p,
+ * then those of group 2 p + 1: 32 bytes, so a vector op builds a pair and a 128-bit broadcast
+ * reads one table. Weights: 32 channels of a vector, one index byte each, stored in the
+ * order SONIQ_LUT_CHANNEL so that the AVX2 unpacks of a vector of byte sums give channels
+ * 0..15 and 16..31 in order. */
+#ifndef SONIQ_LUT_H
+#define SONIQ_LUT_H
+
+#include <stdint.h>
+
+#define SONIQ_LUT_LANES 32
+/* the channel (within its vector) whose index is byte p: quarters 1 and 2 swapped */
+#define SONIQ_LUT_CHANNEL(p) (((p) & 24) == 8 ? (p) + 8 : ((p) & 24) == 16 ? (p) - 8 : (p))
+
+static inline int soniq_lut_tables(int bits) { return bits > 4 ? 2 : 1; }
+static inline int64_t soniq_lut_groups(int64_t k) { return 2 * ((k + 7) / 8); }
+/* byte offset of table t of group q in a row's tables */
+static inline int64_t soniq_lut_table_at(int64_t q, int t, int n_tables) {
+    return ((q >> 1) * n_tables + t) * 32 + (q & 1) * 16;
+}
+/* Largest table entry: 4 codes (or nibbles) of at most 2^min(bits,4) - 1. */
+static inline int soniq_lut_entry_max(int bits) {
+    return 4 * ((1 << (bits < 4 ? bits : 4)) - 1);
+}
+
+#endif

@@ -1,0 +1,187 @@
+/* lut engine with AVX2 (lut.h has the layouts; same result as lut_scalar.c).
+ *
+ * One vpshufb looks up a row's table of 4 K positions for 32 output channels at once: 128
+ * binary products per instruction, against 64 per instruction for AND + nibble-count
+ * popcount (bitserial_avx2.c), and no AND, because the table already holds the activation
+ * codes. Byte sums run for `steps` groups (steps * max entry <= 255), then are widened to
+ * uint16 (unpack with zero) and, every `block` groups (before uint16 could wrap), added to
+ * the int64 tile shifted by plane j and table t (16^t). Register tile: MR rows x 2 expanded
+ * vectors (vector, weight plane), the rows' tables broadcast from the prepared scratch.
+ * The flush is the popcount engine's: P -> 2^shift (2 P - (2^bw - 1) rowsum). */
+#pragma GCC target("avx2")
+#include <immintrin.h>
+#include <string.h>
+
+#include "lut.h"
+#include "soniq_cpu.h"
+
+#define LANES SONIQ_LUT_LANES
+#define CHUNK_VECTORS (SONIQ_TILE_COLS / LANES)
+#define MR1 3          /* one table: 6 byte sums + 3 tables + 2 index vectors */
+#define MR2 2          /* two tables: 8 byte sums + 4 tables + 2 index vectors */
+
+/* ---------------------------------------------------------------- the tables of a row */
+
+/* SELECT[t]: in lane L, byte i is 4 L + t (the code at position t of group 2 p + L within
+ * the 8 codes of a pair) when bit t of i is set, else 0x80 (vpshufb gives 0): so the sum over
+ * t of vpshufb(codes, SELECT[t]) is the table of both groups of a pair. */
+static const uint8_t SELECT[4][32] __attribute__((aligned(32))) = {
+    {0x80, 0x00, 0x80, 0x00, 0x80, 0x00, 0x80, 0x00, 0x80, 0x00, 0x80, 0x00, 0x80, 0x00, 0x80, 0x00,
+     0x80, 0x04, 0x80, 0x04, 0x80, 0x04, 0x80, 0x04, 0x80, 0x04, 0x80, 0x04, 0x80, 0x04, 0x80, 0x04},
+    {0x80, 0x80, 0x01, 0x01, 0x80, 0x80, 0x01, 0x01, 0x80, 0x80, 0x01, 0x01, 0x80, 0x80, 0x01, 0x01,
+     0x80, 0x80, 0x05, 0x05, 0x80, 0x80, 0x05, 0x05, 0x80, 0x80, 0x05, 0x05, 0x80, 0x80, 0x05, 0x05},
+    {0x80, 0x80, 0x80, 0x80, 0x02, 0x02, 0x02, 0x02, 0x80, 0x80, 0x80, 0x80, 0x02, 0x02, 0x02, 0x02,
+     0x80, 0x80, 0x80, 0x80, 0x06, 0x06, 0x06, 0x06, 0x80, 0x80, 0x80, 0x80, 0x06, 0x06, 0x06, 0x06},
+    {0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03,
+     0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x07, 0x07, 0x07, 0x07, 0x07, 0x07, 0x07, 0x07},
+};
+
+static inline __m256i pair_table(__m256i codes, const __m256i sel[4]) {
+    __m256i t = _mm256_add_epi8(_mm256_shuffle_epi8(codes, sel[0]),
+                                _mm256_shuffle_epi8(codes, sel[1]));
+    return _mm256_add_epi8(t, _mm256_add_epi8(_mm256_shuffle_epi8(codes, sel[2]),
+                                              _mm256_shuffle_epi8(codes, sel[3])));
+}
+
+int64_t soniq_lut_tables_avx2(const uint8_t *src, int64_t k, int bits, uint8_t *dst) {
+    const int n_tables = soniq_lut_tables(bits);
+    const int64_t pairs = soniq_lut_groups(k) / 2;
+    const __m256i low = _mm256_set1_epi8(15);
+    __m256i sel[4], sums = _mm256_setzero_si256();
+    for (int t = 0; t < 4; t++)
+        sel[t] = _mm256_load_si256((const __m256i *)SELECT[t]);
+    for (int64_t p = 0; p < pairs; p++) {
+        uint64_t eight = 0;    /* codes 8 p .. 8 p + 7, zero past k */
+        memcpy(&eight, src + 8 * p, (size_t)(k - 8 * p < 8 ? k - 8 * p : 8));
+        const __m256i codes = _mm256_set1_epi64x((long long)eight);
+        sums = _mm256_add_epi64(sums, _mm256_sad_epu8(codes, _mm256_setzero_si256()));
+        uint8_t *out = dst + p * n_tables * 32;
+        if (n_tables == 1) {
+            _mm256_storeu_si256((__m256i *)out, pair_table(codes, sel));
+        } else {
+            _mm256_storeu_si256((__m256i *)out, pair_table(_mm256_and_si256(codes, low), sel));
+            _mm256_storeu_si256((__m256i *)(out + 32),
+                                pair_table(_mm256_and_si256(_mm256_srli_epi16(codes, 4), low), sel));
+        }
+    }
+    /* every 64-bit lane summed the same 8 codes: lane 0 is the row sum */
+    return _mm_cvtsi128_si64(_mm256_castsi256_si128(sums));
+}
+
+/* ---------------------------------------------------------------- the engine */
+
+/* Add (store when `first`) the uint16 sums of 16 channels, shifted, to 16 int64 tile cells. */
+static inline __attribute__((always_inline))
+void spill16(int64_t *dst, __m256i sums, int shift, int first) {
+    const __m128i count = _mm_cvtsi32_si128(shift);
+    const __m128i halves[2] = {_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1)};
+    for (int h = 0; h < 2; h++)
+        for (int i = 0; i < 2; i++) {
+            __m256i v = _mm256_sll_epi64(
+                _mm256_cvtepu16_epi64(i ? _mm_srli_si128(halves[h], 8) : halves[h]), count);
+            int64_t *p = dst + 8 * h + 4 * i;
+            if (!first)
+                v = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)p), v);
+            _mm256_storeu_si256((__m256i *)p, v);
+        }
+}
+
+/* Rows r0 .. r0 + mr - 1 against expanded vectors x0 .. x0 + nx - 1 (x = v pw + j), all
+ * groups: P into tile cells (row, 32 (v - v_lo) + channel). */
+static inline __attribute__((always_inline))
+void micro(const soniq_act_group *g, const soniq_block *b, int64_t r0, int64_t rows, int64_t x0,
+           int nx, int64_t v_lo, int mr, int nt, int64_t *tile) {
+    const int64_t groups = soniq_lut_groups(g->k), row_bytes = soniq_lut_row_bytes(g->k, g->bits);
+    const int max = soniq_lut_entry_max(g->bits);
+    const int64_t steps = 255 / max, block = 65535 / (steps * max) * steps;
+    const uint8_t *tables = g->tables + r0 * row_bytes;
+    const uint8_t *w = b->wnibbles + x0 * groups * LANES;
+    const __m256i zero = _mm256_setzero_si256();
+    for (int64_t k0 = 0; k0 < groups; k0 += block) {
+        const int64_t k1 = groups - k0 < block ? groups : k0 + block;
+        __m256i part[MR1][2][2][2];     /* [row][vector][table][channels 0-15, 16-31], uint16 */
+        for (int r = 0; r < mr; r++)
+            for (int x = 0; x < nx; x++)
+                for (int t = 0; t < nt; t++)
+                    part[r][x][t][0] = part[r][x][t][1] = zero;
+        for (int64_t q0 = k0; q0 < k1; q0 += steps) {
+            const int64_t q1 = k1 - q0 < steps ? k1 : q0 + steps;
+            __m256i acc[MR1][2][2];
+            for (int r = 0; r < mr; r++)
+                for (int x = 0; x < nx; x++)
+                    for (int t = 0; t < nt; t++)
+                        acc[r][x][t] = zero;
+            for (int64_t q = q0; q < q1; q++) {
+                __m256i idx[2];
+                for (int x = 0; x < nx; x++)
+                    idx[x] = _mm256_loadu_si256((const __m256i *)(w + (x * groups + q) * LANES));
+                for (int r = 0; r < mr; r++)
+                    for (int t = 0; t < nt; t++) {
+                        const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+                            (const __m128i *)(tables + r * row_bytes
+                                              + soniq_lut_table_at(q, t, nt))));
+                        for (int x = 0; x < nx; x++)
+                            acc[r][x][t] = _mm256_add_epi8(acc[r][x][t],
+                                                           _mm256_shuffle_epi8(table, idx[x]));
+                    }
+            }
+            for (int r = 0; r < mr; r++)
+                for (int x = 0; x < nx; x++)
+                    for (int t = 0; t < nt; t++) {
+                        part[r][x][t][0] = _mm256_add_epi16(part[r][x][t][0],
+                                                            _mm256_unpacklo_epi8(acc[r][x][t], zero));
+                        part[r][x][t][1] = _mm256_add_epi16(part[r][x][t][1],
+                                                            _mm256_unpackhi_epi8(acc[r][x][t], zero));
+                    }
+        }
+        for (int r = 0; r < mr && r0 + r < rows; r++)
+            for (int x = 0; x < nx; x++) {
+                const int64_t v = (x0 + x) / b->wbits;
+                const int j = (int)((x0 + x) % b->wbits);
+                int64_t *dst = tile + (r0 + r) * SONIQ_TILE_COLS + (v - v_lo) * LANES;
+                for (int t = 0; t < nt; t++)
+                    for (int h = 0; h < 2; h++)
+                        spill16(dst + 16 * h, part[r][x][t][h], j + 4 * t,
+                                k0 == 0 && j == 0 && t == 0);
+            }
+    }
+}
+
+static void chunk(const soniq_act_group *g, const soniq_block *b, int64_t rows, int64_t v_lo,
+                  int64_t v_hi, int64_t *tile) {
+    const int pw = b->wbits, nt = soniq_lut_tables(g->bits);
+    for (int64_t x0 = v_lo * pw; x0 < v_hi * pw; x0 += 2) {
+        const int nx = v_hi * pw - x0 < 2 ? 1 : 2;
+        if (nt == 1)
+            for (int64_t r0 = 0; r0 < rows; r0 += MR1) {
+                if (nx == 2)
+                    micro(g, b, r0, rows, x0, 2, v_lo, MR1, 1, tile);
+                else
+                    micro(g, b, r0, rows, x0, 1, v_lo, MR1, 1, tile);
+            }
+        else
+            for (int64_t r0 = 0; r0 < rows; r0 += MR2) {
+                if (nx == 2)
+                    micro(g, b, r0, rows, x0, 2, v_lo, MR2, 2, tile);
+                else
+                    micro(g, b, r0, rows, x0, 1, v_lo, MR2, 2, tile);
+            }
+    }
+}
+
+void soniq_lut_avx2(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
+                    int64_t m0, int64_t rows, int64_t *tile) {
+    const int64_t n_vec = (b->n + LANES - 1) / LANES;
+    if (soniq_lut_groups(g->k) == 0)   /* nothing to look up: no spill would set the tile */
+        memset(tile, 0, sizeof(int64_t) * (size_t)(rows * SONIQ_TILE_COLS));
+    for (int64_t v_lo = 0; v_lo < n_vec; v_lo += CHUNK_VECTORS) {
+        const int64_t v_hi = v_lo + CHUNK_VECTORS < n_vec ? v_lo + CHUNK_VECTORS : n_vec;
+        const int64_t o1 = v_hi * LANES < b->n ? v_hi * LANES : b->n;
+        soniq_popcount_prefetch_avx2(job, b, m0, rows, v_lo * LANES, o1);
+        chunk(g, b, rows, v_lo, v_hi, tile);
+        soniq_popcount_flush_avx2(job, g, b, m0, rows, tile, SONIQ_TILE_COLS, v_lo * LANES, o1);
+    }
+}
+
+_Static_assert(MR1 <= SONIQ_ROW_PAD && MR2 <= MR1, "tiles past rows: spare rows; part sized by MR1");
+_Static_assert(CHUNK_VECTORS * LANES == SONIQ_TILE_COLS, "a chunk's sums fill the tile scratch");
