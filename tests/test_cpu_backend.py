@@ -26,7 +26,8 @@ cpu = pytest.importorskip("soniq_fast.cpu", reason="the cpu extension is not bui
                           "build it with: pip install -e .")
 
 ISAS = ["scalar", "avx2", "avx512"]
-POLICIES = ["popcount", "int8", "auto"]
+POLICIES = ["popcount", "int8", "lut", "auto"]
+ENGINES = ["popcount", "int8", "lut"]
 
 
 def _backend(isa, policy="auto", threads=1):
@@ -45,7 +46,7 @@ def _case_arrays(seed, m, k, n, hi):
 # ------------------------------------------------------------------------ engines
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("policy", ["popcount", "int8"])
+@pytest.mark.parametrize("policy", ENGINES)
 @given(case=linear_case())
 def test_each_engine_exact_on_every_width(isa, policy, case):
     a, a_bits, w, w_bits, hi = case
@@ -54,7 +55,7 @@ def test_each_engine_exact_on_every_width(isa, policy, case):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("policy", ["popcount", "int8"])
+@pytest.mark.parametrize("policy", ENGINES)
 @given(case=conv_case())
 def test_each_engine_exact_on_conv(isa, policy, case):
     x, a_bits, w, w_bits, hi, stride, padding = case
@@ -66,7 +67,8 @@ def test_each_engine_exact_on_conv(isa, policy, case):
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_mixed_palette_splits_engines_and_stays_exact(isa):
-    # W{1,4} x A{2,8}: the 1x2 block runs on popcount, the rest on int8, A = 8 included.
+    # W{1,4} x A{2,8}: the W1 blocks run on popcount (lut on AVX2, A8 included), the rest on
+    # int8.
     rng = np.random.default_rng(7)
     m, k, n = 101, 517, 37
     a_bits = np.where(rng.random(k) < 0.5, 2, 8).astype(np.uint8)
@@ -76,7 +78,7 @@ def test_mixed_palette_splits_engines_and_stays_exact(isa):
     w = (rng.random((n, k)) * (2.0 ** w_bits[:, None])).astype(np.uint8)
     backend = _backend(isa, "auto", 2)
     got = backend.linear_int(a, a_bits, w, w_bits, 8)
-    assert backend.last_path == (isa, ("int8", "popcount"))
+    assert backend.last_path == (isa, ("int8", "lut" if isa == "avx2" else "popcount"))
     np.testing.assert_array_equal(got, independent.linear_acc(a, a_bits, w, w_bits, 8))
 
 
@@ -100,7 +102,8 @@ def test_alternating_activation_widths_are_exact(isa, k, first):
 @pytest.mark.parametrize("n", [512, 515])
 @pytest.mark.parametrize("policy, w_width, a_width", [
     ("popcount", 1, 1), ("popcount", 2, 1), ("popcount", 1, 2),
-    ("int8", 1, 8), ("int8", 4, 4), ("int8", 8, 8)])
+    ("int8", 1, 8), ("int8", 4, 4), ("int8", 8, 8),
+    ("lut", 1, 2), ("lut", 3, 5), ("lut", 2, 8)])
 def test_one_act_group_blocks_written_directly_are_exact(isa, n, policy, w_width, a_width):
     # One act group: on AVX2 its blocks store into the output instead of adding to zeroed
     # rows (n = 515 makes most rows start off a 32-byte boundary and leaves a partial
@@ -113,6 +116,26 @@ def test_one_act_group_blocks_written_directly_are_exact(isa, n, policy, w_width
     backend = _backend(isa, policy, 2)
     out = backend.linear_int(a, a_bits, w, w_bits, a_width)
     np.testing.assert_array_equal(out, independent.linear_acc(a, a_bits, w, w_bits, a_width))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("a_width", range(1, 9))
+def test_lut_engine_at_the_extremes_of_every_activation_width(isa, a_width):
+    # Codes at their maximum fill every table entry and byte sum to its bound (the byte
+    # sums of core/lut_avx2.c run as many steps as fit); K = 18721 spans many of its K
+    # blocks of 1024 positions, ends in a partial one. Planes 1..3 and a ragged last vector
+    # of channels.
+    rng = np.random.default_rng(a_width)
+    m, n, k = 3, 21, 18721
+    a = np.full((m, k), (1 << a_width) - 1, np.uint8)
+    a[1] = rng.integers(0, 1 << a_width, k)
+    w_bits = np.array([1, 2, 3] * 7, np.uint8)
+    w = np.where(rng.random((n, k)) < 0.9, (1 << w_bits[:, None]) - 1,
+                 rng.integers(0, 1 << w_bits[:, None], (n, k))).astype(np.uint8)
+    w[:3] = ((1 << w_bits[:3]) - 1)[:, None]     # every index 15: each lookup at its maximum
+    a_bits = np.full(k, a_width, np.uint8)
+    got = _backend(isa, "lut").linear_int(a, a_bits, w, w_bits, a_width)
+    np.testing.assert_array_equal(got, independent.linear_acc(a, a_bits, w, w_bits, a_width))
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -257,7 +280,7 @@ def test_k_at_the_int32_limit_is_exact_and_beyond_is_refused():
     a_bits = np.full(k, 8, np.uint8)
     w = np.stack([np.zeros(k, np.uint8), np.full(k, 255, np.uint8)])
     w_bits = np.full(2, 8, np.uint8)
-    for policy in ("int8", "popcount"):
+    for policy in ENGINES:
         got = cpu.BACKEND.with_engine(policy).linear_int(a, a_bits, w, w_bits, 8)
         np.testing.assert_array_equal(got, np.array([[-255 * 255 * k, 255 * 255 * k]] * 2))
     with pytest.raises(ValueError, match="K"):

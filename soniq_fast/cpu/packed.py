@@ -58,10 +58,7 @@ def int8_steps(w_bits: int, a_bits: int, shift: int) -> int:
 
 POPCOUNT, INT8, LUT = 0, 1, 2
 ENGINE_NAMES = ("popcount", "int8", "lut")
-LUT_LANES = 32
-# byte p of a lut index vector holds channel LUT_CHANNEL[p] (quarters 1 and 2 swapped, so the
-# AVX2 unpacks of a vector of byte sums give channels 0..15 and 16..31 in order; core/lut.h)
-LUT_CHANNEL = np.r_[0:8, 16:24, 8:16, 24:32]
+LUT_LANES = 16
 # Most plane pairs for which the popcount engine beats the int8 engine, per code path
 # (measured; see docs/benchmarks.md). AVX2 counts bits by table lookup and its int8 engine
 # keeps int16 partial sums, so there popcount wins only up to 2 plane pairs (W1A2, W2A1).
@@ -74,8 +71,9 @@ def lut_tables(a_bits: int) -> int:
     return 2 if a_bits > 4 else 1
 
 
-# Most table lookups per (weight width, activation width) for which the lut engine is the
-# AVX2 path's choice: bw planes x lut_tables(ba) vpshufb per 4 K positions and 32 channels.
+# Most table lookups for which the lut engine is the AVX2 path's choice (measured; see
+# docs/benchmarks.md): it looks up bw planes x lut_tables(ba) tables per 8 K positions and
+# 16 channels. At ba = 1 popcount does as many vpshufb per product and needs no tables.
 LUT_MAX_LOOKUPS = {"avx2": 2}
 
 
@@ -87,7 +85,7 @@ def choose_engine(w_bits: int, a_bits: int, policy: str = "auto", isa: str = "sc
         return INT8
     if policy == "lut":
         return LUT
-    if w_bits * lut_tables(a_bits) <= LUT_MAX_LOOKUPS.get(isa, 0):
+    if a_bits > 1 and w_bits * lut_tables(a_bits) <= LUT_MAX_LOOKUPS.get(isa, 0):
         return LUT
     return POPCOUNT if w_bits * a_bits <= POPCOUNT_MAX_PLANE_PAIRS[isa] else INT8
 
@@ -185,8 +183,8 @@ class CpuPackedWeights:
         return (POPCOUNT, gi, w_bits, len(cols), cols, wplanes, None, lanes, None)
 
     def _lut_block(self, gi: int, group: ActGroup, w_bits: int, cols: np.ndarray) -> tuple:
-        """uint8 [n/32, bw, 2 ceil(k/8), 32]: per weight plane j and group of 4 K positions q,
-        the table index sum_t bit_j(w[4 q + t]) 2^t of each channel (core/lut.h)."""
+        """uint8 [n/16, bw, ceil(k/8), 2, 16]: per weight plane j and group of 4 K positions
+        q = 2 p + h, the table index sum_t bit_j(w[4 q + t]) 2^t of each channel (core/lut.h)."""
         w = self._gathered(group, cols, LUT_LANES)
         n_pad, groups = w.shape[0], 2 * -(-group.k // 8)
         codes = np.zeros((n_pad, groups * 4), np.uint8)
@@ -194,10 +192,10 @@ class CpuPackedWeights:
         planes = (codes[:, None, :] >> np.arange(w_bits, dtype=np.uint8)[None, :, None]) & 1
         index = (planes.reshape(n_pad, w_bits, groups, 4)
                  << np.arange(4, dtype=np.uint8)).sum(axis=-1, dtype=np.uint8)
-        # [n/32, 32, bw, groups] -> [n/32, bw, groups, 32], channels in LUT_CHANNEL order
-        index = index.reshape(n_pad // LUT_LANES, LUT_LANES, w_bits, groups)[:, LUT_CHANNEL]
+        # [n/16, 16, bw, groups/2, 2] -> [n/16, bw, groups/2, 2, 16]
+        index = index.reshape(n_pad // LUT_LANES, LUT_LANES, w_bits, groups // 2, 2)
         return (LUT, gi, w_bits, len(cols), cols, None, None, LUT_LANES,
-                np.ascontiguousarray(index.transpose(0, 2, 3, 1)))
+                np.ascontiguousarray(index.transpose(0, 2, 3, 4, 1)))
 
     def _int8_values(self, group: ActGroup, cols: np.ndarray, lanes: int) -> np.ndarray:
         """int8 [n rounded up to lanes, kpad]: v = w - 2^(bw-1), zero rows and tail as padding."""

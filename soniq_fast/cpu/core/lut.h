@@ -11,22 +11,21 @@
  * binary products of 4 K positions in one table lookup, P = sum_j 2^j of those sums.
  *
  * Tables of a row: pairs of groups (2 p, 2 p + 1), per table t the 16 entries of group 2 p,
- * then those of group 2 p + 1: 32 bytes, so a vector op builds a pair and a 128-bit broadcast
- * reads one table. Weights: 32 channels of a vector, one index byte each, stored in the
- * order SONIQ_LUT_CHANNEL so that the AVX2 unpacks of a vector of byte sums give channels
- * 0..15 and 16..31 in order. */
+ * then those of group 2 p + 1: 32 bytes, the two 128-bit lanes of one AVX2 vector. Weights
+ * match: per vector v of 16 channels, plane j and pair p, 32 index bytes, the 16 channels'
+ * indices for group 2 p, then for group 2 p + 1. One vpshufb (which looks up each 128-bit
+ * lane in its own table) then covers 16 channels x 8 K positions. */
 #ifndef SONIQ_LUT_H
 #define SONIQ_LUT_H
 
 #include <stdint.h>
 
-#define SONIQ_LUT_LANES 32
-/* the channel (within its vector) whose index is byte p: quarters 1 and 2 swapped */
-#define SONIQ_LUT_CHANNEL(p) (((p) & 24) == 8 ? (p) + 8 : ((p) & 24) == 16 ? (p) - 8 : (p))
+#define SONIQ_LUT_LANES 16     /* output channels per vector */
 
 static inline int soniq_lut_tables(int bits) { return bits > 4 ? 2 : 1; }
 static inline int64_t soniq_lut_groups(int64_t k) { return 2 * ((k + 7) / 8); }
-/* byte offset of table t of group q in a row's tables */
+/* byte offset of table t of group q in a row's tables; that of channel c's index of group
+ * q in the 32 (groups / 2) bytes of an expanded vector is soniq_lut_table_at(q, 0, 1) + c */
 static inline int64_t soniq_lut_table_at(int64_t q, int t, int n_tables) {
     return ((q >> 1) * n_tables + t) * 32 + (q & 1) * 16;
 }

@@ -1,12 +1,12 @@
 /* lut engine with AVX2 (lut.h has the layouts; same result as lut_scalar.c).
  *
- * One vpshufb looks up a row's table of 4 K positions for 32 output channels at once: 128
- * binary products per instruction, against 64 per instruction for AND + nibble-count
- * popcount (bitserial_avx2.c), and no AND, because the table already holds the activation
- * codes. Byte sums run for `steps` groups (steps * max entry <= 255), then are widened to
- * uint16 (unpack with zero) and, every `block` groups (before uint16 could wrap), added to
- * the int64 tile shifted by plane j and table t (16^t). Register tile: MR rows x 2 expanded
- * vectors (vector, weight plane), the rows' tables broadcast from the prepared scratch.
+ * One vpshufb looks up a row's tables of 8 K positions (two groups, one per 128-bit lane)
+ * for 16 output channels at once: 128 binary products per instruction, against 64 per
+ * instruction for AND + nibble-count popcount (bitserial_avx2.c), and no AND, because the
+ * table already holds the activation codes. Byte sums run for `steps` pairs of groups
+ * (steps * max entry <= 255), then are widened to uint16 (unpack with zero) and, at the end
+ * of a K block (before uint16 could wrap), added to the int64 tile shifted by plane j and
+ * table t (16^t). Register tile: MR rows x NX expanded vectors (vector, weight plane).
  * The flush is the popcount engine's: P -> 2^shift (2 P - (2^bw - 1) rowsum). */
 #pragma GCC target("avx2")
 #include <immintrin.h>
@@ -17,8 +17,18 @@
 
 #define LANES SONIQ_LUT_LANES
 #define CHUNK_VECTORS (SONIQ_TILE_COLS / LANES)
-#define MR1 3          /* one table: 6 byte sums + 3 tables + 2 index vectors */
-#define MR2 2          /* two tables: 8 byte sums + 4 tables + 2 index vectors */
+#ifndef MR1
+#define MR1 2          /* one table: 8 byte sums + 4 index vectors + table + temporary */
+#endif
+#ifndef MR2
+#define MR2 1          /* two tables: 8 byte sums + 4 index vectors + table + temporary */
+#endif
+#define MR (MR1 > MR2 ? MR1 : MR2)
+#ifndef K_BLOCK
+#define K_BLOCK 128    /* pairs of groups (1024 K positions) per pass over the tile rows */
+#endif
+#define NX 4           /* expanded vectors per register tile: a row's tables are read once
+                          per 64 channels (from L2 for large K, so not once per 32) */
 
 /* ---------------------------------------------------------------- the tables of a row */
 
@@ -52,7 +62,10 @@ int64_t soniq_lut_tables_avx2(const uint8_t *src, int64_t k, int bits, uint8_t *
         sel[t] = _mm256_load_si256((const __m256i *)SELECT[t]);
     for (int64_t p = 0; p < pairs; p++) {
         uint64_t eight = 0;    /* codes 8 p .. 8 p + 7, zero past k */
-        memcpy(&eight, src + 8 * p, (size_t)(k - 8 * p < 8 ? k - 8 * p : 8));
+        if (8 * p + 8 <= k)
+            memcpy(&eight, src + 8 * p, 8);
+        else
+            memcpy(&eight, src + 8 * p, (size_t)(k - 8 * p));
         const __m256i codes = _mm256_set1_epi64x((long long)eight);
         sums = _mm256_add_epi64(sums, _mm256_sad_epu8(codes, _mm256_setzero_si256()));
         uint8_t *out = dst + p * n_tables * 32;
@@ -70,102 +83,112 @@ int64_t soniq_lut_tables_avx2(const uint8_t *src, int64_t k, int bits, uint8_t *
 
 /* ---------------------------------------------------------------- the engine */
 
-/* Add (store when `first`) the uint16 sums of 16 channels, shifted, to 16 int64 tile cells. */
+/* Add (store when `first`) 8 channels' sums, shifted, to 8 int64 tile cells: `sums` holds
+ * them as uint16 twice, from the even groups (low lane) and the odd groups (high lane). */
 static inline __attribute__((always_inline))
-void spill16(int64_t *dst, __m256i sums, int shift, int first) {
+void spill8(int64_t *dst, __m256i sums, int shift, int first) {
     const __m128i count = _mm_cvtsi32_si128(shift);
-    const __m128i halves[2] = {_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1)};
-    for (int h = 0; h < 2; h++)
-        for (int i = 0; i < 2; i++) {
-            __m256i v = _mm256_sll_epi64(
-                _mm256_cvtepu16_epi64(i ? _mm_srli_si128(halves[h], 8) : halves[h]), count);
-            int64_t *p = dst + 8 * h + 4 * i;
-            if (!first)
-                v = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)p), v);
-            _mm256_storeu_si256((__m256i *)p, v);
-        }
-}
-
-/* Rows r0 .. r0 + mr - 1 against expanded vectors x0 .. x0 + nx - 1 (x = v pw + j), all
- * groups: P into tile cells (row, 32 (v - v_lo) + channel). */
-static inline __attribute__((always_inline))
-void micro(const soniq_act_group *g, const soniq_block *b, int64_t r0, int64_t rows, int64_t x0,
-           int nx, int64_t v_lo, int mr, int nt, int64_t *tile) {
-    const int64_t groups = soniq_lut_groups(g->k), row_bytes = soniq_lut_row_bytes(g->k, g->bits);
-    const int max = soniq_lut_entry_max(g->bits);
-    const int64_t steps = 255 / max, block = 65535 / (steps * max) * steps;
-    const uint8_t *tables = g->tables + r0 * row_bytes;
-    const uint8_t *w = b->wnibbles + x0 * groups * LANES;
-    const __m256i zero = _mm256_setzero_si256();
-    for (int64_t k0 = 0; k0 < groups; k0 += block) {
-        const int64_t k1 = groups - k0 < block ? groups : k0 + block;
-        __m256i part[MR1][2][2][2];     /* [row][vector][table][channels 0-15, 16-31], uint16 */
-        for (int r = 0; r < mr; r++)
-            for (int x = 0; x < nx; x++)
-                for (int t = 0; t < nt; t++)
-                    part[r][x][t][0] = part[r][x][t][1] = zero;
-        for (int64_t q0 = k0; q0 < k1; q0 += steps) {
-            const int64_t q1 = k1 - q0 < steps ? k1 : q0 + steps;
-            __m256i acc[MR1][2][2];
-            for (int r = 0; r < mr; r++)
-                for (int x = 0; x < nx; x++)
-                    for (int t = 0; t < nt; t++)
-                        acc[r][x][t] = zero;
-            for (int64_t q = q0; q < q1; q++) {
-                __m256i idx[2];
-                for (int x = 0; x < nx; x++)
-                    idx[x] = _mm256_loadu_si256((const __m256i *)(w + (x * groups + q) * LANES));
-                for (int r = 0; r < mr; r++)
-                    for (int t = 0; t < nt; t++) {
-                        const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(
-                            (const __m128i *)(tables + r * row_bytes
-                                              + soniq_lut_table_at(q, t, nt))));
-                        for (int x = 0; x < nx; x++)
-                            acc[r][x][t] = _mm256_add_epi8(acc[r][x][t],
-                                                           _mm256_shuffle_epi8(table, idx[x]));
-                    }
-            }
-            for (int r = 0; r < mr; r++)
-                for (int x = 0; x < nx; x++)
-                    for (int t = 0; t < nt; t++) {
-                        part[r][x][t][0] = _mm256_add_epi16(part[r][x][t][0],
-                                                            _mm256_unpacklo_epi8(acc[r][x][t], zero));
-                        part[r][x][t][1] = _mm256_add_epi16(part[r][x][t][1],
-                                                            _mm256_unpackhi_epi8(acc[r][x][t], zero));
-                    }
-        }
-        for (int r = 0; r < mr && r0 + r < rows; r++)
-            for (int x = 0; x < nx; x++) {
-                const int64_t v = (x0 + x) / b->wbits;
-                const int j = (int)((x0 + x) % b->wbits);
-                int64_t *dst = tile + (r0 + r) * SONIQ_TILE_COLS + (v - v_lo) * LANES;
-                for (int t = 0; t < nt; t++)
-                    for (int h = 0; h < 2; h++)
-                        spill16(dst + 16 * h, part[r][x][t][h], j + 4 * t,
-                                k0 == 0 && j == 0 && t == 0);
-            }
+    const __m256i both = _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(sums)),
+                                          _mm256_cvtepu16_epi32(_mm256_extracti128_si256(sums, 1)));
+    for (int i = 0; i < 2; i++) {
+        __m256i v = _mm256_sll_epi64(_mm256_cvtepu32_epi64(i ? _mm256_extracti128_si256(both, 1)
+                                                             : _mm256_castsi256_si128(both)),
+                                     count);
+        if (!first)
+            v = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(dst + 4 * i)), v);
+        _mm256_storeu_si256((__m256i *)(dst + 4 * i), v);
     }
 }
 
+/* acc += vpshufb(table, idx) (bytes); inline assembly only to keep the compiler from
+ * renaming the sums through extra moves in the hot loop. */
+#define LOOK(acc, table, idx) do {                                                           \
+        __m256i t_;                                                                        \
+        __asm__("vpshufb %3, %2, %1\n\t"                                                    \
+                "vpaddb %1, %0, %0"                                                        \
+                : "+x"(acc), "=&x"(t_) : "x"(table), "x"(idx));                            \
+    } while (0)
+
+/* Rows r0 .. r0 + mr - 1 against expanded vectors x0 .. x0 + nx - 1 (x = v pw + j), pairs
+ * of groups kb .. kb_end - 1, a pair per step: P into tile cells (row, 16 (v - v_lo) +
+ * channel), stored by the first contribution to a cell (pair 0, plane 0, table 0). */
+static inline __attribute__((always_inline))
+void micro(const soniq_act_group *g, const soniq_block *b, int64_t r0, int64_t rows, int64_t x0,
+           int nx, int64_t v_lo, int64_t kb, int64_t kb_end, int mr, int nt, int64_t *tile) {
+    const int64_t pairs = soniq_lut_groups(g->k) / 2, row_bytes = soniq_lut_row_bytes(g->k, g->bits);
+    const int max = soniq_lut_entry_max(g->bits);
+    const int64_t steps = 255 / max;
+    const uint8_t *tables = g->tables + r0 * row_bytes;
+    const uint8_t *w = b->wnibbles + x0 * pairs * 32;
+    const int64_t xs = pairs * 32;          /* bytes from one expanded vector to the next */
+    const __m256i zero = _mm256_setzero_si256();
+    __m256i part[MR][NX][2][2];      /* [row][vector][table][channels 0-7, 8-15], uint16 */
+    for (int r = 0; r < mr; r++)
+        for (int x = 0; x < nx; x++)
+            for (int t = 0; t < nt; t++)
+                part[r][x][t][0] = part[r][x][t][1] = zero;
+    for (int64_t p0 = kb; p0 < kb_end; p0 += steps) {
+        const int64_t p1 = kb_end - p0 < steps ? kb_end : p0 + steps;
+        __m256i acc[MR][NX][2];
+        for (int r = 0; r < mr; r++)
+            for (int x = 0; x < nx; x++)
+                for (int t = 0; t < nt; t++)
+                    acc[r][x][t] = zero;
+        const uint8_t *tp = tables + p0 * nt * 32, *wp = w + p0 * 32;
+        for (int64_t p = p0; p < p1; p++, tp += nt * 32, wp += 32) {
+            __m256i idx[NX];
+            for (int x = 0; x < nx; x++)
+                idx[x] = _mm256_loadu_si256((const __m256i *)(wp + x * xs));
+            for (int r = 0; r < mr; r++)
+                for (int t = 0; t < nt; t++) {
+                    const __m256i table =
+                        _mm256_loadu_si256((const __m256i *)(tp + r * row_bytes + t * 32));
+                    for (int x = 0; x < nx; x++)
+                        LOOK(acc[r][x][t], table, idx[x]);
+                }
+        }
+        for (int r = 0; r < mr; r++)
+            for (int x = 0; x < nx; x++)
+                for (int t = 0; t < nt; t++) {
+                    part[r][x][t][0] = _mm256_add_epi16(part[r][x][t][0],
+                                                        _mm256_unpacklo_epi8(acc[r][x][t], zero));
+                    part[r][x][t][1] = _mm256_add_epi16(part[r][x][t][1],
+                                                        _mm256_unpackhi_epi8(acc[r][x][t], zero));
+                }
+    }
+    for (int r = 0; r < mr && r0 + r < rows; r++)
+        for (int x = 0; x < nx; x++) {
+            const int64_t v = (x0 + x) / b->wbits;
+            const int j = (int)((x0 + x) % b->wbits);
+            int64_t *dst = tile + (r0 + r) * SONIQ_TILE_COLS + (v - v_lo) * LANES;
+            for (int t = 0; t < nt; t++)
+                for (int h = 0; h < 2; h++)
+                    spill8(dst + 8 * h, part[r][x][t][h], j + 4 * t,
+                           kb == 0 && j == 0 && t == 0);
+        }
+}
+
+/* A chunk of 64 channels, K in blocks of K_BLOCK pairs: a block's indices for NX expanded
+ * vectors (16 KiB) stay in L1 and the tile rows' tables of the block (48 x 4 KiB per table)
+ * in L2 while the rows pass. */
 static void chunk(const soniq_act_group *g, const soniq_block *b, int64_t rows, int64_t v_lo,
                   int64_t v_hi, int64_t *tile) {
     const int pw = b->wbits, nt = soniq_lut_tables(g->bits);
-    for (int64_t x0 = v_lo * pw; x0 < v_hi * pw; x0 += 2) {
-        const int nx = v_hi * pw - x0 < 2 ? 1 : 2;
-        if (nt == 1)
-            for (int64_t r0 = 0; r0 < rows; r0 += MR1) {
-                if (nx == 2)
-                    micro(g, b, r0, rows, x0, 2, v_lo, MR1, 1, tile);
-                else
-                    micro(g, b, r0, rows, x0, 1, v_lo, MR1, 1, tile);
+    const int64_t pairs = soniq_lut_groups(g->k) / 2;
+    for (int64_t kb = 0; kb < pairs; kb += K_BLOCK) {
+        const int64_t kb_end = pairs - kb < K_BLOCK ? pairs : kb + K_BLOCK;
+        for (int64_t x0 = v_lo * pw; x0 < v_hi * pw; x0 += NX) {
+            const int nx = v_hi * pw - x0 < NX ? (int)(v_hi * pw - x0) : NX;
+            switch (nx * 2 + nt - 1) {   /* constant tile shapes, so the loops unroll */
+#define CASE(nx_, nt_, mr_) case nx_ * 2 + nt_ - 1:                                      \
+                for (int64_t r0 = 0; r0 < rows; r0 += mr_)                               \
+                    micro(g, b, r0, rows, x0, nx_, v_lo, kb, kb_end, mr_, nt_, tile);    \
+                break;
+            CASE(4, 1, MR1) CASE(3, 1, MR1) CASE(2, 1, MR1) CASE(1, 1, MR1)
+            CASE(4, 2, MR2) CASE(3, 2, MR2) CASE(2, 2, MR2) CASE(1, 2, MR2)
+#undef CASE
             }
-        else
-            for (int64_t r0 = 0; r0 < rows; r0 += MR2) {
-                if (nx == 2)
-                    micro(g, b, r0, rows, x0, 2, v_lo, MR2, 2, tile);
-                else
-                    micro(g, b, r0, rows, x0, 1, v_lo, MR2, 2, tile);
-            }
+        }
     }
 }
 
@@ -183,5 +206,6 @@ void soniq_lut_avx2(const soniq_gemm_job *job, const soniq_act_group *g, const s
     }
 }
 
-_Static_assert(MR1 <= SONIQ_ROW_PAD && MR2 <= MR1, "tiles past rows: spare rows; part sized by MR1");
+_Static_assert(K_BLOCK * 60 <= 65535, "uint16 sums of a K block cannot wrap (entries <= 60)");
+_Static_assert(MR <= SONIQ_ROW_PAD, "tiles past rows: spare rows");
 _Static_assert(CHUNK_VECTORS * LANES == SONIQ_TILE_COLS, "a chunk's sums fill the tile scratch");

@@ -40,16 +40,16 @@ void soniq_lut_scalar(const soniq_gemm_job *job, const soniq_act_group *g, const
             const uint8_t *tables = g->tables + r * row_bytes;
             for (int64_t o = o0; o < o1; o++) {
                 const int64_t v = o / SONIQ_LUT_LANES;
-                /* the byte of channel o % 32: SONIQ_LUT_CHANNEL is its own inverse */
-                const int p = SONIQ_LUT_CHANNEL((int)(o % SONIQ_LUT_LANES));
                 int64_t sum = 0;
                 for (int j = 0; j < pw; j++) {
-                    const uint8_t *idx = b->wnibbles + ((v * pw + j) * groups) * SONIQ_LUT_LANES + p;
+                    const uint8_t *idx = b->wnibbles + (v * pw + j) * groups * SONIQ_LUT_LANES
+                                         + o % SONIQ_LUT_LANES;
                     int64_t plane = 0;
                     for (int64_t q = 0; q < groups; q++)
                         for (int tab = 0; tab < n_tables; tab++)
                             plane += (int64_t)tables[soniq_lut_table_at(q, tab, n_tables)
-                                                     + idx[q * SONIQ_LUT_LANES]] << (4 * tab);
+                                                     + idx[soniq_lut_table_at(q, 0, 1)]]
+                                     << (4 * tab);
                     sum += plane << j;
                 }
                 tile[r * SONIQ_TILE_COLS + (o - o0)] = sum;
