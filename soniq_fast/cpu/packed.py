@@ -75,17 +75,26 @@ def lut_tables(a_bits: int) -> int:
 # docs/benchmarks.md): it looks up bw planes x lut_tables(ba) tables per 8 K positions and
 # 16 channels. At ba = 1 popcount does as many vpshufb per product and needs no tables.
 LUT_MAX_LOOKUPS = {"avx2": 2}
+# Building a row's tables costs about as much as looking them up for 64 channel planes per
+# table (and the int8 engine is closer behind two-table lookups): fewer channels x planes
+# than LUT_MIN_PLANES * tables^2 stay on the other engines (e.g. a first conv layer's few W1
+# channels at A8).
+LUT_MIN_PLANES = 64
 
 
-def choose_engine(w_bits: int, a_bits: int, policy: str = "auto", isa: str = "scalar") -> int:
-    """Engine for a (weight width, activation width) block under ``policy`` on ``isa``."""
+def choose_engine(w_bits: int, a_bits: int, policy: str = "auto", isa: str = "scalar",
+                  channels: int | None = None) -> int:
+    """Engine for a (weight width, activation width) block of ``channels`` output channels
+    (None: many) under ``policy`` on ``isa``."""
     if policy == "popcount":
         return POPCOUNT
     if policy == "int8":
         return INT8
     if policy == "lut":
         return LUT
-    if a_bits > 1 and w_bits * lut_tables(a_bits) <= LUT_MAX_LOOKUPS.get(isa, 0):
+    tables = lut_tables(a_bits)
+    if a_bits > 1 and w_bits * tables <= LUT_MAX_LOOKUPS.get(isa, 0) and \
+            (channels is None or channels * w_bits >= LUT_MIN_PLANES * tables ** 2):
         return LUT
     return POPCOUNT if w_bits * a_bits <= POPCOUNT_MAX_PLANE_PAIRS[isa] else INT8
 
@@ -136,7 +145,7 @@ class CpuPackedWeights:
         for gi, group in enumerate(groups):
             int8_cols = []
             for w_bits, cols in self._by_width.items():
-                engine = choose_engine(w_bits, group.bits, policy, isa)
+                engine = choose_engine(w_bits, group.bits, policy, isa, len(cols))
                 if engine == LUT:
                     need[gi][LUT] = True
                     blocks.append(self._lut_block(gi, group, w_bits, cols))
