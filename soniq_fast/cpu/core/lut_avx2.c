@@ -32,53 +32,80 @@
 
 /* ---------------------------------------------------------------- the tables of a row */
 
-/* SELECT[t]: in lane L, byte i is 4 L + t (the code at position t of group 2 p + L within
- * the 8 codes of a pair) when bit t of i is set, else 0x80 (vpshufb gives 0): so the sum over
- * t of vpshufb(codes, SELECT[t]) is the table of both groups of a pair. */
-static const uint8_t SELECT[4][32] __attribute__((aligned(32))) = {
-    {0x80, 0x00, 0x80, 0x00, 0x80, 0x00, 0x80, 0x00, 0x80, 0x00, 0x80, 0x00, 0x80, 0x00, 0x80, 0x00,
-     0x80, 0x04, 0x80, 0x04, 0x80, 0x04, 0x80, 0x04, 0x80, 0x04, 0x80, 0x04, 0x80, 0x04, 0x80, 0x04},
-    {0x80, 0x80, 0x01, 0x01, 0x80, 0x80, 0x01, 0x01, 0x80, 0x80, 0x01, 0x01, 0x80, 0x80, 0x01, 0x01,
-     0x80, 0x80, 0x05, 0x05, 0x80, 0x80, 0x05, 0x05, 0x80, 0x80, 0x05, 0x05, 0x80, 0x80, 0x05, 0x05},
-    {0x80, 0x80, 0x80, 0x80, 0x02, 0x02, 0x02, 0x02, 0x80, 0x80, 0x80, 0x80, 0x02, 0x02, 0x02, 0x02,
-     0x80, 0x80, 0x80, 0x80, 0x06, 0x06, 0x06, 0x06, 0x80, 0x80, 0x80, 0x80, 0x06, 0x06, 0x06, 0x06},
-    {0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03,
-     0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x07, 0x07, 0x07, 0x07, 0x07, 0x07, 0x07, 0x07},
+/* The tables of two pairs (groups 0..3 of 16 codes c, which both lanes hold) in 9 vector
+ * ops: lane L first gathers, for groups L and 2 + L, the partial sums
+ *     LH = [0, a0, a1, a0 + a1, 0, a2, a3, a2 + a3]   (a_t = code t of the group)
+ * (GATHER[0] + GATHER[1]), then T[i] = LH[i & 3] + LH[4 + (i >> 2)] for groups 0, 1 (pair
+ * A, PICK[0] + PICK[1]) and 2, 3 (pair B, PICK[2] + PICK[3]). 0x80: vpshufb gives 0. */
+static const uint8_t GATHER[2][32] __attribute__((aligned(32))) = {
+    {0x80, 0x00, 0x01, 0x00, 0x80, 0x02, 0x03, 0x02, 0x80, 0x08, 0x09, 0x08, 0x80, 0x0a, 0x0b, 0x0a,
+     0x80, 0x04, 0x05, 0x04, 0x80, 0x06, 0x07, 0x06, 0x80, 0x0c, 0x0d, 0x0c, 0x80, 0x0e, 0x0f, 0x0e},
+    /* above: a0, a1, a0 | a2, a3, a2 of groups L, 2 + L; below: a1 | a3 */
+    {0x80, 0x80, 0x80, 0x01, 0x80, 0x80, 0x80, 0x03, 0x80, 0x80, 0x80, 0x09, 0x80, 0x80, 0x80, 0x0b,
+     0x80, 0x80, 0x80, 0x05, 0x80, 0x80, 0x80, 0x07, 0x80, 0x80, 0x80, 0x0d, 0x80, 0x80, 0x80, 0x0f},
+};
+static const uint8_t PICK[4][32] __attribute__((aligned(32))) = {
+    {0x00, 0x01, 0x02, 0x03, 0x00, 0x01, 0x02, 0x03, 0x00, 0x01, 0x02, 0x03, 0x00, 0x01, 0x02, 0x03,
+     0x00, 0x01, 0x02, 0x03, 0x00, 0x01, 0x02, 0x03, 0x00, 0x01, 0x02, 0x03, 0x00, 0x01, 0x02, 0x03},
+    {0x04, 0x04, 0x04, 0x04, 0x05, 0x05, 0x05, 0x05, 0x06, 0x06, 0x06, 0x06, 0x07, 0x07, 0x07, 0x07,
+     0x04, 0x04, 0x04, 0x04, 0x05, 0x05, 0x05, 0x05, 0x06, 0x06, 0x06, 0x06, 0x07, 0x07, 0x07, 0x07},
+    {0x08, 0x09, 0x0a, 0x0b, 0x08, 0x09, 0x0a, 0x0b, 0x08, 0x09, 0x0a, 0x0b, 0x08, 0x09, 0x0a, 0x0b,
+     0x08, 0x09, 0x0a, 0x0b, 0x08, 0x09, 0x0a, 0x0b, 0x08, 0x09, 0x0a, 0x0b, 0x08, 0x09, 0x0a, 0x0b},
+    {0x0c, 0x0c, 0x0c, 0x0c, 0x0d, 0x0d, 0x0d, 0x0d, 0x0e, 0x0e, 0x0e, 0x0e, 0x0f, 0x0f, 0x0f, 0x0f,
+     0x0c, 0x0c, 0x0c, 0x0c, 0x0d, 0x0d, 0x0d, 0x0d, 0x0e, 0x0e, 0x0e, 0x0e, 0x0f, 0x0f, 0x0f, 0x0f},
 };
 
-static inline __m256i pair_table(__m256i codes, const __m256i sel[4]) {
-    __m256i t = _mm256_add_epi8(_mm256_shuffle_epi8(codes, sel[0]),
-                                _mm256_shuffle_epi8(codes, sel[1]));
-    return _mm256_add_epi8(t, _mm256_add_epi8(_mm256_shuffle_epi8(codes, sel[2]),
-                                              _mm256_shuffle_epi8(codes, sel[3])));
+/* Tables of pairs 2 q, 2 q + 1 (when that is a pair: last) from 16 codes in both lanes. */
+static inline __attribute__((always_inline))
+void two_pairs(__m256i codes, __m256i g0, __m256i g1, __m256i pa0, __m256i pa1, __m256i pb0,
+               __m256i pb1, uint8_t *dst, int n_tables, int both) {
+    const __m256i lh = _mm256_add_epi8(_mm256_shuffle_epi8(codes, g0),
+                                       _mm256_shuffle_epi8(codes, g1));
+    _mm256_storeu_si256((__m256i *)dst, _mm256_add_epi8(_mm256_shuffle_epi8(lh, pa0),
+                                                         _mm256_shuffle_epi8(lh, pa1)));
+    if (both)
+        _mm256_storeu_si256((__m256i *)(dst + n_tables * 32),
+                            _mm256_add_epi8(_mm256_shuffle_epi8(lh, pb0),
+                                            _mm256_shuffle_epi8(lh, pb1)));
 }
 
 int64_t soniq_lut_tables_avx2(const uint8_t *src, int64_t k, int bits, uint8_t *dst) {
     const int n_tables = soniq_lut_tables(bits);
     const int64_t pairs = soniq_lut_groups(k) / 2;
     const __m256i low = _mm256_set1_epi8(15);
-    __m256i sel[4], sums = _mm256_setzero_si256();
-    for (int t = 0; t < 4; t++)
-        sel[t] = _mm256_load_si256((const __m256i *)SELECT[t]);
-    for (int64_t p = 0; p < pairs; p++) {
-        uint64_t eight = 0;    /* codes 8 p .. 8 p + 7, zero past k */
-        if (8 * p + 8 <= k)
-            memcpy(&eight, src + 8 * p, 8);
-        else
-            memcpy(&eight, src + 8 * p, (size_t)(k - 8 * p));
-        const __m256i codes = _mm256_set1_epi64x((long long)eight);
+    const __m256i g0 = _mm256_load_si256((const __m256i *)GATHER[0]);
+    const __m256i g1 = _mm256_load_si256((const __m256i *)GATHER[1]);
+    const __m256i pa0 = _mm256_load_si256((const __m256i *)PICK[0]);
+    const __m256i pa1 = _mm256_load_si256((const __m256i *)PICK[1]);
+    const __m256i pb0 = _mm256_load_si256((const __m256i *)PICK[2]);
+    const __m256i pb1 = _mm256_load_si256((const __m256i *)PICK[3]);
+    __m256i sums = _mm256_setzero_si256();
+    for (int64_t p = 0; p < pairs; p += 2) {
+        __m128i sixteen;    /* codes 8 p .. 8 p + 15, zero past k */
+        if (8 * p + 16 <= k) {
+            sixteen = _mm_loadu_si128((const __m128i *)(src + 8 * p));
+        } else {
+            uint8_t tail[16];
+            memset(tail, 0, 16);
+            for (int64_t c = 8 * p; c < k; c++)
+                tail[c - 8 * p] = src[c];
+            sixteen = _mm_loadu_si128((const __m128i *)tail);
+        }
+        const __m256i codes = _mm256_broadcastsi128_si256(sixteen);
         sums = _mm256_add_epi64(sums, _mm256_sad_epu8(codes, _mm256_setzero_si256()));
         uint8_t *out = dst + p * n_tables * 32;
+        const int both = p + 1 < pairs;
         if (n_tables == 1) {
-            _mm256_storeu_si256((__m256i *)out, pair_table(codes, sel));
+            two_pairs(codes, g0, g1, pa0, pa1, pb0, pb1, out, 1, both);
         } else {
-            _mm256_storeu_si256((__m256i *)out, pair_table(_mm256_and_si256(codes, low), sel));
-            _mm256_storeu_si256((__m256i *)(out + 32),
-                                pair_table(_mm256_and_si256(_mm256_srli_epi16(codes, 4), low), sel));
+            two_pairs(_mm256_and_si256(codes, low), g0, g1, pa0, pa1, pb0, pb1, out, 2, both);
+            two_pairs(_mm256_and_si256(_mm256_srli_epi16(codes, 4), low), g0, g1, pa0, pa1, pb0,
+                      pb1, out + 32, 2, both);
         }
     }
-    /* every 64-bit lane summed the same 8 codes: lane 0 is the row sum */
-    return _mm_cvtsi128_si64(_mm256_castsi256_si128(sums));
+    /* lane 0 summed codes 0..7 and 8..15 of every step */
+    const __m128i s = _mm256_castsi256_si128(sums);
+    return _mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1);
 }
 
 /* ---------------------------------------------------------------- the engine */
