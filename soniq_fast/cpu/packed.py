@@ -75,11 +75,11 @@ def lut_tables(a_bits: int) -> int:
 # docs/benchmarks.md): it looks up bw planes x lut_tables(ba) tables per 8 K positions and
 # 16 channels. At ba = 1 popcount does as many vpshufb per product and needs no tables.
 LUT_MAX_LOOKUPS = {"avx2": 2}
-# Building a row's tables costs about as much as looking them up for 64 channel planes per
-# table (and the int8 engine is closer behind two-table lookups): fewer channels x planes
-# than LUT_MIN_PLANES * tables^2 stay on the other engines (e.g. a first conv layer's few W1
-# channels at A8).
-LUT_MIN_PLANES = 64
+# A row's tables are built once for all channels, so a block needs enough channels x planes
+# to pay for them: fewer than LUT_MIN_PLANES * tables^2 stay on the other engines (measured:
+# the digits CNN's second conv, 48 W1 channels at A2, gains; its first, 8 W1 channels at A8
+# with K = 9, loses).
+LUT_MIN_PLANES = 32
 
 
 def choose_engine(w_bits: int, a_bits: int, policy: str = "auto", isa: str = "scalar",
