@@ -9,9 +9,16 @@ Output channels are grouped by weight width ``bw``; for each activation group (s
 * int8: ``v = w - 2^(bw-1)`` as int8 ``[n, kpad]`` (so ``q = 2 v + 1``); the kernel adds
   ``2 sum_c v a' + sum_c a'`` with ``a' = a << (A - ba)`` in uint8. Exact at A = 8 too:
   uint8 x int8 products are what VNNI multiplies.
+* lut: the popcount sum by table lookup (``core/lut.h``): per row and 4 K positions a
+  16-entry table of the sums of every subset of the 4 codes, indexed per channel by the
+  4 bits of weight plane ``j`` there, ``uint8 [n/16, bw, ceil(k/8), 2, 16]``; the kernel adds
+  the popcount contribution.
 
 The engine for a (bw, ba) pair is popcount when ``bw * ba`` (plane pairs) is at most
-``POPCOUNT_MAX_PLANE_PAIRS`` of the code path (4; 2 on AVX2), else int8; the int8 term does not depend on ``bw``, so all int8 columns of an activation
+``POPCOUNT_MAX_PLANE_PAIRS`` of the code path (4; 2 on AVX2), else int8; on AVX2 the lut
+engine takes the pairs with ``ba >= 2`` and at most ``LUT_MAX_LOOKUPS`` lookups
+(``bw * lut_tables(ba)``) when the block has channels enough to pay for the row tables.
+The int8 term does not depend on ``bw``, so all int8 columns of an activation
 group form one block, except on the AVX2 path, whose kernel's int16 bounds depend on the
 range of the values: there the columns whose values ``v`` on the group's K positions all
 fit ``e`` signed bits form one block (``wbits`` = e <= bw).

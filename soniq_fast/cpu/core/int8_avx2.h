@@ -71,6 +71,79 @@ void soniq_int8_avx2_add(const soniq_gemm_job *job, const soniq_block *b, int64_
         out[cols[j] * cs] = b->assign ? t[j] : out[cols[j] * cs] + t[j];
 }
 
+/* The 8 x 8 transpose of int32 lanes: x[r] lane j -> x[j] lane r. */
+static inline __attribute__((always_inline)) void soniq_transpose8_epi32(__m256i x[8]) {
+    __m256i t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_epi32(x[i], x[i + 1]);
+        t[i + 1] = _mm256_unpackhi_epi32(x[i], x[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int i = 0; i < 4; i++) {
+        x[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
+        x[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
+    }
+}
+
+/* Whether rows r0 .. r0 + mr - 1 of a micro tile can go out column by column: a column-major
+ * output (row_stride 1) in which they are all rows of the tile and consecutive. */
+static inline int soniq_int8_avx2_columns(const soniq_gemm_job *job,
+                                          const soniq_int8_avx2_rows *t, int64_t r0, int mr,
+                                          int64_t rows) {
+    return job->layout.row_stride == 1 && mr >= 4 && r0 + mr <= rows
+           && t->out[r0 + mr - 1] == t->out[r0] + mr - 1;
+}
+
+/* Vector v of mr (4..8) rows at once, when soniq_int8_avx2_columns and v's 8 channels are
+ * consecutive (contiguous 2): transposed, so each channel gets its rows in vector stores
+ * instead of 8 scattered stores per row. sums[r * stride]: the int32 sums of row r. */
+static inline __attribute__((always_inline))
+void soniq_int8_avx2_put_columns(const soniq_gemm_job *job, const soniq_block *b,
+                                 const soniq_int8_avx2_rows *t, int64_t r0, int mr, int64_t v,
+                                 const __m256i *sums, int stride) {
+    __m256i x[8];
+    int64_t base[8] = {0};
+    for (int r = 0; r < 8; r++) {
+        x[r] = r < mr ? _mm256_loadu_si256(sums + r * stride) : _mm256_setzero_si256();
+        if (r < mr)
+            base[r] = t->base[r0 + r];
+    }
+    soniq_transpose8_epi32(x);
+    const int64_t cs = job->layout.col_stride;
+    int64_t *p = t->out[r0] + b->cols[8 * v] * cs;
+    const __m256i b0 = _mm256_loadu_si256((const __m256i *)base);
+    const __m256i b1 = _mm256_loadu_si256((const __m256i *)(base + 4));
+    for (int j = 0; j < 8; j++, p += cs) {
+        __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(x[j]));
+        __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(x[j], 1));
+        lo = _mm256_add_epi64(_mm256_add_epi64(lo, lo), b0);
+        hi = _mm256_add_epi64(_mm256_add_epi64(hi, hi), b1);
+        if (!b->assign)
+            lo = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)p), lo);
+        _mm256_storeu_si256((__m256i *)p, lo);
+        if (mr == 8) {
+            if (!b->assign)
+                hi = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(p + 4)), hi);
+            _mm256_storeu_si256((__m256i *)(p + 4), hi);
+        } else if (mr == 6) {
+            __m128i h = _mm256_castsi256_si128(hi);
+            if (!b->assign)
+                h = _mm_add_epi64(_mm_loadu_si128((const __m128i *)(p + 4)), h);
+            _mm_storeu_si128((__m128i *)(p + 4), h);
+        } else {
+            int64_t rest[4];
+            _mm256_storeu_si256((__m256i *)rest, hi);
+            for (int r = 4; r < mr; r++)
+                p[r] = b->assign ? rest[r - 4] : p[r] + rest[r - 4];
+        }
+    }
+}
+
 /* Add the sums acc[r][c] of a micro tile (rows r0 + r, vectors v0 + c) to the output: the
  * sums go through memory once here, so the compiler keeps acc in registers in the K loop. */
 #define soniq_int8_avx2_flush(job, b, t, r0, mr, rows, v0, nr, acc) do {                      \
@@ -79,13 +152,19 @@ void soniq_int8_avx2_add(const soniq_gemm_job *job, const soniq_block *b, int64_
         for (int r_ = 0; r_ < (mr); r_++)                                                 \
             for (int c_ = 0; c_ < (nr); c_++)                                             \
                 _mm256_storeu_si256(&sums_[r_][c_], acc[r_][c_]);                         \
-        for (int c_ = 0; c_ < (nr); c_++)                                                 \
+        const int columns_ = soniq_int8_avx2_columns(job, t, r0, mr, rows);               \
+        for (int c_ = 0; c_ < (nr); c_++) {                                               \
             contiguous_[c_] = soniq_int8_avx2_contiguous(job, b, (v0) + c_);              \
+            if (columns_ && contiguous_[c_] == 2)                                         \
+                soniq_int8_avx2_put_columns(job, b, t, r0, mr, (v0) + c_, &sums_[0][c_],  \
+                                            (int)(sizeof(acc[0]) / sizeof(__m256i)));     \
+        }                                                                                 \
         for (int r_ = 0; r_ < (mr) && (r0) + r_ < (rows); r_++)                           \
             for (int c_ = 0; c_ < (nr); c_++)                                             \
-                soniq_int8_avx2_add(job, b, (t)->out[(r0) + r_], (v0) + c_, contiguous_[c_], \
-                                    _mm256_loadu_si256(&sums_[r_][c_]),                   \
-                                    (t)->base[(r0) + r_]);                                \
+                if (!(columns_ && contiguous_[c_] == 2))                                  \
+                    soniq_int8_avx2_add(job, b, (t)->out[(r0) + r_], (v0) + c_,           \
+                                        contiguous_[c_], _mm256_loadu_si256(&sums_[r_][c_]), \
+                                        (t)->base[(r0) + r_]);                            \
     } while (0)
 
 #endif
