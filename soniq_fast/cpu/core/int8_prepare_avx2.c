@@ -1,6 +1,6 @@
-/* soniq_int8_prepare_scalar (int8_prepare.c) with AVX2, same result: 32 codes a step, the
- * shift moves 16-bit lanes and a mask drops the bits that cross into the next byte; vpsadbw
- * sums the codes. */
+/* soniq_int8_prepare_scalar (int8_prepare.c) with AVX2, same result: 32 codes a step (then 8),
+ * the shift moves 16-bit lanes and a mask drops the bits that cross into the next byte;
+ * vpsadbw sums the codes. */
 #pragma GCC target("avx2")
 #include <immintrin.h>
 
@@ -25,6 +25,22 @@ int64_t soniq_int8_prepare_avx2(const uint8_t *src, int64_t k, int shift, uint8_
         }
     }
     __m128i s = _mm_add_epi64(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+    if (!wide) {   /* short rows (a first conv layer's K = 9): 8 codes a step, then bytes */
+        const __m128i keep8 = _mm256_castsi256_si128(keep);
+        for (; t + 8 <= k; t += 8) {
+            const __m128i a = _mm_loadl_epi64((const __m128i *)(src + t));
+            s = _mm_add_epi64(s, _mm_sad_epu8(a, _mm_setzero_si128()));
+            _mm_storel_epi64((__m128i *)(dst + t), _mm_and_si128(_mm_sll_epi16(a, count), keep8));
+        }
+        int64_t sum = _mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1);
+        for (; t < k; t++) {
+            sum += src[t];
+            dst[t] = (uint8_t)(src[t] << shift);
+        }
+        for (; t < kpad; t++)
+            dst[t] = 0;
+        return sum;
+    }
     int64_t sum = _mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1);
     return sum + soniq_int8_prepare_scalar(src + t, k - t, shift, dst + t,
                                            wide ? wide + t : NULL, kpad - t);
