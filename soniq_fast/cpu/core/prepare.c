@@ -46,14 +46,25 @@ int64_t soniq_padded_bytes(const soniq_conv_src *s) {
     return s->c * (s->h + 2 * s->padding) * soniq_padded_row_bytes(s);
 }
 
-/* Copy image b into `padded` (zeroed once by the caller; only the interior is written). */
+/* Copy image b into `padded` (zeroed once by the caller; only the interior is written).
+ * Narrow rows (a small feature map) in 4-byte copies, not one library call per row. */
 static void pad_image(const soniq_conv_src *s, int64_t b, uint8_t *padded) {
-    const int64_t hp = s->h + 2 * s->padding, wpp = soniq_padded_row_bytes(s);
-    const uint8_t *img = s->x + b * s->c * s->h * s->w;
+    const int64_t hp = s->h + 2 * s->padding, wpp = soniq_padded_row_bytes(s), w = s->w;
+    const uint8_t *img = s->x + b * s->c * s->h * w;
     for (int64_t c = 0; c < s->c; c++)
-        for (int64_t y = 0; y < s->h; y++)
-            memcpy(padded + (c * hp + y + s->padding) * wpp + s->padding,
-                   img + (c * s->h + y) * s->w, (size_t)s->w);
+        for (int64_t y = 0; y < s->h; y++) {
+            uint8_t *dst = padded + (c * hp + y + s->padding) * wpp + s->padding;
+            const uint8_t *src = img + (c * s->h + y) * w;
+            if (w > 16) {
+                memcpy(dst, src, (size_t)w);
+                continue;
+            }
+            int64_t x = 0;
+            for (; x + 4 <= w; x += 4)
+                memcpy(dst + x, src + x, 4);
+            for (; x < w; x++)
+                dst[x] = src[x];
+        }
 }
 
 /* The (c, r) segments of one im2col row, kw <= 8: 8-byte copies in increasing order (constant
