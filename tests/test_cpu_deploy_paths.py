@@ -21,10 +21,11 @@ cpu = pytest.importorskip("soniq_fast.cpu", reason="the cpu extension is not bui
 
 ISAS = ["scalar", "avx2", "avx512"]
 THREADS = (1, 2, 3)
+POLICIES = ["auto", "popcount", "int8", "lut"]
 
 
-def _backend(isa, threads=1):
-    return load_backend(f"cpu:{isa}").with_threads(threads)
+def _backend(isa, threads=1, policy="auto"):
+    return load_backend(f"cpu:{isa}").with_threads(threads).with_engine(policy)
 
 
 @pytest.fixture(autouse=True)
@@ -144,6 +145,7 @@ def test_fused_conv_requantize_with_blocks_out_of_buffer_order(isa):
 @given(case=wide_conv_case(), data=st.data())
 def test_fused_conv_requantize_equals_conv_then_requantize(isa, case, data):
     x, a_bits, w, w_bits, hi, stride, padding = case
+    policy = data.draw(st.sampled_from(POLICIES), label="engine policy")
     acc = independent.conv_acc(x, a_bits, w, w_bits, hi, stride, padding)
     b, o, ho, wo = acc.shape
     per_position = data.draw(st.booleans())
@@ -155,7 +157,7 @@ def test_fused_conv_requantize_equals_conv_then_requantize(isa, case, data):
     else:
         want = independent.requantize(acc, scale, bias, bits, ratio)
     for threads in THREADS:
-        backend = _backend(isa, threads)
+        backend = _backend(isa, threads, policy)
         trusted, packed = backend.trusted, backend.pack_weights(w, w_bits)
         got = trusted.conv2d_requantize(x, a_bits, packed, hi, stride, padding, scale, bias,
                                         bits, ratio)
@@ -168,11 +170,12 @@ def test_fused_conv_requantize_equals_conv_then_requantize(isa, case, data):
 @given(case=linear_case(), data=st.data())
 def test_fused_linear_requantize_equals_linear_then_requantize(isa, case, data):
     a, a_bits, w, w_bits, hi = case
+    policy = data.draw(st.sampled_from(POLICIES), label="engine policy")
     acc = independent.linear_acc(a, a_bits, w, w_bits, hi)
     scale, bias, bits, ratio = _requant_params(data.draw, w.shape[0], w.shape[0])
     want = independent.requantize(acc, scale, bias, bits, ratio)
     for threads in THREADS:
-        backend = _backend(isa, threads)
+        backend = _backend(isa, threads, policy)
         trusted, packed = backend.trusted, backend.pack_weights(w, w_bits)
         got = trusted.linear_requantize(a, a_bits, packed, hi, scale, bias, bits, ratio)
         np.testing.assert_array_equal(got, want)
