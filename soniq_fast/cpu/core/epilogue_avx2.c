@@ -7,6 +7,7 @@
 #pragma GCC target("avx2")
 #include <immintrin.h>
 
+#include "requantize_avx2.h"
 #include "soniq_cpu.h"
 
 /* 8 int64 as 8 int32 when all |v| < 2^31; returns 0 if any is outside. */
@@ -25,17 +26,6 @@ static inline __attribute__((always_inline)) int narrow(const int64_t *acc, __m2
     b = _mm256_permutevar8x32_epi32(b, even);
     *out = _mm256_permute2x128_si256(a, b, 0x20);
     return 1;
-}
-
-static inline __attribute__((always_inline)) __m256 param(const float *p, int step) {
-    return step ? _mm256_loadu_ps(p) : _mm256_broadcast_ss(p);
-}
-
-static inline __attribute__((always_inline)) __m256 tops(const uint8_t *bits, int step) {
-    __m256i b = step ? _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)bits))
-                     : _mm256_set1_epi32(bits[0]);
-    __m256i one = _mm256_set1_epi32(1);
-    return _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_sllv_epi32(one, b), one));
 }
 
 /* Elements j0 .. j1-1 on the scalar path: the tail, or a group needing the int64 conversion. */
@@ -80,20 +70,9 @@ void soniq_epilogue_span_avx2(const int64_t *acc, int64_t n, const soniq_epi_par
         epilogue_span(acc, n, p, y, 0);
 }
 
-/* uint8 of the low byte of each int32 lane (values 0..255), 8 bytes stored */
-static inline __attribute__((always_inline)) void store_codes(uint8_t *k, __m256i v) {
-    const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                          -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1,
-                                          -1, -1, -1, -1);
-    v = _mm256_shuffle_epi8(v, pick);
-    v = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1));
-    _mm_storel_epi64((__m128i *)k, _mm256_castsi256_si128(v));
-}
-
 static inline __attribute__((always_inline))
 void requantize_span(const int64_t *acc, int64_t n, const soniq_epi_params *p, uint8_t *k,
                      int ss, int rs) {
-    const __m256 zero = _mm256_setzero_ps();
     __m256 s = param(p->scale, 0), b = param(p->bias, 0);
     __m256 r = param(p->ratio, 0), top = tops(p->bits, 0);
     int64_t j = 0;
@@ -111,11 +90,7 @@ void requantize_span(const int64_t *acc, int64_t n, const soniq_epi_params *p, u
             r = param(p->ratio + j, 1);
             top = tops(p->bits + j, 1);
         }
-        __m256 t = _mm256_mul_ps(s, _mm256_cvtepi32_ps(v));
-        __m256 q = _mm256_mul_ps(_mm256_add_ps(t, b), r);
-        q = _mm256_min_ps(_mm256_max_ps(q, zero), top);
-        q = _mm256_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        store_codes(k + j, _mm256_cvtps_epi32(q));
+        store_codes(k + j, soniq_requantize8_avx2(v, s, b, r, top));
     }
     requantize_rest(acc, j, n, p, k, ss, rs);
 }
@@ -160,7 +135,6 @@ static inline __attribute__((always_inline)) __m256 mixed(__m256 v) {
 void soniq_requantize_columns_avx2(const int64_t *acc, int64_t ld, int64_t cols, int64_t n,
                                    const soniq_epi_params *p, int64_t param_ld, uint8_t *k,
                                    int64_t ks, const int32_t *perm) {
-    const __m256 zero = _mm256_setzero_ps();
     const int rs = p->ratio_step;
     for (int64_t i = 0; i < cols; i++) {
         const int64_t o = perm ? perm[i] : i;
@@ -176,11 +150,7 @@ void soniq_requantize_columns_avx2(const int64_t *acc, int64_t ld, int64_t cols,
                 r = mixed(param(col.ratio + j, 1));
                 top = mixed(tops(col.bits + j, 1));
             }
-            __m256 t = _mm256_mul_ps(s, _mm256_cvtepi32_ps(narrow_mixed(a + j)));
-            __m256 q = _mm256_mul_ps(_mm256_add_ps(t, b), r);
-            q = _mm256_min_ps(_mm256_max_ps(q, zero), top);
-            q = _mm256_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            store_codes_mixed(out + j, _mm256_cvtps_epi32(q));
+            store_codes_mixed(out + j, soniq_requantize8_avx2(narrow_mixed(a + j), s, b, r, top));
         }
         if (j < n)
             requantize_rest(a, j, n, &col, out, 0, rs);
