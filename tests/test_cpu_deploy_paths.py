@@ -201,6 +201,50 @@ def test_fused_requantize_at_the_largest_exact_sums(isa):
     np.testing.assert_array_equal(got, independent.requantize(acc, scale, bias, bits, ratio))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("c, kh, kw, padding, hw", [
+    (1, 3, 3, 1, (8, 8)),       # the digits CNN's first layer
+    (3, 3, 3, 1, (7, 13)),      # RGB; rows of 13 positions end in a partial block of 5
+    (1, 5, 5, 2, (6, 21)),
+    (4, 4, 4, 0, (9, 17)),      # K = 64, the largest direct conv
+    (5, 3, 3, 1, (5, 9)),       # K = 45
+    (13, 1, 5, 0, (3, 12)),     # K = 65: the GEMM path
+])
+@pytest.mark.parametrize("per_position", [False, True])
+def test_first_layer_convs_with_requantize(isa, c, kh, kw, padding, hw, per_position):
+    # On the avx2 path a stride-1 conv with K <= 64 runs as a direct convolution (8 output
+    # positions per vector, no im2col); the others and K = 65 take the GEMM. Extreme codes
+    # on part of the input, mixed widths, A = 8 with some channels shifted.
+    rng = np.random.default_rng(c * 100 + kh * 10 + kw + per_position)
+    b, o, (h, w_) = 3, 11, hw
+    a_bits = rng.integers(5, 9, c).astype(np.uint8)
+    w_bits = rng.integers(1, 9, o).astype(np.uint8)
+    x = (rng.random((b, c, h, w_)) * (2.0 ** a_bits[None, :, None, None])).astype(np.uint8)
+    x[0] = ((1 << a_bits.astype(np.int64)) - 1)[:, None, None]
+    w = (rng.random((o, c, kh, kw)) * (2.0 ** w_bits[:, None, None, None])).astype(np.uint8)
+    w[0] = (1 << int(w_bits[0])) - 1
+    acc = independent.conv_acc(x, a_bits, w, w_bits, 8, 1, padding)
+    positions = acc.shape[2] * acc.shape[3]
+    length = o * positions if per_position else o
+    scale = (rng.standard_normal(o) * 1e-3).astype(np.float32)
+    bias = rng.standard_normal(o).astype(np.float32)
+    bits = rng.integers(1, 9, length).astype(np.uint8)
+    ratio = (2.0 ** bits / rng.uniform(0.5, 4.0, length)).astype(np.float32)
+    if per_position:
+        want = independent.requantize(acc.reshape(b, -1), np.repeat(scale, positions),
+                                      np.repeat(bias, positions), bits, ratio)
+        want = want.reshape(acc.shape)
+    else:
+        want = independent.requantize(acc, scale, bias, bits, ratio)
+    for threads in THREADS:
+        backend = _backend(isa, threads)
+        got = backend.trusted.conv2d_requantize(x, a_bits, backend.pack_weights(w, w_bits), 8,
+                                                1, padding, scale, bias, bits, ratio)
+        np.testing.assert_array_equal(got, want)
+        direct = isa == "avx2" and c * kh * kw <= 64
+        assert (backend.last_path[1] == ("direct",)) == direct
+
+
 # ------------------------------------------------------------- int32 conversion guard
 
 @pytest.mark.parametrize("isa", ISAS)

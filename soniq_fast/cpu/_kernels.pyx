@@ -7,7 +7,7 @@ passed as C-contiguous NumPy arrays and reached through their data addresses.
 """
 
 from cpython.buffer cimport PyBUF_ANY_CONTIGUOUS, PyBuffer_Release, PyObject_GetBuffer
-from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport calloc, free
 
 cdef extern from "core/soniq_cpu.h" nogil:
@@ -51,6 +51,8 @@ cdef extern from "core/soniq_cpu.h" nogil:
         int64_t n_out
         soniq_out_layout layout
         int isa
+        const int16_t *direct
+        int64_t direct_k
     int soniq_cpu_has(int isa)
     int64_t soniq_popcount_probe(int isa, int64_t iterations)
     int64_t soniq_engine_calls(int isa, int engine)
@@ -93,7 +95,7 @@ def cpu_has(int isa):
 
 
 def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n_out,
-         tuple layout, int isa, int n_threads, tuple requant=None):
+         tuple layout, int isa, int n_threads, tuple requant=None, direct=None):
     """Run one GEMM job (see core/soniq_cpu.h); every element of ``out`` (int64) is written.
 
     a: uint8 [M, K] or None; conv: None or (x uint8 [B, C, H, W], c, h, w, kh, kw, stride,
@@ -104,6 +106,8 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n
     (rows_per_image, image_stride, row_stride, col_stride).
     requant: None, or (scale, bias, bits, ratio, per_position) to requantize the sums right
     away (see soniq_gemm_requantize_run): ``out`` is then the uint8 codes.
+    direct: None, or with requant on the AVX2 path the int16 [n_out, K rounded up to even]
+    weights q << (A - ba) of the direct conv (core/direct_conv_avx2.c).
     """
     cdef soniq_gemm_job job
     cdef soniq_requant_out rq
@@ -149,6 +153,11 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n
         job.layout.rows_per_image, job.layout.image_stride = layout[0], layout[1]
         job.layout.row_stride, job.layout.col_stride = layout[2], layout[3]
         job.isa = isa
+        job.direct = NULL
+        job.direct_k = 0
+        if direct is not None:
+            job.direct = <int16_t *>addr(direct)
+            job.direct_k = direct.shape[1]
         if requant is None:
             with nogil:
                 rc = soniq_gemm_run(&job, n_threads)

@@ -23,6 +23,7 @@ from .packed import ENGINE_NAMES, CpuPackedWeights
 # The int8 engine keeps int32 partial sums: |(w - 2^(bw-1)) * a'| <= 128 * 255 per term,
 # and the documented bound |term| <= 255 * 255 gives K <= 33025 for any int32 accumulator.
 MAX_EXACT_K = 33025
+DIRECT_MAX_K = 64       # SONIQ_DIRECT_MAX_K in core/soniq_cpu.h
 ENGINE_POLICIES = ("auto", "popcount", "int8", "lut")
 
 
@@ -131,17 +132,32 @@ class CpuBackend:
         o, _, kh, kw = packed.shape
         out = np.empty((b, o, ho, wo), np.int64 if requant is None else np.uint8)
         conv = (x_codes, c, h, w, kh, kw, stride, padding, ho, wo)
-        self._gemm(packed, np.repeat(a_bits, kh * kw), hi, None, conv, b * ho * wo, out,
-                   (ho * wo, o * ho * wo, 1, ho * wo), requant, threads)
+        k_bits = np.repeat(a_bits, kh * kw)
+        direct = None
+        if requant is not None and stride == 1 and self._direct_conv(packed):
+            direct = packed.direct(k_bits, hi)
+        self._gemm(packed, k_bits, hi, None, conv, b * ho * wo, out,
+                   (ho * wo, o * ho * wo, 1, ho * wo), requant, threads, direct)
         return out
 
+    def _direct_conv(self, packed) -> bool:
+        """Whether a stride-1 conv with the requantize fused runs as a direct convolution
+        (core/direct_conv_avx2.c: first layers, K <= 64) instead of a GEMM: on the avx2
+        path under the auto policy."""
+        return self.isa == "avx2" and self.engine_policy == "auto" \
+            and 0 < packed.k <= DIRECT_MAX_K
+
     def _gemm(self, packed, k_bits, hi, a_codes, conv, m, out, layout, requant=None,
-              threads=None):
-        groups, blocks, engines = packed.plan(k_bits, hi, self.engine_policy, self.isa)
+              threads=None, direct=None):
+        if direct is not None:
+            engines = ("direct",)
+            groups, blocks = [], []
+        else:
+            groups, blocks, engines = packed.plan(k_bits, hi, self.engine_policy, self.isa)
         self.last_path = (self.isa, tuple(sorted(engines)))
         _kernels.gemm(a_codes, conv, m, packed.k, list(groups), list(blocks), out,
                       packed.shape[0], layout, self._isa_index,
-                      self.num_threads if threads is None else threads, requant)
+                      self.num_threads if threads is None else threads, requant, direct)
 
     # ------------------------------------------------------------------------ activations
 

@@ -144,6 +144,20 @@ class CpuPackedWeights:
                 plan = self._plans.setdefault(key, plan)
         return plan
 
+    def direct(self, k_bits: np.ndarray, act_bits_hi: int) -> np.ndarray:
+        """int16 [N, K rounded up to even]: ``q << (A - ba)`` with ``q = 2 w - (2^bw - 1)``,
+        the weights of the direct conv (core/direct_conv_avx2.c); zero past K."""
+        key = ("direct", act_bits_hi, k_bits.tobytes())
+        weights = self._plans.get(key)
+        if weights is None:
+            n, k = self._codes.shape
+            q = 2 * self._codes.astype(np.int16) - ((1 << self.bits.astype(np.int16)) - 1)[:, None]
+            weights = np.zeros((n, k + k % 2), np.int16)
+            weights[:, :k] = q << (act_bits_hi - k_bits.astype(np.int16))[None, :]
+            with self._lock:
+                weights = self._plans.setdefault(key, weights)
+        return weights
+
     def _build(self, k_bits, act_bits_hi, policy, isa):
         word_align, pop_lanes, int8_lanes = LAYOUTS[isa]
         nibbles = isa in NIBBLE_SPLIT

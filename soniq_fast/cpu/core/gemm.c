@@ -379,5 +379,7 @@ int soniq_gemm_requantize_run(const soniq_gemm_job *job, const soniq_requant_out
         return -3;
     if (job->k > SONIQ_MAX_EXACT_K)     /* the requantize relies on |sum| < 2^31 */
         return -3;
+    if (job->direct)
+        return soniq_direct_conv_requantize_avx2(job, rq, n_threads);
     return run(job, rq, n_threads);
 }

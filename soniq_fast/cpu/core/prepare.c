@@ -48,7 +48,7 @@ int64_t soniq_padded_bytes(const soniq_conv_src *s) {
 
 /* Copy image b into `padded` (zeroed once by the caller; only the interior is written).
  * Narrow rows (a small feature map) in 4-byte copies, not one library call per row. */
-static void pad_image(const soniq_conv_src *s, int64_t b, uint8_t *padded) {
+void soniq_pad_image(const soniq_conv_src *s, int64_t b, uint8_t *padded) {
     const int64_t hp = s->h + 2 * s->padding, wpp = soniq_padded_row_bytes(s), w = s->w;
     const uint8_t *img = s->x + b * s->c * s->h * w;
     for (int64_t c = 0; c < s->c; c++)
@@ -93,7 +93,7 @@ void soniq_im2col_tile(const soniq_conv_src *s, int64_t m0, int64_t rows, uint8_
     int64_t b = m0 / per_image, oy = (m0 % per_image) / wo, ox = (m0 % per_image) % wo;
     for (int64_t r = 0; r < rows; r++) {
         if (b != *image) {
-            pad_image(s, b, padded);
+            soniq_pad_image(s, b, padded);
             *image = b;
         }
         const uint8_t *src = padded + oy * stride * wpp + ox * stride;

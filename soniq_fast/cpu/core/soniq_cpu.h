@@ -97,6 +97,10 @@ typedef struct {
     int64_t n_out;          /* output channels */
     soniq_out_layout layout;
     int isa;
+    /* direct conv (direct_conv_avx2.c), or NULL: q << (A - ba) per output channel and K
+     * position, int16 [n_out][direct_k] (direct_k = K rounded up to even, zero padded) */
+    const int16_t *direct;
+    int64_t direct_k;
 } soniq_gemm_job;
 
 /* isa.c */
@@ -130,6 +134,8 @@ static inline int64_t *soniq_out_at(const soniq_gemm_job *job, int64_t m, int64_
 void soniq_im2col_row(const soniq_conv_src *src, int64_t m, uint8_t *row);
 int64_t soniq_padded_row_bytes(const soniq_conv_src *src);
 int64_t soniq_padded_bytes(const soniq_conv_src *src);
+/* image b of src into padded ([c][h + 2 padding][soniq_padded_row_bytes], zeroed once) */
+void soniq_pad_image(const soniq_conv_src *src, int64_t b, uint8_t *padded);
 void soniq_im2col_tile(const soniq_conv_src *src, int64_t m0, int64_t rows, uint8_t *patch,
                        uint8_t *padded, int64_t *image);
 int64_t soniq_pack_planes(int isa, const uint8_t *src, int64_t k, int bits, uint64_t *dst,
@@ -305,6 +311,11 @@ typedef struct {
 } soniq_requant_out;
 int soniq_gemm_requantize_run(const soniq_gemm_job *job, const soniq_requant_out *rq,
                               int n_threads);
+/* direct_conv_avx2.c: the same for a conv job with `direct` set, stride 1 and K <= 64:
+ * no im2col, no packing; returns 0, or -1 when scratch cannot be allocated. */
+#define SONIQ_DIRECT_MAX_K 64
+int soniq_direct_conv_requantize_avx2(const soniq_gemm_job *job, const soniq_requant_out *rq,
+                                      int n_threads);
 
 /* pool.c: max pooling of uint8 codes [planes][h][w] with a square window */
 int soniq_max_pool(const uint8_t *x, int64_t planes, int64_t h, int64_t w, int kernel,
