@@ -59,6 +59,8 @@ def check_codes(name: str, codes: np.ndarray, bits: np.ndarray, axis: int) -> No
     """Every code along ``axis`` channel ``c`` must be <= 2**bits[c] - 1."""
     if codes.size == 0:
         return
+    if bits.min() == bits.max() and int(codes.max()) < 1 << int(bits[0]):
+        return      # one width: a single reduction over everything says it
     limit = (1 << bits.astype(np.int64)) - 1
     # the largest code of each channel, reduced in place over the other axes (no copy)
     others = tuple(i for i in range(codes.ndim) if i != axis)
