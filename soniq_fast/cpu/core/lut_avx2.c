@@ -1,12 +1,13 @@
 /* lut engine with AVX2 (lut.h has the layouts; same result as lut_scalar.c).
  *
  * One vpshufb looks up a row's tables of 8 K positions (two groups, one per 128-bit lane)
- * for 16 output channels at once: 128 binary products per instruction, against 64 per
- * instruction for AND + nibble-count popcount (bitserial_avx2.c), and no AND, because the
- * table already holds the activation codes. Byte sums run for `steps` pairs of groups
- * (steps * max entry <= 255), then are widened to uint16 (unpack with zero) and, at the end
- * of a K block (before uint16 could wrap), added to the int64 tile shifted by plane j and
- * table t (16^t). Register tile: MR rows x NX expanded vectors (vector, weight plane).
+ * for 16 output channels at once: a weight plane against activations of any width, 128
+ * products per vpshufb + byte add. AND + nibble-count popcount (bitserial_avx2.c) spends
+ * as many vpshufb per product for every activation plane, plus the ANDs, so the lut engine
+ * wins from 2-bit activations on (the table already holds the codes). Byte sums run for
+ * `steps` pairs of groups (steps * max entry <= 255), then are widened to uint16 (unpack
+ * with zero) and, at the end of a K block (before uint16 could wrap), added to the int64
+ * tile shifted by plane j and table t (16^t). Register tile: MR rows x NX expanded vectors (vector, weight plane).
  * The flush is the popcount engine's: P -> 2^shift (2 P - (2^bw - 1) rowsum). */
 #pragma GCC target("avx2")
 #include <immintrin.h>
