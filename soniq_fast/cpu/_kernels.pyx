@@ -34,6 +34,9 @@ cdef extern from "core/soniq_cpu.h" nogil:
         const uint64_t *wplanes
         const int8_t *wbytes
         const uint8_t *wnibbles
+        int n_more
+        int more_group[8]
+        const uint8_t *more_wnibbles[8]
     ctypedef struct soniq_out_layout:
         int64_t rows_per_image, image_stride, row_stride, col_stride
     ctypedef struct soniq_conv_src:
@@ -102,7 +105,7 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n
     padding, ho, wo). groups: tuples (bits, shift, k, idx int32, start, contiguous, words,
     kpad, need_planes, need_bytes, every_other, need_tables). blocks: tuples (engine, group,
     wbits, n, cols int32, wplanes uint64 or None, wbytes int8 or None, lanes, wnibbles uint8 or
-    None). n_out: output channels. layout:
+    None, more: ((group, wnibbles), ...) of a lut block spanning more act groups). n_out: output channels. layout:
     (rows_per_image, image_stride, row_stride, col_stride).
     requant: None, or (scale, bias, bits, ratio, per_position) to requantize the sums right
     away (see soniq_gemm_requantize_run): ``out`` is then the uint8 codes.
@@ -136,6 +139,10 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n
                 cb[i].wbytes = <int8_t *>addr(b[6])
             if b[8] is not None:
                 cb[i].wnibbles = <uint8_t *>addr(b[8])
+            cb[i].n_more = len(b[9])
+            for j, (more_group, more_wnibbles) in enumerate(b[9]):
+                cb[i].more_group[j] = more_group
+                cb[i].more_wnibbles[j] = <uint8_t *>addr(more_wnibbles)
         job.a = NULL
         if a is not None:
             job.a = <uint8_t *>addr(a)

@@ -185,6 +185,7 @@ class CpuPackedWeights:
                 need[gi][INT8] |= NEED_BYTES
                 cols = np.sort(np.concatenate([c for _, c in int8_cols])).astype(np.int32)
                 blocks.append(self._int8_block(gi, group, cols, int8_lanes))
+        blocks = _merge_lut_parts(blocks)
         group_args = tuple(_group_args(g, *n) for g, n in zip(groups, need))
         engines = frozenset(ENGINE_NAMES[b[0]] for b in blocks)
         return group_args, tuple(blocks), engines
@@ -210,7 +211,7 @@ class CpuPackedWeights:
             low = np.uint64(0x0F0F0F0F0F0F0F0F)
             wplanes = np.ascontiguousarray(
                 np.stack([wplanes & low, (wplanes >> np.uint64(4)) & low], axis=-2))
-        return (POPCOUNT, gi, w_bits, len(cols), cols, wplanes, None, lanes, None)
+        return (POPCOUNT, gi, w_bits, len(cols), cols, wplanes, None, lanes, None, ())
 
     def _lut_block(self, gi: int, group: ActGroup, w_bits: int, cols: np.ndarray) -> tuple:
         """uint8 [n/16, bw, ceil(k/8), 2, 16]: per weight plane j and group of 4 K positions
@@ -225,7 +226,7 @@ class CpuPackedWeights:
         # [n/16, 16, bw, groups/2, 2] -> [n/16, bw, groups/2, 2, 16]
         index = index.reshape(n_pad // LUT_LANES, LUT_LANES, w_bits, groups // 2, 2)
         return (LUT, gi, w_bits, len(cols), cols, None, None, LUT_LANES,
-                np.ascontiguousarray(index.transpose(0, 2, 3, 4, 1)))
+                np.ascontiguousarray(index.transpose(0, 2, 3, 4, 1)), ())
 
     def _int8_values(self, group: ActGroup, cols: np.ndarray, lanes: int) -> np.ndarray:
         """int8 [n rounded up to lanes, kpad]: v = w - 2^(bw-1), zero rows and tail as padding."""
@@ -241,7 +242,7 @@ class CpuPackedWeights:
         values = self._int8_values(group, cols, lanes)
         if lanes > 1:   # [n/16, 16, kpad/4, 4] -> [n/16, kpad/4, 16, 4]
             values = _interleave(values, lanes, 4)
-        return (INT8, gi, 0, len(cols), cols, None, values, lanes, None)
+        return (INT8, gi, 0, len(cols), cols, None, values, lanes, None, ())
 
     def _value_widths(self, group: ActGroup, int8_cols: list) -> list:
         """[(e, cols)]: the int8 columns by the smallest e with -2^(e-1) <= v < 2^(e-1) for
@@ -263,7 +264,7 @@ class CpuPackedWeights:
         values = self._int8_values(group, cols, lanes)
         values = _interleave(values.astype(np.int16), lanes, 2) if wide \
             else _interleave(values, lanes, 4)
-        return (INT8, gi, v_bits, len(cols), cols, None, values, lanes, None)
+        return (INT8, gi, v_bits, len(cols), cols, None, values, lanes, None, ())
 
 
 def _merge_short(classes: list, group: ActGroup) -> list:
@@ -280,6 +281,26 @@ def _merge_short(classes: list, group: ActGroup) -> list:
         return classes
     merged = np.sort(np.concatenate([c for _, c in narrow])).astype(np.int32)
     return [(widest, merged)] + [(e, c) for e, c in classes if steps[e] == 0]
+
+
+def _merge_lut_parts(blocks: list) -> list:
+    """lut blocks of one weight width over the same columns in several act groups, as one
+    block (at the place of the first) whose later groups are its ``more`` parts: their sums
+    add into the same tile cells and the output is written once (core/lut.h)."""
+    first, merged = {}, []
+    for block in blocks:
+        if block[0] != LUT:
+            merged.append(block)
+            continue
+        key = (block[2], block[4].tobytes())
+        if key not in first:
+            first[key] = len(merged)
+            merged.append(block)
+            continue
+        at = first[key]
+        head = merged[at]
+        merged[at] = head[:9] + (head[9] + ((block[1], block[8]),),)
+    return merged
 
 
 def _interleave(values: np.ndarray, lanes: int, group: int) -> np.ndarray:

@@ -20,6 +20,8 @@
 
 #include <stdint.h>
 
+#include "soniq_cpu.h"
+
 #define SONIQ_LUT_LANES 16     /* output channels per vector */
 
 static inline int soniq_lut_tables(int bits) { return bits > 4 ? 2 : 1; }
@@ -32,6 +34,46 @@ static inline int64_t soniq_lut_table_at(int64_t q, int t, int n_tables) {
 /* Largest table entry: 4 codes (or nibbles) of at most 2^min(bits,4) - 1. */
 static inline int soniq_lut_entry_max(int bits) {
     return 4 * ((1 << (bits < 4 ? bits : 4)) - 1);
+}
+
+/* A lut block may span several act groups over the same columns (``n_more``): each part's
+ * P goes into the tile shifted by its group's shift, and one flush with the view below
+ * (shift 0, rowsum = sum_p rowsum_p << shift_p) gives sum_p 2^shift_p (2 P_p - (2^bw - 1)
+ * rowsum_p), the parts' contributions. */
+typedef struct {
+    const soniq_act_group *g;
+    const uint8_t *wnibbles;
+    int shift;              /* applied in the tile: the group's shift when parts are merged */
+} soniq_lut_part;
+
+/* The block's parts; `views` is the thread's act group views that g points into. */
+static inline int soniq_lut_parts(const soniq_act_group *g, const soniq_block *b,
+                                  soniq_lut_part *parts) {
+    const soniq_act_group *views = g - b->group;
+    parts[0] = (soniq_lut_part){g, b->wnibbles, b->n_more ? g->shift : 0};
+    for (int i = 0; i < b->n_more; i++) {
+        const soniq_act_group *gi = views + b->more_group[i];
+        parts[1 + i] = (soniq_lut_part){gi, b->more_wnibbles[i], gi->shift};
+    }
+    return 1 + b->n_more;
+}
+
+/* The act group view the flush of a block of several parts uses (rowsum has SONIQ_ROW_TILE
+ * entries); g itself for one part. */
+static inline const soniq_act_group *soniq_lut_flush_view(const soniq_lut_part *parts, int n,
+                                                          int64_t rows, soniq_act_group *view,
+                                                          int64_t *rowsum) {
+    if (n == 1)
+        return parts[0].g;
+    *view = *parts[0].g;
+    view->shift = 0;
+    view->rowsum = rowsum;
+    for (int64_t r = 0; r < rows; r++) {
+        rowsum[r] = 0;
+        for (int i = 0; i < n; i++)
+            rowsum[r] += parts[i].g->rowsum[r] << parts[i].shift;
+    }
+    return view;
 }
 
 #endif

@@ -138,23 +138,26 @@ void spill8(int64_t *dst, __m256i sums, int shift, int first) {
     } while (0)
 
 /* Rows r0 .. r0 + mr - 1 against expanded vectors x0 .. x0 + nx - 1 (x = v pw + j), pairs
- * of groups kb .. kb_end - 1, a pair per step: P into tile cells (row, 16 (v - v_lo) +
- * channel), stored by the first contribution to a cell (pair 0, plane 0, table 0). */
+ * of groups kb .. kb_end - 1 of one part, a pair per step: P into tile cells (row,
+ * 16 (v - v_lo) + channel), stored by the first contribution to a cell (`first` part,
+ * pair 0, plane 0, table 0). */
 static inline __attribute__((always_inline))
-void micro(const soniq_act_group *g, const soniq_block *b, int64_t r0, int64_t rows, int64_t x0,
-           int nx, int64_t v_lo, int64_t kb, int64_t kb_end, int mr, int nt, int64_t *tile) {
+void micro(const soniq_lut_part *part, const soniq_block *b, int first, int64_t r0,
+           int64_t rows, int64_t x0, int nx, int64_t v_lo, int64_t kb, int64_t kb_end, int mr,
+           int nt, int64_t *tile) {
+    const soniq_act_group *g = part->g;
     const int64_t pairs = soniq_lut_groups(g->k) / 2, row_bytes = soniq_lut_row_bytes(g->k, g->bits);
     const int max = soniq_lut_entry_max(g->bits);
     const int64_t steps = 255 / max;
     const uint8_t *tables = g->tables + r0 * row_bytes;
-    const uint8_t *w = b->wnibbles + x0 * pairs * 32;
+    const uint8_t *w = part->wnibbles + x0 * pairs * 32;
     const int64_t xs = pairs * 32;          /* bytes from one expanded vector to the next */
     const __m256i zero = _mm256_setzero_si256();
-    __m256i part[MR][NX][2][2];      /* [row][vector][table][channels 0-7, 8-15], uint16 */
+    __m256i sums[MR][NX][2][2];      /* [row][vector][table][channels 0-7, 8-15], uint16 */
     for (int r = 0; r < mr; r++)
         for (int x = 0; x < nx; x++)
             for (int t = 0; t < nt; t++)
-                part[r][x][t][0] = part[r][x][t][1] = zero;
+                sums[r][x][t][0] = sums[r][x][t][1] = zero;
     for (int64_t p0 = kb; p0 < kb_end; p0 += steps) {
         const int64_t p1 = kb_end - p0 < steps ? kb_end : p0 + steps;
         __m256i acc[MR][NX][2];
@@ -178,9 +181,9 @@ void micro(const soniq_act_group *g, const soniq_block *b, int64_t r0, int64_t r
         for (int r = 0; r < mr; r++)
             for (int x = 0; x < nx; x++)
                 for (int t = 0; t < nt; t++) {
-                    part[r][x][t][0] = _mm256_add_epi16(part[r][x][t][0],
+                    sums[r][x][t][0] = _mm256_add_epi16(sums[r][x][t][0],
                                                         _mm256_unpacklo_epi8(acc[r][x][t], zero));
-                    part[r][x][t][1] = _mm256_add_epi16(part[r][x][t][1],
+                    sums[r][x][t][1] = _mm256_add_epi16(sums[r][x][t][1],
                                                         _mm256_unpackhi_epi8(acc[r][x][t], zero));
                 }
     }
@@ -191,16 +194,17 @@ void micro(const soniq_act_group *g, const soniq_block *b, int64_t r0, int64_t r
             int64_t *dst = tile + (r0 + r) * SONIQ_TILE_COLS + (v - v_lo) * LANES;
             for (int t = 0; t < nt; t++)
                 for (int h = 0; h < 2; h++)
-                    spill8(dst + 8 * h, part[r][x][t][h], j + 4 * t,
-                           kb == 0 && j == 0 && t == 0);
+                    spill8(dst + 8 * h, sums[r][x][t][h], j + 4 * t + part->shift,
+                           first && kb == 0 && j == 0 && t == 0);
         }
 }
 
 /* A chunk of 64 channels, K in blocks of K_BLOCK pairs: a block's indices for NX expanded
  * vectors (16 KiB) stay in L1 and the tile rows' tables of the block (48 x 4 KiB per table)
  * in L2 while the rows pass. */
-static void chunk(const soniq_act_group *g, const soniq_block *b, int64_t rows, int64_t v_lo,
-                  int64_t v_hi, int64_t *tile) {
+static void chunk(const soniq_lut_part *part, const soniq_block *b, int first, int64_t rows,
+                  int64_t v_lo, int64_t v_hi, int64_t *tile) {
+    const soniq_act_group *g = part->g;
     const int pw = b->wbits, nt = soniq_lut_tables(g->bits);
     const int64_t pairs = soniq_lut_groups(g->k) / 2;
     for (int64_t kb = 0; kb < pairs; kb += K_BLOCK) {
@@ -210,7 +214,8 @@ static void chunk(const soniq_act_group *g, const soniq_block *b, int64_t rows, 
             switch (nx * 2 + nt - 1) {   /* constant tile shapes, so the loops unroll */
 #define CASE(nx_, nt_, mr_) case nx_ * 2 + nt_ - 1:                                      \
                 for (int64_t r0 = 0; r0 < rows; r0 += mr_)                               \
-                    micro(g, b, r0, rows, x0, nx_, v_lo, kb, kb_end, mr_, nt_, tile);    \
+                    micro(part, b, first, r0, rows, x0, nx_, v_lo, kb, kb_end, mr_, nt_, \
+                          tile);                                                         \
                 break;
             CASE(4, 1, MR1) CASE(3, 1, MR1) CASE(2, 1, MR1) CASE(1, 1, MR1)
             CASE(4, 2, MR2) CASE(3, 2, MR2) CASE(2, 2, MR2) CASE(1, 2, MR2)
@@ -222,15 +227,24 @@ static void chunk(const soniq_act_group *g, const soniq_block *b, int64_t rows, 
 
 void soniq_lut_avx2(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
                     int64_t m0, int64_t rows, int64_t *tile) {
+    soniq_lut_part parts[SONIQ_MAX_GROUPS + 1];
+    soniq_act_group view;
+    int64_t rowsum[SONIQ_ROW_TILE];
+    const int n = soniq_lut_parts(g, b, parts);
+    const soniq_act_group *flush = soniq_lut_flush_view(parts, n, rows, &view, rowsum);
     const int64_t n_vec = (b->n + LANES - 1) / LANES;
-    if (soniq_lut_groups(g->k) == 0)   /* nothing to look up: no spill would set the tile */
-        memset(tile, 0, sizeof(int64_t) * (size_t)(rows * SONIQ_TILE_COLS));
+    /* the first part's first spill stores into each cell; with no K it has none */
+    const int stores = soniq_lut_groups(g->k) > 0;
     for (int64_t v_lo = 0; v_lo < n_vec; v_lo += CHUNK_VECTORS) {
         const int64_t v_hi = v_lo + CHUNK_VECTORS < n_vec ? v_lo + CHUNK_VECTORS : n_vec;
         const int64_t o1 = v_hi * LANES < b->n ? v_hi * LANES : b->n;
         soniq_popcount_prefetch_avx2(job, b, m0, rows, v_lo * LANES, o1);
-        chunk(g, b, rows, v_lo, v_hi, tile);
-        soniq_popcount_flush_avx2(job, g, b, m0, rows, tile, SONIQ_TILE_COLS, v_lo * LANES, o1);
+        if (!stores)
+            memset(tile, 0, sizeof(int64_t) * (size_t)(rows * SONIQ_TILE_COLS));
+        for (int i = 0; i < n; i++)
+            chunk(&parts[i], b, stores && i == 0, rows, v_lo, v_hi, tile);
+        soniq_popcount_flush_avx2(job, flush, b, m0, rows, tile, SONIQ_TILE_COLS, v_lo * LANES,
+                                  o1);
     }
 }
 

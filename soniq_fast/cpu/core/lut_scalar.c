@@ -1,5 +1,6 @@
 /* lut engine, portable reference (lut.h has the layouts): the tables of each row, and
- * P[m, o] = sum_j 2^j sum_q sum_t 16^t T_q^t[index of plane j, group q, channel o]. */
+ * P[m, o] = sum_j 2^j sum_q sum_t 16^t T_q^t[index of plane j, group q, channel o]
+ * (of every part of the block, shifted as lut.h says). */
 #include "lut.h"
 #include "soniq_cpu.h"
 
@@ -30,31 +31,43 @@ int64_t soniq_lut_tables_scalar(const uint8_t *src, int64_t k, int bits, uint8_t
     return sum;
 }
 
+/* P of tile row r, column o of one part: sum_j 2^j sum_q sum_t 16^t T_q^t[index]. */
+static int64_t part_sum(const soniq_lut_part *part, int pw, int64_t r, int64_t o) {
+    const soniq_act_group *g = part->g;
+    const int n_tables = soniq_lut_tables(g->bits);
+    const int64_t groups = soniq_lut_groups(g->k);
+    const uint8_t *tables = g->tables + r * soniq_lut_row_bytes(g->k, g->bits);
+    const int64_t v = o / SONIQ_LUT_LANES;
+    int64_t sum = 0;
+    for (int j = 0; j < pw; j++) {
+        const uint8_t *idx = part->wnibbles + (v * pw + j) * groups * SONIQ_LUT_LANES
+                             + o % SONIQ_LUT_LANES;
+        int64_t plane = 0;
+        for (int64_t q = 0; q < groups; q++)
+            for (int tab = 0; tab < n_tables; tab++)
+                plane += (int64_t)tables[soniq_lut_table_at(q, tab, n_tables)
+                                         + idx[soniq_lut_table_at(q, 0, 1)]] << (4 * tab);
+        sum += plane << j;
+    }
+    return sum;
+}
+
 void soniq_lut_scalar(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
                       int64_t m0, int64_t rows, int64_t *tile) {
-    const int n_tables = soniq_lut_tables(g->bits), pw = b->wbits;
-    const int64_t groups = soniq_lut_groups(g->k), row_bytes = soniq_lut_row_bytes(g->k, g->bits);
+    soniq_lut_part parts[SONIQ_MAX_GROUPS + 1];
+    soniq_act_group view;
+    int64_t rowsum[SONIQ_ROW_TILE];
+    const int n = soniq_lut_parts(g, b, parts);
+    const soniq_act_group *flush = soniq_lut_flush_view(parts, n, rows, &view, rowsum);
     for (int64_t o0 = 0; o0 < b->n; o0 += SONIQ_TILE_COLS) {
         const int64_t o1 = o0 + SONIQ_TILE_COLS < b->n ? o0 + SONIQ_TILE_COLS : b->n;
-        for (int64_t r = 0; r < rows; r++) {
-            const uint8_t *tables = g->tables + r * row_bytes;
+        for (int64_t r = 0; r < rows; r++)
             for (int64_t o = o0; o < o1; o++) {
-                const int64_t v = o / SONIQ_LUT_LANES;
                 int64_t sum = 0;
-                for (int j = 0; j < pw; j++) {
-                    const uint8_t *idx = b->wnibbles + (v * pw + j) * groups * SONIQ_LUT_LANES
-                                         + o % SONIQ_LUT_LANES;
-                    int64_t plane = 0;
-                    for (int64_t q = 0; q < groups; q++)
-                        for (int tab = 0; tab < n_tables; tab++)
-                            plane += (int64_t)tables[soniq_lut_table_at(q, tab, n_tables)
-                                                     + idx[soniq_lut_table_at(q, 0, 1)]]
-                                     << (4 * tab);
-                    sum += plane << j;
-                }
+                for (int i = 0; i < n; i++)
+                    sum += part_sum(&parts[i], b->wbits, r, o) << parts[i].shift;
                 tile[r * SONIQ_TILE_COLS + (o - o0)] = sum;
             }
-        }
-        soniq_flush_tile(job, g, b, m0, 0, rows, tile, SONIQ_TILE_COLS, o0, o1);
+        soniq_flush_tile(job, flush, b, m0, 0, rows, tile, SONIQ_TILE_COLS, o0, o1);
     }
 }

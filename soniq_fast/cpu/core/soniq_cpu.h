@@ -68,9 +68,13 @@ typedef struct {
                                lanes 16: [ceil(n/16)][kpad/4][16][4];
                                lanes 8 (avx2, one e): [ceil(n/8)][kpad/4][8][4], or when
                                soniq_int8_steps() is 0 int16 [ceil(n/8)][kpad/2][8][2] */
-    const uint8_t *wnibbles;/* lut: [ceil(n/32)][wbits][2 ceil(k/8)][32]: byte p of group q of
-                               plane j of vector v is bits j of the codes of channel
-                               32 v + SONIQ_LUT_CHANNEL(p) at K positions 4 q .. 4 q + 3 */
+    const uint8_t *wnibbles;/* lut: [ceil(n/16)][wbits][ceil(k/8)][2][16]: byte c of half h of
+                               pair p of plane j of vector v is bits j of the codes of
+                               channel 16 v + c at K positions 4 q .. 4 q + 3, q = 2 p + h */
+    int n_more;             /* lut: more act groups over the same columns, whose sums add into
+                               the same tile cells before the one flush (0: none) */
+    int more_group[SONIQ_MAX_GROUPS];
+    const uint8_t *more_wnibbles[SONIQ_MAX_GROUPS];
     int assign;             /* set by gemm.c: this block's flush stores its contribution
                                instead of adding it (the output rows were not zeroed) */
 } soniq_block;
