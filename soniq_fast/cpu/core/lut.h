@@ -46,34 +46,38 @@ typedef struct {
     int shift;              /* applied in the tile: the group's shift when parts are merged */
 } soniq_lut_part;
 
-/* The block's parts; `views` is the thread's act group views that g points into. */
-static inline int soniq_lut_parts(const soniq_act_group *g, const soniq_block *b,
-                                  soniq_lut_part *parts) {
+/* A lut block's parts and the act group view its flush uses: g itself for one part, else
+ * a copy with shift 0 and rowsum = sum_p rowsum_p << shift_p (SONIQ_ROW_TILE rows). g points
+ * into the thread's array of act group views, where the other parts' groups are found. */
+typedef struct {
+    soniq_lut_part parts[SONIQ_MAX_GROUPS + 1];
+    int n;
+    const soniq_act_group *flush;
+    soniq_act_group view;
+    int64_t rowsum[SONIQ_ROW_TILE];
+} soniq_lut_block;
+
+static inline void soniq_lut_block_init(soniq_lut_block *lb, const soniq_act_group *g,
+                                        const soniq_block *b, int64_t rows) {
     const soniq_act_group *views = g - b->group;
-    parts[0] = (soniq_lut_part){g, b->wnibbles, b->n_more ? g->shift : 0};
+    lb->parts[0] = (soniq_lut_part){g, b->wnibbles, b->n_more ? g->shift : 0};
     for (int i = 0; i < b->n_more; i++) {
         const soniq_act_group *gi = views + b->more_group[i];
-        parts[1 + i] = (soniq_lut_part){gi, b->more_wnibbles[i], gi->shift};
+        lb->parts[1 + i] = (soniq_lut_part){gi, b->more_wnibbles[i], gi->shift};
     }
-    return 1 + b->n_more;
-}
-
-/* The act group view the flush of a block of several parts uses (rowsum has SONIQ_ROW_TILE
- * entries); g itself for one part. */
-static inline const soniq_act_group *soniq_lut_flush_view(const soniq_lut_part *parts, int n,
-                                                          int64_t rows, soniq_act_group *view,
-                                                          int64_t *rowsum) {
-    if (n == 1)
-        return parts[0].g;
-    *view = *parts[0].g;
-    view->shift = 0;
-    view->rowsum = rowsum;
+    lb->n = 1 + b->n_more;
+    lb->flush = g;
+    if (lb->n == 1)
+        return;
+    lb->view = *g;
+    lb->view.shift = 0;
+    lb->view.rowsum = lb->rowsum;
     for (int64_t r = 0; r < rows; r++) {
-        rowsum[r] = 0;
-        for (int i = 0; i < n; i++)
-            rowsum[r] += parts[i].g->rowsum[r] << parts[i].shift;
+        lb->rowsum[r] = 0;
+        for (int i = 0; i < lb->n; i++)
+            lb->rowsum[r] += lb->parts[i].g->rowsum[r] << lb->parts[i].shift;
     }
-    return view;
+    lb->flush = &lb->view;
 }
 
 #endif

@@ -227,11 +227,8 @@ static void chunk(const soniq_lut_part *part, const soniq_block *b, int first, i
 
 void soniq_lut_avx2(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
                     int64_t m0, int64_t rows, int64_t *tile) {
-    soniq_lut_part parts[SONIQ_MAX_GROUPS + 1];
-    soniq_act_group view;
-    int64_t rowsum[SONIQ_ROW_TILE];
-    const int n = soniq_lut_parts(g, b, parts);
-    const soniq_act_group *flush = soniq_lut_flush_view(parts, n, rows, &view, rowsum);
+    soniq_lut_block lb;
+    soniq_lut_block_init(&lb, g, b, rows);
     const int64_t n_vec = (b->n + LANES - 1) / LANES;
     /* the first part's first spill stores into each cell; with no K it has none */
     const int stores = soniq_lut_groups(g->k) > 0;
@@ -241,9 +238,9 @@ void soniq_lut_avx2(const soniq_gemm_job *job, const soniq_act_group *g, const s
         soniq_popcount_prefetch_avx2(job, b, m0, rows, v_lo * LANES, o1);
         if (!stores)
             memset(tile, 0, sizeof(int64_t) * (size_t)(rows * SONIQ_TILE_COLS));
-        for (int i = 0; i < n; i++)
-            chunk(&parts[i], b, stores && i == 0, rows, v_lo, v_hi, tile);
-        soniq_popcount_flush_avx2(job, flush, b, m0, rows, tile, SONIQ_TILE_COLS, v_lo * LANES,
+        for (int i = 0; i < lb.n; i++)
+            chunk(&lb.parts[i], b, stores && i == 0, rows, v_lo, v_hi, tile);
+        soniq_popcount_flush_avx2(job, lb.flush, b, m0, rows, tile, SONIQ_TILE_COLS, v_lo * LANES,
                                   o1);
     }
 }

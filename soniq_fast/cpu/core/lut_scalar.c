@@ -54,20 +54,17 @@ static int64_t part_sum(const soniq_lut_part *part, int pw, int64_t r, int64_t o
 
 void soniq_lut_scalar(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
                       int64_t m0, int64_t rows, int64_t *tile) {
-    soniq_lut_part parts[SONIQ_MAX_GROUPS + 1];
-    soniq_act_group view;
-    int64_t rowsum[SONIQ_ROW_TILE];
-    const int n = soniq_lut_parts(g, b, parts);
-    const soniq_act_group *flush = soniq_lut_flush_view(parts, n, rows, &view, rowsum);
+    soniq_lut_block lb;
+    soniq_lut_block_init(&lb, g, b, rows);
     for (int64_t o0 = 0; o0 < b->n; o0 += SONIQ_TILE_COLS) {
         const int64_t o1 = o0 + SONIQ_TILE_COLS < b->n ? o0 + SONIQ_TILE_COLS : b->n;
         for (int64_t r = 0; r < rows; r++)
             for (int64_t o = o0; o < o1; o++) {
                 int64_t sum = 0;
-                for (int i = 0; i < n; i++)
-                    sum += part_sum(&parts[i], b->wbits, r, o) << parts[i].shift;
+                for (int i = 0; i < lb.n; i++)
+                    sum += part_sum(&lb.parts[i], b->wbits, r, o) << lb.parts[i].shift;
                 tile[r * SONIQ_TILE_COLS + (o - o0)] = sum;
             }
-        soniq_flush_tile(job, flush, b, m0, 0, rows, tile, SONIQ_TILE_COLS, o0, o1);
+        soniq_flush_tile(job, lb.flush, b, m0, 0, rows, tile, SONIQ_TILE_COLS, o0, o1);
     }
 }
