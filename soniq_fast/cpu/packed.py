@@ -220,7 +220,7 @@ class CpuPackedWeights:
         n_pad, groups = w.shape[0], 2 * -(-group.k // 8)
         codes = np.zeros((n_pad, groups * 4), np.uint8)
         codes[:, :group.k] = w
-        planes = (codes[:, None, :] >> np.arange(w_bits, dtype=np.uint8)[None, :, None]) & 1
+        planes = code_planes(codes, w_bits)                          # [n_pad, bw, groups * 4]
         index = (planes.reshape(n_pad, w_bits, groups, 4)
                  << np.arange(4, dtype=np.uint8)).sum(axis=-1, dtype=np.uint8)
         # [n/16, 16, bw, groups/2, 2] -> [n/16, bw, groups/2, 2, 16]
