@@ -83,6 +83,24 @@ def test_mixed_palette_splits_engines_and_stays_exact(isa):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("n", [67, 1601])
+def test_interleaved_weight_widths_are_exact(isa, policy, n):
+    # Output channels of two widths interleaved, so each width's block has scattered
+    # columns. Up to SONIQ_STAGE_MAX_COLS (core/gemm.c) channels a row tile's sums are
+    # staged in block order and copied out row by row; n = 1601 takes the per-element
+    # flushes instead. m = 101 ends in a partial row tile; 2 threads share the tiles.
+    rng = np.random.default_rng(n)
+    m, k = 101, 75
+    a_bits = np.where(rng.random(k) < 0.5, 2, 8).astype(np.uint8)
+    w_bits = np.where(rng.random(n) < 0.75, 1, 4).astype(np.uint8)
+    a = (rng.random((m, k)) * (2.0 ** a_bits)).astype(np.uint8)
+    w = (rng.random((n, k)) * (2.0 ** w_bits[:, None])).astype(np.uint8)
+    got = _backend(isa, policy, 2).linear_int(a, a_bits, w, w_bits, 8)
+    np.testing.assert_array_equal(got, independent.linear_acc(a, a_bits, w, w_bits, 8))
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("k", [1, 2, 63, 64, 65, 129, 200, 517])
 @pytest.mark.parametrize("first", [2, 8])
 def test_alternating_activation_widths_are_exact(isa, k, first):

@@ -11,15 +11,21 @@
 
 #include "soniq_cpu.h"
 
+#ifndef SONIQ_STAGE_MAX_COLS
+#define SONIQ_STAGE_MAX_COLS 1536   /* staged row tiles up to 576 KiB (about L2) */
+#endif
+
 typedef struct {
     const soniq_gemm_job *job;
     const soniq_requant_out *rq;    /* NULL: the sums go to job->out */
     int64_t next;                   /* first row of the next tile to take */
     int failed;
-    /* fused requantize into a column-major tile buffer: buffer column i holds output channel
-     * perm[i], and block bi's columns are local_cols[bi] (NULL: channel order) */
+    /* fused requantize into a column-major tile buffer, or int64 sums staged in a row-major
+     * one (`staged`): buffer column i holds output channel perm[i], and block bi's columns
+     * are local_cols[bi] (NULL: channel order) */
     const int32_t *perm;
     const int32_t *const *local_cols;
+    int staged;
 } run_ctx;
 
 typedef struct {                /* one thread's scratch */
@@ -227,6 +233,19 @@ static soniq_gemm_job local_job(const soniq_gemm_job *job, int64_t *buf) {
     return local;
 }
 
+/* Staged sums to the output: row m0 + r, channel o is buffer row r, column inverse[o]
+ * (reads within a row of the buffer, one sequential write per output row). */
+static void unstage_tile(const soniq_gemm_job *job, const int32_t *inverse, const int64_t *buf,
+                         int64_t m0, int64_t rows) {
+    const int64_t n_out = job->n_out;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t *out = soniq_out_row(job, m0 + r);
+        const int64_t *src = buf + r * n_out;
+        for (int64_t o = 0; o < n_out; o++)
+            out[o] = src[inverse[o]];
+    }
+}
+
 static void requantize_span(int isa, const int64_t *acc, int64_t n, const soniq_epi_params *p,
                             uint8_t *k) {
     if (isa >= SONIQ_AVX2)
@@ -272,13 +291,14 @@ static void run_tiles(void *arg, int64_t lo, int64_t hi) {
     run_ctx *ctx = (run_ctx *)arg;
     const soniq_gemm_job *job = ctx->job;
     const size_t buf_len = (size_t)SONIQ_ROW_TILE * (size_t)job->n_out;
-    int64_t *buf = ctx->rq ? (int64_t *)malloc(sizeof(int64_t) * buf_len) : NULL;
+    const int local_rows = ctx->rq || ctx->staged;     /* engines write rows 0.. of buf */
+    int64_t *buf = local_rows ? (int64_t *)malloc(sizeof(int64_t) * buf_len) : NULL;
     soniq_gemm_job local = local_job(job, buf);
-    const soniq_gemm_job *target = ctx->rq ? &local : job;
+    const soniq_gemm_job *target = local_rows ? &local : job;
     soniq_block *blocks = (soniq_block *)malloc(sizeof(soniq_block) * (size_t)(job->n_blocks + 1));
     scratch s;
     (void)lo, (void)hi;
-    if (scratch_alloc(&s, job) != 0 || (ctx->rq && !buf) || !blocks) {
+    if (scratch_alloc(&s, job) != 0 || (local_rows && !buf) || !blocks) {
         __atomic_store_n(&ctx->failed, 1, __ATOMIC_RELAXED);
         scratch_free(&s, job->n_groups);
         free(buf);
@@ -296,18 +316,20 @@ static void run_tiles(void *arg, int64_t lo, int64_t hi) {
         const int64_t rows = job->m - m0 < SONIQ_ROW_TILE ? job->m - m0 : SONIQ_ROW_TILE;
         prepare_tile(job, &s, m0, rows);
         if (!assigned) {   /* else the first act group's blocks store every output */
-            if (ctx->rq)
+            if (local_rows)
                 memset(buf, 0, sizeof(int64_t) * buf_len);
             else
                 zero_rows(job, m0, rows);
         }
         for (int bi = 0; bi < job->n_blocks; bi++) {
             const soniq_block *b = &blocks[bi];
-            engine_for(job->isa, b->engine)(target, &s.view[b->group], b, ctx->rq ? 0 : m0,
+            engine_for(job->isa, b->engine)(target, &s.view[b->group], b, local_rows ? 0 : m0,
                                             rows, s.tile);
         }
         if (ctx->rq)
             requantize_tile(job, ctx->rq, ctx->perm, buf, m0, rows);
+        else if (ctx->staged)
+            unstage_tile(job, ctx->perm + job->n_out, buf, m0, rows);
     }
     scratch_free(&s, job->n_groups);
     free(buf);
@@ -348,14 +370,27 @@ static int local_order(const soniq_gemm_job *job, int32_t **perm, int32_t ***loc
     return 0;
 }
 
+/* Whether some block of act group 0 has columns that are not consecutive channels (the
+ * widths of a mixed layer interleave): its flushes would store one element at a time, so
+ * the sums are staged in a row tile buffer in block order and copied out per row. */
+static int scattered(const soniq_gemm_job *job) {
+    for (int bi = 0; bi < job->n_blocks; bi++)
+        if (job->blocks[bi].group == 0
+            && !soniq_cols_consecutive(job->blocks[bi].cols, job->blocks[bi].n))
+            return 1;
+    return 0;
+}
+
 static int run(const soniq_gemm_job *job, const soniq_requant_out *rq, int n_threads) {
-    run_ctx ctx = {job, rq, 0, 0, NULL, NULL};
+    run_ctx ctx = {job, rq, 0, 0, NULL, NULL, 0};
     const int64_t tiles = (job->m + SONIQ_ROW_TILE - 1) / SONIQ_ROW_TILE;
     int32_t *perm = NULL, **local_cols = NULL;
     if (job->n_groups > SONIQ_MAX_GROUPS)
         return -2;
+    ctx.staged = !rq && job->layout.col_stride == 1 && job->n_out <= SONIQ_STAGE_MAX_COLS
+                 && scattered(job);
     /* act group 0's blocks cover every channel once, so `order` is a permutation */
-    if (rq && job->layout.col_stride != 1 && job->n_groups > 0) {
+    if (((rq && job->layout.col_stride != 1) || ctx.staged) && job->n_groups > 0) {
         if (local_order(job, &perm, &local_cols) != 0)
             return -1;
         ctx.perm = perm;

@@ -5,9 +5,12 @@
  * products per vpshufb + byte add. AND + nibble-count popcount (bitserial_avx2.c) spends
  * as many vpshufb per product for every activation plane, plus the ANDs, so the lut engine
  * wins from 2-bit activations on (the table already holds the codes). Byte sums run for
- * `steps` pairs of groups (steps * max entry <= 255), then are widened to uint16 (unpack
- * with zero) and, at the end of a K block (before uint16 could wrap), added to the int64
- * tile shifted by plane j and table t (16^t). Register tile: MR rows x NX expanded vectors (vector, weight plane).
+ * `steps` pairs of groups (steps * max entry <= 255), then are widened to uint16 and, at
+ * the end of a K block (before uint16 could wrap), added to the int64 tile shifted by plane
+ * j. One table: unpack with zero. Two tables (low and high nibbles): a channel's two byte
+ * sums are interleaved and vpmaddubsw with (1, 16) gives lo + 16 hi in one step, so one
+ * uint16 sum holds the channel's whole sum (K_BLOCK2 keeps it from wrapping). Register
+ * tile: MR rows x NX expanded vectors (vector, weight plane).
  * The flush is the popcount engine's: P -> 2^shift (2 P - (2^bw - 1) rowsum). */
 #pragma GCC target("avx2")
 #include <immintrin.h>
@@ -28,6 +31,7 @@
 #ifndef K_BLOCK
 #define K_BLOCK 128    /* pairs of groups (1024 K positions) per pass over the tile rows */
 #endif
+#define K_BLOCK2 64    /* the same with two tables: uint16 sums lo + 16 hi <= 64 * 60 * 17 */
 #define NX 4           /* expanded vectors per register tile: a row's tables are read once
                           per 64 channels (from L2 for large K, so not once per 32) */
 
@@ -153,11 +157,11 @@ void micro(const soniq_lut_part *part, const soniq_block *b, int first, int64_t 
     const uint8_t *w = part->wnibbles + x0 * pairs * 32;
     const int64_t xs = pairs * 32;          /* bytes from one expanded vector to the next */
     const __m256i zero = _mm256_setzero_si256();
-    __m256i sums[MR][NX][2][2];      /* [row][vector][table][channels 0-7, 8-15], uint16 */
+    const __m256i lo_hi = _mm256_set1_epi16(16 << 8 | 1);   /* bytes (1, 16): lo + 16 hi */
+    __m256i sums[MR][NX][2];         /* [row][vector][channels 0-7, 8-15], uint16 */
     for (int r = 0; r < mr; r++)
         for (int x = 0; x < nx; x++)
-            for (int t = 0; t < nt; t++)
-                sums[r][x][t][0] = sums[r][x][t][1] = zero;
+            sums[r][x][0] = sums[r][x][1] = zero;
     for (int64_t p0 = kb; p0 < kb_end; p0 += steps) {
         const int64_t p1 = kb_end - p0 < steps ? kb_end : p0 + steps;
         __m256i acc[MR][NX][2];
@@ -179,23 +183,28 @@ void micro(const soniq_lut_part *part, const soniq_block *b, int first, int64_t 
                 }
         }
         for (int r = 0; r < mr; r++)
-            for (int x = 0; x < nx; x++)
-                for (int t = 0; t < nt; t++) {
-                    sums[r][x][t][0] = _mm256_add_epi16(sums[r][x][t][0],
-                                                        _mm256_unpacklo_epi8(acc[r][x][t], zero));
-                    sums[r][x][t][1] = _mm256_add_epi16(sums[r][x][t][1],
-                                                        _mm256_unpackhi_epi8(acc[r][x][t], zero));
+            for (int x = 0; x < nx; x++) {
+                __m256i lo, hi;
+                if (nt == 1) {
+                    lo = _mm256_unpacklo_epi8(acc[r][x][0], zero);
+                    hi = _mm256_unpackhi_epi8(acc[r][x][0], zero);
+                } else {
+                    lo = _mm256_maddubs_epi16(_mm256_unpacklo_epi8(acc[r][x][0], acc[r][x][1]),
+                                              lo_hi);
+                    hi = _mm256_maddubs_epi16(_mm256_unpackhi_epi8(acc[r][x][0], acc[r][x][1]),
+                                              lo_hi);
                 }
+                sums[r][x][0] = _mm256_add_epi16(sums[r][x][0], lo);
+                sums[r][x][1] = _mm256_add_epi16(sums[r][x][1], hi);
+            }
     }
     for (int r = 0; r < mr && r0 + r < rows; r++)
         for (int x = 0; x < nx; x++) {
             const int64_t v = (x0 + x) / b->wbits;
             const int j = (int)((x0 + x) % b->wbits);
             int64_t *dst = tile + (r0 + r) * SONIQ_TILE_COLS + (v - v_lo) * LANES;
-            for (int t = 0; t < nt; t++)
-                for (int h = 0; h < 2; h++)
-                    spill8(dst + 8 * h, sums[r][x][t][h], j + 4 * t + part->shift,
-                           first && kb == 0 && j == 0 && t == 0);
+            for (int h = 0; h < 2; h++)
+                spill8(dst + 8 * h, sums[r][x][h], j + part->shift, first && kb == 0 && j == 0);
         }
 }
 
@@ -207,8 +216,9 @@ static void chunk(const soniq_lut_part *part, const soniq_block *b, int first, i
     const soniq_act_group *g = part->g;
     const int pw = b->wbits, nt = soniq_lut_tables(g->bits);
     const int64_t pairs = soniq_lut_groups(g->k) / 2;
-    for (int64_t kb = 0; kb < pairs; kb += K_BLOCK) {
-        const int64_t kb_end = pairs - kb < K_BLOCK ? pairs : kb + K_BLOCK;
+    const int64_t block = nt == 1 ? K_BLOCK : K_BLOCK2;
+    for (int64_t kb = 0; kb < pairs; kb += block) {
+        const int64_t kb_end = pairs - kb < block ? pairs : kb + block;
         for (int64_t x0 = v_lo * pw; x0 < v_hi * pw; x0 += NX) {
             const int nx = v_hi * pw - x0 < NX ? (int)(v_hi * pw - x0) : NX;
             switch (nx * 2 + nt - 1) {   /* constant tile shapes, so the loops unroll */
@@ -245,6 +255,7 @@ void soniq_lut_avx2(const soniq_gemm_job *job, const soniq_act_group *g, const s
     }
 }
 
-_Static_assert(K_BLOCK * 60 <= 65535, "uint16 sums of a K block cannot wrap (entries <= 60)");
+_Static_assert(K_BLOCK * 60 <= 65535, "one table: uint16 sums of a K block cannot wrap (entries <= 60)");
+_Static_assert(K_BLOCK2 * 60 * 17 <= 65535, "two tables: uint16 lo + 16 hi of a K block cannot wrap");
 _Static_assert(MR <= SONIQ_ROW_PAD, "tiles past rows: spare rows");
 _Static_assert(CHUNK_VECTORS * LANES == SONIQ_TILE_COLS, "a chunk's sums fill the tile scratch");
