@@ -157,11 +157,12 @@ void micro(const soniq_lut_part *part, const soniq_block *b, int first, int64_t 
     const uint8_t *w = part->wnibbles + x0 * pairs * 32;
     const int64_t xs = pairs * 32;          /* bytes from one expanded vector to the next */
     const __m256i zero = _mm256_setzero_si256();
-    const __m256i lo_hi = _mm256_set1_epi16(16 << 8 | 1);   /* bytes (1, 16): lo + 16 hi */
-    __m256i sums[MR][NX][2];         /* [row][vector][channels 0-7, 8-15], uint16 */
+    __m256i sums[MR][NX][2][2];      /* [row][vector][table][channels 0-7, 8-15], uint16;
+                                        two tables: [0] holds lo + 16 hi */
     for (int r = 0; r < mr; r++)
         for (int x = 0; x < nx; x++)
-            sums[r][x][0] = sums[r][x][1] = zero;
+            for (int t = 0; t < nt; t++)
+                sums[r][x][t][0] = sums[r][x][t][1] = zero;
     for (int64_t p0 = kb; p0 < kb_end; p0 += steps) {
         const int64_t p1 = kb_end - p0 < steps ? kb_end : p0 + steps;
         __m256i acc[MR][NX][2];
@@ -182,21 +183,25 @@ void micro(const soniq_lut_part *part, const soniq_block *b, int first, int64_t 
                         LOOK(acc[r][x][t], table, idx[x]);
                 }
         }
-        for (int r = 0; r < mr; r++)
-            for (int x = 0; x < nx; x++) {
-                __m256i lo, hi;
-                if (nt == 1) {
-                    lo = _mm256_unpacklo_epi8(acc[r][x][0], zero);
-                    hi = _mm256_unpackhi_epi8(acc[r][x][0], zero);
-                } else {
-                    lo = _mm256_maddubs_epi16(_mm256_unpacklo_epi8(acc[r][x][0], acc[r][x][1]),
-                                              lo_hi);
-                    hi = _mm256_maddubs_epi16(_mm256_unpackhi_epi8(acc[r][x][0], acc[r][x][1]),
-                                              lo_hi);
+        if (nt == 2) {   /* bytes (lo, hi) of a channel side by side, times (1, 16) */
+            const __m256i lo_hi = _mm256_set1_epi16(16 << 8 | 1);
+            for (int r = 0; r < mr; r++)
+                for (int x = 0; x < nx; x++) {
+                    const __m256i lo = acc[r][x][0], hi = acc[r][x][1];
+                    sums[r][x][0][0] = _mm256_add_epi16(
+                        sums[r][x][0][0], _mm256_maddubs_epi16(_mm256_unpacklo_epi8(lo, hi), lo_hi));
+                    sums[r][x][0][1] = _mm256_add_epi16(
+                        sums[r][x][0][1], _mm256_maddubs_epi16(_mm256_unpackhi_epi8(lo, hi), lo_hi));
                 }
-                sums[r][x][0] = _mm256_add_epi16(sums[r][x][0], lo);
-                sums[r][x][1] = _mm256_add_epi16(sums[r][x][1], hi);
-            }
+        } else {
+            for (int r = 0; r < mr; r++)
+                for (int x = 0; x < nx; x++) {
+                    sums[r][x][0][0] = _mm256_add_epi16(sums[r][x][0][0],
+                                                        _mm256_unpacklo_epi8(acc[r][x][0], zero));
+                    sums[r][x][0][1] = _mm256_add_epi16(sums[r][x][0][1],
+                                                        _mm256_unpackhi_epi8(acc[r][x][0], zero));
+                }
+        }
     }
     for (int r = 0; r < mr && r0 + r < rows; r++)
         for (int x = 0; x < nx; x++) {
@@ -204,13 +209,34 @@ void micro(const soniq_lut_part *part, const soniq_block *b, int first, int64_t 
             const int j = (int)((x0 + x) % b->wbits);
             int64_t *dst = tile + (r0 + r) * SONIQ_TILE_COLS + (v - v_lo) * LANES;
             for (int h = 0; h < 2; h++)
-                spill8(dst + 8 * h, sums[r][x][h], j + part->shift, first && kb == 0 && j == 0);
+                spill8(dst + 8 * h, sums[r][x][0][h], j + part->shift, first && kb == 0 && j == 0);
         }
 }
 
-/* A chunk of 64 channels, K in blocks of K_BLOCK pairs: a block's indices for NX expanded
- * vectors (16 KiB) stay in L1 and the tile rows' tables of the block (48 x 4 KiB per table)
- * in L2 while the rows pass. */
+/* One register-tile shape over the rows of a tile: a function of its own per shape, so
+ * each is register-allocated alone (inlined into one function, the two-table shapes
+ * cost the one-table ones stack traffic in their K loops). */
+typedef void (*tile_fn)(const soniq_lut_part *part, const soniq_block *b, int first,
+                        int64_t rows, int64_t x0, int64_t v_lo, int64_t kb, int64_t kb_end,
+                        int64_t *tile);
+#define TILE_FN(nx_, nt_, mr_)                                                               \
+    static __attribute__((noinline)) void tile_##nx_##_##nt_(                              \
+        const soniq_lut_part *part, const soniq_block *b, int first, int64_t rows,         \
+        int64_t x0, int64_t v_lo, int64_t kb, int64_t kb_end, int64_t *tile) {             \
+        for (int64_t r0 = 0; r0 < rows; r0 += mr_)                                         \
+            micro(part, b, first, r0, rows, x0, nx_, v_lo, kb, kb_end, mr_, nt_, tile);    \
+    }
+TILE_FN(1, 1, MR1) TILE_FN(2, 1, MR1) TILE_FN(3, 1, MR1) TILE_FN(4, 1, MR1)
+TILE_FN(1, 2, MR2) TILE_FN(2, 2, MR2) TILE_FN(3, 2, MR2) TILE_FN(4, 2, MR2)
+#undef TILE_FN
+static const tile_fn TILES[2][NX] = {   /* [tables - 1][nx - 1]: constant tile shapes */
+    {tile_1_1, tile_2_1, tile_3_1, tile_4_1},
+    {tile_1_2, tile_2_2, tile_3_2, tile_4_2},
+};
+
+/* A chunk of 64 channels, K in blocks of K_BLOCK pairs (K_BLOCK2 with two tables): a
+ * block's indices for NX expanded vectors (16 KiB) stay in L1 and the tile rows' tables of
+ * the block (48 x 4 KiB per table) in L2 while the rows pass. */
 static void chunk(const soniq_lut_part *part, const soniq_block *b, int first, int64_t rows,
                   int64_t v_lo, int64_t v_hi, int64_t *tile) {
     const soniq_act_group *g = part->g;
@@ -221,16 +247,7 @@ static void chunk(const soniq_lut_part *part, const soniq_block *b, int first, i
         const int64_t kb_end = pairs - kb < block ? pairs : kb + block;
         for (int64_t x0 = v_lo * pw; x0 < v_hi * pw; x0 += NX) {
             const int nx = v_hi * pw - x0 < NX ? (int)(v_hi * pw - x0) : NX;
-            switch (nx * 2 + nt - 1) {   /* constant tile shapes, so the loops unroll */
-#define CASE(nx_, nt_, mr_) case nx_ * 2 + nt_ - 1:                                      \
-                for (int64_t r0 = 0; r0 < rows; r0 += mr_)                               \
-                    micro(part, b, first, r0, rows, x0, nx_, v_lo, kb, kb_end, mr_, nt_, \
-                          tile);                                                         \
-                break;
-            CASE(4, 1, MR1) CASE(3, 1, MR1) CASE(2, 1, MR1) CASE(1, 1, MR1)
-            CASE(4, 2, MR2) CASE(3, 2, MR2) CASE(2, 2, MR2) CASE(1, 2, MR2)
-#undef CASE
-            }
+            TILES[nt - 1][nx - 1](part, b, first, rows, x0, v_lo, kb, kb_end, tile);
         }
     }
 }
