@@ -101,6 +101,22 @@ def test_interleaved_weight_widths_are_exact(isa, policy, n):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("n", [67, 1601])
+def test_interleaved_weight_widths_on_conv_are_exact(isa, policy, n):
+    # The same for conv2d_int, whose output is channel planes: staged sums are copied out
+    # one run of rows per channel. 35 positions per image, so 48-row tiles span images.
+    rng = np.random.default_rng(n + 1)
+    b, c, h, w_ = 3, 6, 7, 5
+    a_bits = np.where(np.arange(c) % 2 == 0, 2, 8).astype(np.uint8)
+    w_bits = np.where(rng.random(n) < 0.75, 1, 4).astype(np.uint8)
+    x = (rng.random((b, c, h, w_)) * (2.0 ** a_bits[None, :, None, None])).astype(np.uint8)
+    w = (rng.random((n, c, 3, 3)) * (2.0 ** w_bits[:, None, None, None])).astype(np.uint8)
+    got = _backend(isa, policy, 2).conv2d_int(x, a_bits, w, w_bits, 8, stride=1, padding=1)
+    np.testing.assert_array_equal(got, independent.conv_acc(x, a_bits, w, w_bits, 8, 1, 1))
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("k", [1, 2, 63, 64, 65, 129, 200, 517])
 @pytest.mark.parametrize("first", [2, 8])
 def test_alternating_activation_widths_are_exact(isa, k, first):

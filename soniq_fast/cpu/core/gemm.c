@@ -20,9 +20,10 @@ typedef struct {
     const soniq_requant_out *rq;    /* NULL: the sums go to job->out */
     int64_t next;                   /* first row of the next tile to take */
     int failed;
-    /* fused requantize into a column-major tile buffer, or int64 sums staged in a row-major
-     * one (`staged`): buffer column i holds output channel perm[i], and block bi's columns
-     * are local_cols[bi] (NULL: channel order) */
+    /* fused requantize into a column-major tile buffer, or int64 sums staged in a tile
+     * buffer (`staged`; laid out like the output, see local_job): buffer column i holds
+     * output channel perm[i], and block bi's columns are local_cols[bi] (NULL: channel
+     * order) */
     const int32_t *perm;
     const int32_t *const *local_cols;
     int staged;
@@ -220,9 +221,9 @@ static void prepare_tile(const soniq_gemm_job *job, scratch *s, int64_t m0, int6
         prepare_row(job, s, r, s->patch + r * job->k);
 }
 
-/* The job the engines see with a fused requantize: the same blocks, output rows 0 .. TILE-1
- * in `buf`, laid out like the final output: [TILE][n_out] for a row-major output,
- * [n_out][TILE] when the rows of a column are consecutive (conv). */
+/* The job the engines see with a fused requantize or staged sums: the same blocks, output
+ * rows 0 .. TILE-1 in `buf`, laid out like the final output: [TILE][n_out] for a
+ * row-major output, [n_out][TILE] when the rows of a column are consecutive (conv). */
 static soniq_gemm_job local_job(const soniq_gemm_job *job, int64_t *buf) {
     soniq_gemm_job local = *job;
     local.out = buf;
@@ -233,16 +234,32 @@ static soniq_gemm_job local_job(const soniq_gemm_job *job, int64_t *buf) {
     return local;
 }
 
-/* Staged sums to the output: row m0 + r, channel o is buffer row r, column inverse[o]
- * (reads within a row of the buffer, one sequential write per output row). */
-static void unstage_tile(const soniq_gemm_job *job, const int32_t *inverse, const int64_t *buf,
+/* Staged sums (see local_job) to the output rows m0 .. m0 + rows - 1. Row-major: channel
+ * o of row m0 + r is buf[r][inverse[o]] (one sequential write per output row). Channel
+ * planes (conv): buffer column i is channel perm[i], and each run of rows within one image
+ * is one copy per channel. */
+static void unstage_tile(const soniq_gemm_job *job, const int32_t *perm, const int64_t *buf,
                          int64_t m0, int64_t rows) {
-    const int64_t n_out = job->n_out;
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t *out = soniq_out_row(job, m0 + r);
-        const int64_t *src = buf + r * n_out;
-        for (int64_t o = 0; o < n_out; o++)
-            out[o] = src[inverse[o]];
+    const soniq_out_layout *l = &job->layout;
+    const int64_t n_out = job->n_out, rpi = l->rows_per_image;
+    if (l->col_stride == 1) {
+        const int32_t *inverse = perm + n_out;
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t *out = soniq_out_row(job, m0 + r);
+            const int64_t *src = buf + r * n_out;
+            for (int64_t o = 0; o < n_out; o++)
+                out[o] = src[inverse[o]];
+        }
+        return;
+    }
+    for (int64_t r = 0; r < rows;) {      /* row_stride 1: a run's rows are adjacent */
+        const int64_t m = m0 + r, pos = m % rpi;
+        const int64_t run = rpi - pos < rows - r ? rpi - pos : rows - r;
+        int64_t *out = job->out + (m / rpi) * l->image_stride + pos;
+        for (int64_t i = 0; i < n_out; i++)
+            memcpy(out + perm[i] * l->col_stride, buf + i * SONIQ_ROW_TILE + r,
+                   sizeof(int64_t) * (size_t)run);
+        r += run;
     }
 }
 
@@ -329,7 +346,7 @@ static void run_tiles(void *arg, int64_t lo, int64_t hi) {
         if (ctx->rq)
             requantize_tile(job, ctx->rq, ctx->perm, buf, m0, rows);
         else if (ctx->staged)
-            unstage_tile(job, ctx->perm + job->n_out, buf, m0, rows);
+            unstage_tile(job, ctx->perm, buf, m0, rows);
     }
     scratch_free(&s, job->n_groups);
     free(buf);
@@ -372,7 +389,7 @@ static int local_order(const soniq_gemm_job *job, int32_t **perm, int32_t ***loc
 
 /* Whether some block of act group 0 has columns that are not consecutive channels (the
  * widths of a mixed layer interleave): its flushes would store one element at a time, so
- * the sums are staged in a row tile buffer in block order and copied out per row. */
+ * the sums are staged in a tile buffer in block order and copied out (unstage_tile). */
 static int scattered(const soniq_gemm_job *job) {
     for (int bi = 0; bi < job->n_blocks; bi++)
         if (job->blocks[bi].group == 0
@@ -387,8 +404,8 @@ static int run(const soniq_gemm_job *job, const soniq_requant_out *rq, int n_thr
     int32_t *perm = NULL, **local_cols = NULL;
     if (job->n_groups > SONIQ_MAX_GROUPS)
         return -2;
-    ctx.staged = !rq && job->layout.col_stride == 1 && job->n_out <= SONIQ_STAGE_MAX_COLS
-                 && scattered(job);
+    ctx.staged = !rq && (job->layout.col_stride == 1 || job->layout.row_stride == 1)
+                 && job->n_out <= SONIQ_STAGE_MAX_COLS && scattered(job);
     /* act group 0's blocks cover every channel once, so `order` is a permutation */
     if (((rq && job->layout.col_stride != 1) || ctx.staged) && job->n_groups > 0) {
         if (local_order(job, &perm, &local_cols) != 0)
