@@ -105,8 +105,9 @@ def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n
     padding, ho, wo). groups: tuples (bits, shift, k, idx int32, start, contiguous, words,
     kpad, need_planes, need_bytes, every_other, need_tables). blocks: tuples (engine, group,
     wbits, n, cols int32, wplanes uint64 or None, wbytes int8 or None, lanes, wnibbles uint8 or
-    None, more: ((group, wnibbles), ...) of a lut block spanning more act groups). n_out: output channels. layout:
-    (rows_per_image, image_stride, row_stride, col_stride).
+    None, more: ((group, wnibbles), ...) of a lut block spanning more act groups; at most
+    7, one per other activation width). n_out: output channels. layout: (rows_per_image,
+    image_stride, row_stride, col_stride).
     requant: None, or (scale, bias, bits, ratio, per_position) to requantize the sums right
     away (see soniq_gemm_requantize_run): ``out`` is then the uint8 codes.
     direct: None, or with requant on the AVX2 path the int16 [n_out, K rounded up to even]

@@ -144,7 +144,7 @@ void spill8(int64_t *dst, __m256i sums, int shift, int first) {
 /* Rows r0 .. r0 + mr - 1 against expanded vectors x0 .. x0 + nx - 1 (x = v pw + j), pairs
  * of groups kb .. kb_end - 1 of one part, a pair per step: P into tile cells (row,
  * 16 (v - v_lo) + channel), stored by the first contribution to a cell (`first` part,
- * pair 0, plane 0, table 0). */
+ * pair 0, plane 0). */
 static inline __attribute__((always_inline))
 void micro(const soniq_lut_part *part, const soniq_block *b, int first, int64_t r0,
            int64_t rows, int64_t x0, int nx, int64_t v_lo, int64_t kb, int64_t kb_end, int mr,
@@ -157,12 +157,10 @@ void micro(const soniq_lut_part *part, const soniq_block *b, int first, int64_t 
     const uint8_t *w = part->wnibbles + x0 * pairs * 32;
     const int64_t xs = pairs * 32;          /* bytes from one expanded vector to the next */
     const __m256i zero = _mm256_setzero_si256();
-    __m256i sums[MR][NX][2][2];      /* [row][vector][table][channels 0-7, 8-15], uint16;
-                                        two tables: [0] holds lo + 16 hi */
+    __m256i sums[MR][NX][2];         /* [row][vector][channels 0-7, 8-15], uint16 */
     for (int r = 0; r < mr; r++)
         for (int x = 0; x < nx; x++)
-            for (int t = 0; t < nt; t++)
-                sums[r][x][t][0] = sums[r][x][t][1] = zero;
+            sums[r][x][0] = sums[r][x][1] = zero;
     for (int64_t p0 = kb; p0 < kb_end; p0 += steps) {
         const int64_t p1 = kb_end - p0 < steps ? kb_end : p0 + steps;
         __m256i acc[MR][NX][2];
@@ -188,17 +186,17 @@ void micro(const soniq_lut_part *part, const soniq_block *b, int first, int64_t 
             for (int r = 0; r < mr; r++)
                 for (int x = 0; x < nx; x++) {
                     const __m256i lo = acc[r][x][0], hi = acc[r][x][1];
-                    sums[r][x][0][0] = _mm256_add_epi16(
-                        sums[r][x][0][0], _mm256_maddubs_epi16(_mm256_unpacklo_epi8(lo, hi), lo_hi));
-                    sums[r][x][0][1] = _mm256_add_epi16(
-                        sums[r][x][0][1], _mm256_maddubs_epi16(_mm256_unpackhi_epi8(lo, hi), lo_hi));
+                    sums[r][x][0] = _mm256_add_epi16(
+                        sums[r][x][0], _mm256_maddubs_epi16(_mm256_unpacklo_epi8(lo, hi), lo_hi));
+                    sums[r][x][1] = _mm256_add_epi16(
+                        sums[r][x][1], _mm256_maddubs_epi16(_mm256_unpackhi_epi8(lo, hi), lo_hi));
                 }
         } else {
             for (int r = 0; r < mr; r++)
                 for (int x = 0; x < nx; x++) {
-                    sums[r][x][0][0] = _mm256_add_epi16(sums[r][x][0][0],
+                    sums[r][x][0] = _mm256_add_epi16(sums[r][x][0],
                                                         _mm256_unpacklo_epi8(acc[r][x][0], zero));
-                    sums[r][x][0][1] = _mm256_add_epi16(sums[r][x][0][1],
+                    sums[r][x][1] = _mm256_add_epi16(sums[r][x][1],
                                                         _mm256_unpackhi_epi8(acc[r][x][0], zero));
                 }
         }
@@ -209,7 +207,7 @@ void micro(const soniq_lut_part *part, const soniq_block *b, int first, int64_t 
             const int j = (int)((x0 + x) % b->wbits);
             int64_t *dst = tile + (r0 + r) * SONIQ_TILE_COLS + (v - v_lo) * LANES;
             for (int h = 0; h < 2; h++)
-                spill8(dst + 8 * h, sums[r][x][0][h], j + part->shift, first && kb == 0 && j == 0);
+                spill8(dst + 8 * h, sums[r][x][h], j + part->shift, first && kb == 0 && j == 0);
         }
 }
 

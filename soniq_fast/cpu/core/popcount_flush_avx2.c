@@ -90,12 +90,9 @@ void soniq_popcount_flush_avx2(const soniq_gemm_job *job, const soniq_act_group 
  * and a store to a missing line waits for it). */
 void soniq_popcount_prefetch_avx2(const soniq_gemm_job *job, const soniq_block *b, int64_t m0,
                                int64_t rows, int64_t o0, int64_t o1) {
-    /* in a row-major output, the span of the columns (consecutive, or the scattered columns
-     * of one width in a mixed layer) when they ascend and fill at least a quarter of it */
-    const int64_t first = b->cols[o0], last = b->cols[o1 - 1];
-    if (job->layout.col_stride != 1 || last < first || last - first >= 4 * (o1 - o0))
+    if (!soniq_flush_contiguous(job, b, o0, o1))
         return;
-    const int64_t bytes = (last - first + 1) * (int64_t)sizeof(int64_t);
+    const int64_t first = b->cols[o0], bytes = (o1 - o0) * (int64_t)sizeof(int64_t);
     for (int64_t r = 0; r < rows; r++) {
         const char *p = (const char *)(soniq_out_row(job, m0 + r) + first);
         for (int64_t off = 0; off < bytes; off += 64)

@@ -185,7 +185,7 @@ SONIQ_ENGINE(soniq_int8_vnni);
 SONIQ_ENGINE(soniq_lut_scalar);
 SONIQ_ENGINE(soniq_lut_avx2);
 
-/* lut engine (lut_tables.h has the layout): tables of a row of k codes of width bits,
+/* lut engine (lut.h has the layout): tables of a row of k codes of width bits,
  * returning the sum of the codes */
 int64_t soniq_lut_row_bytes(int64_t k, int bits);
 int64_t soniq_lut_tables_scalar(const uint8_t *src, int64_t k, int bits, uint8_t *dst);
