@@ -15,13 +15,15 @@ column, and an interleaved 1-bit / 4-bit layer would otherwise run every block a
 Both limits are measured on an NVIDIA H200 (sm_90; benchmarks/cuda_gemm.py,
 docs/benchmarks.md), per GEMM at 8192^3 (4096^3 agrees):
 
-- b1 mma by plane pairs: 1: 1.9 ms, 2: 2.8, 4: 3.6, 8: 7.8, 16: 7.0-9.2,
-  32: 12.5-12.9, 64: 22.5 ms; dp4a: 21.7-22.2 ms at any width. The b1 engine wins
-  up to 32 pairs (W4 x A8) and loses at 64 (W8 x A8), so the limit is 32.
-- CUDA-core popcount: 1 pair 15.5 ms, 2: 24.8, 4: 41.2 against dp4a 21.7; the
+- b1 mma by plane pairs: 1: 1.8 ms, 2: 2.7, 4: 3.5, 8: 7.6, 16: 5.5-8.5,
+  32: 9.6-11.5, 64: 18.5 ms; dp4a: 21.8-22.0 ms at any width. The b1 engine wins
+  up to 32 pairs (W4 x A8) by 1.8x and more. At 64 (W8 x A8) it wins at 4096^3 and
+  8192^3 by 9-16 % but loses on every smaller shape timed, by 6-67 %, so the limit
+  is 32.
+- CUDA-core popcount: 1 pair 15.7 ms, 2: 25.0, 4: 41.4 against dp4a 21.9; the
   limit is 1. (At 64 x 4096 x 4096, where dp4a's 64-row tiles leave the GPU half
   idle, popcount wins up to 4 pairs; at 1024^3 and below every engine is bound by
-  launch overhead, 0.07-0.12 ms a call.) GPUs without tensor cores, which are the
+  launch overhead, 0.05-0.12 ms a call.) GPUs without tensor cores, which are the
   ones this limit serves, have not been measured.
 
 ``cuda-core`` is ``auto`` without tensor cores; ``bitserial``, ``mma`` and ``int8``
