@@ -75,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="layers, shapes, bits and size of a .soniq model")
     i.add_argument("model_file", metavar="MODEL")
     i.add_argument("--json", action="store_true", help="print JSON")
+
+    from soniq_sweep import cli as sweep_cli        # the sweep's options; Ray loads lazily
+    s = sub.add_parser("sweep", help="train a grid of configs (budgets, palettes, seeds) on "
+                                     "Ray; results table and accuracy-bits frontier")
+    sweep_cli.add_arguments(s, _palette, DATASET_NAMES, MODEL_NAMES, defaults)
     return parser
 
 
@@ -175,6 +180,12 @@ def _info(args) -> None:
           f"compression {info['compression_vs_fp32']:.2f}x")
 
 
+def _sweep(args) -> None:
+    from soniq_sweep import cli as sweep_cli
+
+    sweep_cli.run(args)
+
+
 def _way_forward(exc) -> str:
     """What to do next, appended to the one-line error where the fix is clear."""
     from .data import DatasetError
@@ -195,7 +206,7 @@ def main(argv=None) -> int:
     """Entry point of the ``soniq`` console script; returns the exit status."""
     try:
         args = _parser().parse_args(argv)
-        {"train": _train, "eval": _eval, "info": _info}[args.command](args)
+        {"train": _train, "eval": _eval, "info": _info, "sweep": _sweep}[args.command](args)
     except UsageError as exc:
         print(f"soniq: error: {exc}", file=sys.stderr)
         return 2
