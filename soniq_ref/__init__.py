@@ -11,7 +11,7 @@ from .backend import CONTRACT, NAMES as BACKENDS, get_backend
 from .bitpack import PackedWeights, pack_activations, pack_bits, pack_weights, unpack_bits
 from .epilogue import epilogue, requantize
 from .layers import QuantConv2d, QuantLinear
-from .integer_core import conv2d_int, im2col, linear_int, linear_int_bitserial
+from .integer_core import conv2d_int, im2col, linear_int, linear_int_bitserial, popcount
 from .quantizers import (act_ratio, act_step, dequantize_acts, dequantize_weights,
                          quantize_acts, quantize_weights, signed_levels)
 
@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CONTRACT", "BACKENDS", "get_backend",
     "PackedWeights", "pack_weights", "pack_activations", "pack_bits", "unpack_bits",
-    "linear_int", "conv2d_int", "linear_int_bitserial", "im2col",
+    "linear_int", "conv2d_int", "linear_int_bitserial", "im2col", "popcount",
     "epilogue", "requantize",
     "quantize_weights", "dequantize_weights", "signed_levels",
     "quantize_acts", "dequantize_acts", "act_step", "act_ratio",

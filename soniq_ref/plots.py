@@ -11,11 +11,9 @@ Both are written atomically (temporary file in the same folder, then rename).
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 import numpy as np
+
+from .atomic import atomic_path
 
 
 def _pyplot():
@@ -28,17 +26,10 @@ def _pyplot():
 
 
 def _save(fig, path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        # Fixed metadata keeps the bytes independent of the matplotlib version banner.
-        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path) as tmp:
+            # Fixed metadata keeps the bytes independent of the matplotlib version banner.
+            fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
     finally:
         fig.clf()
 

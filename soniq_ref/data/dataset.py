@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 DATASET_NAMES = ("digits", "mnist", "cifar10")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
 
 
 class DatasetError(ValueError):
@@ -23,6 +25,12 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     n_classes: int
+    class_names: tuple = ()     # label -> name; empty: the label's number
+
+    @property
+    def names(self) -> list[str]:
+        """One name per class (``"0"``, ``"1"``, ... where the dataset has none)."""
+        return list(self.class_names) or [str(c) for c in range(self.n_classes)]
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
