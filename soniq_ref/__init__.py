@@ -6,7 +6,7 @@ Read it top to bottom: :mod:`quantizers` (values <-> codes), :mod:`bitpack`
 (phase-1 noise injection), :mod:`layers` (forward and backward).
 """
 
-from . import budget, noise
+from . import budget, fileformat, noise
 from .backend import CONTRACT, NAMES as BACKENDS, get_backend
 from .bitpack import PackedWeights, pack_activations, pack_bits, pack_weights, unpack_bits
 from .epilogue import epilogue, requantize
@@ -20,7 +20,8 @@ from .deploy import DeployModel
 from .fileformat import SoniqFileError, load as load_model, save as save_model
 from .layers import BatchNorm1d, BatchNorm2d, Flatten, MaxPool2d, ReLU
 from .models import Sequential, cnn, mlp
-from .train import TrainConfig   # the function is soniq_ref.train.train (a subpackage)
+from .train import TrainConfig   # soniq_ref.train is the subpackage; train() lives there
+from .train.fit import fit
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,6 @@ __all__ = [
     "quantize_acts", "dequantize_acts", "act_step", "act_ratio",
     "QuantLinear", "QuantConv2d", "budget", "noise",
     "BatchNorm1d", "BatchNorm2d", "ReLU", "MaxPool2d", "Flatten", "Sequential", "mlp", "cnn",
-    "load_dataset", "TrainConfig", "DeployModel", "save_model", "load_model",
+    "load_dataset", "TrainConfig", "fit", "DeployModel", "save_model", "load_model",
     "SoniqFileError",
 ]

@@ -88,6 +88,8 @@ def as_float(x_uint8: np.ndarray) -> np.ndarray:
 
 def predict(model: Sequential, x_uint8: np.ndarray) -> np.ndarray:
     """Class predictions of ``model`` in its current mode, eval batch norm."""
+    if not len(x_uint8):
+        return np.zeros(0, np.int64)
     model.eval()
     out = [model.forward(as_float(x_uint8[i:i + EVAL_BATCH])).argmax(axis=1)
            for i in range(0, len(x_uint8), EVAL_BATCH)]
