@@ -69,9 +69,22 @@ def test_fp32_baseline(tmp_path):
     assert main(["train", "--fp32", "--epochs-phase1", "1", "--epochs-phase2", "0", "--quiet",
                  "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "curves.png",
-                                                          "history.csv", "metrics.json"]
+                                                          "history.csv", "metrics.json",
+                                                          "model_fp32.npz"]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["mean_weight_bits"] == 32.0 and metrics["compression_vs_fp32"] == 1.0
+    # the float model file reproduces the reported accuracy
+    from soniq_ref import cnn
+    from soniq_ref.data import load_dataset
+    from soniq_ref.train.float_model import load_float_model
+    from soniq_ref.train.trainer import accuracy, predict
+
+    model = cnn((1, 8, 8), 10)
+    model.set_mode("float")
+    meta = load_float_model(model, tmp_path / "model_fp32.npz")
+    assert meta["dataset"] == "digits" and meta["training"]["fp32"] is True
+    data = load_dataset("digits")
+    assert accuracy(predict(model, data.x_test), data.y_test) == metrics["test_accuracy"]
 
 
 @pytest.mark.parametrize("argv, message", [

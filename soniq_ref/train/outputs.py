@@ -20,6 +20,7 @@ from pathlib import Path
 from .. import fileformat
 from ..atomic import atomic_write_bytes
 from ..plots import plot_bits, plot_curves
+from .float_model import FILE_NAME as FLOAT_FILE, save_float_model
 from .metadata import run_metadata
 from .trainer import TrainResult
 
@@ -36,16 +37,18 @@ def _float_bytes(result: TrainResult) -> int:
 
 
 def write_run(result: TrainResult, out_dir) -> dict:
-    """Write metrics.json, curves.png and (unless fp32) model.soniq and bits.png."""
+    """Write metrics.json, curves.png, and model.soniq and bits.png (fp32: model_fp32.npz)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = result.config
     fp32_bytes = _float_bytes(result)
     if result.deploy is None:
         model_bytes = fp32_bytes
+        save_float_model(result.model, out / FLOAT_FILE, run_metadata(result))
     else:
         model_bytes = fileformat.save(result.deploy, out / "model.soniq")
-        plot_bits(result.deploy, out / "bits.png")
+        plot_bits(result.deploy, out / "bits.png",
+                  (result.mean_weight_bits, result.mean_act_bits))
     plot_curves(result.history, out / "curves.png")
     meta = run_metadata(result)
     values = {"test_accuracy": result.test_accuracy,
