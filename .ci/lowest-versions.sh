@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CI: the lowest runtime dependency versions pyproject.toml declares really work.
 # Installs exactly those versions (">=X" becomes "==X") into a fresh virtual environment
-# and runs the reference's fast tests and the tutorials that need no compiled backend.
+# and runs the reference's fast tests, the Python API and the tutorials (blocks that
+# need a compiled backend skip themselves: nothing is compiled here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="$(mktemp -d)/venv"
@@ -16,7 +17,8 @@ PY
 echo "lowest declared versions: $pins"
 "$venv/bin/python" -m pip install -q --upgrade pip
 # shellcheck disable=SC2086
-"$venv/bin/python" -m pip install -q $pins pytest hypothesis pytest-timeout
+"$venv/bin/python" -m pip install -q $pins pytest hypothesis pytest-timeout onnx onnxruntime
 PYTHONPATH="$PWD" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
     tests/test_quantizers.py tests/test_integer_core.py tests/test_reference_stands_alone.py \
+    tests/test_fit.py tests/test_plots.py \
     tests/test_docs.py -k "not site and not broken_link"
