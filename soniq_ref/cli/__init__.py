@@ -32,16 +32,28 @@ def _way_forward(exc) -> str:
     """What to do next, appended to the one-line error where the fix is clear."""
     from ..data import DatasetError
     from ..fileformat import SoniqFileError
+    from ..images import ImageError
     from ..train.checkpoint import CheckpointError
 
     if isinstance(exc, CheckpointError):
         return "; start the run again without --resume"
     if isinstance(exc, SoniqFileError):
         return "; check the path, or write a new model with 'soniq train'"
+    if isinstance(exc, ImageError):
+        return "; soniq predict reads PNG, JPEG and .npy files (see docs/cli.md)"
+    if isinstance(exc, OSError):
+        return "; check the path and its permissions"
     if isinstance(exc, DatasetError):
         return ("; --data-dir must hold the mnist IDX files or the cifar10 python batches "
                 "(see docs/cli.md), or use --dataset digits, which needs no download")
     return ""
+
+
+def _describe(exc: Exception) -> str:
+    """The problem in words: an OSError names its file and says what went wrong."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"cannot write or read {exc.filename}: {exc.strerror}"
+    return str(exc)
 
 
 def _error(message: str) -> None:
@@ -74,7 +86,7 @@ def _run(argv) -> int:
     except (ValueError, TypeError, OSError, RuntimeError) as exc:
         if os.environ.get("SONIQ_DEBUG"):
             raise
-        _error(f"{exc}{_way_forward(exc)}")
+        _error(f"{_describe(exc)}{_way_forward(exc)}")
         return EXIT_ERROR
     return 0
 

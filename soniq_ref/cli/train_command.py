@@ -120,8 +120,8 @@ def run_train(args) -> None:
         config = config_from_args(args)
         out = Path(args.out) if args.out is not None else Path("runs") / config.dataset
         _claim(out, args.force)
-    if out.is_dir():
-        remove_temporaries(out, OUTPUT_NAMES)
+    out.mkdir(parents=True, exist_ok=True)          # a folder that cannot be made fails now
+    remove_temporaries(out, OUTPUT_NAMES)
     try:
         result = train(config, progress=not args.quiet, run_dir=out,
                        resume=args.resume is not None)
