@@ -46,7 +46,8 @@ def write_run(result: TrainResult, out_dir) -> dict:
         model_bytes = fp32_bytes
         save_float_model(result.model, out / FLOAT_FILE, run_metadata(result))
     else:
-        model_bytes = fileformat.save(result.deploy, out / "model.soniq")
+        model_bytes = fileformat.save(result.deploy, out / "model.soniq",
+                                      result.deploy.metadata)
         plot_bits(result.deploy, out / "bits.png",
                   (result.mean_weight_bits, result.mean_act_bits))
     plot_curves(result.history, out / "curves.png")
