@@ -10,10 +10,21 @@ a pipe, a CI log): one plain line per epoch and no carriage returns, e.g.::
 
 from __future__ import annotations
 
+import io
+import os
 import sys
 import time
 
 PHASE_LABELS = {"noise": "phase 1", "exact": "phase 2", "float": "fp32"}
+MIN_COLUMNS, FALLBACK_COLUMNS, FALLBACK_ROWS = 20, 100, 24
+
+
+def _columns(stream) -> int:
+    """The terminal's width (0 when it reports none)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return 0
 
 
 def epoch_summary(record) -> str:
@@ -40,8 +51,10 @@ class Progress:
             return
         from tqdm import tqdm
 
+        width = {"dynamic_ncols": True} if _columns(self.stream) >= MIN_COLUMNS else \
+            {"ncols": FALLBACK_COLUMNS, "nrows": FALLBACK_ROWS}   # a terminal reporting no size
         self.bar = tqdm(total=total_steps, initial=done_steps, unit="batch", leave=True,
-                        dynamic_ncols=True, file=self.stream)
+                        file=self.stream, **width)
 
     def batch(self, phase: str, epoch: int, loss: float) -> None:
         """One mini-batch done; ``epoch`` counts from 1 over the whole run."""
