@@ -122,10 +122,9 @@ def to_bytes(model: DeployModel, metadata=None) -> bytes:
     """The complete .soniq file contents of ``model`` (deterministic).
 
     ``metadata``: an optional free-form JSON object stored under the header's
-    top-level ``"metadata"`` key (what the model was trained on and how); ``None``
-    stores ``model.metadata`` when it is not empty.
+    top-level ``"metadata"`` key (e.g. ``model.metadata``: what the model was trained on
+    and how).
     """
-    metadata = getattr(model, "metadata", None) if metadata is None else metadata
     tensors: dict[str, np.ndarray] = {}
     last = len(model.stages) - 1
     stages = [_stage_entry(i, s, i == last, tensors) for i, s in enumerate(model.stages)]

@@ -233,3 +233,17 @@ def test_divergence_before_any_checkpoint_names_no_checkpoint(tmp_path, monkeypa
     message = str(err.value)
     assert "no checkpoint" in message and "--lr 0.0003" in message
     assert "--resume" not in message and not (tmp_path / checkpoint.FILE_NAME).exists()
+
+
+def test_eval_of_a_model_without_metadata_asks_for_the_dataset(run_dir, tmp_path):
+    from soniq_ref import fileformat
+
+    model = fileformat.load(run_dir / "model.soniq")
+    model.metadata = {}
+    fileformat.save(model, tmp_path / "bare.soniq")
+    assert fileformat.load(tmp_path / "bare.soniq").metadata == {}
+    result = soniq("eval", tmp_path / "bare.soniq", cwd=tmp_path)
+    assert result[0] == 2
+    assert_one_line_error(result, "--dataset", "pass --dataset")
+    status, out, _ = soniq("eval", tmp_path / "bare.soniq", "--dataset", "digits", cwd=tmp_path)
+    assert status == 0 and out.startswith("test accuracy ")
