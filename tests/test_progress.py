@@ -27,9 +27,11 @@ def test_terminal_bar_advances_per_batch_with_labels():
         progress.batch("exact", 2, 0.1)
     progress.close()
     text = stream.getvalue()
-    assert "8/8" in text and "batch" in text
+    assert "100%" in text and "left" in text
     assert "phase 2 epoch 2/2" in text       # (redraws are rate-limited: the last one)
-    assert "loss 0.100" in text and "train acc 90.0%" in text and "test acc 85.0%" in text
+    assert "loss 0.100" in text and "train 90.0%" in text and "test 85.0%" in text
+    assert "bits w2.50 a4.50" in text
+    assert max(len(line) for line in text.replace("\r", "\n").splitlines()) <= 100
 
 
 def test_plain_lines_when_not_a_terminal():

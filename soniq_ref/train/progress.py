@@ -2,7 +2,11 @@
 
 On a terminal: one bar over every mini-batch of the run, redrawn in place and fitted
 to the terminal's width, labelled with the phase, the epoch, the running training
-loss and the last epoch's train/test accuracy and mean bits. Anywhere else (a file,
+loss and the last epoch's train/test accuracy and mean bits::
+
+    phase 1 epoch 3/45   5%|#         | 00:26 left | loss 0.612 | train 88.0% test 87.5% bits w2.54 a4.55
+
+Anywhere else (a file,
 a pipe, a CI log): one plain line per epoch and no carriage returns, e.g.::
 
     phase 1 epoch 3/45: loss 0.512  train acc 85.31%  test acc 84.03%  bits w 2.31 a 4.50  (6.1 s)
@@ -17,6 +21,9 @@ import time
 
 PHASE_LABELS = {"noise": "phase 1", "exact": "phase 2", "float": "fp32"}
 MIN_COLUMNS, FALLBACK_COLUMNS, FALLBACK_ROWS = 20, 100, 24
+# the phase and epoch, the share of the run done, the time left, the running loss and
+# the last epoch's accuracies and mean bits: about 100 columns
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {remaining} left | {postfix}"
 
 
 def _columns(stream) -> int:
@@ -54,7 +61,7 @@ class Progress:
         width = {"dynamic_ncols": True} if _columns(self.stream) >= MIN_COLUMNS else \
             {"ncols": FALLBACK_COLUMNS, "nrows": FALLBACK_ROWS}   # a terminal reporting no size
         self.bar = tqdm(total=total_steps, initial=done_steps, unit="batch", leave=True,
-                        file=self.stream, **width)
+                        file=self.stream, bar_format=BAR_FORMAT, **width)
 
     def batch(self, phase: str, epoch: int, loss: float) -> None:
         """One mini-batch done; ``epoch`` counts from 1 over the whole run."""
@@ -70,9 +77,9 @@ class Progress:
         if not self.enabled:
             return
         if self.bar is not None:
-            self.last = (f" | last epoch: train acc {record.train_accuracy:.1f}% "
-                         f"test acc {record.test_accuracy:.1f}% "
-                         f"bits w {record.mean_weight_bits:.2f} a {record.mean_act_bits:.2f}")
+            self.last = (f" | train {record.train_accuracy:.1f}% test "
+                         f"{record.test_accuracy:.1f}% bits w{record.mean_weight_bits:.2f} "
+                         f"a{record.mean_act_bits:.2f}")
             return
         seconds = time.perf_counter() - self.started
         print(f"{PHASE_LABELS[record.phase]} epoch {record.epoch}/{self.total_epochs}: "
