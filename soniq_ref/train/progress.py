@@ -4,7 +4,7 @@ On a terminal: one bar over every mini-batch of the run, redrawn in place and fi
 to the terminal's width, labelled with the phase, the epoch, the running training
 loss and the last epoch's train/test accuracy and mean bits::
 
-    phase 1 epoch 3/45   5%|#         | 00:26 left | loss 0.612 | train 88.0% test 87.5% bits w2.54 a4.55
+    phase 1 epoch 3/45   5%|#         | 00:26 left, loss 0.612 | train 88.0% test 87.5% bits w2.54 a4.55
 
 Anywhere else (a file,
 a pipe, a CI log): one plain line per epoch and no carriage returns, e.g.::
@@ -23,7 +23,7 @@ PHASE_LABELS = {"noise": "phase 1", "exact": "phase 2", "float": "fp32"}
 MIN_COLUMNS, FALLBACK_COLUMNS, FALLBACK_ROWS = 20, 100, 24
 # the phase and epoch, the share of the run done, the time left, the running loss and
 # the last epoch's accuracies and mean bits: about 100 columns
-BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {remaining} left | {postfix}"
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {remaining} left{postfix}"   # postfix: ", ..."
 
 
 def _columns(stream) -> int:
