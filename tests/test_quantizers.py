@@ -1,4 +1,4 @@
-"""Quantizers and bit packing of the reference (DESIGN section 3)."""
+"""Quantizers and bit packing of the reference (docs/semantics.md)."""
 
 import numpy as np
 from hypothesis import given, strategies as st
