@@ -61,13 +61,14 @@ def test_version_and_bare_command(tmp_path):
         assert re.search(rf"^\s+{name}\s+\S", err, re.M), f"{name} not listed in {err}"
 
 
-def _options(parser):
-    """(command, option string, help) of every option of every subcommand."""
-    sub = next(a for a in parser._actions if a.dest == "command")
-    for name, p in sub.choices.items():
-        for action in p._actions:
-            if action.option_strings and action.dest != "help":
-                yield name, action.option_strings[-1], action.help or ""
+def _options(parser, prefix=""):
+    """(command, option string, help) of every option of every (nested) subcommand."""
+    for action in parser._actions:
+        if action.option_strings and action.dest not in ("help", "version") and prefix:
+            yield prefix.strip(), action.option_strings[-1], action.help or ""
+        if isinstance(action.choices, dict):          # subcommands
+            for name, sub in action.choices.items():
+                yield from _options(sub, f"{prefix} {name}")
 
 
 def test_every_option_has_help_with_its_default():

@@ -1,4 +1,4 @@
-"""The ``soniq`` command: ``train``, ``eval``, ``info``, ``predict``, ``export``.
+"""The ``soniq`` command: ``train``, ``eval``, ``info``, ``predict``, ``export``, ``data``.
 
 User errors (bad arguments, missing or malformed datasets and model files)
 print one line ``soniq: error: ...`` to stderr and exit with status 2 (usage)
@@ -19,13 +19,14 @@ EXIT_USAGE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 2, 1, 130, 141
 
 
 def _commands() -> dict:
+    from .data_command import run_data
     from .export_command import run_export
     from .model_commands import run_eval, run_info
     from .predict_command import run_predict
     from .train_command import run_train
 
     return {"train": run_train, "eval": run_eval, "info": run_info, "predict": run_predict,
-            "export": run_export}
+            "export": run_export, "data": run_data}
 
 
 def _way_forward(exc) -> str:
@@ -43,7 +44,7 @@ def _way_forward(exc) -> str:
         return "; soniq predict reads PNG, JPEG and .npy files (see docs/cli.md)"
     if isinstance(exc, OSError):
         return "; check the path and its permissions"
-    if isinstance(exc, DatasetError):
+    if isinstance(exc, DatasetError) and "download" not in str(exc):   # (those say what to do)
         return ("; --data-dir must hold the mnist IDX files or the cifar10 python batches "
                 "(see docs/cli.md), or use --dataset digits, which needs no download")
     return ""

@@ -160,6 +160,20 @@ def _model_parsers(sub) -> None:
                    help="write an ONNX graph (integer ops, opset 13) to OUT")
 
 
+def _data_parser(sub) -> None:
+    from ..data.sources import SOURCES
+
+    d = sub.add_parser("data", help="fetch a dataset (mnist, fashion-mnist, cifar10)")
+    actions = d.add_subparsers(dest="data_command", metavar="ACTION", parser_class=Parser,
+                               required=True)
+    dl = actions.add_parser("download", help="download a dataset and check its SHA-256")
+    dl.add_argument("name", metavar="NAME", choices=tuple(SOURCES),
+                    help=f"one of {', '.join(SOURCES)}")
+    dl.add_argument("--dir", metavar="DIR", type=folder, default=None,
+                    help="where to put the files (default: the dataset cache, "
+                         "$XDG_CACHE_HOME/soniq/datasets/NAME, where training finds them)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``soniq`` parser with its subcommands."""
     from .. import __version__
@@ -171,4 +185,5 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     _train_parser(sub)
     _model_parsers(sub)
+    _data_parser(sub)
     return parser
