@@ -57,7 +57,7 @@ def test_version_and_bare_command(tmp_path):
     status, out, err = soniq(cwd=tmp_path)
     assert status == 2 and out == ""
     assert err.startswith("usage: soniq")
-    for name in ("train", "eval", "info", "predict", "export"):
+    for name in ("train", "eval", "info", "predict", "export", "data"):
         assert re.search(rf"^\s+{name}\s+\S", err, re.M), f"{name} not listed in {err}"
 
 
@@ -95,6 +95,8 @@ def test_docs_cli_lists_every_option_of_help():
     (["train", "--out", ""], "--out"),
     (["train", "--target-act-bits", "inf"], "--target-act-bits"),
     (["predict", "m.soniq", "x.png", "--top", "0"], "--top"),
+    (["data", "download", "imagenet"], "NAME"),
+    (["data"], "ACTION"),
 ])
 def test_usage_errors_exit_2_and_name_the_option(tmp_path, argv, option):
     result = soniq(*argv, cwd=tmp_path)
