@@ -165,7 +165,7 @@ def _same_run(saved: dict, config: TrainConfig) -> bool:
         {k: v for k, v in mine.items() if k not in RESUME_MAY_CHANGE}
 
 
-def _diverged(run: _Run, phase: str, epoch: int, loss: float) -> TrainingDiverged:
+def _diverged(run: _Run, phase: str, loss: float) -> TrainingDiverged:
     where = f"{PHASE_LABELS[phase]}, epoch {len(run.history) + 1}"
     lower = f"{run.config.lr / 10:g}"
     saved = None if run.run_dir is None else Path(run.run_dir) / checkpoint.FILE_NAME
@@ -213,7 +213,7 @@ def _run_phase(run: _Run, phase_index: int, phase: str, epochs: int, lr_scale: f
             if phase == "noise":
                 loss += budget.add_budget_grads(layers, config.lambda_w, config.lambda_a)
             if not np.isfinite(loss):
-                raise _diverged(run, phase, epoch, loss)
+                raise _diverged(run, phase, loss)
             grads = model.collect_grads()
             lr = cosine_lr(step, total, lr0)
             opt.step(grads, lr)
