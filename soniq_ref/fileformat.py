@@ -8,7 +8,8 @@ every check is ours)::
                 { "<tensor>": {"dtype": "U8"|"U64"|"F32", "shape": [...],
                                "data_offsets": [begin, end]}, ...,
                   "__metadata__": {"soniq_manifest": "<manifest JSON>",
-                                   "soniq_manifest_sha256": "<hex digest of it>"} }
+                                   "soniq_manifest_sha256": "<hex digest of it>"},
+                  "metadata": { free-form JSON object, optional } }
     rest      raw little-endian tensor bytes; the tensors tile it exactly
 
 Manifest (JSON): ``format`` = "soniq", ``format_version`` = 1, ``input_shape``,
@@ -44,13 +45,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_bytes
 from .bitpack import pack_bits, unpack_bits, words_for, code_planes
 from .deploy import DeployModel, FlattenStage, PoolStage, QuantStage, stage_output_shape
 
@@ -58,6 +58,7 @@ FORMAT = "soniq"
 FORMAT_VERSION = 1
 META_KEY = "soniq_manifest"
 META_DIGEST_KEY = "soniq_manifest_sha256"
+METADATA_KEY = "metadata"
 MAX_HEADER_BYTES = 64 << 20
 DTYPES = {"U8": np.dtype("<u1"), "U64": np.dtype("<u8"), "F32": np.dtype("<f4")}
 
@@ -67,22 +68,6 @@ class SoniqFileError(ValueError):
 
 
 # ------------------------------------------------------------------------------ writing
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def weight_planes(w_codes: np.ndarray, w_bits: np.ndarray) -> np.ndarray:
     """uint64 [sum(w_bits), words]: each channel's own planes only (the compact form)."""
@@ -133,8 +118,13 @@ def _dtype_name(arr: np.ndarray) -> str:
     raise TypeError(f"unsupported tensor dtype {arr.dtype}")
 
 
-def to_bytes(model: DeployModel) -> bytes:
-    """The complete .soniq file contents of ``model`` (deterministic)."""
+def to_bytes(model: DeployModel, metadata=None) -> bytes:
+    """The complete .soniq file contents of ``model`` (deterministic).
+
+    ``metadata``: an optional free-form JSON object stored under the header's
+    top-level ``"metadata"`` key (e.g. ``model.metadata``: what the model was trained on
+    and how).
+    """
     tensors: dict[str, np.ndarray] = {}
     last = len(model.stages) - 1
     stages = [_stage_entry(i, s, i == last, tensors) for i, s in enumerate(model.stages)]
@@ -152,14 +142,19 @@ def to_bytes(model: DeployModel) -> bytes:
     manifest_text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
     header["__metadata__"] = {META_KEY: manifest_text,
                               META_DIGEST_KEY: hashlib.sha256(manifest_text.encode()).hexdigest()}
+    if metadata:
+        if not isinstance(metadata, dict):
+            raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+        header[METADATA_KEY] = json.loads(json.dumps(metadata))
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)
     return struct.pack("<Q", len(text)) + text + b"".join(blobs[n] for n in tensors)
 
 
-def save(model: DeployModel, path) -> int:
-    """Write ``model`` to ``path`` atomically; returns the file size in bytes."""
-    data = to_bytes(model)
+def save(model: DeployModel, path, metadata=None) -> int:
+    """Write ``model`` (and ``metadata``, see :func:`to_bytes`) to ``path`` atomically;
+    returns the file size in bytes."""
+    data = to_bytes(model, metadata)
     atomic_write_bytes(path, data)
     return len(data)
 
@@ -234,7 +229,7 @@ def _tensors(header: dict, data: memoryview) -> dict[str, np.ndarray]:
     """Every tensor entry checked against the data region, which they must tile exactly."""
     spans, out = [], {}
     for name, entry in header.items():
-        if name == "__metadata__":
+        if name in ("__metadata__", METADATA_KEY):
             continue
         where = f"tensor {name!r}"
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
@@ -443,7 +438,12 @@ def from_bytes(raw: bytes) -> DeployModel:
     except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
         raise SoniqFileError(f"inconsistent model description: {exc}") from None
     _check_manifest_digest(header)
-    return DeployModel(manifest["input_shape"], stages)
+    metadata = header.get(METADATA_KEY, {})
+    if not isinstance(metadata, dict):
+        _fail(f"header '{METADATA_KEY}' must be a JSON object")
+    model = DeployModel(manifest["input_shape"], stages)
+    model.metadata = metadata
+    return model
 
 
 def load(path) -> DeployModel:

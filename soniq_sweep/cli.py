@@ -30,49 +30,60 @@ def _numbers(kind):
     return parse
 
 
-def add_arguments(parser, palette_type, datasets, models, defaults) -> None:
-    """The options of ``soniq sweep`` (``defaults``: a TrainConfig)."""
+def add_arguments(parser) -> None:
+    """The options of ``soniq sweep``, each with its default (as every ``soniq`` option)."""
+    from soniq_ref.cli.parser import folder, integer, palette, positive
+    from soniq_ref.data import DATASET_NAMES
+    from soniq_ref.models import MODEL_NAMES
+    from soniq_ref.train import TrainConfig
+
+    d = TrainConfig()
     g = parser.add_argument_group("the grid (every combination, each with every seed)")
-    g.add_argument("--target-weight-bits", type=_numbers(float), metavar="B[,B...]",
-                   help=f"mean weight-bit budgets (default {defaults.target_weight_bits:g})")
-    g.add_argument("--target-act-bits", type=_numbers(float), metavar="B[,B...]",
-                   help=f"mean activation-bit budgets (default {defaults.target_act_bits:g})")
-    g.add_argument("--weight-palette", type=palette_type, nargs="+", metavar="LO,HI",
-                   help="weight palettes, e.g. 1,4 2,8 (default %s,%s)" % defaults.weight_palette)
-    g.add_argument("--act-palette", type=palette_type, nargs="+", metavar="LO,HI",
-                   help="activation palettes (default %s,%s)" % defaults.act_palette)
-    g.add_argument("--seeds", type=_numbers(int), metavar="S[,S...]",
-                   help="seeds of every grid point (default 0)")
-    g.add_argument("--fp32", action="store_true", help="add a float32 baseline per seed")
-    g.add_argument("--grid", metavar="FILE.json",
-                   help="the trials from a JSON file instead of the options above "
-                        "(docs/sweeps.md gives its form)")
+    g.add_argument("--target-weight-bits", type=_numbers(float), metavar="BITS[,BITS...]",
+                   help=f"mean weight-bit budgets (default: {d.target_weight_bits:g})")
+    g.add_argument("--target-act-bits", type=_numbers(float), metavar="BITS[,BITS...]",
+                   help=f"mean activation-bit budgets (default: {d.target_act_bits:g})")
+    g.add_argument("--weight-palette", type=palette, nargs="+", metavar="LO,HI",
+                   help="weight palettes, e.g. 1,4 2,8 (default: %s,%s)" % d.weight_palette)
+    g.add_argument("--act-palette", type=palette, nargs="+", metavar="LO,HI",
+                   help="activation palettes (default: %s,%s)" % d.act_palette)
+    g.add_argument("--seeds", type=_numbers(int), metavar="N[,N...]",
+                   help="the seeds of every grid point (default: 0)")
+    g.add_argument("--fp32", action="store_true",
+                   help="add a float32 baseline per seed (default: off)")
+    g.add_argument("--grid", metavar="FILE", default=None,
+                   help="the trials from a JSON file instead of the grid options "
+                        "(docs/sweeps.md gives its form) (default: none)")
     t = parser.add_argument_group("training options shared by every trial")
-    t.add_argument("--dataset", choices=datasets, default=defaults.dataset,
-                   help=f"(default {defaults.dataset})")
-    t.add_argument("--data-dir", default=None, help="the dataset's folder on every machine")
-    t.add_argument("--model", choices=models, default=defaults.model,
-                   help=f"(default {defaults.model})")
-    t.add_argument("--epochs-phase1", type=int, default=defaults.epochs_phase1,
-                   help=f"(default {defaults.epochs_phase1})")
-    t.add_argument("--epochs-phase2", type=int, default=defaults.epochs_phase2,
-                   help=f"(default {defaults.epochs_phase2})")
-    t.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                   help=f"(default {defaults.batch_size})")
-    t.add_argument("--lr", type=float, default=defaults.lr, help=f"(default {defaults.lr:g})")
+    t.add_argument("--dataset", choices=DATASET_NAMES, default=d.dataset,
+                   help=f"training data (default: {d.dataset})")
+    t.add_argument("--data-dir", metavar="DIR", type=folder, default=None,
+                   help="the dataset's folder, the same on every machine (default: the "
+                        "dataset cache; digits needs none)")
+    t.add_argument("--model", choices=MODEL_NAMES, default=d.model,
+                   help=f"network (default: {d.model})")
+    t.add_argument("--epochs-phase1", metavar="N", type=integer(0), default=d.epochs_phase1,
+                   help=f"epochs of phase 1 (default: {d.epochs_phase1})")
+    t.add_argument("--epochs-phase2", metavar="N", type=integer(0), default=d.epochs_phase2,
+                   help=f"epochs of phase 2 (default: {d.epochs_phase2})")
+    t.add_argument("--batch-size", metavar="N", type=integer(1), default=d.batch_size,
+                   help=f"images per mini-batch (default: {d.batch_size})")
+    t.add_argument("--lr", metavar="RATE", type=positive, default=d.lr,
+                   help=f"Adam learning rate (default: {d.lr:g})")
     r = parser.add_argument_group("where the trials run")
-    r.add_argument("--out", metavar="SWEEP_DIR", default=None,
-                   help="the sweep's folder (default sweeps/<dataset>); a re-run skips "
-                        "finished trials and resumes interrupted ones")
-    r.add_argument("--address", default=None,
+    r.add_argument("--out", metavar="DIR", type=folder, default=None,
+                   help="the sweep folder; a re-run skips finished trials and resumes "
+                        "interrupted ones (default: sweeps/<dataset>)")
+    r.add_argument("--address", metavar="ADDR", default=None,
                    help="a Ray cluster: auto, HOST:PORT of 'ray start --head', or "
                         "ray://HOST:PORT (default: a local Ray instance on this machine)")
-    r.add_argument("--cpus", type=int, default=None,
-                   help="CPUs of the local Ray instance: trials at once (default all)")
+    r.add_argument("--cpus", metavar="N", type=integer(1), default=None,
+                   help="trials at once on the local Ray instance (default: all cores)")
     r.add_argument("--local", action="store_true",
-                   help="no Ray: run the trials one after another in this process")
-    r.add_argument("--report", metavar="SWEEP_DIR", default=None,
-                   help="only redraw results.csv, results.json and frontier.png of a sweep")
+                   help="no Ray: run the trials one after another here (default: off)")
+    r.add_argument("--report", metavar="DIR", type=folder, default=None,
+                   help="only redraw results.csv, results.json and frontier.png of the "
+                        "sweep in DIR (default: none)")
 
 
 def _trials(args):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from soniq_ref.fileformat import atomic_write_bytes
+from soniq_ref.atomic import atomic_write_bytes
 
 COLUMNS = ("id", "status", "reason", "dataset", "model", "fp32", "weight_palette",
            "act_palette", "target_weight_bits", "target_act_bits", "seed", "epochs_phase1",

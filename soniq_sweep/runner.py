@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from soniq_ref.fileformat import atomic_write_bytes
+from soniq_ref.atomic import atomic_write_bytes
 from soniq_ref.train import TrainConfig
 
 from .grid import Trial, config_json

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from soniq_ref.atomic import umask
 from soniq_ref.data import DatasetError, download, load_dataset
 from soniq_ref.data import sources
 from soniq_ref.data.sources import RemoteFile, Source
@@ -108,19 +109,12 @@ def test_download_verifies_keeps_and_loads(tmp_path, serve, fake_mnist):
     assert sorted(p.name for p in folder.iterdir()) == sorted(fake_mnist)
     for name, body in fake_mnist.items():
         assert (folder / name).read_bytes() == body
-        assert (folder / name).stat().st_mode & 0o777 == 0o644 & ~_umask()
+        assert (folder / name).stat().st_mode & 0o777 == 0o666 & ~umask()
     data = load_dataset("mnist")                   # found in the cache, no --data-dir
     assert data.x_train.shape == (12, 1, 6, 7) and data.class_names[3] == "3"
     served = len(server.requests)
     assert download("mnist", base_url=server.url) == folder
     assert len(server.requests) == served           # present and valid: nothing fetched
-
-
-def _umask():
-    import os
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def test_a_wrong_digest_is_refused_and_nothing_kept(tmp_path, serve, fake_mnist):

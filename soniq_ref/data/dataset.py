@@ -23,7 +23,12 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     n_classes: int
-    class_names: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()     # label -> name; empty: the label's number
+
+    @property
+    def names(self) -> list[str]:
+        """One name per class (``"0"``, ``"1"``, ... where the dataset has none)."""
+        return list(self.class_names) or [str(c) for c in range(self.n_classes)]
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

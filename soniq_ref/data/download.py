@@ -20,12 +20,12 @@ import hashlib
 import os
 import sys
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from http.client import IncompleteRead
 from pathlib import Path
 
+from ..atomic import atomic_path, umask
 from .dataset import DatasetError
 from .sources import SOURCES, RemoteFile, Source, cache_dir, is_complete
 
@@ -110,14 +110,8 @@ def _fetch_checked(source: Source, file: RemoteFile, folder: Path, base_url: str
         raise DatasetError(f"{file.name} from {base_url} has SHA-256 {found}, not the "
                            f"expected {file.sha256[0]}; the file was deleted (a changed or "
                            f"corrupted download: run the command again, or use another mirror)")
-    os.chmod(part, 0o644 & ~_umask())
+    os.chmod(part, 0o666 & ~umask())
     os.replace(part, target)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _extract(archive: Path, members: tuple[str, ...], folder: Path) -> None:
@@ -130,16 +124,10 @@ def _extract(archive: Path, members: tuple[str, ...], folder: Path) -> None:
                 name = Path(info.name).name
                 if name not in wanted or not info.isreg():
                     continue
-                fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-                try:
-                    with os.fdopen(fd, "wb") as out, tar.extractfile(info) as src:
-                        while block := src.read(1 << 20):
-                            out.write(block)
-                    os.chmod(tmp, 0o644 & ~_umask())
-                    os.replace(tmp, folder / name)
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
+                with atomic_path(folder / name) as tmp, open(tmp, "wb") as out, \
+                        tar.extractfile(info) as src:
+                    while block := src.read(1 << 20):
+                        out.write(block)
                 wanted.discard(name)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DatasetError(f"cannot extract {archive.name}: {exc}") from None
