@@ -130,13 +130,15 @@ def plot_frontier(flat: list[dict], path) -> None:
                        label=f"float32 ({np.mean(fp32):.2f}%, {len(fp32)} seeds)")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test accuracy (%), mean and min-max over seeds")
+    axes[0].set_ylabel("test accuracy (%)\nmean, min to max over seeds")
     for p in palettes:
         axes[1].plot([], [], "o", color=colors[p], label=f"W palette {p[0]}, A palette {p[1]}")
-    axes[1].legend(fontsize=8, loc="lower right")
+    handles, labels = axes[1].get_legend_handles_labels()
+    rows = 1 + (len(labels) - 1) // 4
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
     n_done = sum(r.get("status") == "done" for r in flat)
     fig.suptitle(f"Accuracy against bits: {n_done} finished trials")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06 * rows + 0.02, 1, 1))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
     plt.close(fig)

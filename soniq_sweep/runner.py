@@ -131,11 +131,18 @@ def _run_on_ray(pending, sweep_dir, on_result, address, cpus):
         raise SweepError(f"cannot start or reach {where}: {_one_line(exc)}") from None
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(run_trial)
-        waiting = [task.remote(t.id, config_json(t.config), str(trial_dir(sweep_dir, t)))
-                   for t in pending]
+        trial_of = {task.remote(t.id, config_json(t.config), str(trial_dir(sweep_dir, t))): t
+                    for t in pending}
+        waiting = list(trial_of)
         while waiting:
             ready, waiting = ray.wait(waiting, num_returns=1)
-            on_result(ray.get(ready[0]))
+            try:
+                row = ray.get(ready[0])
+            except ray.exceptions.RayError as exc:   # Ray lost the task, not the trial failed
+                raise SweepError(f"Ray lost trial {trial_of[ready[0]].id} "
+                                 f"({exc.__class__.__name__}); run the same command again "
+                                 f"to resume the sweep") from None
+            on_result(row)
     finally:
         ray.shutdown()
 

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -162,15 +163,25 @@ def test_sweep_on_a_ray_head_started_here(tmp_path):
     port = _free_port()
     # the head and the sweep share a token (Ray's token authentication), and everything
     # stays on the loopback address: Ray otherwise rewrites 127.0.0.1 to the node's
-    # network address
+    # network address. --block keeps the head in this test's process group, so it stops
+    # with it and no other Ray instance on the machine is touched.
     env = _env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
                RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
-    start = subprocess.run([str(ray), "start", "--head", f"--port={port}", "--num-cpus=1",
-                            "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-                            "--disable-usage-stats"], env=env, capture_output=True,
-                           text=True, timeout=180)
+    head = subprocess.Popen([str(ray), "start", "--head", "--block", f"--port={port}",
+                             "--num-cpus=1", "--node-ip-address=127.0.0.1",
+                             "--include-dashboard=false", "--disable-usage-stats",
+                             f"--temp-dir={tempfile.mkdtemp(prefix='ray')}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     try:
-        assert start.returncode == 0, start.stderr
+        deadline = time.monotonic() + 180               # the head is up when it listens
+        while True:
+            assert head.poll() is None, "ray start --head exited"
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "the Ray head did not come up in 3 minutes"
+            time.sleep(0.5)
         out = tmp_path / "sweep"
         done = _soniq("sweep", "--out", str(out), "--address", f"127.0.0.1:{port}",
                       "--target-weight-bits", "2", "--epochs-phase1", "1",
@@ -180,8 +191,12 @@ def test_sweep_on_a_ray_head_started_here(tmp_path):
         assert len(rows) == 1 and rows[0]["status"] == "done"
         assert (out / "trials" / rows[0]["id"] / "model.soniq").is_file()
     finally:
-        subprocess.run([str(ray), "stop", "--force"], env=env, capture_output=True,
-                       timeout=120)
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
 
 
 def test_sweep_errors_are_one_line(tmp_path):
