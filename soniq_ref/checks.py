@@ -13,6 +13,9 @@ import numpy as np
 
 MIN_BITS = 1
 MAX_BITS = 8
+# Largest stride, padding, kernel size and per-sample element count any backend runs (the
+# compiled kernels take 32-bit geometry); larger values are refused everywhere.
+MAX_GEOMETRY = 2 ** 31 - 1
 
 
 def as_array(name: str, value, dtype, ndim: int | None = None) -> np.ndarray:
@@ -96,9 +99,10 @@ def check_float32(name: str, value, length: int) -> np.ndarray:
     return arr
 
 
-def check_nonneg_int(name: str, value, minimum: int) -> int:
+def check_nonneg_int(name: str, value, minimum: int, maximum: int = MAX_GEOMETRY) -> int:
+    """An integer in ``minimum..maximum`` (a Python or NumPy integer, not a bool)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {int(value)}")
+    if not minimum <= int(value) <= maximum:
+        raise ValueError(f"{name} must be in {minimum}..{maximum}, got {int(value)}")
     return int(value)

@@ -46,6 +46,7 @@ The fused forms take per-feature ``out_bits``/``out_ratio`` per position of the
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,10 +101,25 @@ class FlattenStage:
     pass
 
 
+MAX_GEOMETRY = checks.MAX_GEOMETRY
+
+
+def check_size(shape, where: str) -> int:
+    """The element count of ``shape`` in Python integers (no wrap), at most MAX_GEOMETRY."""
+    size = 1
+    for dim in shape:
+        size *= int(dim)
+    if size > MAX_GEOMETRY:
+        raise ValueError(f"{where}: {list(shape)} has {size} elements per sample, more than "
+                         f"the {MAX_GEOMETRY} any backend runs")
+    return size
+
+
 def stage_output_shape(stage, shape: tuple) -> tuple:
-    """Per-sample output shape of ``stage`` for per-sample input ``shape``."""
+    """Per-sample output shape of ``stage`` for per-sample input ``shape`` (Python ints)."""
+    shape = tuple(int(v) for v in shape)
     if isinstance(stage, FlattenStage):
-        return (int(np.prod(shape)),)
+        return (check_size(shape, "flatten input"),)
     if isinstance(stage, PoolStage):
         c, h, w = shape
         return (c, pool_output_size(h, stage.kernel, stage.stride),
@@ -164,13 +180,18 @@ def _link(stage: QuantStage, nxt: QuantLayer, shape: tuple, pools: list, flatten
     stage.per_feature = True
 
 
+MAX_PREPARED = 4     # backends whose packed weights a DeployModel keeps
+
+
 class DeployModel:
     """Stages from uint8 images [B, *input_shape] to float32 logits [B, n_classes]."""
 
     def __init__(self, input_shape, stages: list):
         self.input_shape = tuple(int(v) for v in input_shape)
         self.stages = list(stages)
+        self.metadata: dict = {}      # free-form, recorded in and read from the file
         self._packed: dict[str, tuple] = {}
+        self._lock = threading.Lock()
 
     @property
     def quant_stages(self) -> list[QuantStage]:
@@ -215,8 +236,9 @@ class DeployModel:
                 shape = stage_output_shape(stage, shape)
             elif not isinstance(layer, ReLU):
                 raise ValueError(f"cannot export layer {type(layer).__name__}")
-        if not stages or stages[-1] is not current:
-            raise ValueError("the model must end with a quantized layer (the classifier)")
+        if not stages or stages[-1] is not current or current.kind != "linear":
+            raise ValueError("the model must end with a quantized linear layer (the "
+                             "classifier, logits [B, n_classes])")
         return cls(input_shape, stages)
 
     def _packed_weights(self, key: str, backend) -> list:
@@ -224,14 +246,20 @@ class DeployModel:
         return self._prepared(key, backend)[0]
 
     def _prepared(self, key: str, backend) -> tuple:
-        """(packed weights, the backend's ``trusted`` entries or None), once per backend."""
-        entry = self._packed.get(key, ())
+        """(packed weights, the backend's ``trusted`` entries or None), once per backend;
+        the last MAX_PREPARED backends are kept (least recently used dropped first)."""
+        with self._lock:
+            entry = self._packed.pop(key, ())
         if len(entry) != 3 or entry[0] is not backend:
             packed = [backend.pack_weights(s.w_codes, s.w_bits) for s in self.quant_stages]
             trusted = getattr(backend, "trusted", None)
             if trusted is not None and not self._checked_chain():
                 trusted = None
-            self._packed[key] = entry = (backend, packed, trusted)
+            entry = (backend, packed, trusted)
+        with self._lock:
+            self._packed[key] = entry
+            while len(self._packed) > MAX_PREPARED:
+                del self._packed[next(iter(self._packed))]
         return entry[1], entry[2]
 
     def _checked_chain(self) -> bool:
