@@ -106,3 +106,22 @@ def check_nonneg_int(name: str, value, minimum: int, maximum: int = MAX_GEOMETRY
     if not minimum <= int(value) <= maximum:
         raise ValueError(f"{name} must be in {minimum}..{maximum}, got {int(value)}")
     return int(value)
+
+
+def frozen(value: np.ndarray) -> np.ndarray:
+    """A read-only C-contiguous copy of ``value`` that cannot be made writeable again (a
+    view of a read-only base): what a packed object keeps, so that editing the caller's
+    array, or the packed object's, never changes what the kernels see."""
+    base = np.array(value, copy=True, order="C")
+    base.setflags(write=False)
+    return base.view()
+
+
+def check_weight_shape(name: str, shape) -> tuple:
+    """The code shape a packed object records: [N, K] or [O, C, kh, kw], integers >= 0."""
+    if not isinstance(shape, tuple) or len(shape) not in (2, 4) or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 0
+            for v in shape):
+        raise ValueError(f"{name} must be a tuple (N, K) or (O, C, kh, kw) of integers >= 0, "
+                         f"got {shape!r}"[:300])
+    return tuple(int(v) for v in shape)

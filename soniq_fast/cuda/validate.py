@@ -25,6 +25,7 @@ def check_k(k: int) -> None:
 def weights_or_codes(w_codes, w_bits):
     """A validated CudaPackedWeights, or validated (codes, bits) for anything else."""
     if isinstance(w_codes, CudaPackedWeights):
+        w_codes.check()
         if w_bits is not None:
             w_bits = checks.check_bits("w_bits", w_bits, w_codes.bits.shape[0])
             if not np.array_equal(w_bits, w_codes.bits):
