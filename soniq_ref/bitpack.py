@@ -126,7 +126,7 @@ def check_weights(w_codes, w_bits) -> tuple[np.ndarray, np.ndarray]:
 def pack_weights(w_codes, w_bits) -> PackedWeights:
     """Pack weight codes ([N, K] or [O, C, kh, kw], uint8) with bits uint8 [N]."""
     w_codes, w_bits = check_weights(w_codes, w_bits)
-    flat = w_codes.reshape(w_codes.shape[0], -1)
+    flat = checks.rows(w_codes)
     planes = code_planes(flat, 8)
     return PackedWeights(pack_bits(planes), w_bits, tuple(w_codes.shape))
 

@@ -125,3 +125,8 @@ def check_weight_shape(name: str, shape) -> tuple:
         raise ValueError(f"{name} must be a tuple (N, K) or (O, C, kh, kw) of integers >= 0, "
                          f"got {shape!r}"[:300])
     return tuple(int(v) for v in shape)
+
+
+def rows(values: np.ndarray) -> np.ndarray:
+    """``values`` [N, ...] viewed as [N, prod(...)], also when N or a dimension is 0."""
+    return values.reshape(values.shape[0], int(np.prod(values.shape[1:], dtype=np.int64)))

@@ -309,7 +309,7 @@ class DeployModel:
         codes, first = x, True
         for stage in self.stages:
             if isinstance(stage, FlattenStage):
-                codes = codes.reshape(codes.shape[0], -1)
+                codes = checks.rows(codes)
             elif isinstance(stage, PoolStage):
                 codes = pool(codes, stage.kernel, stage.stride)
             elif trusted is not None:
@@ -351,7 +351,7 @@ class DeployModel:
         if not stage.per_feature:
             return impl.requantize(acc, stage.scale, stage.bias, stage.out_bits, stage.out_ratio)
         positions = int(np.prod(acc.shape[2:]))
-        flat = impl.requantize(acc.reshape(acc.shape[0], -1), np.repeat(stage.scale, positions),
+        flat = impl.requantize(checks.rows(acc), np.repeat(stage.scale, positions),
                                np.repeat(stage.bias, positions), stage.out_bits, stage.out_ratio)
         return flat.reshape(acc.shape)
 

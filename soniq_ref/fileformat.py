@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import container
+from . import checks, container
 from .bitpack import pack_bits, unpack_bits, words_for, code_planes
 from .container import DTYPES, MAX_HEADER_BYTES, SoniqFileError, fail as _fail
 from .deploy import (MAX_GEOMETRY, DeployModel, FlattenStage, PoolStage, QuantStage,
@@ -91,7 +91,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
 
 def weight_planes(w_codes: np.ndarray, w_bits: np.ndarray) -> np.ndarray:
     """uint64 [sum(w_bits), words]: each channel's own planes only (the compact form)."""
-    flat = w_codes.reshape(w_codes.shape[0], -1)
+    flat = checks.rows(w_codes)
     packed = pack_bits(code_planes(flat, 8))             # [O, 8, words]
     rows = [packed[o, :int(b)] for o, b in enumerate(w_bits)]
     return np.concatenate(rows, axis=0) if rows else np.zeros((0, words_for(flat.shape[1])),

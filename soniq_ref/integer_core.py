@@ -79,7 +79,7 @@ def _shifted_rows(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
 def _float_levels(w_codes: np.ndarray, w_bits: np.ndarray) -> np.ndarray:
     """float64 [N, K]: :func:`signed_levels` ``q = 2k - n`` (exact, |q| <= 255), built
     in place so that no int64 copy of the weights is made."""
-    q = w_codes.reshape(w_codes.shape[0], -1).astype(np.float64)
+    q = checks.rows(w_codes).astype(np.float64)
     q *= 2
     q -= weight_levels(w_bits).astype(np.float64)[:, None]
     return q

@@ -128,7 +128,7 @@ class CpuPackedWeights:
             raise ValueError(f"w_codes of shape {list(codes.shape)} do not fit shape "
                              f"{list(shape)}")
         codes, bits = check_weights(codes.reshape(shape), bits)
-        self._codes = checks.frozen(codes.reshape(shape[0], -1))
+        self._codes = checks.frozen(checks.rows(codes))
         self.bits = checks.frozen(bits)
         self._bits_bytes = self.bits.tobytes()
         self.shape = shape
