@@ -116,6 +116,11 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int) -> np.nda
 
     Rows are ordered (b, out_row, out_col). Padding inserts zeros.
     """
+    if not isinstance(x, np.ndarray) or x.ndim != 4:
+        raise ValueError("x must be a 4-D array [B, C, H, W]")
+    kh, kw = checks.check_nonneg_int("kh", kh, 1), checks.check_nonneg_int("kw", kw, 1)
+    stride = checks.check_nonneg_int("stride", stride, 1)
+    padding = checks.check_nonneg_int("padding", padding, 0)
     b, c, h, w = x.shape
     ho = conv_output_size(h, kh, stride, padding)
     wo = conv_output_size(w, kw, stride, padding)
