@@ -359,7 +359,7 @@ class DeployModel:
         """Class indices int64 [B]."""
         if len(x) == 0:
             return np.zeros(0, np.int64)
-        return np.concatenate([self.forward(x[i:i + batch], backend).argmax(axis=1)
+        return np.concatenate([_logits(self.forward(x[i:i + batch], backend)).argmax(axis=1)
                                for i in range(0, len(x), batch)])
 
     def float32_bytes(self) -> int:
@@ -402,6 +402,15 @@ def _out_bound(stage: QuantStage, out_shape: tuple):
         return top.reshape(out_shape)
     return np.ascontiguousarray(np.broadcast_to(top.reshape((o,) + (1,) * (len(out_shape) - 1)),
                                                 out_shape))
+
+
+def _logits(y: np.ndarray) -> np.ndarray:
+    """``y`` if it is logits [B, n_classes]; a model whose last stage gives anything else
+    (a convolution's [B, O, H, W]) has no class scores to compare with labels."""
+    if y.ndim != 2:
+        raise ValueError(f"the model's last stage gives {list(y.shape[1:])} per sample, not "
+                         f"logits [n_classes]: it has no classifier")
+    return y
 
 
 def _histogram(bits: np.ndarray) -> dict:

@@ -398,7 +398,8 @@ def _stages(manifest: dict, tensors: dict) -> list:
     entries = manifest["stages"]
     if not isinstance(entries, list) or not entries:
         _fail("manifest 'stages' must be a non-empty list")
-    expected, stages, prev, prev_shape, pools = set(), [], None, None, []
+    expected, stages, pools = set(), [], []
+    prev = prev_index = prev_shape = None
     for i, entry in enumerate(entries):
         last = i == len(entries) - 1
         stage = _stage(i, entry, tensors, shape, last)
@@ -408,13 +409,13 @@ def _stages(manifest: dict, tensors: dict) -> list:
             pools.append((stage.kernel, stage.stride))
         elif isinstance(stage, QuantStage):
             bits = np.full(stage.a_bits.shape, 8, np.uint8) if prev is None else \
-                _flowing_bits(prev, prev_shape, pools, i - 1)
+                _flowing_bits(prev, prev_shape, pools, prev_index)
             if not np.array_equal(stage.a_bits, bits):
                 _fail(f"stage {i}: input_bits do not match the bits the previous stage "
                       f"produces" + (" (the first layer reads 8-bit pixels)" if prev is None
                                      else ""))
             expected |= _stage_tensors(i, last)
-            prev, prev_shape, pools = stage, out_shape, []
+            prev, prev_index, prev_shape, pools = stage, i, out_shape, []
         stages.append(stage)
         shape = out_shape
     _check_classifier(manifest, stages, shape)
