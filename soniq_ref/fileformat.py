@@ -1,19 +1,22 @@
 """The ``.soniq`` file: a deploy model in a safetensors container.
 
 Container (the safetensors layout, parsed here with the stdlib and NumPy so that
-every check is ours)::
+every check is ours; the byte level is :mod:`soniq_ref.container`)::
 
-    8 bytes   N, little-endian uint64: length of the JSON header
-    N bytes   JSON header (UTF-8, padded with spaces to a multiple of 8):
-                { "<tensor>": {"dtype": "U8"|"U64"|"F32", "shape": [...],
-                               "data_offsets": [begin, end]}, ...,
-                  "__metadata__": {"soniq_manifest": "<manifest JSON>",
-                                   "soniq_manifest_sha256": "<hex digest of it>"} }
+    8 bytes   N, little-endian uint64: length of the JSON header (at most 1 MiB)
+    N bytes   JSON header (UTF-8, padded with spaces to a multiple of 8), starting
+              with the signature {"__metadata__":{"soniq_format":"2",
+                { "__metadata__": {"soniq_format": "2",
+                                   "soniq_manifest": "<manifest JSON>",
+                                   "soniq_manifest_sha256": "<hex digest of it>"},
+                  "<tensor>": {"data_offsets": [begin, end], "dtype": "U8"|"U64"|"F32",
+                               "shape": [...]}, ... }
     rest      raw little-endian tensor bytes; the tensors tile it exactly
 
-Manifest (JSON): ``format`` = "soniq", ``format_version`` = 1, ``input_shape``,
-``n_classes``, ``stages`` (one object per deploy stage, see below) and
-``sha256`` (tensor name -> hex digest of its bytes). The manifest's own
+Manifest (JSON): ``format`` = "soniq", ``format_version`` = 2, ``input_shape``,
+``n_classes``, ``stages`` (one object per deploy stage, see below),
+``sha256`` (tensor name -> hex digest of its bytes) and, optionally,
+``metadata`` (a free-form object, not interpreted). The manifest's own
 SHA-256 (of its UTF-8 text) sits beside it, so that no flipped bit in the
 manifest can turn the file into a different valid model.
 
@@ -31,10 +34,11 @@ and the tensors::
 ``maxpool`` stores ``kernel`` and ``stride``; ``flatten`` nothing.
 
 :func:`save` writes atomically (temporary file in the same folder, then rename).
-:func:`load` validates everything -- container bounds, dtypes, shapes, digests,
-format version, palettes, bit widths, the shape chain and the bits handed from
-stage to stage -- and raises :class:`SoniqFileError` (a ``ValueError``) naming
-the problem. No declared size is ever allocated before it is checked against the
+:func:`load` validates everything -- signature and version first, container bounds,
+the schema (nothing the format does not define), dtypes, shapes, digests, palettes,
+bit widths, geometry, the shape chain and the bits handed from stage to stage, a
+linear classifier at the end -- and raises :class:`SoniqFileError` (a
+``ValueError``) naming the file and the problem. No declared size is ever allocated before it is checked against the
 bytes present; the loader's peak stays within 32 x the header's bytes (the JSON
 objects) + 10 x the tensor bytes (the model keeps one uint8 code per weight), see
 docs/reliability.md.
