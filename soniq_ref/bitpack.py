@@ -131,14 +131,19 @@ def pack_weights(w_codes, w_bits) -> PackedWeights:
     return PackedWeights(pack_bits(planes), w_bits, tuple(w_codes.shape))
 
 
+def check_stored_bits(w_bits, stored: np.ndarray) -> None:
+    """``w_bits`` given beside a packed object must equal the bits stored in it."""
+    w_bits = checks.check_bits("w_bits", w_bits, stored.shape[0])
+    if not np.array_equal(w_bits, stored):
+        raise ValueError("w_bits disagrees with the bits stored in the packed weights")
+
+
 def unpack_weights(w_codes, w_bits, name: str = "w_codes") -> tuple[np.ndarray, np.ndarray]:
     """Accept codes + bits or a :class:`PackedWeights`; return validated (codes, bits)."""
     if isinstance(w_codes, PackedWeights):
         w_codes.check()
         if w_bits is not None:
-            w_bits = checks.check_bits("w_bits", w_bits, w_codes.bits.shape[0])
-            if not np.array_equal(w_bits, w_codes.bits):
-                raise ValueError("w_bits disagrees with the bits stored in the packed weights")
+            check_stored_bits(w_bits, w_codes.bits)
         return w_codes.codes(), w_codes.bits
     if w_bits is None:
         raise TypeError("w_bits is required unless w_codes is a PackedWeights")

@@ -193,6 +193,15 @@ class DeployModel:
         self._packed: dict[str, tuple] = {}
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles carry the stages, not the per-backend cache or its lock."""
+        state = dict(self.__dict__)
+        state.update(_packed={}, _lock=None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
     @property
     def quant_stages(self) -> list[QuantStage]:
         return [s for s in self.stages if isinstance(s, QuantStage)]

@@ -16,6 +16,7 @@ from hypothesis import given, strategies as st
 
 from soniq_ref.train import TrainConfig, checkpoint, train
 from soniq_ref.train.checkpoint import CheckpointError
+from strategies import json_paths
 
 CONFIG = dict(model="mlp", hidden=(8,), epochs_phase1=1, epochs_phase2=1, limit_train=64,
               limit_test=32, batch_size=32)
@@ -173,16 +174,6 @@ def test_edited_meta_is_refused(tmp_path, raw, edit):
     assert _load(tmp_path, _with_meta(raw, edit)) is None
 
 
-def _paths(value, prefix=()):
-    yield prefix
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _paths(v, prefix + (i,))
-
-
 _HOSTILE = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70),
                      st.floats(allow_nan=True), st.text(max_size=8),
                      st.lists(st.integers(-3, 2 ** 40), max_size=3),
@@ -194,7 +185,7 @@ def test_random_meta_edits_are_refused_or_resume(tmp_path_factory, raw, original
     """Any value of the meta document replaced: load() refuses it, or what it returns
     restores into the run's model or is refused by restore() -- both CheckpointError."""
     meta = json.loads(_members(raw)["meta"].tobytes())
-    path = data.draw(st.sampled_from([p for p in _paths(meta) if p]))
+    path = data.draw(st.sampled_from([p for p in json_paths(meta) if p]))
     value = data.draw(_HOSTILE)
 
     def edit(m):

@@ -31,6 +31,7 @@ from soniq_ref.container import MAX_HEADER_BYTES, SIGNATURE
 from soniq_ref.deploy import DeployModel, QuantStage
 from soniq_ref.fileformat import SoniqFileError
 from soniq_ref.train import TrainConfig, train
+from strategies import json_paths
 
 SLOW_LOAD_SECONDS = 10.0      # the tiny model loads in milliseconds; this catches hangs
 JSON_FACTOR = 32              # Python objects per byte of header JSON, at worst
@@ -150,17 +151,6 @@ def _boundaries(raw):
     return sorted(c for c in cuts if 0 <= c < len(raw))
 
 
-def _paths(value, prefix=()):
-    """Every path into a JSON value (containers and leaves)."""
-    yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _paths(item, prefix + (key,))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _paths(item, prefix + (i,))
-
-
 def _get(value, path):
     for key in path:
         value = value[key]
@@ -193,7 +183,7 @@ def hostile_values(original):
 @st.composite
 def edits(draw, document):
     """(path, operation, value): replace a value, delete a key or item, add a key."""
-    paths = [p for p in _paths(document) if p]
+    paths = [p for p in json_paths(document) if p]
     path = draw(st.sampled_from(paths))
     op = draw(st.sampled_from(["replace", "replace", "replace", "delete", "add"]))
     value = draw(hostile_values(_get(document, path))) if op != "delete" else None

@@ -21,22 +21,10 @@ from soniq_ref import container, fileformat
 from soniq_ref.container import MAX_HEADER_BYTES, SIGNATURE
 from soniq_ref.deploy import MAX_PREPARED, DeployModel, FlattenStage, QuantStage
 from soniq_ref.fileformat import SoniqFileError
-from soniq_ref.train import TrainConfig, train
+from test_fileformat_attacks import model, raw  # noqa: F401 (the trained model's fixtures)
 
 REFUSE_SECONDS = 2.0
 REFUSE_PEAK = 32 * MAX_HEADER_BYTES + (1 << 20)     # header JSON at worst + slack
-
-
-@pytest.fixture(scope="module")
-def model():
-    config = TrainConfig(epochs_phase1=1, epochs_phase2=1, limit_train=96, channels=(3, 5),
-                         batch_size=32, seed=11)
-    return train(config).deploy
-
-
-@pytest.fixture(scope="module")
-def raw(model):
-    return fileformat.to_bytes(model)
 
 
 def _images(shape, n=16):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from soniq_ref import checks
-from soniq_ref.bitpack import PackedWeights, words_for
+from soniq_ref.bitpack import PackedWeights, check_stored_bits, words_for
 from soniq_ref.epilogue import check_epilogue_args, check_requantize_args
 from soniq_ref.integer_core import _check_acts, check_conv_geometry
 from soniq_ref.layers.pooling import max_pool_codes as ref_max_pool_codes
@@ -84,9 +84,7 @@ class CpuBackend:
         if isinstance(w_codes, (CpuPackedWeights, PackedWeights)):
             w_codes.check()
             if w_bits is not None:
-                w_bits = checks.check_bits("w_bits", w_bits, w_codes.bits.shape[0])
-                if not np.array_equal(w_bits, w_codes.bits):
-                    raise ValueError("w_bits disagrees with the bits stored in the packed weights")
+                check_stored_bits(w_bits, w_codes.bits)
             if isinstance(w_codes, PackedWeights):
                 return CpuPackedWeights(w_codes.codes(), w_codes.bits, w_codes.shape)
             return w_codes

@@ -122,7 +122,7 @@ class CpuPackedWeights:
     """
 
     def __init__(self, codes: np.ndarray, bits: np.ndarray, shape: tuple):
-        shape = checks.check_weight_shape("shape", shape)
+        shape = checks.check_weight_shape("w_codes shape", shape)
         codes = checks.as_array("w_codes", codes, np.uint8)
         if codes.size != int(np.prod(shape, dtype=object)) or codes.shape[:1] != shape[:1]:
             raise ValueError(f"w_codes of shape {list(codes.shape)} do not fit shape "
