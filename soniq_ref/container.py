@@ -126,7 +126,11 @@ def _check_signature(source, version: int) -> None:
     prefix = bytes(source.read(0, PREFIX_BYTES))
     body = prefix[8:]
     if body.startswith(SIGNATURE):
-        found = body[len(SIGNATURE):].split(b'"', 1)[0]
+        rest = body[len(SIGNATURE):]
+        if b'"' not in rest:
+            fail("file is truncated inside its SONIQ signature" if len(prefix) < PREFIX_BYTES
+                 else "not a SONIQ model file (its signature has no version)")
+        found = rest.split(b'"', 1)[0]
         if found != str(version).encode():
             fail(f"format version {found.decode('ascii', 'replace')[:16]!r} is not supported; "
                  f"this reader reads version {version}")

@@ -307,3 +307,8 @@ def test_the_backend_cache_of_a_deploy_model_is_bounded(model, backend):
 def test_an_empty_batch_gives_empty_logits(model, backend):
     got = model.forward(np.zeros((0, *model.input_shape), np.uint8), backend)
     assert got.shape == (0, model.n_classes) and got.dtype == np.float32
+
+
+def test_a_file_cut_inside_its_signature_is_truncated(raw):
+    for cut in range(9, 8 + len(SIGNATURE) + 3):
+        _refused(raw[:cut], "truncated")
