@@ -56,8 +56,9 @@ def test_a_safetensors_reader_sees_the_same_tensors(raw, tmp_path):
     path = tmp_path / "m.soniq"
     path.write_bytes(raw)
     tensors = st_numpy.load_file(str(path))
-    header, _ = fileformat._split_container(raw)
-    ours = fileformat._tensors(header, memoryview(raw)[8 + struct.unpack("<Q", raw[:8])[0]:])
+    header, start = container.read_header(container.BytesSource(raw), fileformat.FORMAT_VERSION)
+    ours = container.tensors(container.tensor_spans(header, len(raw) - start),
+                             memoryview(raw)[start:])
     assert set(tensors) == set(ours)
     for name in ours:
         np.testing.assert_array_equal(tensors[name], ours[name])
