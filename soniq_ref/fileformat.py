@@ -185,8 +185,8 @@ def to_bytes(model: DeployModel, metadata: dict | None = None) -> bytes:
     meta = {META_KEY: manifest_text,
             META_DIGEST_KEY: hashlib.sha256(manifest_text.encode()).hexdigest()}
     text = container.header_text(entries, meta, FORMAT_VERSION)
-    if len(text) > MAX_HEADER_BYTES or container.nesting_depth(manifest_text.encode()) > \
-            container.MAX_JSON_DEPTH - 1:
+    if len(text) > MAX_HEADER_BYTES or \
+            container.nesting_depth(manifest_text.encode()) > container.MAX_JSON_DEPTH:
         raise ValueError(f"the file header would exceed the format's limits "
                          f"({MAX_HEADER_BYTES} bytes, {container.MAX_JSON_DEPTH} levels of "
                          f"nesting): too many stages or too large a metadata")

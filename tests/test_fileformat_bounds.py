@@ -312,3 +312,12 @@ def test_an_empty_batch_gives_empty_logits(model, backend):
 def test_a_file_cut_inside_its_signature_is_truncated(raw):
     for cut in range(9, 8 + len(SIGNATURE) + 3):
         _refused(raw[:cut], "truncated")
+
+
+def test_the_deepest_metadata_the_reader_takes_is_the_deepest_the_writer_writes(model):
+    # manifest { metadata { "deep": [ ... ] } }: 2 + lists levels
+    deepest = container.MAX_JSON_DEPTH - 2
+    meta = {"deep": json.loads("[" * deepest + "]" * deepest)}
+    assert fileformat.from_bytes(fileformat.to_bytes(model, metadata=meta)).metadata == meta
+    with pytest.raises(ValueError, match="nesting"):
+        fileformat.to_bytes(model, metadata={"deep": [meta["deep"]]})
