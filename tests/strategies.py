@@ -10,6 +10,17 @@ from hypothesis import strategies as st
 RAGGED_K = st.one_of(st.integers(1, 200), st.sampled_from([63, 64, 65, 127, 128, 129, 255, 257]))
 
 
+def json_paths(value, prefix=()):
+    """Every path into a JSON value (containers and leaves), for edits of file documents."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from json_paths(item, prefix + (key,))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from json_paths(item, prefix + (i,))
+
+
 @st.composite
 def bit_widths(draw, length, hi=8):
     """uint8 [length] widths in 1..hi: uniform, one constant, or a two-level palette."""
@@ -73,14 +84,3 @@ def conv_case(draw):
     x = draw(codes_for((b, c, h, w), a_bits, 1))
     wc = draw(codes_for((o, c, kh, kw), w_bits, 0))
     return x, a_bits, wc, w_bits, hi, stride, padding
-
-
-def json_paths(value, prefix=()):
-    """Every path into a JSON value (containers and leaves), for edits of file documents."""
-    yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from json_paths(item, prefix + (key,))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from json_paths(item, prefix + (i,))
