@@ -6,12 +6,12 @@ Read it top to bottom: :mod:`quantizers` (values <-> codes), :mod:`bitpack`
 (phase-1 noise injection), :mod:`layers` (forward and backward).
 """
 
-from . import budget, noise
+from . import budget, fileformat, noise
 from .backend import CONTRACT, NAMES as BACKENDS, get_backend
 from .bitpack import PackedWeights, pack_activations, pack_bits, pack_weights, unpack_bits
 from .epilogue import epilogue, requantize
 from .layers import QuantConv2d, QuantLinear
-from .integer_core import conv2d_int, im2col, linear_int, linear_int_bitserial
+from .integer_core import conv2d_int, im2col, linear_int, linear_int_bitserial, popcount
 from .quantizers import (act_ratio, act_step, dequantize_acts, dequantize_weights,
                          quantize_acts, quantize_weights, signed_levels)
 
@@ -20,19 +20,20 @@ from .deploy import DeployModel
 from .fileformat import SoniqFileError, load as load_model, save as save_model
 from .layers import BatchNorm1d, BatchNorm2d, Flatten, MaxPool2d, ReLU
 from .models import Sequential, cnn, mlp
-from .train import TrainConfig   # the function is soniq_ref.train.train (a subpackage)
+from .train import TrainConfig   # soniq_ref.train is the subpackage; train() lives there
+from .train.fit import fit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CONTRACT", "BACKENDS", "get_backend",
     "PackedWeights", "pack_weights", "pack_activations", "pack_bits", "unpack_bits",
-    "linear_int", "conv2d_int", "linear_int_bitserial", "im2col",
+    "linear_int", "conv2d_int", "linear_int_bitserial", "im2col", "popcount",
     "epilogue", "requantize",
     "quantize_weights", "dequantize_weights", "signed_levels",
     "quantize_acts", "dequantize_acts", "act_step", "act_ratio",
     "QuantLinear", "QuantConv2d", "budget", "noise",
     "BatchNorm1d", "BatchNorm2d", "ReLU", "MaxPool2d", "Flatten", "Sequential", "mlp", "cnn",
-    "load_dataset", "TrainConfig", "DeployModel", "save_model", "load_model",
+    "load_dataset", "TrainConfig", "fit", "DeployModel", "save_model", "load_model",
     "SoniqFileError",
 ]

@@ -25,7 +25,9 @@ REF = SimpleNamespace(name="ref", pack_weights=pack_weights, pack_activations=pa
 
 # name -> (module, attribute holding the backend object, how to get it)
 _FAST = {
-    "cpu": ("soniq_fast.cpu", "BACKEND", 'build it with: pip install -e . (needs a C compiler)'),
+    "cpu": ("soniq_fast.cpu", "BACKEND",
+            'it was not built: install a C compiler and the Python headers (Debian/Ubuntu: '
+            'apt-get install build-essential python3-dev), then pip install -e . again'),
     "cuda": ("soniq_fast.cuda", "BACKEND",
              "install CuPy for your CUDA version, or use backend 'cuda-emu' to run the "
              "kernels on the CPU emulation runtime"),

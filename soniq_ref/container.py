@@ -26,6 +26,7 @@ import struct
 import numpy as np
 
 VERSION_KEY = "soniq_format"
+METADATA_KEY = "metadata"          # the optional free-form object beside the tensors
 # Every .soniq header starts with these bytes, followed by the version and a quote.
 SIGNATURE = b'{"__metadata__":{"' + VERSION_KEY.encode() + b'":"'
 PREFIX_BYTES = 64
@@ -229,7 +230,7 @@ def tensor_spans(header: dict, data_len: int) -> list[tuple]:
     """[(begin, end, name, dtype, shape)] of every tensor entry, checked to tile the
     ``data_len`` bytes of the data region exactly (nothing is read yet)."""
     spans = sorted(_span(name, entry, data_len) for name, entry in header.items()
-                   if name != "__metadata__")
+                   if name not in ("__metadata__", METADATA_KEY))
     position = 0
     for begin, end, name, _, _ in spans:
         if begin != position:

@@ -186,10 +186,10 @@ MAX_PREPARED = 4     # backends whose packed weights a DeployModel keeps
 class DeployModel:
     """Stages from uint8 images [B, *input_shape] to float32 logits [B, n_classes]."""
 
-    def __init__(self, input_shape, stages: list):
+    def __init__(self, input_shape, stages: list, metadata=None):
         self.input_shape = tuple(int(v) for v in input_shape)
         self.stages = list(stages)
-        self.metadata: dict = {}      # free-form, recorded in and read from the file
+        self.metadata = dict(metadata or {})     # free-form; saved in the .soniq header
         self._packed: dict[str, tuple] = {}
         self._lock = threading.Lock()
 
@@ -365,11 +365,20 @@ class DeployModel:
         return flat.reshape(acc.shape)
 
     def predict(self, x, backend="ref", batch: int = 512) -> np.ndarray:
-        """Class indices int64 [B]."""
+        """Class indices int64 [B] of uint8 images ``x`` [B, *input_shape]."""
         if len(x) == 0:
             return np.zeros(0, np.int64)
         return np.concatenate([_logits(self.forward(x[i:i + batch], backend)).argmax(axis=1)
                                for i in range(0, len(x), batch)])
+
+    def predict_proba(self, x, backend="ref", batch: int = 512) -> np.ndarray:
+        """Class probabilities float64 [B, n_classes]: the softmax of the logits."""
+        if len(x) == 0:
+            return np.zeros((0, self.n_classes))
+        logits = np.concatenate([self.forward(x[i:i + batch], backend)
+                                 for i in range(0, len(x), batch)]).astype(np.float64)
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
 
     def float32_bytes(self) -> int:
         """Bytes a float32 model of the same (folded) network needs: weights + biases."""

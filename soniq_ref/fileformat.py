@@ -10,13 +10,15 @@ every check is ours; the byte level is :mod:`soniq_ref.container`)::
                                    "soniq_manifest": "<manifest JSON>",
                                    "soniq_manifest_sha256": "<hex digest of it>"},
                   "<tensor>": {"data_offsets": [begin, end], "dtype": "U8"|"U64"|"F32",
-                               "shape": [...]}, ... }
+                               "shape": [...]}, ...,
+                  "metadata": { free-form JSON object, optional } }
     rest      raw little-endian tensor bytes; the tensors tile it exactly
 
 Manifest (JSON): ``format`` = "soniq", ``format_version`` = 2, ``input_shape``,
 ``n_classes``, ``stages`` (one object per deploy stage, see below),
-``sha256`` (tensor name -> hex digest of its bytes) and, optionally,
-``metadata`` (a free-form object, not interpreted). The manifest's own
+``sha256`` (tensor name -> hex digest of its bytes) and, when the header has
+``metadata`` (a free-form object, not interpreted), ``metadata_sha256`` (the digest
+of its canonical JSON). The manifest's own
 SHA-256 (of its UTF-8 text) sits beside it, so that no flipped bit in the
 manifest can turn the file into a different valid model.
 
@@ -50,12 +52,11 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
 from . import checks, container
+from .atomic import atomic_write_bytes
 from .bitpack import pack_bits, unpack_bits, words_for, code_planes
 from .container import DTYPES, MAX_HEADER_BYTES, SoniqFileError, fail as _fail
 from .deploy import (MAX_GEOMETRY, DeployModel, FlattenStage, PoolStage, QuantStage,
@@ -67,7 +68,8 @@ FORMAT_VERSION = 2
 META_KEY = "soniq_manifest"
 META_DIGEST_KEY = "soniq_manifest_sha256"
 MANIFEST_KEYS = {"format", "format_version", "input_shape", "n_classes", "stages", "sha256"}
-OPTIONAL_MANIFEST_KEYS = {"metadata"}
+OPTIONAL_MANIFEST_KEYS = {"metadata_sha256"}
+METADATA_KEY = container.METADATA_KEY
 QUANT_KEYS = {"type", "weight_shape", "stride", "padding", "act_bits_hi", "weight_palette",
               "act_palette", "per_feature"}
 STAGE_KEYS = {"linear": QUANT_KEYS, "conv": QUANT_KEYS, "maxpool": {"type", "kernel", "stride"},
@@ -76,22 +78,6 @@ CHUNK_BYTES = 1 << 18
 QUANT_TENSORS = ("weight_planes", "weight_bits", "input_bits", "scale", "bias")
 OUT_TENSORS = ("out_bits", "out_ratio")
 # ------------------------------------------------------------------------------ writing
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def weight_planes(w_codes: np.ndarray, w_bits: np.ndarray) -> np.ndarray:
     """uint64 [sum(w_bits), words]: each channel's own planes only (the compact form)."""
@@ -145,15 +131,12 @@ def _dtype_name(arr: np.ndarray) -> str:
     raise TypeError(f"unsupported tensor dtype {arr.dtype}")
 
 
-def _metadata_json(model, metadata) -> dict:
-    """The free-form ``metadata`` object to record (the model's own when None)."""
-    metadata = getattr(model, "metadata", None) if metadata is None else metadata
-    if metadata is None:
-        return {}
+def _metadata_text(metadata) -> str:
+    """The canonical JSON of a ``metadata`` dict (what its digest covers)."""
     if not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
     try:
-        return json.loads(json.dumps(metadata, allow_nan=False))
+        return json.dumps(metadata, allow_nan=False, sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"metadata must be JSON-serializable: {exc}") from None
 
@@ -161,8 +144,9 @@ def _metadata_json(model, metadata) -> dict:
 def to_bytes(model: DeployModel, metadata: dict | None = None) -> bytes:
     """The complete .soniq file contents of ``model`` (deterministic).
 
-    ``metadata``: an optional JSON-serializable dict recorded as it is (default: the
-    model's own ``metadata``, as a loaded model carries it).
+    ``metadata``: an optional free-form JSON object stored under the header's top-level
+    ``"metadata"`` key (e.g. ``model.metadata``: what the model was trained on and how),
+    its SHA-256 in the manifest; written only when given.
     """
     tensors: dict[str, np.ndarray] = {}
     last = len(model.stages) - 1
@@ -173,10 +157,11 @@ def to_bytes(model: DeployModel, metadata: dict | None = None) -> bytes:
                 "input_shape": list(model.input_shape), "n_classes": model.n_classes,
                 "stages": stages,
                 "sha256": {n: hashlib.sha256(b).hexdigest() for n, b in blobs.items()}}
-    extra = _metadata_json(model, metadata)
-    if extra:
-        manifest["metadata"] = extra
     entries, offset = {}, 0
+    text = "{}" if metadata is None else _metadata_text(metadata)
+    if text != "{}":                    # an empty metadata is no metadata
+        manifest["metadata_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+        entries[METADATA_KEY] = json.loads(text)
     for name in sorted(tensors):
         entries[name] = {"dtype": _dtype_name(tensors[name]), "shape": list(tensors[name].shape),
                          "data_offsets": [offset, offset + len(blobs[name])]}
@@ -185,8 +170,7 @@ def to_bytes(model: DeployModel, metadata: dict | None = None) -> bytes:
     meta = {META_KEY: manifest_text,
             META_DIGEST_KEY: hashlib.sha256(manifest_text.encode()).hexdigest()}
     text = container.header_text(entries, meta, FORMAT_VERSION)
-    if len(text) > MAX_HEADER_BYTES or \
-            container.nesting_depth(manifest_text.encode()) > container.MAX_JSON_DEPTH:
+    if len(text) > MAX_HEADER_BYTES or container.nesting_depth(text) > container.MAX_JSON_DEPTH:
         raise ValueError(f"the file header would exceed the format's limits "
                          f"({MAX_HEADER_BYTES} bytes, {container.MAX_JSON_DEPTH} levels of "
                          f"nesting): too many stages or too large a metadata")
@@ -250,9 +234,24 @@ def _manifest(header: dict) -> dict:
     version = manifest["format_version"]
     if type(version) is not int or version != FORMAT_VERSION:
         _fail(f"unsupported format_version {version!r}; this reader supports {FORMAT_VERSION}")
-    if not isinstance(manifest.get("metadata", {}), dict):
-        _fail("manifest 'metadata' must be a JSON object")
     return manifest
+
+
+def _metadata(header: dict, manifest: dict) -> dict:
+    """The header's free-form ``metadata`` object ({} when absent), checked against the
+    manifest's ``metadata_sha256`` (so a changed byte of it is refused too)."""
+    if METADATA_KEY not in header:
+        if "metadata_sha256" in manifest:
+            _fail("the manifest lists a metadata digest but the header has no 'metadata'")
+        return {}
+    metadata = header[METADATA_KEY]
+    if not isinstance(metadata, dict):
+        _fail(f"header '{METADATA_KEY}' must be a JSON object")
+    digest = hashlib.sha256(_metadata_text(metadata).encode()).hexdigest()
+    if manifest.get("metadata_sha256") != digest:
+        _fail("the header's 'metadata' fails its SHA-256 check (metadata_sha256): file "
+              "corrupted or tampered with")
+    return metadata
 
 
 def _check_manifest_digest(header: dict) -> None:
@@ -452,10 +451,9 @@ def _read(source) -> DeployModel:
         raise
     except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
         raise SoniqFileError(f"inconsistent model description: {exc}") from None
+    metadata = _metadata(header, manifest)
     _check_manifest_digest(header)
-    model = DeployModel(manifest["input_shape"], stages)
-    model.metadata = manifest.get("metadata", {})
-    return model
+    return DeployModel(manifest["input_shape"], stages, metadata)
 
 
 def from_bytes(raw: bytes) -> DeployModel:

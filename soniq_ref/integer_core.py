@@ -188,6 +188,20 @@ def conv2d_int(x_codes, a_bits, w_codes, w_bits, act_bits_hi, stride=1, padding=
     return acc
 
 
+_BYTE_POPCOUNT = np.array([bin(v).count("1") for v in range(256)], np.uint8)
+
+
+def popcount(words: np.ndarray) -> np.ndarray:
+    """Set bits per element of an unsigned integer array (uint8 counts, same shape).
+
+    ``np.bitwise_count`` where NumPy has it (2.0 and later); otherwise a byte table.
+    """
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(words)
+    as_bytes = np.ascontiguousarray(words).view(np.uint8).reshape(words.shape + (-1,))
+    return _BYTE_POPCOUNT[as_bytes].sum(axis=-1, dtype=np.uint8)
+
+
 def linear_int_bitserial(a_codes, a_bits, w_codes, w_bits, act_bits_hi) -> np.ndarray:
     """:func:`linear_int` computed the bit-serial way, as the fast kernels do.
 
@@ -204,7 +218,7 @@ def linear_int_bitserial(a_codes, a_bits, w_codes, w_bits, act_bits_hi) -> np.nd
     for j in range(8):
         for i in range(act_bits_hi):
             both = a_planes[:, None, i, :] & w_planes[None, :, j, :]  # [M, N, words]
-            pop = np.bitwise_count(both).sum(axis=-1, dtype=np.int64)
+            pop = popcount(both).sum(axis=-1, dtype=np.int64)
             acc += (pop << (i + j)) * (j < w_bits.astype(np.int64))[None, :]
     row_sum = shifted_codes(a_codes, a_bits, act_bits_hi).sum(axis=1)  # sum_c a'
     n_levels = (np.int64(1) << w_bits.astype(np.int64)) - 1

@@ -1,4 +1,4 @@
-"""An independent, deliberately naive implementation of DESIGN section 3.
+"""An independent, deliberately naive implementation of docs/semantics.md.
 
 Written from the definitions, sharing no code with soniq_ref, so the reference
 is checked against something that could not share its bugs.

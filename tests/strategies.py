@@ -84,3 +84,25 @@ def conv_case(draw):
     x = draw(codes_for((b, c, h, w), a_bits, 1))
     wc = draw(codes_for((o, c, kh, kw), w_bits, 0))
     return x, a_bits, wc, w_bits, hi, stride, padding
+
+
+# (act_bits_hi, largest weight bits) pairs whose live plane counts P = 1, 2, 4, 8 set
+# how much of K one staging step of the b1 tensor-core engine spans (32 / P words)
+LONG_K_PLANES = [(1, 1), (2, 1), (1, 2), (3, 2), (4, 4), (8, 1), (2, 8)]
+
+
+def long_k_case(hi, w_top, seed=0):
+    """(a, a_bits, w, w_bits, hi) with K over two 2048-position steps plus a ragged tail,
+    70 weight rows (two column tiles), mixed widths up to ``hi`` / ``w_top`` (each
+    reached), and rows of extreme codes."""
+    rng = np.random.default_rng(seed)
+    m, k, n = 19, 2 * 2048 + 2 * 64 + 37, 70
+    a_bits = rng.integers(1, hi + 1, k).astype(np.uint8)
+    w_bits = rng.integers(1, w_top + 1, n).astype(np.uint8)
+    a_bits[0], w_bits[0] = hi, w_top
+    a_top = (1 << a_bits.astype(np.int64)) - 1
+    w_top_codes = ((1 << w_bits.astype(np.int64)) - 1)[:, None]
+    a = np.floor(rng.random((m, k)) * (a_top + 1)).astype(np.uint8)
+    w = np.floor(rng.random((n, k)) * (w_top_codes + 1)).astype(np.uint8)
+    a[0], w[0], w[1] = a_top, np.broadcast_to(w_top_codes[0], k), 0
+    return a, a_bits, w, w_bits, hi

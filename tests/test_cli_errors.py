@@ -57,7 +57,7 @@ def model_file(tmp_path_factory):
      "between the palette's"),
     (["train", "--weight-palette", "2,3", "--target-weight-bits", "3.5"], "2..3",
      "between the palette's"),
-    (["train", "--target-weight-bits", "nan"], "target_weight_bits", "finite number"),
+    (["train", "--target-weight-bits", "nan"], "--target-weight-bits", "finite number"),
     (["train", "--epochs-phase1", "two"], "--epochs-phase1", "invalid int value"),
     (["train", "--dataset", "mnist"], "mnist", "--data-dir"),
     (["train", "--dataset", "cifar10"], "cifar10", "--data-dir"),

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import independent
-from strategies import conv_case, linear_case
+from strategies import LONG_K_PLANES, conv_case, linear_case, long_k_case
 from soniq_fast.cuda import EMU_BACKEND
 from soniq_fast.cuda.emu import EmuLaunchError, EmuModule
 from soniq_fast.cuda.emu import build
@@ -286,16 +286,27 @@ def test_each_engine_on_a_grid_of_blocks(engine):
                                   independent.linear_acc(a, a_bits, w, w_bits, hi))
 
 
+@pytest.mark.parametrize("hi, w_top", LONG_K_PLANES)
+def test_each_engine_over_long_k(hi, w_top):
+    a, a_bits, w, w_bits, hi = long_k_case(hi, w_top)
+    want = independent.linear_acc(a, a_bits, w, w_bits, hi)
+    for engine in ENGINES:
+        backend = EMU_BACKEND.variant("random").with_engine(engine)
+        np.testing.assert_array_equal(backend.linear_int(a, a_bits, w, w_bits, hi), want)
+
+
 def test_engine_split_follows_plane_pairs_and_device():
     from soniq_fast.cuda.launch.engines import split_rows
-    bits = np.array([1, 2, 8, 1], np.uint8)          # with A = 4: 4, 8, 32, 4 plane pairs
-    sm75 = split_rows(bits, 4, "auto", 75)           # no tensor cores: popcount up to 4 pairs
+    bits = np.array([1, 2, 8, 1, 4], np.uint8)
+    sm75 = split_rows(bits, 1, "auto", 75)           # no tensor cores: popcount up to 1 pair
     np.testing.assert_array_equal(sm75["bitserial_gemm"], [0, 3])
-    np.testing.assert_array_equal(sm75["int8_gemm"], [1, 2])
-    sm80 = split_rows(bits, 4, "auto", 80)           # b1 mma up to 16 pairs
-    np.testing.assert_array_equal(sm80["mma_gemm"], [0, 1, 3])
+    np.testing.assert_array_equal(sm75["int8_gemm"], [1, 4, 2])
+    sm80 = split_rows(bits, 8, "auto", 80)           # A = 8: 8, 16, 64, 8, 32 plane pairs;
+    np.testing.assert_array_equal(sm80["mma_gemm"], [0, 3, 1, 4])   # b1 mma up to 32 pairs
     np.testing.assert_array_equal(sm80["int8_gemm"], [2])
-    assert split_rows(bits, 4, "cuda-core", 90).keys() == sm75.keys()
+    assert split_rows(bits, 1, "cuda-core", 90).keys() == sm75.keys()
+    # every group is sorted by width, so column blocks hold one width where they can
+    np.testing.assert_array_equal(split_rows(bits, 8, "mma", 90)["mma_gemm"], [0, 3, 1, 4, 2])
 
 
 def test_k_beyond_int32_accumulator_is_refused():

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import independent
-from strategies import conv_case, linear_case
+from strategies import LONG_K_PLANES, conv_case, linear_case, long_k_case
 from test_cuda_emu import mma_reference
 
 
@@ -76,6 +76,14 @@ def test_engine_conv_on_hardware(gpu, engine, case):
     np.testing.assert_array_equal(
         backend.conv2d_int(x, a_bits, w, w_bits, hi, stride=stride, padding=padding),
         independent.conv_acc(x, a_bits, w, w_bits, hi, stride, padding))
+
+
+@pytest.mark.parametrize("engine", ["auto", "bitserial", "mma", "int8"])
+@pytest.mark.parametrize("hi, w_top", LONG_K_PLANES)
+def test_engine_over_long_k_on_hardware(gpu, engine, hi, w_top):
+    a, a_bits, w, w_bits, hi = long_k_case(hi, w_top)
+    np.testing.assert_array_equal(gpu.with_engine(engine).linear_int(a, a_bits, w, w_bits, hi),
+                                  independent.linear_acc(a, a_bits, w, w_bits, hi))
 
 
 def test_accepts_cupy_arrays(gpu):

@@ -259,8 +259,25 @@ def test_metadata_round_trips(model, tmp_path):
     assert loaded.metadata == meta
     np.testing.assert_array_equal(loaded.forward(_images(model.input_shape)),
                                   model.forward(_images(model.input_shape)))
-    assert fileformat.to_bytes(loaded) == path.read_bytes()       # kept on a re-save
+    assert fileformat.to_bytes(loaded, loaded.metadata) == path.read_bytes()
+    assert fileformat.to_bytes(loaded) == fileformat.to_bytes(model)   # only when given
     assert fileformat.from_bytes(fileformat.to_bytes(model)).metadata == {}
+
+
+@pytest.mark.parametrize("edit", [
+    lambda h, m: h["metadata"].update(dataset="mnist"),         # digest not recomputed
+    lambda h, m: m.pop("metadata_sha256"),
+    lambda h, m: h.pop("metadata"),
+    lambda h, m: h.update(metadata=[1, 2]),
+])
+def test_edited_metadata_is_refused(model, edit):
+    raw = fileformat.to_bytes(model, metadata={"dataset": "digits", "classes": 10})
+    header, manifest, data = _split(raw)
+    edit(header, manifest)
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    header["__metadata__"]["soniq_manifest"] = text
+    header["__metadata__"]["soniq_manifest_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    _refused(container.encode_header(header) + data, "metadata")
 
 
 @pytest.mark.parametrize("meta, error", [
@@ -315,7 +332,7 @@ def test_a_file_cut_inside_its_signature_is_truncated(raw):
 
 
 def test_the_deepest_metadata_the_reader_takes_is_the_deepest_the_writer_writes(model):
-    # manifest { metadata { "deep": [ ... ] } }: 2 + lists levels
+    # header { metadata { "deep": [ ... ] } }: 2 + lists levels
     deepest = container.MAX_JSON_DEPTH - 2
     meta = {"deep": json.loads("[" * deepest + "]" * deepest)}
     assert fileformat.from_bytes(fileformat.to_bytes(model, metadata=meta)).metadata == meta

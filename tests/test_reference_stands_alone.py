@@ -1,5 +1,5 @@
 """soniq_ref is the specification: importing it needs no compiler and loads nothing compiled
-of the project, and nothing from soniq_fast (DESIGN section 2)."""
+of the project, and nothing from soniq_fast (docs/index.md)."""
 
 import ast
 import pathlib

@@ -116,7 +116,7 @@ def test_checkpoint_write_is_atomic(tmp_path):
     config = TrainConfig(model="mlp", hidden=(8,), epochs_phase1=2, epochs_phase2=1,
                          limit_train=64, limit_test=32)
     train(config, run_dir=tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoint.FILE_NAME]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoint.FILE_NAME, "history.csv"]
     arrays, meta = checkpoint.load(tmp_path)
     assert meta["progress"]["epoch"] == 1 and meta["progress"]["phase_index"] == 1
     assert all(isinstance(a, np.ndarray) for a in arrays.values())

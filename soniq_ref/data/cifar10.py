@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import Dataset, DatasetError
+from .sources import CIFAR10_CLASSES
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
@@ -60,4 +61,4 @@ def load_cifar10(data_dir) -> Dataset:
     train = [_read_batch(folder / n) for n in TRAIN_BATCHES]
     x_test, y_test = _read_batch(folder / TEST_BATCH)
     return Dataset("cifar10", np.concatenate([x for x, _ in train]),
-                   np.concatenate([y for _, y in train]), x_test, y_test, 10)
+                   np.concatenate([y for _, y in train]), x_test, y_test, 10, CIFAR10_CLASSES)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .dataset import Dataset
+from .sources import DIGIT_CLASSES
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
@@ -35,4 +36,4 @@ def load_digits() -> Dataset:
     x = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None, :, :]
     y = bunch.target.astype(np.int64)
     train, test = stratified_split(y, TEST_FRACTION, SPLIT_SEED)
-    return Dataset("digits", x[train], y[train], x[test], y[test], 10)
+    return Dataset("digits", x[train], y[train], x[test], y[test], 10, DIGIT_CLASSES)

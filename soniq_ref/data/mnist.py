@@ -1,4 +1,4 @@
-"""MNIST (or any dataset in the same layout) from a folder of IDX files.
+"""MNIST, Fashion-MNIST (or any dataset in the same layout) from a folder of IDX files.
 
 Expected files, each optionally gzip-compressed (``name.gz``)::
 
@@ -64,7 +64,8 @@ def _pair(folder, images, labels, split):
     return x[:, None, :, :].copy(), y.astype(np.int64)
 
 
-def load_mnist(data_dir) -> Dataset:
+def load_mnist(data_dir, name: str = "mnist", class_names: tuple[str, ...] = ()) -> Dataset:
+    """The four IDX files of ``data_dir`` as a Dataset called ``name``."""
     folder = Path(data_dir)
     if not folder.is_dir():
         raise DatasetError(f"MNIST folder {folder} does not exist")
@@ -73,4 +74,4 @@ def load_mnist(data_dir) -> Dataset:
     if x_train.shape[1:] != x_test.shape[1:]:
         raise DatasetError(f"MNIST train images {x_train.shape[1:]} and test images "
                            f"{x_test.shape[1:]} differ in size")
-    return Dataset("mnist", x_train, y_train, x_test, y_test, 10)
+    return Dataset(name, x_train, y_train, x_test, y_test, 10, tuple(class_names))

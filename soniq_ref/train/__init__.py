@@ -2,6 +2,6 @@
 
 from .config import TrainConfig
 from .snapping import allocate, snap
-from .trainer import TrainResult, train
+from .trainer import EpochRecord, TrainResult, train
 
-__all__ = ["TrainConfig", "TrainResult", "train", "allocate", "snap"]
+__all__ = ["TrainConfig", "TrainResult", "EpochRecord", "train", "allocate", "snap"]

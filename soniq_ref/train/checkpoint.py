@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileformat import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 from ..layers import QuantLayer
 from ..layers.batchnorm import BatchNorm
 from ..optim import SGD

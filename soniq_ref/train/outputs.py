@@ -6,7 +6,10 @@
 activation-element-weighted, 32 for ``--fp32``), ``model_bytes`` (size of
 ``model.soniq``; for ``--fp32`` the float32 weights and biases), ``compression_vs_fp32``
 (float32 bytes of the same network's weights and biases / ``model_bytes``),
-``epochs_phase1``, ``epochs_phase2``, ``seed``, ``dataset``, ``model``.
+``epochs_phase1``, ``epochs_phase2``, ``seed``, ``dataset``, ``model``, and what
+the model file's metadata records (:mod:`.metadata`): ``input_shape``,
+``class_names``, ``weight_palette``, ``act_palette``, ``target_weight_bits``,
+``target_act_bits``, ``lr``, ``batch_size``, ``version``, ``threads``, ``backend``.
 """
 
 from __future__ import annotations
@@ -15,12 +18,17 @@ import json
 from pathlib import Path
 
 from .. import fileformat
+from ..atomic import atomic_write_bytes
 from ..plots import plot_bits, plot_curves
+from .float_model import FILE_NAME as FLOAT_FILE, save_float_model
+from .metadata import run_metadata
 from .trainer import TrainResult
 
 METRIC_KEYS = ("test_accuracy", "train_seconds", "mean_weight_bits", "mean_act_bits",
                "model_bytes", "compression_vs_fp32", "epochs_phase1", "epochs_phase2",
-               "seed", "dataset", "model")
+               "seed", "dataset", "model", "input_shape", "class_names", "weight_palette",
+               "act_palette", "target_weight_bits", "target_act_bits", "lr", "batch_size",
+               "version", "threads", "backend")
 
 
 def _float_bytes(result: TrainResult) -> int:
@@ -29,25 +37,30 @@ def _float_bytes(result: TrainResult) -> int:
 
 
 def write_run(result: TrainResult, out_dir) -> dict:
-    """Write metrics.json, curves.png and (unless fp32) model.soniq and bits.png."""
+    """Write metrics.json, curves.png, and model.soniq and bits.png (fp32: model_fp32.npz)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = result.config
     fp32_bytes = _float_bytes(result)
     if result.deploy is None:
         model_bytes = fp32_bytes
+        save_float_model(result.model, out / FLOAT_FILE, run_metadata(result))
     else:
-        model_bytes = fileformat.save(result.deploy, out / "model.soniq")
-        plot_bits(result.deploy, out / "bits.png")
+        model_bytes = fileformat.save(result.deploy, out / "model.soniq",
+                                      result.deploy.metadata)
+        plot_bits(result.deploy, out / "bits.png",
+                  (result.mean_weight_bits, result.mean_act_bits))
     plot_curves(result.history, out / "curves.png")
-    metrics = {"test_accuracy": result.test_accuracy,
-               "train_seconds": round(result.train_seconds, 3),
-               "mean_weight_bits": result.mean_weight_bits,
-               "mean_act_bits": result.mean_act_bits,
-               "model_bytes": model_bytes,
-               "compression_vs_fp32": fp32_bytes / model_bytes,
-               "epochs_phase1": config.epochs_phase1, "epochs_phase2": config.epochs_phase2,
-               "seed": config.seed, "dataset": config.dataset, "model": config.model}
-    fileformat.atomic_write_bytes(out / "metrics.json",
-                                  (json.dumps(metrics, indent=2) + "\n").encode("utf-8"))
+    meta = run_metadata(result)
+    values = {"test_accuracy": result.test_accuracy,
+              "train_seconds": round(result.train_seconds, 3),
+              "mean_weight_bits": result.mean_weight_bits,
+              "mean_act_bits": result.mean_act_bits,
+              "model_bytes": model_bytes,
+              "compression_vs_fp32": fp32_bytes / model_bytes,
+              "dataset": config.dataset, "version": meta["soniq_version"],
+              "input_shape": meta["input_shape"], "class_names": meta["class_names"],
+              **meta["training"]}
+    metrics = {k: values[k] for k in METRIC_KEYS}
+    atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     return metrics

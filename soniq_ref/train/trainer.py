@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +37,12 @@ from ..models import Sequential, build_model
 from ..optim import SGD, Adam, cosine_lr
 from . import checkpoint
 from .config import TrainConfig
+from .history import write_history
+from .metadata import run_metadata
+from .progress import PHASE_LABELS, Progress
 from .snapping import snap
 
 THETA_NAMES = ("theta_w", "theta_a")
-PHASE_LABELS = {"noise": "phase 1", "exact": "phase 2", "float": "fp32"}
 PHASE2_LR_FACTOR = 0.3
 EVAL_BATCH = 512
 
@@ -68,12 +70,15 @@ class TrainResult:
     mean_weight_bits: float
     mean_act_bits: float
     history: list = field(default_factory=list)
+    class_names: list = field(default_factory=list)   # label -> name
+    dataset: str | None = None                         # the data's name
+    input_shape: tuple = ()                            # one sample's shape
 
 
 def _limit(data: Dataset, config: TrainConfig) -> Dataset:
-    return Dataset(data.name, data.x_train[:config.limit_train], data.y_train[:config.limit_train],
-                   data.x_test[:config.limit_test], data.y_test[:config.limit_test],
-                   data.n_classes)
+    return replace(data, x_train=data.x_train[:config.limit_train],
+                   y_train=data.y_train[:config.limit_train],
+                   x_test=data.x_test[:config.limit_test], y_test=data.y_test[:config.limit_test])
 
 
 def as_float(x_uint8: np.ndarray) -> np.ndarray:
@@ -83,6 +88,8 @@ def as_float(x_uint8: np.ndarray) -> np.ndarray:
 
 def predict(model: Sequential, x_uint8: np.ndarray) -> np.ndarray:
     """Class predictions of ``model`` in its current mode, eval batch norm."""
+    if not len(x_uint8):
+        return np.zeros(0, np.int64)
     model.eval()
     out = [model.forward(as_float(x_uint8[i:i + EVAL_BATCH])).argmax(axis=1)
            for i in range(0, len(x_uint8), EVAL_BATCH)]
@@ -91,8 +98,8 @@ def predict(model: Sequential, x_uint8: np.ndarray) -> np.ndarray:
 
 
 def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
-    """Percentage of correct predictions."""
-    return 100.0 * float(np.mean(pred == labels)) if len(labels) else 0.0
+    """Percentage of correct predictions (NaN when there are no labels to check)."""
+    return 100.0 * float(np.mean(pred == labels)) if len(labels) else float("nan")
 
 
 def _optimizers(model: Sequential, config: TrainConfig, lr_scale: float):
@@ -123,10 +130,11 @@ class _Run:
     config: TrainConfig
     rng: np.random.Generator
     history: list
-    bar: object
+    progress: Progress
     run_dir: object              # where checkpoints go (None: no checkpoints)
     seconds_before: float        # training time spent before a resume
     start: float
+    callbacks: tuple = ()
 
     def elapsed(self) -> float:
         return self.seconds_before + time.perf_counter() - self.start
@@ -140,20 +148,39 @@ def _checkpoint(run: _Run, phase_index: int, epoch: int, optimizers: dict) -> No
                               "history": [asdict(r) for r in run.history],
                               "config": _config_json(run.config),
                               "train_seconds": run.elapsed()})
+    write_history(run.run_dir, run.history)
 
 
 def _config_json(config: TrainConfig) -> dict:
     return json.loads(json.dumps(config.as_dict()))
 
 
-def _diverged(run: _Run, phase: str, epoch: int, loss: float) -> TrainingDiverged:
-    where = f"{PHASE_LABELS[phase]}, epoch {epoch + 1}"
-    if run.run_dir is None:
-        return TrainingDiverged(f"the loss became {loss} ({where}); lower --lr")
+RESUME_MAY_CHANGE = ("lr",)     # options a resumed run may change (after a divergence)
+
+
+def _same_run(saved: dict, config: TrainConfig) -> bool:
+    """Whether a checkpoint's config is this run's, up to :data:`RESUME_MAY_CHANGE`."""
+    mine = _config_json(config)
+    return {k: v for k, v in saved.items() if k not in RESUME_MAY_CHANGE} == \
+        {k: v for k, v in mine.items() if k not in RESUME_MAY_CHANGE}
+
+
+def _diverged(run: _Run, phase: str, loss: float) -> TrainingDiverged:
+    where = f"{PHASE_LABELS[phase]}, epoch {len(run.history) + 1}"
+    lower = f"{run.config.lr / 10:g}"
+    saved = None if run.run_dir is None else Path(run.run_dir) / checkpoint.FILE_NAME
+    if saved is None:
+        return TrainingDiverged(f"the loss became {loss} ({where}); train again with a lower "
+                                f"learning rate (lr={lower})")
+    if not saved.is_file():
+        return TrainingDiverged(
+            f"the loss became {loss} ({where}) before any epoch completed, so there is no "
+            f"checkpoint to resume; start again with a lower learning rate, e.g. "
+            f"'--lr {lower} --force'")
     return TrainingDiverged(
-        f"the loss became {loss} ({where}); the last good checkpoint is kept in "
-        f"{Path(run.run_dir) / checkpoint.FILE_NAME}: lower the learning rate, or resume "
-        f"with 'soniq train --resume {run.run_dir}'")
+        f"the loss became {loss} ({where}); the checkpoint of the last good epoch is kept in "
+        f"{saved}: continue with a lower learning rate, 'soniq train --resume {run.run_dir} "
+        f"--lr {lower}'")
 
 
 def _run_phase(run: _Run, phase_index: int, phase: str, epochs: int, lr_scale: float,
@@ -187,7 +214,7 @@ def _run_phase(run: _Run, phase_index: int, phase: str, epochs: int, lr_scale: f
             if phase == "noise":
                 loss += budget.add_budget_grads(layers, config.lambda_w, config.lambda_a)
             if not np.isfinite(loss):
-                raise _diverged(run, phase, epoch, loss)
+                raise _diverged(run, phase, loss)
             grads = model.collect_grads()
             lr = cosine_lr(step, total, lr0)
             opt.step(grads, lr)
@@ -196,39 +223,55 @@ def _run_phase(run: _Run, phase_index: int, phase: str, epochs: int, lr_scale: f
             step += 1
             loss_sum += loss * len(idx)
             correct += int((logits.argmax(axis=1) == data.y_train[idx]).sum())
+            run.progress.batch(phase, len(run.history) + 1, loss_sum / (start + len(idx)))
         mean_w, mean_a = _mean_bits(model, phase)
         record = EpochRecord(phase, len(run.history) + 1, loss_sum / n, 100.0 * correct / n,
                              accuracy(predict(model, data.x_test), data.y_test), mean_w, mean_a)
         run.history.append(record)
         _checkpoint(run, phase_index, epoch + 1, optimizers)
-        run.bar.set_description(PHASE_LABELS[phase])
-        run.bar.set_postfix_str(f"epoch {record.epoch} loss {record.loss:.3f} "
-                                f"acc {record.train_accuracy:.1f}/{record.test_accuracy:.1f} "
-                                f"bits w{mean_w:.2f} a{mean_a:.2f}")
-        run.bar.update(1)
+        run.progress.epoch(record)
+        for callback in run.callbacks:
+            callback(record)
 
 
 def _deploy_accuracy(deploy: DeployModel, data: Dataset) -> float:
+    if not len(data.x_test):
+        return float("nan")
     pred = np.concatenate([deploy.forward(data.x_test[i:i + EVAL_BATCH]).argmax(axis=1)
                            for i in range(0, len(data.x_test), EVAL_BATCH)])
     return accuracy(pred, data.y_test)
 
 
 def train(config: TrainConfig, *, progress: bool = False, run_dir=None,
-          resume: bool = False) -> TrainResult:
-    """Run ``config`` end to end; ``progress`` shows a bar on stderr.
+          resume: bool = False, callbacks=()) -> TrainResult:
+    """Run ``config`` end to end; ``progress`` shows progress on stderr.
 
-    With ``run_dir`` a checkpoint is written there after every epoch; with
-    ``resume`` the run continues from that checkpoint (which must come from the
-    same config) and ends exactly as an uninterrupted run would.
+    With ``run_dir`` a checkpoint (and ``history.csv``) is written there after every
+    epoch; with ``resume`` the run continues from that checkpoint (which must come
+    from the same config, up to the learning rate) and, with the same learning rate,
+    ends exactly as an uninterrupted run would. Each of ``callbacks`` is called with
+    every epoch's :class:`EpochRecord`.
     """
+    config.validate()
+    data = _limit(load_dataset(config.dataset, config.data_dir), config)
+    model_kwargs = dict(weight_palette=config.weight_palette, act_palette=config.act_palette,
+                        seed=config.seed)
+    model_kwargs.update(channels=config.channels) if config.model == "cnn" else \
+        model_kwargs.update(hidden=config.hidden)
+    model = build_model(config.model, data.input_shape, data.n_classes, **model_kwargs)
+    return run_training(model, data, config, progress=progress, run_dir=run_dir,
+                        resume=resume, callbacks=callbacks)
+
+
+def run_training(model: Sequential, data: Dataset, config: TrainConfig, *, progress=False,
+                 run_dir=None, resume=False, callbacks=()) -> TrainResult:
+    """Train ``model`` on ``data`` as ``config`` says (its dataset and model fields unused)."""
     from threadpoolctl import threadpool_limits
 
-    config.validate()
     if resume and run_dir is None:
         raise ValueError("resume needs the run folder that holds the checkpoint")
     with threadpool_limits(limits=1, user_api="blas"):
-        return _train(config, progress, run_dir, resume)
+        return _train(model, data, config, progress, run_dir, resume, tuple(callbacks))
 
 
 def _phases(config: TrainConfig) -> list[tuple[str, int, float]]:
@@ -238,29 +281,23 @@ def _phases(config: TrainConfig) -> list[tuple[str, int, float]]:
                                                    PHASE2_LR_FACTOR)]
 
 
-def _train(config: TrainConfig, progress: bool, run_dir, resume: bool) -> TrainResult:
-    from tqdm import tqdm
-
-    data = _limit(load_dataset(config.dataset, config.data_dir), config)
-    model_kwargs = dict(weight_palette=config.weight_palette, act_palette=config.act_palette,
-                        seed=config.seed)
-    model_kwargs.update(channels=config.channels) if config.model == "cnn" else \
-        model_kwargs.update(hidden=config.hidden)
-    model = build_model(config.model, data.input_shape, data.n_classes, **model_kwargs)
+def _train(model, data, config, progress, run_dir, resume, callbacks) -> TrainResult:
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
     saved, at = None, {"phase_index": 0, "epoch": 0, "history": [], "train_seconds": 0.0}
     if resume:
         saved = checkpoint.load(run_dir)
         at = saved[1]["progress"]
-        if at["config"] != _config_json(config):
+        if not _same_run(at["config"], config):
             raise checkpoint.CheckpointError(
                 f"the checkpoint in {run_dir} was written by a run with other options")
     history = [EpochRecord(**r) for r in at["history"]]
     total_epochs = config.epochs_phase1 + config.epochs_phase2
-    with tqdm(total=total_epochs, initial=len(history), disable=not progress, unit="epoch",
-              leave=True) as bar:
-        run = _Run(model, data, config, rng, history, bar, run_dir, at["train_seconds"],
-                   time.perf_counter())
+    steps = -(-len(data.x_train) // config.batch_size)
+    shown = Progress(progress, total_epochs)
+    shown.start(total_epochs * steps, len(history) * steps)
+    run = _Run(model, data, config, rng, history, shown, run_dir, at["train_seconds"],
+               time.perf_counter(), callbacks)
+    try:
         for index, (phase, epochs, lr_scale) in enumerate(_phases(config)):
             if index < at["phase_index"]:
                 continue
@@ -270,14 +307,19 @@ def _train(config: TrainConfig, progress: bool, run_dir, resume: bool) -> TrainR
             _run_phase(run, index, phase, epochs, lr_scale,
                        start_epoch=at["epoch"] if resumed_here else 0,
                        saved=saved if resumed_here else None)
+    finally:
+        shown.close()
     if config.fp32:
         return TrainResult(config, model, None, accuracy(predict(model, data.x_test), data.y_test),
-                           run.elapsed(), 32.0, 32.0, history)
+                           run.elapsed(), 32.0, 32.0, history, data.names, data.name,
+                           data.input_shape)
     model.set_mode("exact")
     deploy = DeployModel.from_model(model, data.input_shape)
     mean_w, mean_a = budget.hard_mean_bits(model.quant_layers())
-    return TrainResult(config, model, deploy, _deploy_accuracy(deploy, data), run.elapsed(),
-                       mean_w, mean_a, history)
+    result = TrainResult(config, model, deploy, _deploy_accuracy(deploy, data), run.elapsed(),
+                         mean_w, mean_a, history, data.names, data.name, data.input_shape)
+    deploy.metadata = run_metadata(result)
+    return result
 
 
 def _snap(run: _Run) -> None:

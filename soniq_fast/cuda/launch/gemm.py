@@ -19,7 +19,7 @@ from .pack import pack_planes, plane_row_sums
 LAYOUT = {
     "int8_gemm": (64, 64, (16, 16)),         # int8_gemm.cu: 16 x 16 threads, 4 x 4 outputs each
     "bitserial_gemm": (32, 32, (16, 16)),    # bitserial_gemm.cu: 16 x 16 threads, 2 x 2 each
-    "mma_gemm": (64, 32, (128,)),            # mma_gemm.cu: 4 warps x 16 rows, 4 x 8 columns
+    "mma_gemm": (64, 64, (128,)),            # mma_gemm.cu: 4 warps x 16 rows, 8 x 8 columns
 }
 
 

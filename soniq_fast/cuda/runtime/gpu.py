@@ -27,8 +27,11 @@ class GpuRuntime:
 
     name = "gpu"
 
-    def __init__(self):
+    def __init__(self, extra_options=()):
+        """``extra_options``: more NVRTC options, e.g. ``("-DMMA_CHAIN=0",)`` to time a
+        kernel variant (benchmarks/cuda_gemm.py --define)."""
         self.cp = load_cupy()
+        self.options = NVRTC_OPTIONS + tuple(extra_options) + ("-I" + str(KERNEL_DIR),)
         self.compute_capability = int(self.cp.cuda.Device().compute_capability)  # e.g. "80"
         self._modules = {}
         self._constants = {}
@@ -36,8 +39,8 @@ class GpuRuntime:
     def function(self, name: str):
         path = kernel_file(name)
         if path.name not in self._modules:
-            self._modules[path.name] = self.cp.RawModule(
-                code=path.read_text(), options=NVRTC_OPTIONS + ("-I" + str(KERNEL_DIR),))
+            self._modules[path.name] = self.cp.RawModule(code=path.read_text(),
+                                                         options=self.options)
         return self._modules[path.name].get_function(name)
 
     def to_device(self, array):

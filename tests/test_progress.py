@@ -1,0 +1,59 @@
+"""Progress while training: on a terminal a bar that advances per mini-batch and labels
+its numbers; elsewhere one plain line per epoch; nothing with progress off."""
+
+import io
+
+from soniq_ref.train import EpochRecord
+from soniq_ref.train.progress import Progress
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def record(epoch, phase="noise"):
+    return EpochRecord(phase, epoch, 0.5, 90.0, 85.0, 2.5, 4.5)
+
+
+def test_terminal_bar_advances_per_batch_with_labels():
+    stream = Terminal()
+    progress = Progress(True, 2, stream=stream)
+    progress.start(total_steps=8, done_steps=0)
+    for step in range(4):
+        progress.batch("noise", 1, 1.0 / (step + 1))
+    progress.epoch(record(1))
+    for _ in range(4):
+        progress.batch("exact", 2, 0.1)
+    progress.close()
+    text = stream.getvalue()
+    assert "100%" in text and "left" in text
+    assert "phase 2 epoch 2/2" in text       # (redraws are rate-limited: the last one)
+    assert "loss 0.100" in text and "train 90.0%" in text and "test 85.0%" in text
+    assert "bits w2.50 a4.50" in text
+    assert max(len(line) for line in text.replace("\r", "\n").splitlines()) <= 100
+
+
+def test_plain_lines_when_not_a_terminal():
+    stream = io.StringIO()
+    progress = Progress(True, 2, stream=stream)
+    progress.start(total_steps=8, done_steps=0)
+    progress.batch("noise", 1, 0.3)
+    progress.epoch(record(1))
+    progress.epoch(record(2, "exact"))
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue() and len(lines) == 2
+    assert lines[0].startswith("phase 1 epoch 1/2: loss 0.500  train acc 90.00%  "
+                               "test acc 85.00%  bits w 2.50 a 4.50")
+    assert lines[1].startswith("phase 2 epoch 2/2:")
+
+
+def test_quiet_prints_nothing():
+    stream = Terminal()
+    progress = Progress(False, 1, stream=stream)
+    progress.start(4, 0)
+    progress.batch("noise", 1, 0.3)
+    progress.epoch(record(1))
+    progress.close()
+    assert stream.getvalue() == ""
