@@ -29,5 +29,5 @@ assert os.path.realpath(k.__file__).startswith(os.path.realpath(os.getcwd())), k
 print("sanitized build:", k.__file__)
 PY
 python -m pytest -q -p no:cacheprovider tests/test_cpu_backend.py tests/test_contract.py \
-    tests/test_cpu_deploy_paths.py \
+    tests/test_cpu_deploy_paths.py tests/test_packed_attacks.py \
     tests/test_concurrency.py -k "cpu or test_cpu_backend"

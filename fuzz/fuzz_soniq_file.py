@@ -35,7 +35,7 @@ import atheris
 import numpy as np
 
 with atheris.instrument_imports(include=["soniq_ref"]):
-    from soniq_ref import fileformat
+    from soniq_ref import container, fileformat
     from soniq_ref.deploy import DeployModel, QuantStage
     from soniq_ref.fileformat import SoniqFileError
 
@@ -89,8 +89,7 @@ def resign(data: bytes) -> bytes:
         meta["soniq_manifest"] = json.dumps(manifest)
         meta["soniq_manifest_sha256"] = hashlib.sha256(
             meta["soniq_manifest"].encode()).hexdigest()
-        text = json.dumps(header).encode()
-        return struct.pack("<Q", len(text)) + text + body
+        return container.encode_header(header) + body
     except Exception:       # not structured enough to re-sign: fuzz it as it is
         return data
 

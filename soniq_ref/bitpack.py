@@ -65,11 +65,41 @@ class PackedWeights:
             planes j >= bits[o] are zero.
     bits:   uint8 [N] -- weight bit width per output channel.
     shape:  the shape of the original code array ([N, K] or [O, C, kh, kw]).
+
+    Validated on construction (``ValueError``/``TypeError`` naming the field) and
+    immutable: the arrays are read-only copies, so neither the caller's arrays nor
+    the object's can change what the kernels see.
     """
 
     planes: np.ndarray
     bits: np.ndarray
     shape: tuple
+
+    def __post_init__(self):
+        planes, bits, shape = self._validated()
+        object.__setattr__(self, "planes", checks.frozen(planes))
+        object.__setattr__(self, "bits", checks.frozen(bits))
+        object.__setattr__(self, "shape", shape)
+
+    def check(self) -> "PackedWeights":
+        """Validate again (before every kernel): a packed object forced to change after
+        construction is refused, never computed with."""
+        self._validated()
+        return self
+
+    def _validated(self) -> tuple:
+        shape = checks.check_weight_shape("shape", self.shape)
+        bits = checks.check_bits("bits", self.bits, shape[0])
+        planes = checks.as_array("planes", self.planes, np.uint64, ndim=3)
+        k = int(np.prod(shape[1:], dtype=object))
+        if planes.shape != (shape[0], 8, words_for(k)):
+            raise ValueError(f"planes must have shape {[shape[0], 8, words_for(k)]} for "
+                             f"shape {list(shape)}, got {list(planes.shape)}")
+        if np.any(planes[np.arange(8)[None, :] >= bits[:, None]]):
+            raise ValueError("planes has bits set in a plane at or above its row's bits")
+        if k % WORD_BITS and planes.size and np.any(planes[..., -1] >> np.uint64(k % WORD_BITS)):
+            raise ValueError(f"planes has bits set beyond K = {k}")
+        return planes, bits, shape
 
     @property
     def k(self) -> int:
@@ -96,18 +126,24 @@ def check_weights(w_codes, w_bits) -> tuple[np.ndarray, np.ndarray]:
 def pack_weights(w_codes, w_bits) -> PackedWeights:
     """Pack weight codes ([N, K] or [O, C, kh, kw], uint8) with bits uint8 [N]."""
     w_codes, w_bits = check_weights(w_codes, w_bits)
-    flat = w_codes.reshape(w_codes.shape[0], -1)
+    flat = checks.rows(w_codes)
     planes = code_planes(flat, 8)
-    return PackedWeights(pack_bits(planes), w_bits.copy(), tuple(w_codes.shape))
+    return PackedWeights(pack_bits(planes), w_bits, tuple(w_codes.shape))
+
+
+def check_stored_bits(w_bits, stored: np.ndarray) -> None:
+    """``w_bits`` given beside a packed object must equal the bits stored in it."""
+    w_bits = checks.check_bits("w_bits", w_bits, stored.shape[0])
+    if not np.array_equal(w_bits, stored):
+        raise ValueError("w_bits disagrees with the bits stored in the packed weights")
 
 
 def unpack_weights(w_codes, w_bits, name: str = "w_codes") -> tuple[np.ndarray, np.ndarray]:
     """Accept codes + bits or a :class:`PackedWeights`; return validated (codes, bits)."""
     if isinstance(w_codes, PackedWeights):
+        w_codes.check()
         if w_bits is not None:
-            w_bits = checks.check_bits("w_bits", w_bits, w_codes.bits.shape[0])
-            if not np.array_equal(w_bits, w_codes.bits):
-                raise ValueError("w_bits disagrees with the bits stored in the packed weights")
+            check_stored_bits(w_bits, w_codes.bits)
         return w_codes.codes(), w_codes.bits
     if w_bits is None:
         raise TypeError("w_bits is required unless w_codes is a PackedWeights")

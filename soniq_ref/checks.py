@@ -13,6 +13,9 @@ import numpy as np
 
 MIN_BITS = 1
 MAX_BITS = 8
+# Largest stride, padding, kernel size and per-sample element count any backend runs (the
+# compiled kernels take 32-bit geometry); larger values are refused everywhere.
+MAX_GEOMETRY = 2 ** 31 - 1
 
 
 def as_array(name: str, value, dtype, ndim: int | None = None) -> np.ndarray:
@@ -96,9 +99,34 @@ def check_float32(name: str, value, length: int) -> np.ndarray:
     return arr
 
 
-def check_nonneg_int(name: str, value, minimum: int) -> int:
+def check_nonneg_int(name: str, value, minimum: int, maximum: int = MAX_GEOMETRY) -> int:
+    """An integer in ``minimum..maximum`` (a Python or NumPy integer, not a bool)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {int(value)}")
+    if not minimum <= int(value) <= maximum:
+        raise ValueError(f"{name} must be in {minimum}..{maximum}, got {int(value)}")
     return int(value)
+
+
+def frozen(value: np.ndarray) -> np.ndarray:
+    """A read-only C-contiguous copy of ``value`` that cannot be made writeable again (a
+    view of a read-only base): what a packed object keeps, so that editing the caller's
+    array, or the packed object's, never changes what the kernels see."""
+    base = np.array(value, copy=True, order="C")
+    base.setflags(write=False)
+    return base.view()
+
+
+def check_weight_shape(name: str, shape) -> tuple:
+    """The code shape a packed object records: [N, K] or [O, C, kh, kw], integers >= 0."""
+    if not isinstance(shape, tuple) or len(shape) not in (2, 4) or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 0
+            for v in shape):
+        raise ValueError(f"{name} must be a tuple (N, K) or (O, C, kh, kw) of integers >= 0, "
+                         f"got {shape!r}"[:300])
+    return tuple(int(v) for v in shape)
+
+
+def rows(values: np.ndarray) -> np.ndarray:
+    """``values`` [N, ...] viewed as [N, prod(...)], also when N or a dimension is 0."""
+    return values.reshape(values.shape[0], int(np.prod(values.shape[1:], dtype=np.int64)))

@@ -46,6 +46,7 @@ The fused forms take per-feature ``out_bits``/``out_ratio`` per position of the
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,10 +101,25 @@ class FlattenStage:
     pass
 
 
+MAX_GEOMETRY = checks.MAX_GEOMETRY
+
+
+def check_size(shape, where: str) -> int:
+    """The element count of ``shape`` in Python integers (no wrap), at most MAX_GEOMETRY."""
+    size = 1
+    for dim in shape:
+        size *= int(dim)
+    if size > MAX_GEOMETRY:
+        raise ValueError(f"{where}: {list(shape)} has {size} elements per sample, more than "
+                         f"the {MAX_GEOMETRY} any backend runs")
+    return size
+
+
 def stage_output_shape(stage, shape: tuple) -> tuple:
-    """Per-sample output shape of ``stage`` for per-sample input ``shape``."""
+    """Per-sample output shape of ``stage`` for per-sample input ``shape`` (Python ints)."""
+    shape = tuple(int(v) for v in shape)
     if isinstance(stage, FlattenStage):
-        return (int(np.prod(shape)),)
+        return (check_size(shape, "flatten input"),)
     if isinstance(stage, PoolStage):
         c, h, w = shape
         return (c, pool_output_size(h, stage.kernel, stage.stride),
@@ -164,6 +180,9 @@ def _link(stage: QuantStage, nxt: QuantLayer, shape: tuple, pools: list, flatten
     stage.per_feature = True
 
 
+MAX_PREPARED = 4     # backends whose packed weights a DeployModel keeps
+
+
 class DeployModel:
     """Stages from uint8 images [B, *input_shape] to float32 logits [B, n_classes]."""
 
@@ -172,6 +191,16 @@ class DeployModel:
         self.stages = list(stages)
         self.metadata = dict(metadata or {})     # free-form; saved in the .soniq header
         self._packed: dict[str, tuple] = {}
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        """Copies and pickles carry the stages, not the per-backend cache or its lock."""
+        state = dict(self.__dict__)
+        state.update(_packed={}, _lock=None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
 
     @property
     def quant_stages(self) -> list[QuantStage]:
@@ -216,8 +245,9 @@ class DeployModel:
                 shape = stage_output_shape(stage, shape)
             elif not isinstance(layer, ReLU):
                 raise ValueError(f"cannot export layer {type(layer).__name__}")
-        if not stages or stages[-1] is not current:
-            raise ValueError("the model must end with a quantized layer (the classifier)")
+        if not stages or stages[-1] is not current or current.kind != "linear":
+            raise ValueError("the model must end with a quantized linear layer (the "
+                             "classifier, logits [B, n_classes])")
         return cls(input_shape, stages)
 
     def _packed_weights(self, key: str, backend) -> list:
@@ -225,14 +255,20 @@ class DeployModel:
         return self._prepared(key, backend)[0]
 
     def _prepared(self, key: str, backend) -> tuple:
-        """(packed weights, the backend's ``trusted`` entries or None), once per backend."""
-        entry = self._packed.get(key, ())
+        """(packed weights, the backend's ``trusted`` entries or None), once per backend;
+        the last MAX_PREPARED backends are kept (least recently used dropped first)."""
+        with self._lock:
+            entry = self._packed.pop(key, ())
         if len(entry) != 3 or entry[0] is not backend:
             packed = [backend.pack_weights(s.w_codes, s.w_bits) for s in self.quant_stages]
             trusted = getattr(backend, "trusted", None)
             if trusted is not None and not self._checked_chain():
                 trusted = None
-            self._packed[key] = entry = (backend, packed, trusted)
+            entry = (backend, packed, trusted)
+        with self._lock:
+            self._packed[key] = entry
+            while len(self._packed) > MAX_PREPARED:
+                del self._packed[next(iter(self._packed))]
         return entry[1], entry[2]
 
     def _checked_chain(self) -> bool:
@@ -282,7 +318,7 @@ class DeployModel:
         codes, first = x, True
         for stage in self.stages:
             if isinstance(stage, FlattenStage):
-                codes = codes.reshape(codes.shape[0], -1)
+                codes = checks.rows(codes)
             elif isinstance(stage, PoolStage):
                 codes = pool(codes, stage.kernel, stage.stride)
             elif trusted is not None:
@@ -324,7 +360,7 @@ class DeployModel:
         if not stage.per_feature:
             return impl.requantize(acc, stage.scale, stage.bias, stage.out_bits, stage.out_ratio)
         positions = int(np.prod(acc.shape[2:]))
-        flat = impl.requantize(acc.reshape(acc.shape[0], -1), np.repeat(stage.scale, positions),
+        flat = impl.requantize(checks.rows(acc), np.repeat(stage.scale, positions),
                                np.repeat(stage.bias, positions), stage.out_bits, stage.out_ratio)
         return flat.reshape(acc.shape)
 
@@ -332,7 +368,7 @@ class DeployModel:
         """Class indices int64 [B] of uint8 images ``x`` [B, *input_shape]."""
         if len(x) == 0:
             return np.zeros(0, np.int64)
-        return np.concatenate([self.forward(x[i:i + batch], backend).argmax(axis=1)
+        return np.concatenate([_logits(self.forward(x[i:i + batch], backend)).argmax(axis=1)
                                for i in range(0, len(x), batch)])
 
     def predict_proba(self, x, backend="ref", batch: int = 512) -> np.ndarray:
@@ -384,6 +420,15 @@ def _out_bound(stage: QuantStage, out_shape: tuple):
         return top.reshape(out_shape)
     return np.ascontiguousarray(np.broadcast_to(top.reshape((o,) + (1,) * (len(out_shape) - 1)),
                                                 out_shape))
+
+
+def _logits(y: np.ndarray) -> np.ndarray:
+    """``y`` if it is logits [B, n_classes]; a model whose last stage gives anything else
+    (a convolution's [B, O, H, W]) has no class scores to compare with labels."""
+    if y.ndim != 2:
+        raise ValueError(f"the model's last stage gives {list(y.shape[1:])} per sample, not "
+                         f"logits [n_classes]: it has no classifier")
+    return y
 
 
 def _histogram(bits: np.ndarray) -> dict:

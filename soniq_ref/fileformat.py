@@ -1,20 +1,24 @@
 """The ``.soniq`` file: a deploy model in a safetensors container.
 
 Container (the safetensors layout, parsed here with the stdlib and NumPy so that
-every check is ours)::
+every check is ours; the byte level is :mod:`soniq_ref.container`)::
 
-    8 bytes   N, little-endian uint64: length of the JSON header
-    N bytes   JSON header (UTF-8, padded with spaces to a multiple of 8):
-                { "<tensor>": {"dtype": "U8"|"U64"|"F32", "shape": [...],
-                               "data_offsets": [begin, end]}, ...,
-                  "__metadata__": {"soniq_manifest": "<manifest JSON>",
+    8 bytes   N, little-endian uint64: length of the JSON header (at most 1 MiB)
+    N bytes   JSON header (UTF-8, padded with spaces to a multiple of 8), starting
+              with the signature {"__metadata__":{"soniq_format":"2",
+                { "__metadata__": {"soniq_format": "2",
+                                   "soniq_manifest": "<manifest JSON>",
                                    "soniq_manifest_sha256": "<hex digest of it>"},
+                  "<tensor>": {"data_offsets": [begin, end], "dtype": "U8"|"U64"|"F32",
+                               "shape": [...]}, ...,
                   "metadata": { free-form JSON object, optional } }
     rest      raw little-endian tensor bytes; the tensors tile it exactly
 
-Manifest (JSON): ``format`` = "soniq", ``format_version`` = 1, ``input_shape``,
-``n_classes``, ``stages`` (one object per deploy stage, see below) and
-``sha256`` (tensor name -> hex digest of its bytes). The manifest's own
+Manifest (JSON): ``format`` = "soniq", ``format_version`` = 2, ``input_shape``,
+``n_classes``, ``stages`` (one object per deploy stage, see below),
+``sha256`` (tensor name -> hex digest of its bytes) and, when the header has
+``metadata`` (a free-form object, not interpreted), ``metadata_sha256`` (the digest
+of its canonical JSON). The manifest's own
 SHA-256 (of its UTF-8 text) sits beside it, so that no flipped bit in the
 manifest can turn the file into a different valid model.
 
@@ -32,10 +36,11 @@ and the tensors::
 ``maxpool`` stores ``kernel`` and ``stride``; ``flatten`` nothing.
 
 :func:`save` writes atomically (temporary file in the same folder, then rename).
-:func:`load` validates everything -- container bounds, dtypes, shapes, digests,
-format version, palettes, bit widths, the shape chain and the bits handed from
-stage to stage -- and raises :class:`SoniqFileError` (a ``ValueError``) naming
-the problem. No declared size is ever allocated before it is checked against the
+:func:`load` validates everything -- signature and version first, container bounds,
+the schema (nothing the format does not define), dtypes, shapes, digests, palettes,
+bit widths, geometry, the shape chain and the bits handed from stage to stage, a
+linear classifier at the end -- and raises :class:`SoniqFileError` (a
+``ValueError``) naming the file and the problem. No declared size is ever allocated before it is checked against the
 bytes present; the loader's peak stays within 32 x the header's bytes (the JSON
 objects) + 10 x the tensor bytes (the model keeps one uint8 code per weight), see
 docs/reliability.md.
@@ -45,33 +50,38 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
-from pathlib import Path
 
 import numpy as np
 
+from . import checks, container
 from .atomic import atomic_write_bytes
 from .bitpack import pack_bits, unpack_bits, words_for, code_planes
-from .deploy import DeployModel, FlattenStage, PoolStage, QuantStage, stage_output_shape
+from .container import DTYPES, MAX_HEADER_BYTES, SoniqFileError, fail as _fail
+from .deploy import (MAX_GEOMETRY, DeployModel, FlattenStage, PoolStage, QuantStage,
+                     check_size, stage_output_shape)
+from .layers.pooling import max_pool_codes
 
 FORMAT = "soniq"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META_KEY = "soniq_manifest"
 META_DIGEST_KEY = "soniq_manifest_sha256"
-METADATA_KEY = "metadata"
-MAX_HEADER_BYTES = 64 << 20
-DTYPES = {"U8": np.dtype("<u1"), "U64": np.dtype("<u8"), "F32": np.dtype("<f4")}
-
-
-class SoniqFileError(ValueError):
-    """A .soniq file that is truncated, tampered with, of another version or inconsistent."""
-
-
+MANIFEST_KEYS = {"format", "format_version", "input_shape", "n_classes", "stages", "sha256"}
+OPTIONAL_MANIFEST_KEYS = {"metadata_sha256"}
+METADATA_KEY = container.METADATA_KEY
+QUANT_KEYS = {"type", "weight_shape", "stride", "padding", "act_bits_hi", "weight_palette",
+              "act_palette", "per_feature"}
+STAGE_KEYS = {"linear": QUANT_KEYS, "conv": QUANT_KEYS, "maxpool": {"type", "kernel", "stride"},
+              "flatten": {"type"}}
+CHUNK_BYTES = 1 << 18
+QUANT_TENSORS = ("weight_planes", "weight_bits", "input_bits", "scale", "bias")
+OUT_TENSORS = ("out_bits", "out_ratio")
 # ------------------------------------------------------------------------------ writing
 
 def weight_planes(w_codes: np.ndarray, w_bits: np.ndarray) -> np.ndarray:
     """uint64 [sum(w_bits), words]: each channel's own planes only (the compact form)."""
-    flat = w_codes.reshape(w_codes.shape[0], -1)
+    flat = checks.rows(w_codes)
     packed = pack_bits(code_planes(flat, 8))             # [O, 8, words]
     rows = [packed[o, :int(b)] for o, b in enumerate(w_bits)]
     return np.concatenate(rows, axis=0) if rows else np.zeros((0, words_for(flat.shape[1])),
@@ -81,14 +91,17 @@ def weight_planes(w_codes: np.ndarray, w_bits: np.ndarray) -> np.ndarray:
 def codes_from_planes(planes: np.ndarray, w_bits: np.ndarray, k: int) -> np.ndarray:
     """Inverse of :func:`weight_planes`: uint8 codes [O, k].
 
-    Unpacks one channel at a time, so beyond the result the only temporary is one
-    channel's planes as uint8 bits (a loader must not multiply the file's size).
+    Unpacks a block of channels per plane index at a time (about CHUNK_BYTES of
+    temporaries), so beyond the result a loader never multiplies the file's size.
     """
-    starts = np.concatenate([[0], np.cumsum(w_bits.astype(np.int64))])
+    starts = np.concatenate([[0], np.cumsum(w_bits.astype(np.int64))])[:-1]
     codes = np.zeros((len(w_bits), k), np.uint8)
-    for o in range(len(w_bits)):
-        for j, row in enumerate(unpack_bits(planes[starts[o]:starts[o + 1]], k)):
-            codes[o] |= row << j
+    step = max(1, CHUNK_BYTES // max(1, 64 * words_for(k)))
+    for o0 in range(0, len(w_bits), step):
+        block, first = w_bits[o0:o0 + step], starts[o0:o0 + step]
+        for j in range(int(block.max(initial=0))):
+            rows = np.flatnonzero(block > j)
+            codes[o0 + rows] |= unpack_bits(planes[first[rows] + j], k) << np.uint8(j)
     return codes
 
 
@@ -118,12 +131,22 @@ def _dtype_name(arr: np.ndarray) -> str:
     raise TypeError(f"unsupported tensor dtype {arr.dtype}")
 
 
-def to_bytes(model: DeployModel, metadata=None) -> bytes:
+def _metadata_text(metadata) -> str:
+    """The canonical JSON of a ``metadata`` dict (what its digest covers)."""
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    try:
+        return json.dumps(metadata, allow_nan=False, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata must be JSON-serializable: {exc}") from None
+
+
+def to_bytes(model: DeployModel, metadata: dict | None = None) -> bytes:
     """The complete .soniq file contents of ``model`` (deterministic).
 
-    ``metadata``: an optional free-form JSON object stored under the header's
-    top-level ``"metadata"`` key (e.g. ``model.metadata``: what the model was trained on
-    and how).
+    ``metadata``: an optional free-form JSON object stored under the header's top-level
+    ``"metadata"`` key (e.g. ``model.metadata``: what the model was trained on and how),
+    its SHA-256 in the manifest; written only when given.
     """
     tensors: dict[str, np.ndarray] = {}
     last = len(model.stages) - 1
@@ -134,24 +157,27 @@ def to_bytes(model: DeployModel, metadata=None) -> bytes:
                 "input_shape": list(model.input_shape), "n_classes": model.n_classes,
                 "stages": stages,
                 "sha256": {n: hashlib.sha256(b).hexdigest() for n, b in blobs.items()}}
-    header, offset = {}, 0
-    for name, arr in tensors.items():
-        header[name] = {"dtype": _dtype_name(arr), "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + len(blobs[name])]}
+    entries, offset = {}, 0
+    text = "{}" if metadata is None else _metadata_text(metadata)
+    if text != "{}":                    # an empty metadata is no metadata
+        manifest["metadata_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+        entries[METADATA_KEY] = json.loads(text)
+    for name in sorted(tensors):
+        entries[name] = {"dtype": _dtype_name(tensors[name]), "shape": list(tensors[name].shape),
+                         "data_offsets": [offset, offset + len(blobs[name])]}
         offset += len(blobs[name])
     manifest_text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
-    header["__metadata__"] = {META_KEY: manifest_text,
-                              META_DIGEST_KEY: hashlib.sha256(manifest_text.encode()).hexdigest()}
-    if metadata:
-        if not isinstance(metadata, dict):
-            raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
-        header[METADATA_KEY] = json.loads(json.dumps(metadata))
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + b"".join(blobs[n] for n in tensors)
+    meta = {META_KEY: manifest_text,
+            META_DIGEST_KEY: hashlib.sha256(manifest_text.encode()).hexdigest()}
+    text = container.header_text(entries, meta, FORMAT_VERSION)
+    if len(text) > MAX_HEADER_BYTES or container.nesting_depth(text) > container.MAX_JSON_DEPTH:
+        raise ValueError(f"the file header would exceed the format's limits "
+                         f"({MAX_HEADER_BYTES} bytes, {container.MAX_JSON_DEPTH} levels of "
+                         f"nesting): too many stages or too large a metadata")
+    return struct.pack("<Q", len(text)) + text + b"".join(blobs[n] for n in sorted(tensors))
 
 
-def save(model: DeployModel, path, metadata=None) -> int:
+def save(model: DeployModel, path, metadata: dict | None = None) -> int:
     """Write ``model`` (and ``metadata``, see :func:`to_bytes`) to ``path`` atomically;
     returns the file size in bytes."""
     data = to_bytes(model, metadata)
@@ -161,23 +187,19 @@ def save(model: DeployModel, path, metadata=None) -> int:
 
 # ------------------------------------------------------------------------------ reading
 
-def _fail(msg: str):
-    raise SoniqFileError(msg)
-
-
-def _int(entry: dict, key: str, where: str, least: int = 0) -> int:
+def _int(entry: dict, key: str, where: str, least: int = 0, most: int = MAX_GEOMETRY) -> int:
     value = entry.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        _fail(f"{where}: '{key}' must be an integer >= {least}, got {value!r}")
+    if type(value) is not int or not least <= value <= most:
+        _fail(f"{where}: '{key}' must be an integer in {least}..{most}, got {value!r}"[:300])
     return value
 
 
 def _int_list(value, where: str, least: int = 1, length=None) -> list[int]:
     if not isinstance(value, list) or (length is not None and len(value) not in length) or \
-            not all(isinstance(v, int) and not isinstance(v, bool) and v >= least for v in value):
-        _fail(f"{where} must be a list of integers >= {least}"
-              + (f" of length {' or '.join(map(str, length))}" if length else "")
-              + f", got {value!r}")
+            not all(type(v) is int and least <= v <= MAX_GEOMETRY for v in value):
+        _fail((f"{where} must be a list of integers in {least}..{MAX_GEOMETRY}"
+               + (f" of length {' or '.join(map(str, length))}" if length else "")
+               + f", got {value!r}")[:300])
     return value
 
 
@@ -188,95 +210,48 @@ def _palette(value, where: str) -> tuple[int, int]:
     return lo, hi
 
 
-def _unique_keys(pairs: list) -> dict:
-    out = {}
-    for key, value in pairs:
-        if key in out:
-            _fail(f"duplicate JSON key {key!r}")
-        out[key] = value
-    return out
-
-
-def _json(text, what: str):
-    """Parse ``text`` (bytes or str); duplicate keys, bad UTF-8, nesting too deep for
-    the parser and over-long integers are all a :class:`SoniqFileError`."""
-    try:
-        if isinstance(text, bytes):
-            text = text.decode("utf-8")
-        return json.loads(text, object_pairs_hook=_unique_keys)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        if isinstance(exc, SoniqFileError):
-            raise SoniqFileError(f"{what}: {exc}") from None
-        _fail(f"{what} is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}")
-
-
-def _split_container(raw: bytes) -> tuple[dict, memoryview]:
-    """-> (header dict, data region); checks the length prefix and JSON."""
-    if len(raw) < 8:
-        _fail(f"file is truncated: {len(raw)} bytes, shorter than the 8-byte header length")
-    (n,) = struct.unpack("<Q", raw[:8])
-    if n > MAX_HEADER_BYTES:
-        _fail(f"declared header length {n} exceeds the limit of {MAX_HEADER_BYTES} bytes")
-    if 8 + n > len(raw):
-        _fail(f"file is truncated: header declares {n} bytes but only {len(raw) - 8} follow")
-    header = _json(bytes(raw[8:8 + n]), "header")
-    if not isinstance(header, dict):
-        _fail("header must be a JSON object")
-    return header, memoryview(raw)[8 + n:]
-
-
-def _tensors(header: dict, data: memoryview) -> dict[str, np.ndarray]:
-    """Every tensor entry checked against the data region, which they must tile exactly."""
-    spans, out = [], {}
-    for name, entry in header.items():
-        if name in ("__metadata__", METADATA_KEY):
-            continue
-        where = f"tensor {name!r}"
-        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-            _fail(f"{where}: entry must have exactly dtype, shape and data_offsets")
-        if not isinstance(entry["dtype"], str) or entry["dtype"] not in DTYPES:
-            _fail(f"{where}: unsupported dtype {entry['dtype']!r} "
-                  f"(expected one of {', '.join(DTYPES)})")
-        shape = _int_list(entry["shape"], f"{where} shape", least=0)
-        if len(shape) > 8:
-            _fail(f"{where}: too many dimensions ({len(shape)})")
-        begin, end = _int_list(entry["data_offsets"], f"{where} data_offsets", least=0,
-                               length=(2,))
-        if not begin <= end <= len(data):
-            _fail(f"{where}: data_offsets [{begin}, {end}] fall outside the {len(data)} "
-                  f"data bytes (file truncated?)")
-        dtype = DTYPES[entry["dtype"]]
-        if int(np.prod(shape, dtype=object)) * dtype.itemsize != end - begin:
-            _fail(f"{where}: shape {shape} of {entry['dtype']} needs "
-                  f"{int(np.prod(shape, dtype=object)) * dtype.itemsize} bytes, "
-                  f"data_offsets give {end - begin}")
-        spans.append((begin, end, name))
-        try:
-            out[name] = np.frombuffer(data[begin:end], dtype).reshape(shape)
-        except ValueError:          # an empty tensor with a dimension beyond NumPy's range
-            _fail(f"{where}: shape {shape} is not a valid array shape")
-    position = 0
-    for begin, end, name in sorted(spans):
-        if begin != position:
-            _fail(f"tensor data is not contiguous at tensor {name!r} (offset {begin}, "
-                  f"expected {position})")
-        position = end
-    if position != len(data):
-        _fail(f"{len(data) - position} unexpected bytes after the last tensor")
-    return out
+def _keys(entry: dict, allowed: set, where: str, optional: set = frozenset()) -> None:
+    """``entry`` has exactly the keys ``allowed`` (plus any of ``optional``)."""
+    missing, extra = allowed - set(entry), set(entry) - allowed - optional
+    if missing or extra:
+        _fail(f"{where}: " + "; ".join(
+            part for part in (f"missing {', '.join(sorted(missing))}" if missing else "",
+                              f"keys the format does not define: {', '.join(sorted(extra))}"
+                              if extra else "") if part)[:300])
 
 
 def _manifest(header: dict) -> dict:
     meta = header.get("__metadata__")
-    if not isinstance(meta, dict) or not isinstance(meta.get(META_KEY), str):
-        _fail(f"header lacks __metadata__.{META_KEY}: not a .soniq file")
-    manifest = _json(meta[META_KEY], "manifest")
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        _fail("header __metadata__ must be an object of strings")
+    _keys(meta, {container.VERSION_KEY, META_KEY, META_DIGEST_KEY}, "header __metadata__")
+    manifest = container.parse_json(meta[META_KEY], "manifest")
+    if not isinstance(manifest, dict):
+        _fail("manifest must be a JSON object")
+    _keys(manifest, MANIFEST_KEYS, "manifest", OPTIONAL_MANIFEST_KEYS)
+    if manifest["format"] != FORMAT:
         _fail("manifest 'format' is not 'soniq'")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    version = manifest["format_version"]
+    if type(version) is not int or version != FORMAT_VERSION:
         _fail(f"unsupported format_version {version!r}; this reader supports {FORMAT_VERSION}")
     return manifest
+
+
+def _metadata(header: dict, manifest: dict) -> dict:
+    """The header's free-form ``metadata`` object ({} when absent), checked against the
+    manifest's ``metadata_sha256`` (so a changed byte of it is refused too)."""
+    if METADATA_KEY not in header:
+        if "metadata_sha256" in manifest:
+            _fail("the manifest lists a metadata digest but the header has no 'metadata'")
+        return {}
+    metadata = header[METADATA_KEY]
+    if not isinstance(metadata, dict):
+        _fail(f"header '{METADATA_KEY}' must be a JSON object")
+    digest = hashlib.sha256(_metadata_text(metadata).encode()).hexdigest()
+    if manifest.get("metadata_sha256") != digest:
+        _fail("the header's 'metadata' fails its SHA-256 check (metadata_sha256): file "
+              "corrupted or tampered with")
+    return metadata
 
 
 def _check_manifest_digest(header: dict) -> None:
@@ -318,38 +293,48 @@ def _finite(arr, name, positive=False):
         _fail(f"tensor {name!r} must be finite" + (" and > 0" if positive else ""))
 
 
+def _check_fit(where: str, kind: str, wshape: list, shape: tuple, stride: int,
+               padding: int) -> None:
+    """The stage's weights fit the input ``shape`` the previous stage gives."""
+    n_in = wshape[1]
+    if kind == "linear":
+        if shape != (n_in,):
+            _fail(f"{where}: weights expect input [{n_in}], the previous stage gives "
+                  f"{list(shape)}")
+        if stride != 1 or padding != 0:
+            _fail(f"{where}: a linear stage has stride 1 and padding 0")
+        return
+    if len(shape) != 3 or shape[0] != n_in:
+        _fail(f"{where}: weights expect {n_in} input channels, previous stage gives "
+              f"{list(shape)}")
+    if padding >= min(wshape[2:]) or shape[1] + 2 * padding < wshape[2] or \
+            shape[2] + 2 * padding < wshape[3]:
+        _fail(f"{where}: kernel {wshape[2:]} with padding {padding} does not fit input "
+              f"{list(shape)}")
+
+
 def _quant_stage(i, entry, tensors, shape, last) -> QuantStage:
     where = f"stage {i} ({entry['type']})"
     kind = entry["type"]
-    wshape = _int_list(entry.get("weight_shape"), f"{where} weight_shape", least=1,
+    wshape = _int_list(entry["weight_shape"], f"{where} weight_shape", least=1,
                        length=(2,) if kind == "linear" else (4,))
-    o, k = wshape[0], int(np.prod(wshape[1:]))
-    w_pal = _palette(entry.get("weight_palette"), f"{where} weight_palette")
-    a_pal = _palette(entry.get("act_palette"), f"{where} act_palette")
-    hi = _int(entry, "act_bits_hi", where, least=1)
+    o, k = wshape[0], check_size(wshape[1:], f"{where} weight_shape")
+    w_pal = _palette(entry["weight_palette"], f"{where} weight_palette")
+    a_pal = _palette(entry["act_palette"], f"{where} act_palette")
+    hi = _int(entry, "act_bits_hi", where, least=1, most=8)
     if hi != a_pal[1]:
         _fail(f"{where}: act_bits_hi {hi} differs from the act_palette high level {a_pal[1]}")
     stride, padding = _int(entry, "stride", where, 1), _int(entry, "padding", where, 0)
-    per_feature = entry.get("per_feature")
+    per_feature = entry["per_feature"]
     if not isinstance(per_feature, bool):
         _fail(f"{where}: 'per_feature' must be true or false")
-    n_in = wshape[1]
-    if kind == "linear" and shape != (n_in,):
-        _fail(f"{where}: weights expect input [{n_in}], the previous stage gives {list(shape)}")
-    if kind == "conv":
-        if len(shape) != 3 or shape[0] != n_in:
-            _fail(f"{where}: weights expect {n_in} input channels, previous stage gives "
-                  f"{list(shape)}")
-        if padding >= min(wshape[2:]) or shape[1] + 2 * padding < wshape[2] or \
-                shape[2] + 2 * padding < wshape[3]:
-            _fail(f"{where}: kernel {wshape[2:]} with padding {padding} does not fit input "
-                  f"{list(shape)}")
+    _check_fit(where, kind, wshape, shape, stride, padding)
     w_bits = _tensor(tensors, f"{i}.weight_bits", "U8", [o])
     _bits_in(w_bits, w_pal, f"{i}.weight_bits")
     planes = _tensor(tensors, f"{i}.weight_planes", "U64", [int(w_bits.sum()), words_for(k)])
     if k % 64 and np.any(planes[:, -1] >> np.uint64(k % 64)):
         _fail(f"tensor '{i}.weight_planes' has bits set beyond K = {k}")
-    a_bits = _tensor(tensors, f"{i}.input_bits", "U8", [n_in])
+    a_bits = _tensor(tensors, f"{i}.input_bits", "U8", [wshape[1]])
     _bits_in(a_bits, range(a_pal[0], a_pal[1] + 1), f"{i}.input_bits")
     scale, bias = (_tensor(tensors, f"{i}.{n}", "F32", [o]) for n in ("scale", "bias"))
     _finite(scale, f"{i}.scale")
@@ -357,11 +342,10 @@ def _quant_stage(i, entry, tensors, shape, last) -> QuantStage:
     stage = QuantStage(kind, codes_from_planes(planes, w_bits, k).reshape(wshape), w_bits,
                        a_bits, hi, w_pal, a_pal, stride, padding, scale, bias,
                        per_feature=per_feature)
+    if per_feature and (last or kind != "conv"):
+        _fail(f"{where}: per_feature output needs a convolution that is not the last stage")
     if not last:
-        out_shape = stage_output_shape(stage, shape)
-        n_out = int(np.prod(out_shape)) if per_feature else o
-        if per_feature and len(out_shape) != 3:
-            _fail(f"{where}: per_feature output needs a convolution")
+        n_out = check_size(stage_output_shape(stage, shape), where) if per_feature else o
         stage.out_bits = _tensor(tensors, f"{i}.out_bits", "U8", [n_out])
         _bits_in(stage.out_bits, range(1, 9), f"{i}.out_bits")
         stage.out_ratio = _tensor(tensors, f"{i}.out_ratio", "F32", [n_out])
@@ -369,67 +353,97 @@ def _quant_stage(i, entry, tensors, shape, last) -> QuantStage:
     return stage
 
 
-def _flowing_bits(stage: QuantStage, shape: tuple, pools: list) -> np.ndarray:
-    """The bits of the codes ``stage`` hands on, after the pools between (per feature)."""
+def _stage_tensors(i: int, last: bool) -> set:
+    """The tensor names stage ``i`` (a linear or conv stage) must have, and no others."""
+    return {f"{i}.{name}" for name in QUANT_TENSORS + (() if last else OUT_TENSORS)}
+
+
+def _flowing_bits(stage: QuantStage, shape: tuple, pools: list, i: int) -> np.ndarray:
+    """The bits of the codes ``stage`` hands on, after the pools between (per feature).
+
+    Every position a pooling window reads must carry the same bits (the pooled
+    feature's); otherwise no input could ever run, and the file is refused."""
     if not stage.per_feature:
         return stage.out_bits
     grid = stage.out_bits.reshape(shape)
     for kernel, stride in pools:
-        h, w = (grid.shape[1] - kernel) // stride + 1, (grid.shape[2] - kernel) // stride + 1
-        grid = grid[:, :h * stride:stride, :w * stride:stride]
+        high = max_pool_codes(grid[None], kernel, stride)[0]
+        low = ~max_pool_codes(~grid[None], kernel, stride)[0]
+        if not np.array_equal(high, low):
+            _fail(f"stage {i}: per-feature out_bits differ inside a pooling window "
+                  f"(every position of a window must carry its pooled feature's bits)")
+        grid = high
     return grid.reshape(-1)
 
 
+def _stage(i: int, entry, tensors: dict, shape: tuple, last: bool):
+    """The stage ``entry`` describes (its keys, values and tensors checked)."""
+    kind = entry.get("type") if isinstance(entry, dict) else None
+    if kind not in STAGE_KEYS:
+        _fail(f"stage {i}: unknown type {kind!r}"[:200])
+    _keys(entry, STAGE_KEYS[kind], f"stage {i} ({kind})")
+    if kind == "flatten":
+        return FlattenStage()
+    if kind == "maxpool":
+        stage = PoolStage(_int(entry, "kernel", f"stage {i}", 1),
+                          _int(entry, "stride", f"stage {i}", 1))
+        if len(shape) != 3 or min(shape[1:]) < stage.kernel:
+            _fail(f"stage {i} (maxpool): kernel {stage.kernel} does not fit input "
+                  f"{list(shape)}")
+        return stage
+    return _quant_stage(i, entry, tensors, shape, last)
+
+
 def _stages(manifest: dict, tensors: dict) -> list:
-    shape = tuple(_int_list(manifest.get("input_shape"), "manifest input_shape", least=1,
+    shape = tuple(_int_list(manifest["input_shape"], "manifest input_shape", least=1,
                             length=(1, 3)))
-    entries = manifest.get("stages")
+    check_size(shape, "manifest input_shape")
+    entries = manifest["stages"]
     if not isinstance(entries, list) or not entries:
         _fail("manifest 'stages' must be a non-empty list")
-    used, stages, prev, prev_shape, pools = set(), [], None, None, []
+    expected, stages, pools = set(), [], []
+    prev = prev_index = prev_shape = None
     for i, entry in enumerate(entries):
-        kind = entry.get("type") if isinstance(entry, dict) else None
         last = i == len(entries) - 1
-        if kind == "flatten":
-            stage = FlattenStage()
-        elif kind == "maxpool":
-            stage = PoolStage(_int(entry, "kernel", f"stage {i}", 1),
-                              _int(entry, "stride", f"stage {i}", 1))
-            if len(shape) != 3 or min(shape[1:]) < stage.kernel:
-                _fail(f"stage {i} (maxpool): kernel {stage.kernel} does not fit input "
-                      f"{list(shape)}")
+        stage = _stage(i, entry, tensors, shape, last)
+        out_shape = stage_output_shape(stage, shape)
+        check_size(out_shape, f"stage {i} output")
+        if isinstance(stage, PoolStage):
             pools.append((stage.kernel, stage.stride))
-        elif kind in ("linear", "conv"):
-            stage = _quant_stage(i, entry, tensors, shape, last)
-            expected = np.full(stage.a_bits.shape, 8, np.uint8) if prev is None else \
-                _flowing_bits(prev, prev_shape, pools)
-            if not np.array_equal(stage.a_bits, expected):
+        elif isinstance(stage, QuantStage):
+            bits = np.full(stage.a_bits.shape, 8, np.uint8) if prev is None else \
+                _flowing_bits(prev, prev_shape, pools, prev_index)
+            if not np.array_equal(stage.a_bits, bits):
                 _fail(f"stage {i}: input_bits do not match the bits the previous stage "
                       f"produces" + (" (the first layer reads 8-bit pixels)" if prev is None
                                      else ""))
-            used.update(n for n in tensors if n.split(".", 1)[0] == str(i))
-            prev, pools = stage, []
-        else:
-            _fail(f"stage {i}: unknown type {kind!r}")
-        if kind in ("linear", "conv"):
-            prev_shape = stage_output_shape(stage, shape)
-        shape = stage_output_shape(stage, shape)
+            expected |= _stage_tensors(i, last)
+            prev, prev_index, prev_shape, pools = stage, i, out_shape, []
         stages.append(stage)
-    if not isinstance(stages[-1], QuantStage):
-        _fail("the last stage must be a linear or conv layer (the classifier)")
-    if manifest.get("n_classes") != stages[-1].out_channels:
-        _fail(f"manifest n_classes {manifest.get('n_classes')!r} differs from the last "
-              f"layer's {stages[-1].out_channels} outputs")
-    if used != set(tensors):
-        _fail(f"unexpected tensors: {', '.join(sorted(set(tensors) - used))}")
+        shape = out_shape
+    _check_classifier(manifest, stages, shape)
+    if expected != set(tensors):
+        _fail(f"unexpected tensors: {', '.join(sorted(set(tensors) - expected))}"[:300])
     return stages
 
 
-def from_bytes(raw: bytes) -> DeployModel:
-    """Parse and validate the contents of a .soniq file."""
-    header, data = _split_container(raw)
-    tensors = _tensors(header, data)
+def _check_classifier(manifest: dict, stages: list, shape: tuple) -> None:
+    """The last stage is a linear layer giving logits [n_classes]."""
+    if not isinstance(stages[-1], QuantStage) or stages[-1].kind != "linear":
+        _fail(f"the last stage must be a linear layer (the classifier) giving logits "
+              f"[B, n_classes]; this file's gives [B, {', '.join(map(str, shape))}]")
+    n_classes = manifest["n_classes"]
+    if type(n_classes) is not int or n_classes != stages[-1].out_channels:
+        _fail(f"manifest n_classes {n_classes!r} differs from the last layer's "
+              f"{stages[-1].out_channels} outputs"[:300])
+
+
+def _read(source) -> DeployModel:
+    """Parse and validate a file from ``source`` (see :mod:`soniq_ref.container`)."""
+    header, data_start = container.read_header(source, FORMAT_VERSION)
+    spans = container.tensor_spans(header, source.size - data_start)
     manifest = _manifest(header)
+    tensors = container.tensors(spans, source.read(data_start, source.size - data_start))
     _check_digests(manifest, tensors)
     try:
         stages = _stages(manifest, tensors)
@@ -437,21 +451,27 @@ def from_bytes(raw: bytes) -> DeployModel:
         raise
     except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
         raise SoniqFileError(f"inconsistent model description: {exc}") from None
+    metadata = _metadata(header, manifest)
     _check_manifest_digest(header)
-    metadata = header.get(METADATA_KEY, {})
-    if not isinstance(metadata, dict):
-        _fail(f"header '{METADATA_KEY}' must be a JSON object")
-    model = DeployModel(manifest["input_shape"], stages)
-    model.metadata = metadata
-    return model
+    return DeployModel(manifest["input_shape"], stages, metadata)
+
+
+def from_bytes(raw: bytes) -> DeployModel:
+    """Parse and validate the contents of a .soniq file."""
+    return _read(container.BytesSource(raw))
 
 
 def load(path) -> DeployModel:
-    """Read and validate a .soniq file; raises SoniqFileError (a ValueError) on any defect."""
+    """Read and validate a .soniq file; raises SoniqFileError (a ValueError) naming
+    ``path`` and the defect. The file is opened once and read bounded: signature and
+    header first, the tensor bytes only when the header accounts for every one."""
     try:
-        if Path(path).exists() and not Path(path).is_file():
-            _fail(f"cannot read {path}: not a regular file")
-        raw = Path(path).read_bytes()
+        fd, size = container.open_regular(path)
+        try:
+            return _read(container.FileSource(fd, size))
+        finally:
+            os.close(fd)
+    except SoniqFileError as exc:
+        raise SoniqFileError(f"{path}: {exc}") from None
     except OSError as exc:
-        raise SoniqFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return from_bytes(raw)
+        raise SoniqFileError(f"{path}: cannot read it: {exc.strerror or exc}") from None

@@ -79,7 +79,7 @@ def _shifted_rows(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
 def _float_levels(w_codes: np.ndarray, w_bits: np.ndarray) -> np.ndarray:
     """float64 [N, K]: :func:`signed_levels` ``q = 2k - n`` (exact, |q| <= 255), built
     in place so that no int64 copy of the weights is made."""
-    q = w_codes.reshape(w_codes.shape[0], -1).astype(np.float64)
+    q = checks.rows(w_codes).astype(np.float64)
     q *= 2
     q -= weight_levels(w_bits).astype(np.float64)[:, None]
     return q
@@ -116,6 +116,11 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int) -> np.nda
 
     Rows are ordered (b, out_row, out_col). Padding inserts zeros.
     """
+    if not isinstance(x, np.ndarray) or x.ndim != 4:
+        raise ValueError("x must be a 4-D array [B, C, H, W]")
+    kh, kw = checks.check_nonneg_int("kh", kh, 1), checks.check_nonneg_int("kw", kw, 1)
+    stride = checks.check_nonneg_int("stride", stride, 1)
+    padding = checks.check_nonneg_int("padding", padding, 0)
     b, c, h, w = x.shape
     ho = conv_output_size(h, kh, stride, padding)
     wo = conv_output_size(w, kw, stride, padding)

@@ -41,8 +41,16 @@ def _per_row(v: np.ndarray, ndim: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- weights
 
-def weight_levels(bits: np.ndarray) -> np.ndarray:
-    """``n = 2**bits - 1`` as int64: the largest code and the largest |level|."""
+def weight_levels(bits) -> np.ndarray:
+    """``n = 2**bits - 1`` as int64: the largest code and the largest |level|.
+
+    ``bits``: integer widths in 1..8 (array or scalar); anything else is refused."""
+    bits = np.asarray(bits)
+    if bits.dtype.kind not in "iu":
+        raise TypeError(f"bits must be integer bit widths in 1..8, got dtype {bits.dtype}")
+    if bits.size and (bits.min() < checks.MIN_BITS or bits.max() > checks.MAX_BITS):
+        raise ValueError(f"bits entries must be in 1..8, got {int(bits.min())}.."
+                         f"{int(bits.max())}")
     return (np.int64(1) << bits.astype(np.int64)) - 1
 
 
@@ -75,15 +83,27 @@ def quantize_weights(w: np.ndarray, alpha: np.ndarray, bits: np.ndarray) -> np.n
 
 
 def signed_levels(codes: np.ndarray, bits: np.ndarray) -> np.ndarray:
-    """Codes -> odd signed levels ``q = 2k - n`` (int64, same shape; bits along axis 0)."""
+    """Codes -> odd signed levels ``q = 2k - n`` (int64, same shape; bits along axis 0).
+
+    codes: uint8 [N, ...], each within its row's bits; bits: uint8 [N] in 1..8."""
+    codes = checks.as_array("codes", codes, np.uint8)
+    if codes.ndim < 1:
+        raise ValueError("codes must have at least one dimension (output channels)")
+    bits = checks.check_bits("bits", bits, codes.shape[0])
+    checks.check_codes("codes", codes, bits, axis=0)
     n = _per_row(weight_levels(bits), codes.ndim)
     return 2 * codes.astype(np.int64) - n
 
 
 def dequantize_weights(codes: np.ndarray, alpha: np.ndarray, bits: np.ndarray) -> np.ndarray:
-    """Codes -> float32 values ``step * q`` with ``step = alpha / n`` (float32)."""
-    step = weight_step(alpha, bits)
+    """Codes -> float32 values ``step * q`` with ``step = alpha / n`` (float32).
+
+    Arguments as :func:`signed_levels`, plus alpha: float32 [N], finite, > 0."""
     q = signed_levels(codes, bits).astype(F32)
+    alpha = checks.check_float32("alpha", alpha, q.shape[0])
+    if np.any(alpha <= 0):
+        raise ValueError("alpha must be > 0 in every channel")
+    step = weight_step(alpha, bits)
     return _per_row(step, codes.ndim) * q
 
 
@@ -94,14 +114,43 @@ def weight_step(alpha: np.ndarray, bits: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------- activations
 
+def check_beta(beta) -> np.float32:
+    """The activation clip: a real scalar, finite and > 0 as float32 (1e39 is not)."""
+    if isinstance(beta, (bool, np.bool_)) or \
+            not isinstance(beta, (int, float, np.integer, np.floating)):
+        raise TypeError(f"beta must be a real number (the activation clip), got "
+                        f"{type(beta).__name__}")
+    with np.errstate(over="ignore"):
+        try:
+            value = F32(beta)
+        except OverflowError:           # an int beyond float range
+            value = F32(np.inf)
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"beta must be finite and > 0 in float32, got {beta!r}")
+    return value
+
+
 def act_step(beta, act_bits_hi: int) -> np.float32:
     """The layer's activation step ``s_a = beta / 2**A`` in float32."""
-    return F32(beta) / F32(2.0 ** act_bits_hi)
+    act_bits_hi = checks.check_bits_value("act_bits_hi", act_bits_hi)
+    step = check_beta(beta) / F32(2.0 ** act_bits_hi)
+    if step == 0:
+        raise ValueError(f"beta = {float(beta)!r} is too small: beta / 2**A underflows float32")
+    return step
 
 
 def act_ratio(beta, bits: np.ndarray) -> np.ndarray:
-    """float32 [C]: ``r_c = 2**bits[c] / beta`` (one float32 division)."""
-    return (F32(2.0) ** bits.astype(F32)) / F32(beta)
+    """float32 [C]: ``r_c = 2**bits[c] / beta`` (one float32 division); bits uint8 [C] in
+    1..8; a beta so small that a ratio overflows float32 is refused."""
+    beta = check_beta(beta)
+    bits = checks.as_array("bits", bits, np.uint8, ndim=1)
+    bits = checks.check_bits("bits", bits, bits.shape[0])
+    with np.errstate(over="ignore"):
+        ratio = (F32(2.0) ** bits.astype(F32)) / beta
+    if not np.all(np.isfinite(ratio)):
+        raise ValueError(f"beta = {float(beta)!r} is too small: 2**bits / beta overflows "
+                         f"float32")
+    return ratio
 
 
 def quantize_acts(x: np.ndarray, bits: np.ndarray, beta) -> np.ndarray:
@@ -115,8 +164,6 @@ def quantize_acts(x: np.ndarray, bits: np.ndarray, beta) -> np.ndarray:
         raise ValueError(f"x must be [M, C] or [B, C, H, W], got shape {x.shape}")
     bits = checks.check_bits("bits", bits, x.shape[1])
     checks.check_finite("x", x)
-    if not np.isfinite(beta) or beta <= 0:
-        raise ValueError(f"beta must be a finite float > 0, got {beta!r}")
     return codes_from_ratio(x, act_ratio(beta, bits), bits)
 
 

@@ -10,6 +10,17 @@ from hypothesis import strategies as st
 RAGGED_K = st.one_of(st.integers(1, 200), st.sampled_from([63, 64, 65, 127, 128, 129, 255, 257]))
 
 
+def json_paths(value, prefix=()):
+    """Every path into a JSON value (containers and leaves), for edits of file documents."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from json_paths(item, prefix + (key,))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from json_paths(item, prefix + (i,))
+
+
 @st.composite
 def bit_widths(draw, length, hi=8):
     """uint8 [length] widths in 1..hi: uniform, one constant, or a two-level palette."""

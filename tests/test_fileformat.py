@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from soniq_ref import fileformat
+from soniq_ref import container, fileformat
 from soniq_ref.fileformat import SoniqFileError
 from soniq_ref.train import TrainConfig, train
 
@@ -56,8 +56,9 @@ def test_a_safetensors_reader_sees_the_same_tensors(raw, tmp_path):
     path = tmp_path / "m.soniq"
     path.write_bytes(raw)
     tensors = st_numpy.load_file(str(path))
-    header, _ = fileformat._split_container(raw)
-    ours = fileformat._tensors(header, memoryview(raw)[8 + struct.unpack("<Q", raw[:8])[0]:])
+    header, start = container.read_header(container.BytesSource(raw), fileformat.FORMAT_VERSION)
+    ours = container.tensors(container.tensor_spans(header, len(raw) - start),
+                             memoryview(raw)[start:])
     assert set(tensors) == set(ours)
     for name in ours:
         np.testing.assert_array_equal(tensors[name], ours[name])
@@ -112,8 +113,7 @@ def _rewrite(raw, edit_header=None, edit_manifest=None, rehash=True):
                 b, e = entry["data_offsets"]
                 manifest["sha256"][name] = hashlib.sha256(data[b:e]).hexdigest()
     header["__metadata__"]["soniq_manifest"] = json.dumps(manifest)
-    text = json.dumps(header).encode()
-    return struct.pack("<Q", len(text)) + text + data
+    return container.encode_header(header) + data
 
 
 def _set(path, value):
@@ -126,7 +126,8 @@ def _set(path, value):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (_set(["format_version"], 2), "format_version"),
+    (_set(["format_version"], 1), "format_version"),
+    (_set(["format_version"], 3), "format_version"),
     (_set(["format"], "onnx"), "format"),
     (_set(["n_classes"], 11), "n_classes"),
     (_set(["input_shape"], [1, 16, 16]), "2.out_bits"),
@@ -170,7 +171,7 @@ def test_inconsistent_headers_are_refused(raw, edit, message):
 
 def test_a_plain_safetensors_file_is_not_a_soniq_file(raw):
     text = json.dumps({"w": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}}).encode()
-    with pytest.raises(SoniqFileError, match="not a .soniq file"):
+    with pytest.raises(SoniqFileError, match="not a SONIQ model file"):
         fileformat.from_bytes(struct.pack("<Q", len(text)) + text + b"\x01\x02")
 
 
@@ -195,12 +196,13 @@ def test_tampered_tensor_values_are_refused_even_with_a_fresh_digest(raw, model)
 def test_container_level_defects(raw, tmp_path):
     with pytest.raises(SoniqFileError, match="truncated"):
         fileformat.from_bytes(b"\x01\x02")
+    signed = container.SIGNATURE + b'2"}'
     with pytest.raises(SoniqFileError, match="exceeds the limit"):
-        fileformat.from_bytes(struct.pack("<Q", 2 ** 63) + b"{}")
+        fileformat.from_bytes(struct.pack("<Q", 2 ** 63) + signed)
     with pytest.raises(SoniqFileError, match="truncated"):
-        fileformat.from_bytes(struct.pack("<Q", 1000) + b"{}")
+        fileformat.from_bytes(struct.pack("<Q", 1000) + signed)
     with pytest.raises(SoniqFileError, match="JSON"):
-        fileformat.from_bytes(struct.pack("<Q", 4) + b"{{{{")
+        fileformat.from_bytes(struct.pack("<Q", len(signed) + 4) + signed + b"{{{{")
     with pytest.raises(SoniqFileError, match="unexpected bytes"):
         fileformat.from_bytes(raw + b"\x00" * 8)
     with pytest.raises(SoniqFileError, match="cannot read"):

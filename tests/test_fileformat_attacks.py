@@ -26,10 +26,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from soniq_ref import fileformat
+from soniq_ref import container, fileformat
+from soniq_ref.container import MAX_HEADER_BYTES, SIGNATURE
 from soniq_ref.deploy import DeployModel, QuantStage
 from soniq_ref.fileformat import SoniqFileError
 from soniq_ref.train import TrainConfig, train
+from strategies import json_paths
 
 SLOW_LOAD_SECONDS = 10.0      # the tiny model loads in milliseconds; this catches hangs
 JSON_FACTOR = 32              # Python objects per byte of header JSON, at worst
@@ -133,7 +135,7 @@ def _pack(header, manifest, data, resign=True, text=None):
         if resign:
             meta["soniq_manifest_sha256"] = hashlib.sha256(manifest_text.encode()).hexdigest()
     if text is None:
-        text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        return container.encode_header(header) + data
     return struct.pack("<Q", len(text)) + text + data
 
 
@@ -147,17 +149,6 @@ def _boundaries(raw):
             for offset in entry["data_offsets"]:
                 cuts.update({8 + n + offset - 1, 8 + n + offset, 8 + n + offset + 1})
     return sorted(c for c in cuts if 0 <= c < len(raw))
-
-
-def _paths(value, prefix=()):
-    """Every path into a JSON value (containers and leaves)."""
-    yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _paths(item, prefix + (key,))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _paths(item, prefix + (i,))
 
 
 def _get(value, path):
@@ -192,7 +183,7 @@ def hostile_values(original):
 @st.composite
 def edits(draw, document):
     """(path, operation, value): replace a value, delete a key or item, add a key."""
-    paths = [p for p in _paths(document) if p]
+    paths = [p for p in json_paths(document) if p]
     path = draw(st.sampled_from(paths))
     op = draw(st.sampled_from(["replace", "replace", "replace", "delete", "add"]))
     value = draw(hostile_values(_get(document, path))) if op != "delete" else None
@@ -322,7 +313,7 @@ def _edit_manifest(raw, edit):
     return _pack(header, manifest, tensors)
 
 
-@pytest.mark.parametrize("version", [0, 2, -1, "1", 1.5, None, [1], 2 ** 64])
+@pytest.mark.parametrize("version", [0, 1, 3, -1, "2", 2.0, True, None, [2], 2 ** 64])
 def test_wrong_format_version(raw, version):
     assert_refused(_edit_manifest(raw, lambda m: m.update(format_version=version)),
                    "format_version")
@@ -428,14 +419,14 @@ def test_missing_extra_renamed_and_duplicate_tensors(raw):
     manifest_renamed["sha256"]["2.scalE"] = manifest_renamed["sha256"].pop("2.scale")
     assert_refused(_pack(renamed, manifest_renamed, tensors), "2.scale")
     # the same name twice in the header JSON: which one a reader keeps must not matter
-    text = json.dumps(header, sort_keys=True, separators=(",", ":"))
+    text = container.encode_header(header)[8:].decode().rstrip()
     entry = '"2.scale":' + json.dumps(header["2.scale"], sort_keys=True, separators=(",", ":"))
     twice = text.replace(entry, entry + "," + entry).encode()
     assert_refused(_pack(header, manifest, tensors, text=twice), "duplicate")
     dup_manifest = json.dumps(manifest, sort_keys=True, separators=(",", ":")).replace(
         '"format":"soniq"', '"format":"soniq","format":"soniq"')
     meta = dict(header["__metadata__"], soniq_manifest=dup_manifest)
-    dup_text = json.dumps(dict(header, __metadata__=meta)).encode()
+    dup_text = container.encode_header(dict(header, __metadata__=meta))[8:]
     assert_refused(_pack(header, manifest, tensors, text=dup_text), "duplicate")
 
 
@@ -443,54 +434,75 @@ def _with_header(text: bytes, data: bytes = b"") -> bytes:
     return struct.pack("<Q", len(text)) + text + data
 
 
+def _signed(rest: bytes, data: bytes = b"") -> bytes:
+    """A header that starts with the SONIQ signature, then ``rest`` (more members, '}')."""
+    return _with_header(SIGNATURE + b'2"},' + rest, data)
+
+
+_SIGNED_META = SIGNATURE + b'2"'
+
+
 @pytest.mark.parametrize("data, match", [
     (b"", "truncated"),
     (b"\x00" * 7, "truncated"),
-    (struct.pack("<Q", 2 ** 64 - 1) + b"{}", "exceeds the limit"),
-    (struct.pack("<Q", (64 << 20) + 1) + b"{}", "exceeds the limit"),
-    (struct.pack("<Q", 10 ** 6) + b"{}" * 100, "truncated"),
-    (struct.pack("<Q", 3) + b"{}", "truncated"),
-    (_with_header(b"\xff\xfe{}"), "JSON"),
-    (_with_header(b'{"a": "\xc3\x28"}'), "JSON"),
-    (_with_header(b"not json"), "JSON"),
-    (_with_header(b"[]"), "object"),
-    (_with_header(b"null"), "object"),
-    (_with_header(b"{}"), "not a .soniq file"),
-    (_with_header(b'{"__metadata__": []}'), "not a .soniq file"),
-    (_with_header(b'{"__metadata__": {"soniq_manifest": 1}}'), "not a .soniq file"),
-    (_with_header(b'{"__metadata__": {"soniq_manifest": "{"}}'), "manifest"),
-    (_with_header(b'{"__metadata__": {"soniq_manifest": "[]"}}'), "format"),
-    (_with_header(b"[" * 100_000 + b"]" * 100_000), "JSON"),
-    (_with_header(b'{"a": ' + b"9" * 5000 + b"}"), "JSON"),
-    (_with_header(json.dumps({"__metadata__": {"soniq_manifest": "[" * 100_000}}).encode()),
+    (struct.pack("<Q", 2 ** 64 - 1) + SIGNATURE + b'2"}', "exceeds the limit"),
+    (struct.pack("<Q", MAX_HEADER_BYTES + 1) + SIGNATURE + b'2"}', "exceeds the limit"),
+    (struct.pack("<Q", 10 ** 6) + SIGNATURE + b'2"}' * 100, "truncated"),
+    (struct.pack("<Q", 100) + SIGNATURE + b'2"}', "truncated"),
+    (struct.pack("<Q", 2 ** 63) + b"{}", "not a SONIQ model file"),
+    (b"\x00" * 4096, "not a SONIQ model file"),
+    (b"PK\x03\x04" + b"\x00" * 100, "not a SONIQ model file"),
+    (_with_header(SIGNATURE + b'1"}'), "format version '1' is not supported"),
+    (_signed(b"\xff\xfe}"), "JSON"),
+    (_signed(b'"a": "\xc3\x28"}'), "JSON"),
+    (_signed(b"not json"), "JSON"),
+    (_with_header(b"[]"), "not a SONIQ model file"),
+    (_with_header(b"null"), "not a SONIQ model file"),
+    (_with_header(b"{}"), "not a SONIQ model file"),
+    (_with_header(b'{"__metadata__": []}'), "not a SONIQ model file"),
+    (_with_header(_SIGNED_META + b',"soniq_manifest": 1}}'), "__metadata__"),
+    (_with_header(_SIGNED_META + b',"soniq_manifest": "{", "soniq_manifest_sha256": ""}}'),
      "manifest"),
-    (_with_header(b'{"t": {"dtype": ["U8"], "shape": [1], "data_offsets": [0, 1]}}', b"x"),
+    (_with_header(_SIGNED_META + b',"soniq_manifest": "[]", "soniq_manifest_sha256": ""}}'),
+     "manifest"),
+    (_with_header(_SIGNED_META + b',"soniq_manifest": "{}", "soniq_manifest_sha256": "",'
+                  b'"x": ""}}'), "does not define"),
+    (_signed(b'"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"), "nested"),
+    (_signed(b'"a":' + b"[" * 33 + b"]" * 33 + b"}"), "nested"),
+    (_signed(b'"a": ' + b"9" * 5000 + b"}"), "JSON"),
+    (_with_header(_SIGNED_META + b',"soniq_manifest":' + json.dumps("[" * 100_000).encode()
+                  + b',"soniq_manifest_sha256": ""}}'), "nested"),
+    (_signed(b'"t": {"dtype": ["U8"], "shape": [1], "data_offsets": [0, 1]}}', b"x"),
      "dtype"),
-    (_with_header(b'{"t": {"dtype": "U8", "shape": "ab", "data_offsets": [0, 1]}}', b"x"),
+    (_signed(b'"t": {"dtype": "U8", "shape": "ab", "data_offsets": [0, 1]}}', b"x"),
      "shape"),
-    (_with_header(b'{"t": {"dtype": "U8", "shape": [1], "data_offsets": [1, 0]}}', b"x"),
+    (_signed(b'"t": {"dtype": "U8", "shape": [1], "data_offsets": [1, 0]}}', b"x"),
      "outside"),
-    (_with_header(b'{"t": {"dtype": "U8", "shape": [true], "data_offsets": [0, 1]}}', b"x"),
+    (_signed(b'"t": {"dtype": "U8", "shape": [true], "data_offsets": [0, 1]}}', b"x"),
      "shape"),
-    (_with_header(b'{"t": {"dtype": "U8", "shape": [1.0], "data_offsets": [0, 1]}}', b"x"),
+    (_signed(b'"t": {"dtype": "U8", "shape": [1.0], "data_offsets": [0, 1]}}', b"x"),
      "shape"),
-    (_with_header(b'{"t": [1, 2, 3]}', b"x"), "exactly dtype"),
+    (_signed(b'"t": [1, 2, 3]}', b"x"), "exactly dtype"),
 ])
 def test_hostile_containers(data, match):
     assert_refused(data, match)
 
 
 @pytest.mark.parametrize("payload", [
-    "[" + ",".join(["[]"] * 400_000) + "]",
-    "{\"a\": [" + ",".join(["{}"] * 400_000) + "]}",
-    json.dumps({"__metadata__": {"soniq_manifest": "[" + ",".join(["[]"] * 400_000) + "]"}}),
+    b'"a": [' + b",".join([b"[]"] * 340_000) + b"]}",
+    b'"a": [' + b",".join([b"{}"] * 340_000) + b"]}",
+    json.dumps(
+        {"__metadata__": {"soniq_format": "2",
+                          "soniq_manifest": "[" + ",".join(["[]"] * 150_000) + "]"}}).encode(),
     json.dumps({f"t{i}": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]}
-                for i in range(20_000)}),
-], ids=["nested-lists", "empty-dicts", "manifest-lists", "many-tensors"])
+                for i in range(15_000)}).encode()[1:],
+    b'"a": [' + b",".join([b"[]"] * 400_000) + b"]}",
+], ids=["nested-lists", "empty-dicts", "manifest-lists", "many-tensors", "over-the-limit"])
 def test_header_json_built_to_blow_up_memory_stays_bounded(payload):
     """Objects the JSON parser builds are what a large header costs; they stay within
     the bound (checked in ``attempt``) and the file is refused."""
-    assert_refused(_with_header(payload.encode()))
+    data = _with_header(payload) if payload.startswith(b"{") else _signed(payload)
+    assert_refused(data)
 
 
 def _large_model(o=512, k=4096):

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from soniq_ref import fileformat
+from soniq_ref import container, fileformat
 from soniq_ref.train import TrainConfig, train
 from soniq_ref.train.metadata import read_metadata
 
@@ -34,10 +34,8 @@ def test_a_metadata_that_is_not_an_object_is_refused(deploy):
     n = struct.unpack("<Q", raw[:8])[0]
     header = json.loads(raw[8:8 + n])
     header["metadata"] = [1, 2]
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
     with pytest.raises(fileformat.SoniqFileError, match="'metadata' must be a JSON object"):
-        fileformat.from_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+        fileformat.from_bytes(container.encode_header(header) + raw[8 + n:])
 
 
 @pytest.mark.parametrize("edit, message", [

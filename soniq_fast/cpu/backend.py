@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from soniq_ref import checks
-from soniq_ref.bitpack import PackedWeights, check_weights, words_for
+from soniq_ref.bitpack import PackedWeights, check_stored_bits, words_for
 from soniq_ref.epilogue import check_epilogue_args, check_requantize_args
 from soniq_ref.integer_core import _check_acts, check_conv_geometry
 from soniq_ref.layers.pooling import max_pool_codes as ref_max_pool_codes
@@ -75,16 +75,16 @@ class CpuBackend:
 
     def pack_weights(self, w_codes, w_bits) -> CpuPackedWeights:
         """Pack weight codes (uint8 [N, K] or [O, C, kh, kw]) with bits uint8 [N]."""
-        w_codes, w_bits = check_weights(w_codes, w_bits)
+        w_codes = checks.as_array("w_codes", w_codes, np.uint8)
         return CpuPackedWeights(w_codes, w_bits, w_codes.shape)
 
     def _weights(self, w_codes, w_bits) -> CpuPackedWeights:
-        """Validated packed weights from codes + bits, or a packed object (ours or ref's)."""
+        """Validated packed weights from codes + bits, or a packed object (ours or ref's),
+        checked unchanged since packing."""
         if isinstance(w_codes, (CpuPackedWeights, PackedWeights)):
+            w_codes.check()
             if w_bits is not None:
-                w_bits = checks.check_bits("w_bits", w_bits, w_codes.bits.shape[0])
-                if not np.array_equal(w_bits, w_codes.bits):
-                    raise ValueError("w_bits disagrees with the bits stored in the packed weights")
+                check_stored_bits(w_bits, w_codes.bits)
             if isinstance(w_codes, PackedWeights):
                 return CpuPackedWeights(w_codes.codes(), w_codes.bits, w_codes.shape)
             return w_codes
@@ -300,7 +300,7 @@ class _Trusted:
 
 def _check_packed(packed, a_bits, ndim: int, channels: int, expected: int) -> None:
     """Shapes only (what memory safety needs); the values were checked by the caller."""
-    if not isinstance(packed, CpuPackedWeights) or len(packed.shape) != ndim:
+    if not isinstance(packed, CpuPackedWeights) or len(packed.check().shape) != ndim:
         raise TypeError("the unchecked entries take this backend's packed weights")
     if channels != expected:
         raise ValueError(f"the codes have {channels} channels but the weights expect {expected}")

@@ -14,6 +14,7 @@ from . import _kernels
 ISA_NAMES = ("scalar", "avx2", "avx512")
 ISA_ENV = "SONIQ_CPU_ISA"
 THREADS_ENV = "SONIQ_NUM_THREADS"
+MAX_THREADS = 1024
 
 
 def supported(name: str) -> bool:
@@ -37,11 +38,11 @@ def check_isa(name, source: str = "isa") -> int:
 
 
 def check_threads(value, source: str = "num_threads") -> int:
-    """A thread count: an integer >= 1."""
+    """A thread count: an integer in 1..MAX_THREADS."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{source} must be an integer >= 1, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{source} must be >= 1, got {value}")
+        raise TypeError(f"{source} must be an integer in 1..{MAX_THREADS}, got {value!r}")
+    if not 1 <= value <= MAX_THREADS:
+        raise ValueError(f"{source} must be in 1..{MAX_THREADS}, got {value}")
     return value
 
 
@@ -63,5 +64,6 @@ def threads_from_env() -> int:
     try:
         count = int(value)
     except ValueError:
-        raise ValueError(f"{THREADS_ENV} must be an integer >= 1, got {value!r}") from None
+        raise ValueError(f"{THREADS_ENV} must be an integer in 1..{MAX_THREADS}, "
+                         f"got {value!r}") from None
     return check_threads(count, source=THREADS_ENV)

@@ -37,10 +37,12 @@ activation layout and code path and cached on the packed weights.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 
 import numpy as np
 
-from soniq_ref.bitpack import code_planes, pack_bits
+from soniq_ref import checks
+from soniq_ref.bitpack import check_weights, code_planes, pack_bits
 
 from .act_groups import ActGroup, act_groups
 
@@ -106,24 +108,51 @@ def choose_engine(w_bits: int, a_bits: int, policy: str = "auto", isa: str = "sc
     return POPCOUNT if w_bits * a_bits <= POPCOUNT_MAX_PLANE_PAIRS[isa] else INT8
 
 
+MAX_PLANS = 16      # activation layouts whose blocks a packed object keeps (LRU)
+
+
 class CpuPackedWeights:
     """Weight codes packed for the cpu backend (accepted by its linear_int / conv2d_int).
 
-    codes: uint8 [N, K] (flattened), bits: uint8 [N], shape: the original code shape
-    ([N, K] or [O, C, kh, kw]). Blocks for each activation layout are built on first use
-    and kept, so a layer packs its weights once and reuses them on every call.
+    codes: uint8 [N, K] (flattened) or in ``shape``, bits: uint8 [N], shape: the original
+    code shape ([N, K] or [O, C, kh, kw]); validated here like ``pack_weights``'s arguments
+    and kept as read-only copies (a snapshot: editing the caller's arrays changes nothing).
+    Blocks for each activation layout are built on first use and kept (the last
+    MAX_PLANS layouts), so a layer packs its weights once and reuses them on every call.
     """
 
     def __init__(self, codes: np.ndarray, bits: np.ndarray, shape: tuple):
-        self._codes = np.ascontiguousarray(codes.reshape(codes.shape[0], -1))
-        self._codes.setflags(write=False)
-        self.bits = bits.copy()
-        self.bits.setflags(write=False)
-        self.shape = tuple(shape)
+        shape = checks.check_weight_shape("w_codes shape", shape)
+        codes = checks.as_array("w_codes", codes, np.uint8)
+        if codes.size != int(np.prod(shape, dtype=object)) or codes.shape[:1] != shape[:1]:
+            raise ValueError(f"w_codes of shape {list(codes.shape)} do not fit shape "
+                             f"{list(shape)}")
+        codes, bits = check_weights(codes.reshape(shape), bits)
+        self._codes = checks.frozen(checks.rows(codes))
+        self.bits = checks.frozen(bits)
+        self._bits_bytes = self.bits.tobytes()
+        self.shape = shape
         self._by_width = {int(b): np.flatnonzero(self.bits == b).astype(np.int32)
                           for b in np.unique(self.bits)}
-        self._plans = {}
+        self._plans = OrderedDict()
         self._lock = threading.Lock()
+
+    def check(self) -> "CpuPackedWeights":
+        """Refuse (ValueError naming w_codes) an object edited since it was packed: the
+        kernels rely on its shapes and bits. O(N), run before every kernel."""
+        try:
+            n, k = self._codes.shape
+            ok = (self._codes.dtype == np.uint8 and not self._codes.flags.writeable
+                  and isinstance(self.bits, np.ndarray) and self.bits.dtype == np.uint8
+                  and self.bits.shape == (n,) and self.bits.tobytes() == self._bits_bytes
+                  and checks.check_weight_shape("shape", self.shape)[0] == n
+                  and int(np.prod(self.shape[1:], dtype=object)) == k)
+        except (AttributeError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError("w_codes: the packed weights were changed after packing; "
+                             "pack the codes again")
+        return self
 
     @property
     def k(self) -> int:
@@ -136,26 +165,35 @@ class CpuPackedWeights:
     def plan(self, k_bits: np.ndarray, act_bits_hi: int, policy: str = "auto",
              isa: str = "scalar"):
         """(groups, blocks, engines) for activations whose K positions have widths ``k_bits``."""
-        key = (act_bits_hi, policy, isa, k_bits.tobytes())
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._build(k_bits, act_bits_hi, policy, isa)
-            with self._lock:
-                plan = self._plans.setdefault(key, plan)
-        return plan
+        return self._cached((act_bits_hi, policy, isa, k_bits.tobytes()),
+                            lambda: self._build(k_bits, act_bits_hi, policy, isa))
+
+    def _cached(self, key, build):
+        """The cached value for ``key`` (built on a miss); the least recently used of more
+        than MAX_PLANS entries is dropped, so distinct layouts cannot grow memory."""
+        with self._lock:
+            value = self._plans.get(key)
+            if value is not None:
+                self._plans.move_to_end(key)
+                return value
+        value = build()
+        with self._lock:
+            value = self._plans.setdefault(key, value)
+            while len(self._plans) > MAX_PLANS:
+                self._plans.popitem(last=False)
+        return value
 
     def direct(self, k_bits: np.ndarray, act_bits_hi: int) -> np.ndarray:
         """int16 [N, K rounded up to even]: ``q << (A - ba)`` with ``q = 2 w - (2^bw - 1)``,
         the weights of the direct conv (core/direct_conv_avx2.c); zero past K."""
-        key = ("direct", act_bits_hi, k_bits.tobytes())
-        weights = self._plans.get(key)
-        if weights is None:
-            n, k = self._codes.shape
-            q = 2 * self._codes.astype(np.int16) - ((1 << self.bits.astype(np.int16)) - 1)[:, None]
-            weights = np.zeros((n, k + k % 2), np.int16)
-            weights[:, :k] = q << (act_bits_hi - k_bits.astype(np.int16))[None, :]
-            with self._lock:
-                weights = self._plans.setdefault(key, weights)
+        return self._cached(("direct", act_bits_hi, k_bits.tobytes()),
+                            lambda: self._direct_weights(k_bits, act_bits_hi))
+
+    def _direct_weights(self, k_bits: np.ndarray, act_bits_hi: int) -> np.ndarray:
+        n, k = self._codes.shape
+        q = 2 * self._codes.astype(np.int16) - ((1 << self.bits.astype(np.int16)) - 1)[:, None]
+        weights = np.zeros((n, k + k % 2), np.int16)
+        weights[:, :k] = q << (act_bits_hi - k_bits.astype(np.int16))[None, :]
         return weights
 
     def _build(self, k_bits, act_bits_hi, policy, isa):

@@ -4,10 +4,7 @@ backend refuses the same inputs with the same messages, plus the int32 K limit.
 
 from __future__ import annotations
 
-import numpy as np
-
-from soniq_ref import checks
-from soniq_ref.bitpack import unpack_weights
+from soniq_ref.bitpack import check_stored_bits, unpack_weights
 from soniq_ref.integer_core import _check_acts, check_conv_geometry  # noqa: F401 (re-used)
 
 from .packed import CudaPackedWeights
@@ -25,10 +22,9 @@ def check_k(k: int) -> None:
 def weights_or_codes(w_codes, w_bits):
     """A validated CudaPackedWeights, or validated (codes, bits) for anything else."""
     if isinstance(w_codes, CudaPackedWeights):
+        w_codes.check()
         if w_bits is not None:
-            w_bits = checks.check_bits("w_bits", w_bits, w_codes.bits.shape[0])
-            if not np.array_equal(w_bits, w_codes.bits):
-                raise ValueError("w_bits disagrees with the bits stored in the packed weights")
+            check_stored_bits(w_bits, w_codes.bits)
         return w_codes
     return unpack_weights(w_codes, w_bits)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import checks
 from .module import Module
 
 
@@ -12,7 +13,7 @@ class Flatten(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._shape = x.shape
-        return x.reshape(x.shape[0], -1)
+        return checks.rows(x)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         return dy.reshape(self._shape)

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import checks
 from .module import Module
 
 
 def _check(x, kernel, stride):
+    checks.check_nonneg_int("kernel", kernel, 1)
+    checks.check_nonneg_int("stride", stride, 1)
     if x.ndim != 4:
         raise ValueError(f"x must be [B, C, H, W], got shape {x.shape}")
     if x.shape[2] < kernel or x.shape[3] < kernel:

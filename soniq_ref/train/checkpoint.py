@@ -8,15 +8,21 @@ of the quantized layers, the batch-order generator, the optimizers' moments --
 so a resumed run produces the same metrics and a byte-identical model file as
 one that was never interrupted.
 
-The file is a NumPy ``.npz`` of plain arrays (loaded with ``allow_pickle=False``)
-plus one JSON document stored as a uint8 array under ``meta``.
+The file is a NumPy ``.npz`` of plain arrays (uncompressed members) plus one JSON
+document stored as a uint8 array under ``meta``. Reading validates the whole file
+before anything is restored -- every member's declared shape and dtype against its
+stored bytes (so nothing larger than the file is ever allocated), the JSON schema,
+the trainer position and the run's options (through ``TrainConfig.validate``) -- and
+refuses with :class:`CheckpointError` naming the file and the problem.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +34,14 @@ from ..optim import SGD
 
 FILE_NAME = "checkpoint.npz"
 FORMAT_VERSION = 1
+MAX_MEMBERS = 100_000
+META_KEYS = {"format_version", "progress", "layers", "optimizers", "rng"}
+PROGRESS_KEYS = {"phase_index", "epoch", "history", "config", "train_seconds"}
+DTYPES = {np.dtype(t) for t in ("<f4", "<f8", "|u1", "<i8", "<u8", "|b1")}
+# what a broken zip, npy or JSON member can raise while it is read
+_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, TypeError, IndexError,
+                OverflowError, RecursionError, NotImplementedError, UnicodeDecodeError,
+                zipfile.BadZipFile, zlib.error)
 
 
 class CheckpointError(ValueError):
@@ -92,32 +106,126 @@ def save(run_dir, *, model, optimizers: dict, rng, progress: dict) -> Path:
 # ------------------------------------------------------------------------------ restore
 
 def load(run_dir) -> tuple[dict, dict]:
-    """Read ``run_dir/checkpoint.npz`` -> (arrays, meta); CheckpointError if unusable."""
+    """Read and validate ``run_dir/checkpoint.npz`` -> (arrays, meta); CheckpointError
+    naming the file and the problem if it is unusable (nothing is restored yet)."""
     path = Path(run_dir) / FILE_NAME
     if not path.is_file():
         raise CheckpointError(f"no checkpoint to resume from: {path} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        arrays = _read_arrays(path)
         meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"checkpoint {path} is unreadable ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has an unsupported format version")
+        _check_meta(meta)
+    except CheckpointError as exc:
+        raise CheckpointError(f"checkpoint {path}: {exc}") from None
+    except _READ_ERRORS as exc:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}: "
+                              f"{str(exc)[:200]})") from None
     return arrays, meta
+
+
+def _read_arrays(path: Path) -> dict:
+    """Every member as an array; each declared size is checked against the member's stored
+    bytes (uncompressed, so within the file's size) before anything is allocated."""
+    size = path.stat().st_size
+    with open(path, "rb") as f, zipfile.ZipFile(f) as archive:
+        infos = archive.infolist()
+        if len(infos) > MAX_MEMBERS or sum(i.file_size for i in infos) > size or any(
+                i.compress_type != zipfile.ZIP_STORED or not i.filename.endswith(".npy")
+                for i in infos):
+            raise CheckpointError("not a checkpoint this trainer writes (compressed, "
+                                  "oversized or foreign members)")
+        arrays = {info.filename[:-4]: _read_member(archive, info) for info in infos}
+    if "meta" not in arrays or arrays["meta"].dtype != np.uint8 or arrays["meta"].ndim != 1:
+        raise CheckpointError("the meta document is missing")
+    return arrays
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    fmt = np.lib.format
+    with archive.open(info) as member:
+        version = fmt.read_magic(member)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else \
+            fmt.read_array_header_2_0
+        shape, fortran, dtype = read_header(member, max_header_size=10_000)
+        count = math.prod(shape)
+        if dtype not in DTYPES or count * dtype.itemsize != info.file_size - member.tell():
+            raise CheckpointError(f"member {info.filename!r} declares {dtype} {list(shape)}, "
+                                  f"which its stored bytes do not hold")
+        data = member.read(count * dtype.itemsize)
+        member.read()                       # to the end: the CRC check
+    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _expect(condition: bool, what: str) -> None:
+    if not condition:
+        raise CheckpointError(what)
+
+
+def _is_int(value, least: int = 0) -> bool:
+    return type(value) is int and value >= least
+
+
+def _check_meta(meta) -> None:
+    """The JSON document's schema and the trainer position it records."""
+    _expect(isinstance(meta, dict) and set(meta) == META_KEYS,
+            f"the meta document must have exactly {', '.join(sorted(META_KEYS))}")
+    _expect(meta["format_version"] == FORMAT_VERSION and _is_int(meta["format_version"]),
+            "unsupported format version")
+    _expect(isinstance(meta["layers"], list) and all(isinstance(v, dict)
+                                                     for v in meta["layers"]),
+            "'layers' must be a list of objects")
+    _expect(isinstance(meta["optimizers"], dict) and all(
+        isinstance(v, dict) and v.get("kind") in ("sgd", "adam")
+        for v in meta["optimizers"].values()), "'optimizers' must map names to sgd/adam states")
+    _expect(isinstance(meta["rng"], dict), "'rng' must be a generator state")
+    progress = meta["progress"]
+    _expect(isinstance(progress, dict) and set(progress) == PROGRESS_KEYS,
+            f"'progress' must have exactly {', '.join(sorted(PROGRESS_KEYS))}")
+    config = saved_config(progress["config"])
+    _check_position(progress, config)
+
+
+def saved_config(saved) -> "TrainConfig":
+    """The run's options as recorded, validated (``TrainConfig.validate``)."""
+    from .config import TrainConfig
+    _expect(isinstance(saved, dict), "'config' must be an object")
+    tuples = {k: tuple(v) for k, v in saved.items() if isinstance(v, list)}
+    try:
+        return TrainConfig(**{**saved, **tuples}).validate()
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"its run options are invalid ({str(exc)[:200]})") from None
+
+
+def _check_position(progress: dict, config) -> None:
+    """phase, epoch and history agree with each other and with the options."""
+    phases = ([config.epochs_phase1 + config.epochs_phase2] if config.fp32 else
+              [config.epochs_phase1, config.epochs_phase2])
+    index, epoch = progress["phase_index"], progress["epoch"]
+    _expect(_is_int(index) and index < len(phases), f"phase_index {index!r} is out of range")
+    _expect(_is_int(epoch) and epoch <= phases[index],
+            f"epoch {epoch!r} is out of range 0..{phases[index]}")
+    history = progress["history"]
+    _expect(isinstance(history, list) and len(history) == sum(phases[:index]) + epoch
+            and all(isinstance(r, dict) for r in history),
+            "the history does not match the epochs done")
+    seconds = progress["train_seconds"]
+    _expect(type(seconds) in (int, float) and math.isfinite(seconds) and seconds >= 0,
+            "train_seconds must be a finite number >= 0")
 
 
 def _put(name: str, target: np.ndarray, arrays: dict) -> None:
     """Copy a saved array into ``target`` in place (optimizers hold references to it)."""
     saved = arrays.get(name)
     if saved is None or saved.shape != target.shape or saved.dtype != target.dtype:
-        raise CheckpointError(f"checkpoint does not fit this model: {name} is missing or has "
+        raise CheckpointError(f"it does not fit this model: {name} is missing or has "
                               "another shape")
     target[...] = saved
 
 
-def restore(arrays: dict, meta: dict, *, model, optimizers: dict, rng) -> dict:
-    """Put the saved state back into ``model``, ``optimizers`` and ``rng``; return progress."""
+def restore(arrays: dict, meta: dict, *, model, optimizers: dict, rng, path=None) -> dict:
+    """Put the saved state back into ``model``, ``optimizers`` and ``rng``; return progress.
+    ``path``: the checkpoint's, for the messages."""
+    where = f"checkpoint {path}" if path is not None else "checkpoint"
     try:
         for name, p in model.params.items():
             _put(f"param/{name}", p, arrays)
@@ -138,16 +246,20 @@ def restore(arrays: dict, meta: dict, *, model, optimizers: dict, rng) -> dict:
                 for name, v in opt.velocity.items():
                     _put(f"{prefix}/velocity/{name}", v, arrays)
             else:
-                opt.t = int(state["t"])
+                if not _is_int(state["t"]):
+                    raise CheckpointError(f"optimizer {key!r}: step count must be an "
+                                          f"integer >= 0")
+                opt.t = state["t"]
                 for name in opt.m:
                     _put(f"{prefix}/m/{name}", opt.m[name], arrays)
                     _put(f"{prefix}/v/{name}", opt.v[name], arrays)
         rng.bit_generator.state = meta["rng"]
         return meta["progress"]
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
-        raise CheckpointError(f"checkpoint does not fit this run ({exc})") from None
+    except CheckpointError as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
+        raise CheckpointError(f"{where} does not fit this run ({type(exc).__name__}: "
+                              f"{str(exc)[:200]})") from None
 
 
-__all__ = ["FILE_NAME", "CheckpointError", "save", "load", "restore"]
+__all__ = ["FILE_NAME", "CheckpointError", "save", "load", "restore", "saved_config"]

@@ -11,6 +11,8 @@ from ..layers import check_palette
 from ..models import MODEL_NAMES
 
 OPTIMIZERS = ("adam", "sgd")
+MAX_LAYERS = 16       # hidden layers of the built-in models
+MAX_WIDTH = 4096      # channels or units per hidden layer
 
 
 @dataclass
@@ -67,7 +69,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
         for name in ("limit_train", "limit_test"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (type(value) is not int or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name, palette in (("target_weight_bits", self.weight_palette),
                               ("target_act_bits", self.act_palette)):
@@ -75,6 +77,18 @@ class TrainConfig:
             if not self.fp32 and not lo <= getattr(self, name) <= hi:
                 raise ValueError(f"{name} must lie within its palette's levels {lo}..{hi} "
                                  f"(a mean of lo- and hi-bit channels), got {getattr(self, name)!r}")
+        for name in ("channels", "hidden"):
+            widths = getattr(self, name)
+            widths = tuple(widths) if isinstance(widths, list) else widths
+            setattr(self, name, widths)
+            if not isinstance(widths, tuple) or not 1 <= len(widths) <= MAX_LAYERS or not all(
+                    type(v) is int and 1 <= v <= MAX_WIDTH for v in widths):
+                raise ValueError(f"{name} must be a tuple of 1 to {MAX_LAYERS} layer widths, "
+                                 f"integers in 1..{MAX_WIDTH}, got {widths!r}"[:300])
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise ValueError(f"data_dir must be a path or None, got {self.data_dir!r}")
+        if not isinstance(self.fp32, bool):
+            raise ValueError(f"fp32 must be true or false, got {self.fp32!r}")
         if self.epochs_phase1 + self.epochs_phase2 == 0:
             raise ValueError("epochs_phase1 + epochs_phase2 must be at least 1")
         return self

@@ -194,7 +194,8 @@ def _run_phase(run: _Run, phase_index: int, phase: str, epochs: int, lr_scale: f
     opt, theta_opt, lr0 = _optimizers(model, config, lr_scale)
     optimizers = {"main": opt, "theta": theta_opt}
     if saved is not None:
-        checkpoint.restore(*saved, model=model, optimizers=optimizers, rng=run.rng)
+        checkpoint.restore(*saved, model=model, optimizers=optimizers, rng=run.rng,
+                           path=Path(run.run_dir) / checkpoint.FILE_NAME)
     else:
         model.set_mode(phase)
     x_all = as_float(data.x_train)

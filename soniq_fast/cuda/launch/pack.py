@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from soniq_ref import checks
 from soniq_ref.bitpack import words_for
 
 from ..packed import CudaPackedWeights
@@ -40,7 +41,7 @@ def plane_row_sums(rt, planes, m: int, n_planes: int, words: int):
 
 def pack_weight_codes(rt, codes: np.ndarray, bits: np.ndarray) -> CudaPackedWeights:
     """Validated u8 codes [N, ...] and bits [N] -> CudaPackedWeights on ``rt``."""
-    flat = np.ascontiguousarray(codes.reshape(codes.shape[0], -1))
+    flat = np.array(checks.rows(codes), order="C")   # a snapshot, never aliased
     n, k = flat.shape
     device_codes = rt.to_device(flat)
     zero_shift = rt.to_device(np.zeros(k, np.uint8))
