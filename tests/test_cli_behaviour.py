@@ -199,9 +199,13 @@ def _wait_for_checkpoint(run_dir, proc, timeout=300):
 
 def test_ctrl_c_says_how_to_resume_and_resume_cleans_up(tmp_path):
     out = tmp_path / "run"
+    # Ctrl-C reaches the command as SIGINT. A runner that started this suite in the
+    # background (a non-interactive shell's '&') passes SIGINT on as ignored; the child
+    # gets it back as a user's terminal would give it.
     proc = subprocess.Popen(command("train", "--epochs-phase1", "30", "--epochs-phase2", "2",
                                     "--quiet", "--out", out),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert _wait_for_checkpoint(out, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
