@@ -25,7 +25,11 @@ from .bitpack import (code_planes, pack_activations, pack_bits, unpack_weights)
 from .quantizers import shifted_codes, weight_levels
 
 
-def _check_acts(a_codes, a_bits, act_bits_hi, k: int, ndim: int, name: str = "a_codes"):
+def check_acts(a_codes, a_bits, act_bits_hi, k: int, ndim: int, name: str = "a_codes"):
+    """The contract's activation checks: ``a_codes`` uint8 with ``ndim`` dimensions and
+    ``k`` channels (axis 1), ``a_bits`` [k] within 1..``act_bits_hi``, every code below
+    ``2**a_bits`` of its channel. Returns the checked (codes, bits, act_bits_hi); every
+    backend validates its activations with this, before any kernel runs."""
     act_bits_hi = checks.check_bits_value("act_bits_hi", act_bits_hi)
     a_codes = checks.as_array(name, a_codes, np.uint8, ndim=ndim)
     if a_codes.shape[1] != k:
@@ -96,7 +100,7 @@ def linear_int(a_codes, a_bits, w_codes, w_bits, act_bits_hi) -> np.ndarray:
     w_codes, w_bits = unpack_weights(w_codes, w_bits)
     if w_codes.ndim != 2:
         raise ValueError(f"w_codes must be [N, K] for linear_int, got shape {w_codes.shape}")
-    a_codes, a_bits, act_bits_hi = _check_acts(a_codes, a_bits, act_bits_hi,
+    a_codes, a_bits, act_bits_hi = check_acts(a_codes, a_bits, act_bits_hi,
                                                w_codes.shape[1], ndim=2)
     q = _float_levels(w_codes, w_bits)
     acc = np.empty((a_codes.shape[0], q.shape[0]), np.int64)
@@ -173,7 +177,7 @@ def conv2d_int(x_codes, a_bits, w_codes, w_bits, act_bits_hi, stride=1, padding=
     w_codes, w_bits = unpack_weights(w_codes, w_bits)
     if w_codes.ndim != 4:
         raise ValueError(f"w_codes must be [O, C, kh, kw] for conv2d_int, got {w_codes.shape}")
-    x_codes, a_bits, act_bits_hi = _check_acts(x_codes, a_bits, act_bits_hi,
+    x_codes, a_bits, act_bits_hi = check_acts(x_codes, a_bits, act_bits_hi,
                                                w_codes.shape[1], ndim=4, name="x_codes")
     stride, padding, ho, wo = check_conv_geometry(x_codes.shape, w_codes.shape, stride, padding)
     o, _, kh, kw = w_codes.shape
@@ -209,7 +213,7 @@ def linear_int_bitserial(a_codes, a_bits, w_codes, w_bits, act_bits_hi) -> np.nd
     - (2**bw[o] - 1) * sum_c a'[m, c]`` with packed planes and ``a' = a << (A - ba)``.
     """
     w_codes, w_bits = unpack_weights(w_codes, w_bits)
-    a_codes, a_bits, act_bits_hi = _check_acts(a_codes, a_bits, act_bits_hi,
+    a_codes, a_bits, act_bits_hi = check_acts(a_codes, a_bits, act_bits_hi,
                                                w_codes.shape[1], ndim=2)
     a_planes = pack_activations(a_codes, a_bits, act_bits_hi)       # [M, A, words]
     w_planes = pack_bits(code_planes(w_codes, 8))                    # [N, 8, words]

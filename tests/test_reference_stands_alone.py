@@ -27,3 +27,18 @@ def test_no_source_file_of_the_reference_imports_soniq_fast():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(n.startswith("soniq_fast") for n in names), path
+
+
+def test_fast_backends_use_only_the_references_public_names():
+    # a backend builds on the reference's public functions; a private one may change
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    private = []
+    for path in sorted((root / "soniq_fast").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("soniq_ref"):
+                private += [f"{path.relative_to(root)}: {node.module}.{a.name}"
+                            for a in node.names if a.name.startswith("_")]
+    assert not private, private

@@ -12,9 +12,9 @@ import numpy as np
 from soniq_ref import checks
 from soniq_ref.bitpack import PackedWeights, check_stored_bits, words_for
 from soniq_ref.epilogue import check_epilogue_args, check_requantize_args
-from soniq_ref.integer_core import _check_acts, check_conv_geometry
+from soniq_ref.integer_core import check_acts, check_conv_geometry
 from soniq_ref.layers.pooling import max_pool_codes as ref_max_pool_codes
-from soniq_ref.layers.pooling import _check as check_pool_input
+from soniq_ref.layers.pooling import check_pool_input
 
 from . import _kernels
 from .isa import ISA_NAMES, check_isa, check_threads, isa_from_env, threads_from_env
@@ -99,7 +99,7 @@ class CpuBackend:
         packed = self._weights(w_codes, w_bits)
         if len(packed.shape) != 2:
             raise ValueError(f"w_codes must be [N, K] for linear_int, got shape {packed.shape}")
-        a_codes, a_bits, hi = _check_acts(a_codes, a_bits, act_bits_hi, packed.k, ndim=2)
+        a_codes, a_bits, hi = check_acts(a_codes, a_bits, act_bits_hi, packed.k, ndim=2)
         _check_k(packed.k)
         return self._linear(a_codes, a_bits, packed, hi)
 
@@ -109,7 +109,7 @@ class CpuBackend:
         if len(packed.shape) != 4:
             raise ValueError(f"w_codes must be [O, C, kh, kw] for conv2d_int, "
                              f"got {packed.shape}")
-        x_codes, a_bits, hi = _check_acts(x_codes, a_bits, act_bits_hi, packed.shape[1],
+        x_codes, a_bits, hi = check_acts(x_codes, a_bits, act_bits_hi, packed.shape[1],
                                           ndim=4, name="x_codes")
         stride, padding, ho, wo = check_conv_geometry(x_codes.shape, packed.shape, stride,
                                                       padding)

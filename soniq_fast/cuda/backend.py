@@ -20,7 +20,7 @@ from .launch.geometry import conv_geometry, linear_geometry
 from .launch.pack import pack_planes, pack_weight_codes
 from .packed import CudaPackedWeights
 from .runtime.emulated import EmulatedRuntime
-from .validate import _check_acts, check_conv_geometry, check_k, weight_shape, weights_or_codes
+from .validate import check_acts, check_conv_geometry, check_k, weight_shape, weights_or_codes
 
 
 class CudaBackend:
@@ -78,7 +78,7 @@ class CudaBackend:
         shape = weight_shape(weights)
         if len(shape) != 2:
             raise ValueError(f"w_codes must be [N, K] for linear_int, got shape {shape}")
-        a_codes, a_bits, act_bits_hi = _check_acts(a_codes, a_bits, act_bits_hi, shape[1], ndim=2)
+        a_codes, a_bits, act_bits_hi = check_acts(a_codes, a_bits, act_bits_hi, shape[1], ndim=2)
         check_k(shape[1])
         m, n = a_codes.shape[0], shape[0]
         if m == 0 or n == 0:
@@ -95,7 +95,7 @@ class CudaBackend:
         shape = weight_shape(weights)
         if len(shape) != 4:
             raise ValueError(f"w_codes must be [O, C, kh, kw] for conv2d_int, got {shape}")
-        x_codes, a_bits, act_bits_hi = _check_acts(x_codes, a_bits, act_bits_hi, shape[1],
+        x_codes, a_bits, act_bits_hi = check_acts(x_codes, a_bits, act_bits_hi, shape[1],
                                                    ndim=4, name="x_codes")
         stride, padding, ho, wo = check_conv_geometry(x_codes.shape, shape, stride, padding)
         o, c, kh, kw = shape

@@ -5,7 +5,7 @@ backend refuses the same inputs with the same messages, plus the int32 K limit.
 from __future__ import annotations
 
 from soniq_ref.bitpack import check_stored_bits, unpack_weights
-from soniq_ref.integer_core import _check_acts, check_conv_geometry  # noqa: F401 (re-used)
+from soniq_ref.integer_core import check_acts, check_conv_geometry  # noqa: F401 (re-used)
 
 from .packed import CudaPackedWeights
 

@@ -17,7 +17,9 @@ from .. import checks
 from .module import Module
 
 
-def _check(x, kernel, stride):
+def check_pool_input(x, kernel, stride):
+    """Validate a pooling call: ``kernel`` and ``stride`` integers >= 1, ``x`` [B, C, H, W]
+    (every backend's pooling checks its input with this, before any kernel runs)."""
     checks.check_nonneg_int("kernel", kernel, 1)
     checks.check_nonneg_int("stride", stride, 1)
     if x.ndim != 4:
@@ -45,7 +47,7 @@ def max_pool_codes(codes: np.ndarray, kernel: int, stride: int | None = None) ->
     stride = kernel if stride is None else stride
     if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8:
         raise TypeError("codes must be a uint8 NumPy array")
-    _check(codes, kernel, stride)
+    check_pool_input(codes, kernel, stride)
     ho = pool_output_size(codes.shape[2], kernel, stride)
     wo = pool_output_size(codes.shape[3], kernel, stride)
     out = None
@@ -69,7 +71,7 @@ class MaxPool2d(Module):
         self.kernel, self.stride = int(kernel), int(stride)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        _check(x, self.kernel, self.stride)
+        check_pool_input(x, self.kernel, self.stride)
         self._shape = x.shape
         if self.kernel == self.stride:
             return self._forward_tiled(x)
