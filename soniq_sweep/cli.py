@@ -106,9 +106,9 @@ def _trials(args):
 
 def summary_lines(rows) -> list[str]:
     """A markdown table: per grid point, accuracy mean (min..max) over seeds and bits."""
-    from .results import _flat, groups
+    from .results import flat_row, groups
 
-    flat = [_flat(r) for r in rows]
+    flat = [flat_row(r) for r in rows]
     lines = ["| W palette | A palette | W budget | A budget | seeds | test accuracy % | "
              "mean W bits | mean A bits |", "|---|---|---|---|---|---|---|---|"]
     for g in groups(flat):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from soniq_ref.train import TrainConfig
@@ -38,7 +38,7 @@ class Trial:
 
 def config_json(config: TrainConfig) -> str:
     """The canonical JSON of a config: sorted keys, tuples as lists."""
-    return json.dumps(asdict(config), sort_keys=True, separators=(",", ":"))
+    return json.dumps(config.as_dict(), sort_keys=True, separators=(",", ":"))
 
 
 FLOAT_FIELDS = ("target_weight_bits", "target_act_bits", "lr", "lr_theta", "weight_decay",

@@ -27,7 +27,7 @@ CONFIG_COLUMNS = ("dataset", "model", "fp32", "weight_palette", "act_palette",
                   "epochs_phase2")
 
 
-def _flat(row: dict) -> dict:
+def flat_row(row: dict) -> dict:
     """A result row with its config's columns alongside (palettes as 'lo,hi')."""
     config = row.get("config", {})
     flat = {k: config.get(k) for k in CONFIG_COLUMNS}
@@ -61,7 +61,7 @@ def collect(sweep_dir, trials=None) -> list[dict]:
 
 def write_results(sweep_dir, rows: list[dict]) -> None:
     sweep_dir = Path(sweep_dir)
-    flat = [_flat(r) for r in rows]
+    flat = [flat_row(r) for r in rows]
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

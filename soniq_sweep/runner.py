@@ -54,11 +54,6 @@ def _write_json(path: Path, value) -> None:
     atomic_write_bytes(path, (json.dumps(value, indent=1, sort_keys=True) + "\n").encode())
 
 
-def _config_from_json(text: str) -> TrainConfig:
-    fields = json.loads(text)
-    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
-
-
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or exc.__class__.__name__
     return f"{exc.__class__.__name__}: {text}"[:300]
@@ -72,7 +67,7 @@ def run_trial(trial_id: str, config_text: str, folder: str) -> dict:
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    config = _config_from_json(config_text)
+    config = TrainConfig.from_dict(json.loads(config_text))
     row = {"id": trial_id, "config": json.loads(config_text)}
     try:
         resume = (out / "checkpoint.npz").is_file()

@@ -102,8 +102,7 @@ def _resume_config(args) -> TrainConfig:
                          f"takes the run's options from its checkpoint; only --lr and --quiet "
                          f"may be given with it")
     saved = checkpoint.load(Path(args.resume))[1]["progress"]["config"]
-    tuples = {k: tuple(v) for k, v in saved.items() if isinstance(v, list)}
-    config = TrainConfig(**{**saved, **tuples}).validate()
+    config = checkpoint.saved_config(saved)
     if args.lr is not None:
         config.lr = args.lr
     return config

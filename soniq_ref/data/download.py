@@ -108,8 +108,8 @@ def _fetch_checked(source: Source, file: RemoteFile, folder: Path, base_url: str
     if found not in file.sha256:
         part.unlink()
         raise DatasetError(f"{file.name} from {base_url} has SHA-256 {found}, not the "
-                           f"expected {file.sha256[0]}; the file was deleted (a changed or "
-                           f"corrupted download: run the command again, or use another mirror)")
+                           f"expected {file.sha256[0]}; the file was deleted (a corrupted "
+                           f"download: run the command again)")
     os.chmod(part, 0o666 & ~umask())
     os.replace(part, target)
 
@@ -151,11 +151,8 @@ def download(name: str, folder=None, base_url: str | None = None) -> Path:
     base_url = base_url or source.base_url
     if not base_url.endswith("/"):
         base_url += "/"
-    if is_complete(source, folder) and not source.archive_members:
-        if all(sha256_of(folder / f.name) in f.sha256 for f in source.files):
-            return folder
-    elif is_complete(source, folder):
-        return folder
+    if source.archive_members and is_complete(source, folder):
+        return folder                   # extracted earlier (files: each checked below)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -189,9 +189,8 @@ def saved_config(saved) -> "TrainConfig":
     """The run's options as recorded, validated (``TrainConfig.validate``)."""
     from .config import TrainConfig
     _expect(isinstance(saved, dict), "'config' must be an object")
-    tuples = {k: tuple(v) for k, v in saved.items() if isinstance(v, list)}
     try:
-        return TrainConfig(**{**saved, **tuples}).validate()
+        return TrainConfig.from_dict(saved).validate()
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"its run options are invalid ({str(exc)[:200]})") from None
 

@@ -95,3 +95,9 @@ class TrainConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """The config of :meth:`as_dict` after a JSON round trip (lists back to
+        tuples); not validated."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
