@@ -17,39 +17,6 @@
 #define MR 6    /* expanded rows per register tile */
 #define NR 4    /* expanded vectors per register tile */
 
-/* soniq_flush_tile with AVX-512 when the chunk's columns are consecutive outputs. */
-static void flush_chunk(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
-                        int64_t m0, int64_t rows, const int64_t *tile, int64_t ld, int64_t o0,
-                        int64_t o1) {
-    if (!soniq_flush_contiguous(job, b, o0, o1)) {
-        soniq_flush_tile(job, g, b, m0, 0, rows, tile, ld, o0, o1);
-        return;
-    }
-    const int64_t n = o1 - o0, first = b->cols[o0];
-    const int popcount = b->engine == SONIQ_ENGINE_POPCOUNT;
-    const __m512i scale = _mm512_set1_epi64((int64_t)1 << g->shift);
-    const int64_t levels = popcount ? ((int64_t)1 << b->wbits) - 1 : 0;
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t *out = soniq_out_row(job, m0 + r) + first;
-        const int64_t *t = tile + r * ld;
-        /* popcount: (2 P - levels * rowsum) * 2^shift; int8: 2 V + rowsum * 2^shift */
-        const __m512i base = popcount ? _mm512_set1_epi64(levels * g->rowsum[r])
-                                      : _mm512_set1_epi64(g->rowsum[r] << g->shift);
-        int64_t o = 0;
-        for (; o + 8 <= n; o += 8) {
-            __m512i v = _mm512_loadu_si512((const void *)(t + o));
-            v = _mm512_add_epi64(v, v);
-            v = popcount ? _mm512_mullo_epi64(_mm512_sub_epi64(v, base), scale)
-                         : _mm512_add_epi64(v, base);
-            _mm512_storeu_si512((void *)(out + o),
-                                _mm512_add_epi64(_mm512_loadu_si512((const void *)(out + o)), v));
-        }
-        for (; o < n; o++)
-            out[o] += popcount ? (2 * t[o] - levels * g->rowsum[r]) * ((int64_t)1 << g->shift)
-                               : 2 * t[o] + (g->rowsum[r] << g->shift);
-    }
-}
-
 static inline __attribute__((always_inline))
 void micro(const uint64_t *a, const uint64_t *wv, int64_t words, int nr, int pa, int pw,
            int64_t e0, int64_t e_end, int64_t x0, int64_t *tile, int64_t ld) {
@@ -124,7 +91,7 @@ void soniq_bitserial_avx512(const soniq_gemm_job *job, const soniq_act_group *g,
             }
         }
         int64_t o1 = v_hi * 8 < b->n ? v_hi * 8 : b->n;
-        flush_chunk(job, g, b, m0, rows, tile, ld, v_lo * 8, o1);
+        soniq_flush_avx512(job, g, b, m0, rows, tile, ld, v_lo * 8, o1);
     }
 }
 

@@ -123,7 +123,7 @@ static void prepare_row(const soniq_gemm_job *job, scratch *s, int64_t r, const 
         if (g->need_bytes) {
             uint8_t *dst = g->bytes + r * g->kpad;
             int16_t *wide = g->need_bytes & 2 ? g->wide + r * g->kpad : NULL;
-            g->rowsum[r] = job->isa == SONIQ_AVX2
+            g->rowsum[r] = job->isa >= SONIQ_AVX2
                 ? soniq_int8_prepare_avx2(src, g->k, g->shift, dst, wide, g->kpad)
                 : soniq_int8_prepare_scalar(src, g->k, g->shift, dst, wide, g->kpad);
         }
@@ -147,8 +147,9 @@ static soniq_block_fn engine_for(int isa, int engine) {
     if (engine == SONIQ_ENGINE_POPCOUNT)
         return isa == SONIQ_AVX512 ? soniq_bitserial_avx512
              : isa == SONIQ_AVX2 ? soniq_bitserial_avx2 : soniq_bitserial_scalar;
-    if (engine == SONIQ_ENGINE_LUT)   /* AVX-512 machines run the AVX2 one */
-        return isa == SONIQ_SCALAR ? soniq_lut_scalar : soniq_lut_avx2;
+    if (engine == SONIQ_ENGINE_LUT)
+        return isa == SONIQ_AVX512 ? soniq_lut_avx512
+             : isa == SONIQ_AVX2 ? soniq_lut_avx2 : soniq_lut_scalar;
     return isa == SONIQ_AVX512 ? soniq_int8_vnni
          : isa == SONIQ_AVX2 ? soniq_int8_avx2 : soniq_int8_scalar;
 }

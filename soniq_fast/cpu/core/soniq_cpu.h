@@ -184,6 +184,7 @@ SONIQ_ENGINE(soniq_int8_avx2_wide);      /* and when it is 0 */
 SONIQ_ENGINE(soniq_int8_vnni);
 SONIQ_ENGINE(soniq_lut_scalar);
 SONIQ_ENGINE(soniq_lut_avx2);
+SONIQ_ENGINE(soniq_lut_avx512);
 
 /* lut engine (lut.h has the layout): tables of a row of k codes of width bits,
  * returning the sum of the codes */
@@ -197,6 +198,13 @@ void soniq_popcount_flush_avx2(const soniq_gemm_job *job, const soniq_act_group 
                                const int64_t *tile, int64_t ld, int64_t o0, int64_t o1);
 void soniq_popcount_prefetch_avx2(const soniq_gemm_job *job, const soniq_block *b, int64_t m0,
                                   int64_t rows, int64_t o0, int64_t o1);
+
+/* flush_avx512.c: soniq_flush_tile of the AVX-512 engines, with vector stores where the
+ * chunk's columns are consecutive channels (of a row-major output, or of one whose rows are
+ * adjacent) */
+void soniq_flush_avx512(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
+                        int64_t m0, int64_t rows, const int64_t *tile, int64_t ld, int64_t o0,
+                        int64_t o1);
 
 /* contribution helpers shared by the engines */
 static inline int64_t soniq_popcount_term(int64_t p, int wbits, int64_t rowsum, int shift) {
