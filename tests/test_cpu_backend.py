@@ -173,6 +173,55 @@ def test_lut_engine_at_the_extremes_of_every_activation_width(isa, a_width):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@given(data=st.data())
+def test_lut_engine_on_any_k_and_rows(isa, data):
+    # The AVX-512 lut kernel steps through two pairs of groups (16 K positions) at a time
+    # with one table and one pair with two, so K ending in an odd pair, K blocks of 1024 / 512
+    # positions and tiles of rows past the register tile are the edges; codes near their
+    # maxima fill the byte sums.
+    a_width = data.draw(st.integers(1, 8), label="a_width")
+    k = data.draw(st.one_of(st.integers(1, 40), st.integers(500, 1100)), label="k")
+    m = data.draw(st.integers(1, 60), label="m")
+    n = data.draw(st.integers(1, 40), label="n")
+    seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
+    rng = np.random.default_rng(seed)
+    w_bits = rng.integers(1, 4, n).astype(np.uint8)
+    top = (1 << a_width) - 1
+    a = np.where(rng.random((m, k)) < 0.7, top, rng.integers(0, top + 1, (m, k))).astype(np.uint8)
+    w = (rng.random((n, k)) * (2.0 ** w_bits[:, None])).astype(np.uint8)
+    a_bits = np.full(k, a_width, np.uint8)
+    want = independent.linear_acc(a, a_bits, w, w_bits, 8)
+    for threads in (1, 2):
+        got = _backend(isa, "lut", threads).linear_int(a, a_bits, w, w_bits, 8)
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("isa, expected", [
+    ("scalar", {(1, 1): "popcount", (1, 4): "popcount", (2, 2): "popcount",
+                (1, 5): "int8", (3, 2): "int8"}),
+    ("avx2", {(1, 1): "popcount", (2, 1): "popcount", (1, 2): "lut", (2, 2): "lut",
+              (1, 4): "lut", (2, 4): "lut", (1, 8): "int8", (3, 2): "int8", (4, 1): "int8"}),
+    ("avx512", {(1, 1): "popcount", (1, 2): "popcount", (2, 1): "popcount", (1, 3): "lut",
+                (1, 4): "lut", (2, 2): "popcount", (4, 1): "popcount", (1, 5): "int8",
+                (2, 3): "int8", (8, 8): "int8"}),
+])
+def test_auto_engine_per_width_pair_follows_the_measured_rule(isa, expected):
+    # soniq_fast/cpu/engines.py gives the rule and the figures behind it; 64 channels pay
+    # for the lut engine's tables of codes up to 4 bits, not for the two of 8-bit codes.
+    rng = np.random.default_rng(3)
+    m, k, n = 5, 100, 64
+    for (bw, ba), engine in expected.items():
+        a_bits = np.full(k, ba, np.uint8)
+        w_bits = np.full(n, bw, np.uint8)
+        a = rng.integers(0, 1 << ba, (m, k)).astype(np.uint8)
+        w = rng.integers(0, 1 << bw, (n, k)).astype(np.uint8)
+        backend = _backend(isa)
+        got = backend.linear_int(a, a_bits, w, w_bits, ba)
+        assert backend.last_path == (isa, (engine,)), (bw, ba)
+        np.testing.assert_array_equal(got, independent.linear_acc(a, a_bits, w, w_bits, ba))
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_int8_engine_at_the_extremes_of_every_width_pair(isa):
     # a' at its maximum against v = w - 2^(bw-1) at both ends, K long enough for several
     # int16 runs of the AVX2 kernel (packed.int8_steps per width pair): its int16 partial

@@ -212,8 +212,8 @@ def test_fused_requantize_at_the_largest_exact_sums(isa):
 ])
 @pytest.mark.parametrize("per_position", [False, True])
 def test_first_layer_convs_with_requantize(isa, c, kh, kw, padding, hw, per_position):
-    # On the avx2 path a stride-1 conv with K <= 64 runs as a direct convolution (8 output
-    # positions per vector, no im2col); the others and K = 65 take the GEMM. Extreme codes
+    # On the avx2 and avx512 paths a stride-1 conv with K <= 64 runs as a direct convolution
+    # (8 output positions per vector, no im2col); the others and K = 65 take the GEMM. Extreme codes
     # on part of the input, mixed widths, A = 8 with some channels shifted.
     rng = np.random.default_rng(c * 100 + kh * 10 + kw + per_position)
     b, o, (h, w_) = 3, 11, hw
@@ -241,7 +241,7 @@ def test_first_layer_convs_with_requantize(isa, c, kh, kw, padding, hw, per_posi
         got = backend.trusted.conv2d_requantize(x, a_bits, backend.pack_weights(w, w_bits), 8,
                                                 1, padding, scale, bias, bits, ratio)
         np.testing.assert_array_equal(got, want)
-        direct = isa == "avx2" and c * kh * kw <= 64
+        direct = isa in ("avx2", "avx512") and c * kh * kw <= 64
         assert (backend.last_path[1] == ("direct",)) == direct
 
 

@@ -16,15 +16,14 @@ from soniq_ref.integer_core import check_acts, check_conv_geometry
 from soniq_ref.layers.pooling import max_pool_codes as ref_max_pool_codes
 from soniq_ref.layers.pooling import check_pool_input
 
-from . import _kernels
+from . import _kernels, engines
 from .isa import ISA_NAMES, check_isa, check_threads, isa_from_env, threads_from_env
-from .packed import ENGINE_NAMES, CpuPackedWeights
+from .engines import ENGINE_NAMES, ENGINE_POLICIES
+from .packed import CpuPackedWeights
 
 # The int8 engine keeps int32 partial sums: |(w - 2^(bw-1)) * a'| <= 128 * 255 per term,
 # and the documented bound |term| <= 255 * 255 gives K <= 33025 for any int32 accumulator.
 MAX_EXACT_K = 33025
-DIRECT_MAX_K = 64       # SONIQ_DIRECT_MAX_K in core/soniq_cpu.h
-ENGINE_POLICIES = ("auto", "popcount", "int8", "lut")
 
 
 class CpuBackend:
@@ -134,18 +133,12 @@ class CpuBackend:
         conv = (x_codes, c, h, w, kh, kw, stride, padding, ho, wo)
         k_bits = np.repeat(a_bits, kh * kw)
         direct = None
-        if requant is not None and stride == 1 and self._direct_conv(packed):
+        if requant is not None and stride == 1 and \
+                engines.direct_conv(self.isa, self.engine_policy, packed.k):
             direct = packed.direct(k_bits, hi)
         self._gemm(packed, k_bits, hi, None, conv, b * ho * wo, out,
                    (ho * wo, o * ho * wo, 1, ho * wo), requant, threads, direct)
         return out
-
-    def _direct_conv(self, packed) -> bool:
-        """Whether a stride-1 conv with the requantize fused runs as a direct convolution
-        (core/direct_conv_avx2.c: first layers, K <= 64) instead of a GEMM: on the avx2
-        path under the auto policy."""
-        return self.isa == "avx2" and self.engine_policy == "auto" \
-            and 0 < packed.k <= DIRECT_MAX_K
 
     def _gemm(self, packed, k_bits, hi, a_codes, conv, m, out, layout, requant=None,
               threads=None, direct=None):

@@ -14,14 +14,11 @@ Output channels are grouped by weight width ``bw``; for each activation group (s
   4 bits of weight plane ``j`` there, ``uint8 [n/16, bw, ceil(k/8), 2, 16]``; the kernel adds
   the popcount contribution.
 
-The engine for a (bw, ba) pair is popcount when ``bw * ba`` (plane pairs) is at most
-``POPCOUNT_MAX_PLANE_PAIRS`` of the code path (4; 2 on AVX2), else int8; on AVX2 the lut
-engine takes the pairs with ``ba >= 2`` and at most ``LUT_MAX_LOOKUPS`` lookups
-(``bw * lut_tables(ba)``) when the block has channels enough to pay for the row tables.
-The int8 term does not depend on ``bw``, so all int8 columns of an activation
-group form one block, except on the AVX2 path, whose kernel's int16 bounds depend on the
-range of the values: there the columns whose values ``v`` on the group's K positions all
-fit ``e`` signed bits form one block (``wbits`` = e <= bw).
+The engine for a (bw, ba) pair is chosen per code path by :mod:`.engines` (the rule and
+the figures behind it). The int8 term does not depend on ``bw``, so all int8 columns of an
+activation group form one block, except on the AVX2 path, whose kernel's int16 bounds
+depend on the range of the values: there the columns whose values ``v`` on the group's K
+positions all fit ``e`` signed bits form one block (``wbits`` = e <= bw).
 The AVX-512 kernels keep one output channel per SIMD lane, so for them channels are
 interleaved: 8 per vector for popcount (``[n/8, bw, words, 8]``), 16 per vector of
 4-byte groups for int8 (``[n/16, kpad/4, 16, 4]``). The AVX2 popcount kernel interleaves 4
@@ -45,6 +42,8 @@ from soniq_ref import checks
 from soniq_ref.bitpack import check_weights, code_planes, pack_bits
 
 from .act_groups import ActGroup, act_groups
+from .engines import (ENGINE_NAMES, INT8, LUT, POPCOUNT, choose_engine, int8_steps,
+                      int8_split_by_value_width)
 
 # per code path: (words alignment of plane rows, popcount lanes, int8 lanes)
 LAYOUTS = {"scalar": (1, 1, 1), "avx2": (1, 4, 8), "avx512": (1, 8, 16)}
@@ -54,59 +53,7 @@ AVX2_INT8_LANES = 8
 # bytes per int8 row, by int8 lanes: the AVX2 kernel steps through K 4 bytes at a time
 INT8_BYTE_ALIGN = {1: 64, AVX2_INT8_LANES: 4, 16: 64}
 NEED_BYTES, NEED_WIDE = 1, 2    # need_bytes bits: uint8 rows; int16 rows too
-
-
-def int8_steps(w_bits: int, a_bits: int, shift: int) -> int:
-    """How many vpmaddubsw results the AVX2 int8 kernel may add in int16 (0: none is exact).
-
-    With a' <= amax = (2^ba - 1) 2^shift and -2^(bw-1) <= v < 2^(bw-1), one vpmaddubsw
-    pair sum lies in [-amax 2^bw, amax (2^bw - 2)], so L of them fit int16 (no saturation,
-    no wrap) while L * amax * 2^bw <= 32768. Must equal int8_steps() in core/int8_avx2.c.
-    """
-    return 32768 // ((((1 << a_bits) - 1) << shift) << w_bits)
-
-POPCOUNT, INT8, LUT = 0, 1, 2
-ENGINE_NAMES = ("popcount", "int8", "lut")
-LUT_LANES = 16
-# Most plane pairs for which the popcount engine beats the int8 engine, per code path
-# (measured; see docs/benchmarks.md). AVX2 counts bits by table lookup and its int8 engine
-# keeps int16 partial sums, so there popcount wins only up to 2 plane pairs (W1A2, W2A1).
-POPCOUNT_MAX_PLANE_PAIRS = {"scalar": 4, "avx2": 2, "avx512": 4}
-
-
-def lut_tables(a_bits: int) -> int:
-    """Tables per group of 4 K positions in the lut engine: codes above 4 bits split into
-    their low and high nibbles (so every entry fits a byte)."""
-    return 2 if a_bits > 4 else 1
-
-
-# Most table lookups for which the lut engine is the AVX2 path's choice (measured; see
-# docs/benchmarks.md): it looks up bw planes x lut_tables(ba) tables per 8 K positions and
-# 16 channels. At ba = 1 popcount does as many vpshufb per product and needs no tables.
-LUT_MAX_LOOKUPS = {"avx2": 2}
-# A row's tables are built once for all channels, so a block needs enough channels x planes
-# to pay for them: fewer than LUT_MIN_PLANES * tables^2 stay on the other engines (measured:
-# the digits CNN's second conv, 48 W1 channels at A2, gains; its first, 8 W1 channels at A8
-# with K = 9, loses).
-LUT_MIN_PLANES = 32
-
-
-def choose_engine(w_bits: int, a_bits: int, policy: str = "auto", isa: str = "scalar",
-                  channels: int | None = None) -> int:
-    """Engine for a (weight width, activation width) block of ``channels`` output channels
-    (None: many) under ``policy`` on ``isa``."""
-    if policy == "popcount":
-        return POPCOUNT
-    if policy == "int8":
-        return INT8
-    if policy == "lut":
-        return LUT
-    tables = lut_tables(a_bits)
-    if a_bits > 1 and w_bits * tables <= LUT_MAX_LOOKUPS.get(isa, 0) and \
-            (channels is None or channels * w_bits >= LUT_MIN_PLANES * tables ** 2):
-        return LUT
-    return POPCOUNT if w_bits * a_bits <= POPCOUNT_MAX_PLANE_PAIRS[isa] else INT8
-
+LUT_LANES = 16                  # output channels per lut vector (SONIQ_LUT_LANES in core/lut.h)
 
 MAX_PLANS = 16      # activation layouts whose blocks a packed object keeps (LRU)
 
@@ -214,7 +161,7 @@ class CpuPackedWeights:
                                                        nibbles))
                 else:
                     int8_cols.append((w_bits, cols))
-            if int8_cols and int8_lanes == AVX2_INT8_LANES:   # one block per value width
+            if int8_cols and int8_split_by_value_width(isa):   # one block per value width
                 for v_bits, cols in _merge_short(self._value_widths(group, int8_cols), group):
                     wide = int8_steps(v_bits, group.bits, group.shift) == 0
                     need[gi][INT8] |= NEED_BYTES | (NEED_WIDE if wide else 0)
