@@ -148,9 +148,11 @@ class CpuPackedWeights:
         nibbles = isa in NIBBLE_SPLIT
         groups = act_groups(k_bits, act_bits_hi, word_align, INT8_BYTE_ALIGN[int8_lanes])
         blocks, need = [], [[False, 0, False] for _ in groups]
+        rank = None     # after act group 0: each channel's place in its blocks' column order
         for gi, group in enumerate(groups):
             int8_cols = []
             for w_bits, cols in self._by_width.items():
+                cols = _in_order(cols, rank)
                 engine = choose_engine(w_bits, group.bits, policy, isa, len(cols))
                 if engine == LUT:
                     need[gi][LUT] = True
@@ -165,11 +167,16 @@ class CpuPackedWeights:
                 for v_bits, cols in _merge_short(self._value_widths(group, int8_cols), group):
                     wide = int8_steps(v_bits, group.bits, group.shift) == 0
                     need[gi][INT8] |= NEED_BYTES | (NEED_WIDE if wide else 0)
-                    blocks.append(self._avx2_int8_block(gi, group, v_bits, cols, wide))
+                    blocks.append(self._avx2_int8_block(gi, group, v_bits,
+                                                        _in_order(cols, rank), wide))
             elif int8_cols:   # the int8 term does not depend on bw: one block for all widths
                 need[gi][INT8] |= NEED_BYTES
                 cols = np.sort(np.concatenate([c for _, c in int8_cols])).astype(np.int32)
-                blocks.append(self._int8_block(gi, group, cols, int8_lanes))
+                blocks.append(self._int8_block(gi, group, _in_order(cols, rank), int8_lanes))
+            if gi == 0 and blocks:
+                rank = np.empty(self._codes.shape[0], np.int64)
+                order = np.concatenate([b[4] for b in blocks])
+                rank[order] = np.arange(len(order))
         blocks = _merge_lut_parts(blocks)
         group_args = tuple(_group_args(g, *n) for g, n in zip(groups, need))
         engines = frozenset(ENGINE_NAMES[b[0]] for b in blocks)
@@ -250,6 +257,16 @@ class CpuPackedWeights:
         values = _interleave(values.astype(np.int16), lanes, 2) if wide \
             else _interleave(values, lanes, 4)
         return (INT8, gi, v_bits, len(cols), cols, None, values, lanes, None, ())
+
+
+def _in_order(cols: np.ndarray, rank) -> np.ndarray:
+    """A later act group's block columns in the order of act group 0's blocks (``rank``:
+    each channel's place there; None: act group 0 itself, columns ascending). The kernels
+    stage the sums of a layer whose widths interleave in that order (core/gemm.c), where a
+    block's columns are then consecutive and flushed with vector stores; any order is exact."""
+    if rank is None:
+        return cols
+    return cols[np.argsort(rank[cols], kind="stable")].astype(np.int32)
 
 
 def _merge_short(classes: list, group: ActGroup) -> list:
