@@ -27,6 +27,8 @@ python - <<'PY'
 import os, soniq_fast.cpu._kernels as k
 assert os.path.realpath(k.__file__).startswith(os.path.realpath(os.getcwd())), k.__file__
 print("sanitized build:", k.__file__)
+from soniq_fast.cpu import isa
+print("code paths tested:", ", ".join(n for n in isa.ISA_NAMES if isa.supported(n)))
 PY
 python -m pytest -q -p no:cacheprovider tests/test_cpu_backend.py tests/test_contract.py \
     tests/test_cpu_deploy_paths.py tests/test_packed_attacks.py \

@@ -117,6 +117,32 @@ def test_interleaved_weight_widths_on_conv_are_exact(isa, policy, n):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("c, period, kh, kw", [
+    (6, 2, 3, 3),       # windows of 9 positions, every other channel
+    (9, 3, 2, 5),       # windows of 10, every third channel
+    (4, 2, 5, 5),       # windows of 25: longer than one 16-byte copy
+    (5, 2, 3, 3),       # channels 0, 2, 4 against 1, 3: one group ends the row
+    (12, 4, 4, 4),      # windows of 16
+])
+def test_conv_with_channel_widths_in_a_period_is_exact(isa, c, period, kh, kw):
+    # An act group of a conv whose input channels cycle through widths holds runs of kh kw
+    # K positions at a constant stride: gathered a run at a time on the vector paths (whole
+    # 16- or 8-byte copies where the row has room, the rest byte by byte).
+    rng = np.random.default_rng(c * 100 + period * 10 + kh)
+    b, h, w_, n = 2, 6, 7, 37
+    a_bits = np.array([(2, 8, 5, 3)[i % period] for i in range(c)], np.uint8)
+    w_bits = np.where(rng.random(n) < 0.75, 1, 4).astype(np.uint8)
+    x = (rng.random((b, c, h, w_)) * (2.0 ** a_bits[None, :, None, None])).astype(np.uint8)
+    x[0] = ((1 << a_bits.astype(np.int64)) - 1)[:, None, None]
+    w = (rng.random((n, c, kh, kw)) * (2.0 ** w_bits[:, None, None, None])).astype(np.uint8)
+    want = independent.conv_acc(x, a_bits, w, w_bits, 8, 1, 1)
+    for threads in (1, 2):
+        got = _backend(isa, "auto", threads).conv2d_int(x, a_bits, w, w_bits, 8, stride=1,
+                                                        padding=1)
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("k", [1, 2, 63, 64, 65, 129, 200, 517])
 @pytest.mark.parametrize("first", [2, 8])
 def test_alternating_activation_widths_are_exact(isa, k, first):

@@ -42,6 +42,45 @@ typedef struct {                /* one thread's scratch */
 /* Larger images are read one im2col row at a time, without a padded copy. */
 #define MAX_PADDED ((int64_t)8 << 20)
 
+/* Whether the group's positions are runs of equal length L > 1 at a constant stride S > L
+ * (idx[t] = idx[0] + (t / L) S + t % L, k a multiple of L): sets g->run, g->run_stride. */
+static void find_runs(soniq_act_group *g) {
+    const int32_t *idx = g->idx;
+    const int64_t k = g->k;
+    int64_t len = 1;
+    g->run = g->run_stride = 0;
+    if (g->contiguous || g->every_other || k < 2)
+        return;
+    while (len < k && idx[len] == idx[0] + len)
+        len++;
+    if (len < 2 || len == k || k % len != 0)
+        return;
+    const int64_t stride = (int64_t)idx[len] - idx[0];
+    for (int64_t t = 0; t < k; t++)
+        if (idx[t] != idx[0] + (t / len) * stride + t % len)
+            return;
+    g->run = len;
+    g->run_stride = stride;
+}
+
+/* dst = k positions of src in runs (see find_runs); src holds n bytes. A run is copied as
+ * whole 16-byte (or 8-byte) blocks where source and destination have room for them (the
+ * bytes past the run are rewritten by the next run), else byte by byte. */
+static void gather_runs(const uint8_t *src, int64_t n, const soniq_act_group *g, uint8_t *dst) {
+    const int64_t len = g->run, stride = g->run_stride, k = g->k;
+    int64_t t = 0, at = g->idx[0];
+    for (; t < k; t += len, at += stride) {
+        if (len <= 16 && at + 16 <= n && t + 16 <= k) {
+            memcpy(dst + t, src + at, 16);
+        } else if (len <= 8 && at + 8 <= n && t + 8 <= k) {
+            memcpy(dst + t, src + at, 8);
+        } else {
+            for (int64_t i = 0; i < len; i++)
+                dst[t + i] = src[at + i];
+        }
+    }
+}
+
 static void scratch_free(scratch *s, int n_groups) {
     for (int gi = 0; gi < n_groups; gi++) {
         free(s->view[gi].planes);
@@ -76,6 +115,7 @@ static int scratch_alloc(scratch *s, const soniq_gemm_job *job) {
         v->bytes = NULL;
         v->wide = NULL;
         v->tables = NULL;
+        find_runs(v);
         v->rowsum = (int64_t *)malloc(sizeof(int64_t) * SONIQ_ROW_TILE);
         /* zeroed, with SONIQ_ROW_PAD spare rows: engines may read rows past the tile */
         if (v->need_planes)
@@ -104,6 +144,10 @@ static const uint8_t *gather(const soniq_gemm_job *job, const soniq_act_group *g
     const int64_t k = g->k;
     if (g->every_other && job->isa != SONIQ_SCALAR) {   /* e.g. channels alternating widths */
         soniq_gather_every_other_avx2(row + g->start, job->k - g->start, k, buf);
+        return buf;
+    }
+    if (g->run && job->isa != SONIQ_SCALAR) {            /* e.g. a conv's windows */
+        gather_runs(row, job->k, g, buf);
         return buf;
     }
     const int32_t *idx = g->idx;

@@ -53,6 +53,9 @@ typedef struct {
     int64_t *rowsum;        /* [rows], sum of unshifted codes */
     int16_t *wide;          /* [rows][kpad], the bytes widened to int16 (need_bytes & 2) */
     uint8_t *tables;        /* [rows][soniq_lut_row_bytes(k, bits)], need_tables */
+    int64_t run, run_stride;/* set by gemm.c: idx is runs of `run` consecutive positions,
+                               run_stride apart (a conv's kernel window of one input channel
+                               per run, channels alternating widths); run 0: not so */
 } soniq_act_group;
 
 typedef struct {
