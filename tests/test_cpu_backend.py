@@ -222,20 +222,59 @@ def test_lut_engine_on_any_k_and_rows(isa, data):
         np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("isa, expected", [
-    ("scalar", {(1, 1): "popcount", (1, 4): "popcount", (2, 2): "popcount",
-                (1, 5): "int8", (3, 2): "int8"}),
-    ("avx2", {(1, 1): "popcount", (2, 1): "popcount", (1, 2): "lut", (2, 2): "lut",
-              (1, 4): "lut", (2, 4): "lut", (1, 8): "int8", (3, 2): "int8", (4, 1): "int8"}),
-    ("avx512", {(1, 1): "popcount", (1, 2): "popcount", (2, 1): "popcount", (1, 3): "lut",
-                (1, 4): "lut", (2, 2): "popcount", (4, 1): "popcount", (1, 5): "int8",
-                (2, 3): "int8", (8, 8): "int8"}),
-])
-def test_auto_engine_per_width_pair_follows_the_measured_rule(isa, expected):
-    # soniq_fast/cpu/engines.py gives the rule and the figures behind it; 64 channels pay
-    # for the lut engine's tables of codes up to 4 bits, not for the two of 8-bit codes.
+@pytest.mark.parametrize("policy", ["lut", "auto"])
+def test_avx512_without_vbmi_packs_the_16_entry_tables(monkeypatch, policy):
+    # An AVX-512 CPU without VBMI has no 64-entry lut kernel: its lut blocks take the
+    # 16-entry layout and run the AVX2 kernel. Simulated here by hiding VBMI from the packer.
+    from soniq_fast.cpu import engines
+    if not cpu.isa.supported("avx512"):
+        pytest.skip("this CPU cannot run the avx512 code path")
+    monkeypatch.setattr(engines, "has_vbmi", lambda: False)
+    assert engines.lut_lanes("avx512") == 16 and engines.rule_key("avx512") == "avx512"
+    rng = np.random.default_rng(11)
+    m, k, n = 53, 301, 70
+    a_bits = np.where(np.arange(k) % 3 == 0, 3, 6).astype(np.uint8)
+    w_bits = np.where(rng.random(n) < 0.7, 1, 2).astype(np.uint8)
+    a = (rng.random((m, k)) * (2.0 ** a_bits)).astype(np.uint8)
+    w = (rng.random((n, k)) * (2.0 ** w_bits[:, None])).astype(np.uint8)
+    backend = _backend("avx512", policy, 2)
+    packed = backend.pack_weights(w, w_bits)
+    got = backend.linear_int(a, a_bits, packed, None, 8)
+    assert "lut" in backend.last_path[1]
+    assert all(b[7] == 16 for b in packed.plan(a_bits, 8, policy, "avx512")[1] if b[0] == 2)
+    np.testing.assert_array_equal(got, independent.linear_acc(a, a_bits, w, w_bits, 8))
+
+
+# Engine per (weight width, activation width) under the auto policy, per rule key of
+# soniq_fast/cpu/engines.py (which gives the rule and the figures behind it), for blocks of
+# 64 and 512 channels: the lut engine's tables need channels enough to pay for them.
+AUTO_ENGINES = {
+    ("scalar", 64): {(1, 1): "popcount", (1, 4): "popcount", (2, 2): "popcount",
+                     (1, 5): "int8", (3, 2): "int8"},
+    ("avx2", 64): {(1, 1): "popcount", (2, 1): "popcount", (1, 2): "lut", (2, 2): "lut",
+                   (1, 4): "lut", (2, 4): "lut", (1, 8): "int8", (3, 2): "int8",
+                   (4, 1): "int8"},
+    ("avx2", 512): {(1, 8): "lut", (2, 8): "int8"},
+    ("avx512", 64): {(1, 1): "popcount", (1, 2): "popcount", (2, 1): "popcount",
+                     (1, 3): "lut", (1, 4): "lut", (2, 2): "popcount", (4, 1): "popcount",
+                     (1, 5): "int8", (2, 3): "int8", (8, 8): "int8"},
+    ("avx512+vbmi", 64): {(1, 1): "popcount", (1, 2): "popcount", (1, 4): "popcount",
+                          (2, 2): "popcount", (4, 1): "popcount", (2, 3): "int8",
+                          (1, 8): "int8"},
+    ("avx512+vbmi", 512): {(1, 1): "popcount", (1, 2): "lut", (1, 4): "lut", (2, 2): "lut",
+                           (2, 4): "lut", (1, 5): "int8", (1, 8): "int8", (3, 2): "int8"},
+}
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n", [64, 512])
+def test_auto_engine_per_width_pair_follows_the_measured_rule(isa, n):
+    from soniq_fast.cpu.engines import rule_key
+    if not cpu.isa.supported(isa):
+        pytest.skip(f"this CPU cannot run the {isa} code path")
+    expected = AUTO_ENGINES.get((rule_key(isa), n), {})
     rng = np.random.default_rng(3)
-    m, k, n = 5, 100, 64
+    m, k = 5, 100
     for (bw, ba), engine in expected.items():
         a_bits = np.full(k, ba, np.uint8)
         w_bits = np.full(n, bw, np.uint8)

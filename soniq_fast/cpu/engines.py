@@ -5,59 +5,77 @@ Three engines compute a block of output channels of one weight width ``bw`` agai
 activation group of width ``ba`` (see :mod:`.packed` for their layouts):
 
 * popcount: one AND + popcount pass per pair of bit planes, ``bw * ba`` passes;
-* lut: one table lookup per weight plane and 4 K positions, whatever ``ba`` (tables of
-  codes above 4 bits split into two nibble tables, so twice the lookups), ``bw`` passes,
-  plus building every row's tables;
+* lut: one table lookup per weight plane and group of K positions, whatever ``ba`` (codes
+  above 4 bits split into two nibble tables, so twice the lookups), ``bw`` passes, plus
+  building every row's tables. 16-entry tables of 4 positions (``core/lut.h``), or on the
+  avx512 path with VBMI 64-entry tables of 6 positions looked up for 64 channels at once
+  (``core/lut_avx512.c``; :func:`lut_lanes`);
 * int8: one multiply-add per K position at any width (VNNI ``vpdpbusd`` on AVX-512; on AVX2
   ``vpmaddubsw`` while its int16 sums are exact, else int16 ``vpmaddwd``).
 
-**Engine rule** (:func:`choose_engine`, policy ``auto``), in this order:
+**Engine rule** (:func:`choose_engine`, policy ``auto``; the tables below are keyed by
+:func:`rule_key`: the ISA, or ``avx512+vbmi``), in this order:
 
-1. popcount when ``bw * ba <= POPCOUNT_FIRST_PLANE_PAIRS[isa]``;
-2. lut when ``ba >= 2``, ``bw * lut_tables(ba) <= LUT_MAX_LOOKUPS[isa]`` and the block has
-   channels enough to pay for the row tables (``channels * bw >= LUT_MIN_PLANES *
-   lut_tables(ba)^2``; measured: the digits CNN's second conv, 48 W1 channels at A2, gains
-   on AVX2; its first, 8 W1 channels at A8 with K = 9, loses);
-3. popcount when ``bw * ba <= POPCOUNT_MAX_PLANE_PAIRS[isa]``;
+1. popcount when ``bw * ba <= POPCOUNT_FIRST_PLANE_PAIRS``;
+2. lut when ``ba >= 2``, ``lut_tables(ba) <= LUT_MAX_TABLES``, ``bw * lut_tables(ba) <=
+   LUT_MAX_LOOKUPS`` and the block has channels enough to pay for the row tables
+   (``channels * bw >= LUT_MIN_PLANES * lut_tables(ba)^2``);
+3. popcount when ``bw * ba <= POPCOUNT_MAX_PLANE_PAIRS``;
 4. int8 otherwise.
 
 Figures: single-thread GEMM (``linear_int``, weights packed beforehand), milliseconds of
-thread CPU time, median of 9, engine forced with ``with_engine``; the machine was shared, so
-differences under about 10 % are noise.
+thread CPU time, median of 5 to 9, engine forced with ``with_engine`` (a small script around
+``benchmarks/gemm.py``'s ``config_bits``); the machine was shared with other work, so
+differences under about 15 % are noise.
 
-*AVX-512* (AMD EPYC Zen 4, 2 cores, AVX-512 F/BW/DQ/VPOPCNTDQ/VNNI/VBMI/BITALG), shapes
-1024^3 / 3136x576x64 / 256x1024x1024, popcount vs lut (``core/lut_avx512.c``) vs int8::
+*avx512+vbmi* (AMD EPYC Zen 4, 2 cores, AVX-512 F/BW/DQ/VPOPCNTDQ/VNNI/VBMI/BITALG), lut
+(64-entry tables) / popcount / int8::
+
+    M x K x N          W1A2               W2A2               W1A3               W1A8
+    1024x1024x1024     3.03 / 3.35 / 5.98  4.28 / 5.39 / 5.59  3.18 / 5.43 / 5.78* 5.89 / 9.97 / 5.62
+    256x1024x1024      0.62 / 0.83 / 1.44  1.00 / 1.39 / 1.51  0.59 / 1.10 / 1.45  1.39 / 2.53 / 1.47
+    64x4096x4096       2.05 / 2.29 / 5.66  4.16 / 4.94 / 6.19  2.10 / 3.41 / 5.88  7.09 / 8.50 / 5.79
+    3136x576x512       2.80 / 4.09 / 5.56  4.18 / 5.96 / 5.43  2.74 / 5.24 / 5.36  5.76 / 11.9 / 5.53
+    3136x576x256       1.76 / 1.92 / 3.06  2.65 / 3.24 / 3.02  1.80 / 2.64 / 2.96  3.65 / 6.34 / 3.08
+    3136x576x128       1.76 / 1.03 / 1.62  1.59 / 2.06 / 1.60  1.30 / 1.41 / 1.59  2.44 / 3.40 / 1.38
+    3136x576x64        1.05 / 0.55 / 0.73  1.03 / 1.03 / 0.77  1.06 / 1.01 / 0.72  2.00 / 1.80 / 0.75
+
+(* W1A4). A row's 64-entry tables cost about 11 bytes per K position to build and store
+(16-entry ones 4), used once per 64 channels and weight plane: below 256 channel-planes the
+tables cost more than the lookups save. Two nibble tables (``ba > 4``) at best tie int8.
+Hence: popcount for W1A1; lut for one table and up to 2 planes with at least 256 channel-
+planes; popcount up to 4 plane pairs; int8 beyond.
+
+*avx512* without VBMI (measured on the same machine with the 16-entry vpshufb kernel,
+``core/lut_avx512.c``), shapes 1024^3 / 3136x576x64 / 256x1024x1024, popcount / lut / int8::
 
     W1A2  3.43 / 0.48 / 0.77   3.07 / 0.53 / 0.72   6.00 / 0.93 / 1.42
     W2A2  5.40 / 0.77 / 1.29   6.25 / 0.77 / 1.41   5.92 / 0.97 / 1.45
     W1A3  4.25 / 0.64 / 1.00   4.62 / 0.56 / 0.77   5.70 / 0.96 / 1.37
     W1A4  5.42 / 0.81 / 1.38   3.67 / 0.62 / 0.94   5.90 / 0.93 / 1.43
     W2A3  8.27 / 1.10 / 1.95   6.23 / 0.81 / 1.52   5.90 / 0.93 / 1.47
-    W2A4 10.27 / 1.42 / 2.59   7.17 / 1.02 / 1.69   5.87 / 0.96 / 1.44
-    W3A2  8.19 / 1.12 / 1.99   8.12 / 1.06 / 1.97   5.79 / 0.94 / 1.41
     W1A5  7.06 / 0.94 / 1.61   7.82 / 1.19 / 1.88   5.84 / 0.99 / 1.44
 
-Zen 4 runs a 512-bit ``vpshufb`` and ``vpopcntq`` each at about one per cycle, so a lut pass
-(16 channels x 16 K positions) costs about one popcount pass (8 channels x 64 positions of
-one plane pair): lut beats popcount only where ``ba`` has more planes than the two it
-replaces, i.e. W1 x A3..A4 (one table); from two lut passes on, the int8 engine ties or wins.
-Hence on avx512: popcount up to 2 plane pairs, lut for one pass, popcount up to 4 pairs (W2A2
-and W4A1: ties with the other engines), int8 beyond.
+Zen 4 runs a 512-bit ``vpshufb`` and ``vpopcntq`` each at about one per cycle, so a 16-entry
+lut pass (16 channels x 16 K positions) costs about one popcount pass (8 channels x 64
+positions of one plane pair): it beats popcount only where ``ba`` has more planes than the
+two it replaces (W1 x A3..A4). Hence: popcount up to 2 plane pairs, lut for one lookup,
+popcount up to 4 pairs, int8 beyond. (The VBMI rule is what Zen 4 runs.)
 
-*AVX2* (AMD EPYC Zen 3, docs/benchmarks.md): no vector popcount (bits are counted by
+*avx2* (AMD EPYC Zen 3, docs/benchmarks.md): no vector popcount (bits are counted by
 nibble lookups), so lut wins from A2 on for up to 2 lookups (W1 x A2..A8, W2 x A2..A4) and
-popcount only up to 2 plane pairs; int8 keeps int16 partial sums.
-
-Not yet measured on an AVX2 machine with these rules: they leave the AVX2 choices as they
-were.
+popcount only up to 2 plane pairs; int8 keeps int16 partial sums. The minimum of 32
+channel-planes per table is measured there: the digits CNN's second conv, 48 W1 channels at
+A2, gains; its first, 8 W1 channels at A8 with K = 9, loses. These AVX2 figures predate the
+AVX-512 work; the AVX2 rule is unchanged and still to be remeasured on an AVX2 machine.
 
 **Direct convolution** (:func:`direct_conv`, ``core/direct_conv_avx2.c``): a stride-1 conv
 with the requantize fused and ``0 < K <= DIRECT_MAX_K`` (first layers: one grey channel
 3x3 gives K = 9) runs without im2col, 8 output positions per vector, on the avx2 and the
-avx512 paths under the auto policy. Figures, digits CNN deploy model at batch 256, first
-conv + requantize stage (``benchmarks/deploy_cnn.py --clock thread --repeats 15 --stages``,
-1 thread): Zen 3 AVX2 0.26 ms direct against 0.89-0.99 ms as a GEMM; Zen 4 avx512 path 0.92
-ms as a GEMM, see docs/benchmarks.md for the figure with the direct conv.
+avx512 paths under the auto policy. Digits CNN deploy model at batch 256, first conv +
+requantize stage (``benchmarks/deploy_cnn.py --clock thread --repeats 15 --stages``, 1
+thread): Zen 3 avx2 path 0.26 ms direct against 0.89-0.99 ms as a GEMM; Zen 4 avx512 path
+0.30 ms direct against 0.92 ms as a GEMM.
 
 **int8 blocks** (:func:`int8_split_by_value_width`): on AVX2 the int8 kernel's int16 bounds
 depend on the range of the values, so the int8 columns of an activation group are split into
@@ -68,18 +86,21 @@ columns of a group form one block.
 
 from __future__ import annotations
 
+from .isa import has_vbmi
+
 POPCOUNT, INT8, LUT = 0, 1, 2
 ENGINE_NAMES = ("popcount", "int8", "lut")
 ENGINE_POLICIES = ("auto", "popcount", "int8", "lut")
 
-# plane pairs up to which popcount is chosen before any other engine
-POPCOUNT_FIRST_PLANE_PAIRS = {"scalar": 4, "avx2": 1, "avx512": 2}
-# plane pairs up to which popcount beats int8 (after the lut engine had its turn)
-POPCOUNT_MAX_PLANE_PAIRS = {"scalar": 4, "avx2": 2, "avx512": 4}
-# table lookups (bw * lut_tables(ba)) up to which the lut engine is chosen
-LUT_MAX_LOOKUPS = {"avx2": 2, "avx512": 1}
-# a block needs channels * bw >= LUT_MIN_PLANES * lut_tables(ba)^2 to pay for the row tables
-LUT_MIN_PLANES = 32
+# per rule key (see rule_key): plane pairs up to which popcount is chosen before any other
+# engine, and up to which it beats int8 (after the lut engine had its turn)
+POPCOUNT_FIRST_PLANE_PAIRS = {"scalar": 4, "avx2": 1, "avx512": 2, "avx512+vbmi": 1}
+POPCOUNT_MAX_PLANE_PAIRS = {"scalar": 4, "avx2": 2, "avx512": 4, "avx512+vbmi": 4}
+# lut engine: most tables per K group, most lookups (bw * tables), and the channel-planes a
+# block needs per table^2 to pay for the row tables
+LUT_MAX_TABLES = {"avx2": 2, "avx512": 1, "avx512+vbmi": 1}
+LUT_MAX_LOOKUPS = {"avx2": 2, "avx512": 1, "avx512+vbmi": 2}
+LUT_MIN_PLANES = {"avx2": 32, "avx512": 32, "avx512+vbmi": 256}
 
 DIRECT_MAX_K = 64       # SONIQ_DIRECT_MAX_K in core/soniq_cpu.h
 DIRECT_CONV_ISAS = ("avx2", "avx512")
@@ -92,6 +113,12 @@ def lut_tables(a_bits: int) -> int:
     return 2 if a_bits > 4 else 1
 
 
+def rule_key(isa: str) -> str:
+    """The key of ``isa``'s rule: the ISA, or ``avx512+vbmi`` where the avx512 path's lut
+    engine has 64-entry tables."""
+    return "avx512+vbmi" if isa == "avx512" and has_vbmi() else isa
+
+
 def choose_engine(w_bits: int, a_bits: int, policy: str = "auto", isa: str = "scalar",
                   channels: int | None = None) -> int:
     """Engine for a (weight width, activation width) block of ``channels`` output channels
@@ -102,14 +129,23 @@ def choose_engine(w_bits: int, a_bits: int, policy: str = "auto", isa: str = "sc
         return INT8
     if policy == "lut":
         return LUT
+    key = rule_key(isa)
     pairs = w_bits * a_bits
-    if pairs <= POPCOUNT_FIRST_PLANE_PAIRS[isa]:
+    if pairs <= POPCOUNT_FIRST_PLANE_PAIRS[key]:
         return POPCOUNT
     tables = lut_tables(a_bits)
-    if a_bits > 1 and w_bits * tables <= LUT_MAX_LOOKUPS.get(isa, 0) and \
-            (channels is None or channels * w_bits >= LUT_MIN_PLANES * tables ** 2):
+    if a_bits > 1 and tables <= LUT_MAX_TABLES.get(key, 0) and \
+            w_bits * tables <= LUT_MAX_LOOKUPS.get(key, 0) and \
+            (channels is None or channels * w_bits >= LUT_MIN_PLANES[key] * tables ** 2):
         return LUT
-    return POPCOUNT if pairs <= POPCOUNT_MAX_PLANE_PAIRS[isa] else INT8
+    return POPCOUNT if pairs <= POPCOUNT_MAX_PLANE_PAIRS[key] else INT8
+
+
+def lut_lanes(isa: str) -> int:
+    """Output channels per vector of the lut engine's weights: 64 on the avx512 path with
+    VBMI (64-entry tables of 6 K positions, core/lut_avx512.c), else 16 (16-entry tables of
+    4 positions, core/lut.h)."""
+    return 64 if rule_key(isa) == "avx512+vbmi" else 16
 
 
 def direct_conv(isa: str, policy: str, k: int) -> bool:

@@ -43,7 +43,7 @@ from soniq_ref.bitpack import check_weights, code_planes, pack_bits
 
 from .act_groups import ActGroup, act_groups
 from .engines import (ENGINE_NAMES, INT8, LUT, POPCOUNT, choose_engine, int8_steps,
-                      int8_split_by_value_width)
+                      int8_split_by_value_width, lut_lanes)
 
 # per code path: (words alignment of plane rows, popcount lanes, int8 lanes)
 LAYOUTS = {"scalar": (1, 1, 1), "avx2": (1, 4, 8), "avx512": (1, 8, 16)}
@@ -54,6 +54,7 @@ AVX2_INT8_LANES = 8
 INT8_BYTE_ALIGN = {1: 64, AVX2_INT8_LANES: 4, 16: 64}
 NEED_BYTES, NEED_WIDE = 1, 2    # need_bytes bits: uint8 rows; int16 rows too
 LUT_LANES = 16                  # output channels per lut vector (SONIQ_LUT_LANES in core/lut.h)
+LUT64_LANES = 64                # the same with 64-entry tables (core/lut_avx512.c)
 
 MAX_PLANS = 16      # activation layouts whose blocks a packed object keeps (LRU)
 
@@ -155,8 +156,11 @@ class CpuPackedWeights:
                 cols = _in_order(cols, rank)
                 engine = choose_engine(w_bits, group.bits, policy, isa, len(cols))
                 if engine == LUT:
-                    need[gi][LUT] = True
-                    blocks.append(self._lut_block(gi, group, w_bits, cols))
+                    lanes = lut_lanes(isa)
+                    need[gi][LUT] = 2 if lanes == LUT64_LANES else 1
+                    blocks.append(self._lut64_block(gi, group, w_bits, cols)
+                                  if lanes == LUT64_LANES else
+                                  self._lut_block(gi, group, w_bits, cols))
                 elif engine == POPCOUNT:
                     need[gi][POPCOUNT] = True
                     blocks.append(self._popcount_block(gi, group, w_bits, cols, pop_lanes,
@@ -219,6 +223,21 @@ class CpuPackedWeights:
         index = index.reshape(n_pad // LUT_LANES, LUT_LANES, w_bits, groups // 2, 2)
         return (LUT, gi, w_bits, len(cols), cols, None, None, LUT_LANES,
                 np.ascontiguousarray(index.transpose(0, 2, 3, 4, 1)), ())
+
+    def _lut64_block(self, gi: int, group: ActGroup, w_bits: int, cols: np.ndarray) -> tuple:
+        """uint8 [n/64, bw, ceil(k/6), 64]: per weight plane j and group of 6 K positions q,
+        the table index sum_u bit_j(w[6 q + u]) 2^u of each channel (core/lut_avx512.c)."""
+        w = self._gathered(group, cols, LUT64_LANES)
+        n_pad, groups = w.shape[0], -(-group.k // 6)
+        codes = np.zeros((n_pad, groups * 6), np.uint8)
+        codes[:, :group.k] = w
+        planes = code_planes(codes, w_bits)                          # [n_pad, bw, groups * 6]
+        index = (planes.reshape(n_pad, w_bits, groups, 6)
+                 << np.arange(6, dtype=np.uint8)).sum(axis=-1, dtype=np.uint8)
+        # [n/64, 64, bw, groups] -> [n/64, bw, groups, 64]
+        index = index.reshape(n_pad // LUT64_LANES, LUT64_LANES, w_bits, groups)
+        return (LUT, gi, w_bits, len(cols), cols, None, None, LUT64_LANES,
+                np.ascontiguousarray(index.transpose(0, 2, 3, 1)), ())
 
     def _int8_values(self, group: ActGroup, cols: np.ndarray, lanes: int) -> np.ndarray:
         """int8 [n rounded up to lanes, kpad]: v = w - 2^(bw-1), zero rows and tail as padding."""

@@ -36,7 +36,7 @@ typedef struct {                /* one thread's scratch */
                                    (NULL: rows built one at a time) */
     int64_t image;              /* which image `padded` holds (-1: none) */
     uint8_t *gathered;
-    int64_t *tile;              /* SONIQ_ROW_TILE x SONIQ_TILE_COLS */
+    int64_t *tile;              /* SONIQ_ROW_TILE x SONIQ_TILE_SCRATCH_COLS */
 } scratch;
 
 /* Larger images are read one im2col row at a time, without a padded copy. */
@@ -81,6 +81,11 @@ static void gather_runs(const uint8_t *src, int64_t n, const soniq_act_group *g,
     }
 }
 
+static int64_t lut_row_bytes(const soniq_act_group *g) {
+    return g->need_tables == 2 ? soniq_lut64_row_bytes(g->k, g->bits)
+                               : soniq_lut_row_bytes(g->k, g->bits);
+}
+
 static void scratch_free(scratch *s, int n_groups) {
     for (int gi = 0; gi < n_groups; gi++) {
         free(s->view[gi].planes);
@@ -106,7 +111,7 @@ static int scratch_alloc(scratch *s, const soniq_gemm_job *job) {
         ok = s->padded != NULL;
     }
     s->gathered = (uint8_t *)malloc(k);
-    s->tile = (int64_t *)malloc(sizeof(int64_t) * SONIQ_ROW_TILE * SONIQ_TILE_COLS);
+    s->tile = (int64_t *)malloc(sizeof(int64_t) * SONIQ_ROW_TILE * SONIQ_TILE_SCRATCH_COLS);
     ok = ok && s->patch && s->gathered && s->tile;
     for (int gi = 0; gi < job->n_groups; gi++) {
         soniq_act_group *v = &s->view[gi];
@@ -128,7 +133,7 @@ static int scratch_alloc(scratch *s, const soniq_gemm_job *job) {
                                         sizeof(int16_t));
         if (v->need_tables)
             v->tables = (uint8_t *)calloc((SONIQ_ROW_TILE + SONIQ_ROW_PAD)
-                                          * (size_t)soniq_lut_row_bytes(v->k, v->bits), 1);
+                                          * (size_t)lut_row_bytes(v), 1);
         ok = ok && v->rowsum && (!v->need_planes || v->planes) && (!v->need_bytes || v->bytes)
              && (!(v->need_bytes & 2) || v->wide) && (!v->need_tables || v->tables);
     }
@@ -172,9 +177,9 @@ static void prepare_row(const soniq_gemm_job *job, scratch *s, int64_t r, const 
                 : soniq_int8_prepare_scalar(src, g->k, g->shift, dst, wide, g->kpad);
         }
         if (g->need_tables) {
-            uint8_t *dst = g->tables + r * soniq_lut_row_bytes(g->k, g->bits);
-            g->rowsum[r] = job->isa == SONIQ_SCALAR
-                ? soniq_lut_tables_scalar(src, g->k, g->bits, dst)
+            uint8_t *dst = g->tables + r * lut_row_bytes(g);
+            g->rowsum[r] = g->need_tables == 2 ? soniq_lut64_tables_avx512(src, g->k, g->bits, dst)
+                : job->isa == SONIQ_SCALAR ? soniq_lut_tables_scalar(src, g->k, g->bits, dst)
                 : soniq_lut_tables_avx2(src, g->k, g->bits, dst);
         }
     }

@@ -13,6 +13,8 @@ int soniq_cpu_has(int isa) {
                && __builtin_cpu_supports("avx512dq")
                && __builtin_cpu_supports("avx512vpopcntdq")
                && __builtin_cpu_supports("avx512vnni");
+    case SONIQ_FEATURE_VBMI:    /* not a code path: the avx512 path's 64-entry lut tables */
+        return soniq_cpu_has(SONIQ_AVX512) && __builtin_cpu_supports("avx512vbmi");
     default:
         return 0;
     }

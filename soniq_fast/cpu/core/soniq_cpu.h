@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 enum { SONIQ_SCALAR = 0, SONIQ_AVX2 = 1, SONIQ_AVX512 = 2 };
+enum { SONIQ_FEATURE_VBMI = 3 };   /* soniq_cpu_has: AVX-512 VBMI (lut_avx512.c) */
 enum { SONIQ_ENGINE_POPCOUNT = 0, SONIQ_ENGINE_INT8 = 1, SONIQ_ENGINE_LUT = 2 };
 #define SONIQ_ENGINES 3
 
@@ -46,7 +47,7 @@ typedef struct {
     int64_t kpad;           /* bytes per int8 row (multiple of 64; of 4 on the avx2 path) */
     int need_planes;
     int need_bytes;         /* bit 0: bytes; bit 1: wide too (avx2 int16 int8 blocks) */
-    int need_tables;        /* lut blocks: the row tables (see soniq_lut_tables) */
+    int need_tables;        /* lut blocks: the row tables (1: lut.h, 2: lut_avx512.c) */
     /* per-thread scratch for one tile of rows r = 0 .. SONIQ_ROW_TILE - 1 (set by gemm.c) */
     uint64_t *planes;       /* [rows][bits][words], planes of the unshifted codes */
     uint8_t *bytes;         /* [rows][kpad], shifted codes a << shift, zero tail */
@@ -167,11 +168,13 @@ int64_t soniq_int8_prepare_avx2(const uint8_t *src, int64_t k, int shift, uint8_
 
 /* engines: add the block's contribution for the prepared tile rows r in [0, rows) of group g
  * (a thread's scratch view) to the output rows m0 + r. `tile` is the thread's int64 scratch
- * of SONIQ_ROW_TILE * SONIQ_TILE_COLS entries (the sums of one chunk of columns). Up to
+ * of SONIQ_ROW_TILE * SONIQ_TILE_SCRATCH_COLS entries (the sums of one chunk of columns,
+ * SONIQ_TILE_COLS of them but in the 64-entry lut engine). Up to
  * SONIQ_ROW_PAD scratch rows past `rows` are allocated and initialised, so engines may
  * compute on them; those results are never stored. */
 #define SONIQ_ROW_PAD 8
 #define SONIQ_TILE_COLS 64
+#define SONIQ_TILE_SCRATCH_COLS 256   /* columns the tile scratch holds (lut_avx512.c) */
 typedef void (*soniq_block_fn)(const soniq_gemm_job *job, const soniq_act_group *g,
                                const soniq_block *b, int64_t m0, int64_t rows, int64_t *tile);
 #define SONIQ_ENGINE(name) \
@@ -194,6 +197,10 @@ SONIQ_ENGINE(soniq_lut_avx512);
 int64_t soniq_lut_row_bytes(int64_t k, int bits);
 int64_t soniq_lut_tables_scalar(const uint8_t *src, int64_t k, int bits, uint8_t *dst);
 int64_t soniq_lut_tables_avx2(const uint8_t *src, int64_t k, int bits, uint8_t *dst);
+/* lut_avx512.c: the same with 64-entry tables of 6 K positions (act groups with
+ * need_tables == 2, blocks with 64 lanes) */
+int64_t soniq_lut64_row_bytes(int64_t k, int bits);
+int64_t soniq_lut64_tables_avx512(const uint8_t *src, int64_t k, int bits, uint8_t *dst);
 /* popcount_flush_avx2.c: soniq_flush_tile of popcount sums with AVX2, and a prefetch of the
  * output lines it will write */
 void soniq_popcount_flush_avx2(const soniq_gemm_job *job, const soniq_act_group *g,
