@@ -24,9 +24,10 @@ activation group of width ``ba`` (see :mod:`.packed` for their layouts):
 4. int8 otherwise.
 
 Figures: single-thread GEMM (``linear_int``, weights packed beforehand), milliseconds of
-thread CPU time, median of 5 to 9, engine forced with ``with_engine`` (a small script around
-``benchmarks/gemm.py``'s ``config_bits``); the machine was shared with other work, so
-differences under about 15 % are noise.
+thread CPU time, median of 5 to 9, engine forced with ``with_engine``:
+``python benchmarks/engine_cost.py --isa avx512 --shapes <MxKxN,...> --configs <WxAy,...>
+--engines lut,popcount,int8``; the machine was shared with other work, so differences
+under about 15 % are noise.
 
 *avx512+vbmi* (AMD EPYC Zen 4, 2 cores, AVX-512 F/BW/DQ/VPOPCNTDQ/VNNI/VBMI/BITALG), lut
 (64-entry tables) / popcount / int8::
