@@ -222,6 +222,19 @@ def test_lut_engine_on_any_k_and_rows(isa, data):
         np.testing.assert_array_equal(got, want)
 
 
+def test_choose_engine_limits_popcount_by_k_where_measured(monkeypatch):
+    # avx512 with VBMI: popcount up to 3 plane pairs, up to 2 in act groups of K < 1024.
+    from soniq_fast.cpu import engines
+    monkeypatch.setattr(engines, "rule_key", lambda isa: "avx512+vbmi")
+    short, pairs = engines.POPCOUNT_SHORT_K["avx512+vbmi"]
+    assert (short, pairs) == (1024, 2)
+    assert engines.choose_engine(1, 3, "auto", "avx512", 64, short) == engines.POPCOUNT
+    assert engines.choose_engine(1, 3, "auto", "avx512", 64, short - 1) == engines.INT8
+    assert engines.choose_engine(1, 3, "auto", "avx512", 64, None) == engines.POPCOUNT
+    assert engines.choose_engine(2, 2, "auto", "avx512", 64, short) == engines.INT8
+    assert engines.choose_engine(1, 2, "auto", "avx512", 64, 9) == engines.POPCOUNT
+
+
 @pytest.mark.parametrize("policy", ["lut", "auto"])
 def test_avx512_without_vbmi_packs_the_16_entry_tables(monkeypatch, policy):
     # An AVX-512 CPU without VBMI has no 64-entry lut kernel: its lut blocks take the
@@ -258,9 +271,9 @@ AUTO_ENGINES = {
     ("avx512", 64): {(1, 1): "popcount", (1, 2): "popcount", (2, 1): "popcount",
                      (1, 3): "lut", (1, 4): "lut", (2, 2): "popcount", (4, 1): "popcount",
                      (1, 5): "int8", (2, 3): "int8", (8, 8): "int8"},
-    ("avx512+vbmi", 64): {(1, 1): "popcount", (1, 2): "popcount", (1, 4): "popcount",
-                          (2, 2): "popcount", (4, 1): "popcount", (2, 3): "int8",
-                          (1, 8): "int8"},
+    ("avx512+vbmi", 64): {(1, 1): "popcount", (1, 2): "popcount", (2, 1): "popcount",
+                          (1, 3): "int8", (1, 4): "int8", (2, 2): "int8", (4, 1): "int8",
+                          (2, 3): "int8", (1, 8): "int8"},
     ("avx512+vbmi", 512): {(1, 1): "popcount", (1, 2): "lut", (1, 4): "lut", (2, 2): "lut",
                            (2, 4): "lut", (1, 5): "int8", (1, 8): "int8", (3, 2): "int8"},
 }
@@ -269,6 +282,7 @@ AUTO_ENGINES = {
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("n", [64, 512])
 def test_auto_engine_per_width_pair_follows_the_measured_rule(isa, n):
+    # K = 100: on the avx512 path with VBMI, short K limits popcount to 2 plane pairs.
     from soniq_fast.cpu.engines import rule_key
     if not cpu.isa.supported(isa):
         pytest.skip(f"this CPU cannot run the {isa} code path")

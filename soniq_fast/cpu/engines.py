@@ -20,7 +20,8 @@ activation group of width ``ba`` (see :mod:`.packed` for their layouts):
 2. lut when ``ba >= 2``, ``lut_tables(ba) <= LUT_MAX_TABLES``, ``bw * lut_tables(ba) <=
    LUT_MAX_LOOKUPS`` and the block has channels enough to pay for the row tables
    (``channels * bw >= LUT_MIN_PLANES * lut_tables(ba)^2``);
-3. popcount when ``bw * ba <= POPCOUNT_MAX_PLANE_PAIRS``;
+3. popcount when ``bw * ba <= POPCOUNT_MAX_PLANE_PAIRS`` (``POPCOUNT_SHORT_K``: a lower
+   limit for act groups of fewer K positions);
 4. int8 otherwise.
 
 Figures: single-thread GEMM (``linear_int``, weights packed beforehand), milliseconds of
@@ -41,11 +42,21 @@ under about 15 % are noise.
     3136x576x128       1.76 / 1.03 / 1.62  1.59 / 2.06 / 1.60  1.30 / 1.41 / 1.59  2.44 / 3.40 / 1.38
     3136x576x64        1.05 / 0.55 / 0.73  1.03 / 1.03 / 0.77  1.06 / 1.01 / 0.72  2.00 / 1.80 / 0.75
 
-(* W1A4). A row's 64-entry tables cost about 11 bytes per K position to build and store
+(* W1A4). Blocks too small for the tables, popcount / int8 (``--engines popcount,int8``)::
+
+    M x K x N        W2A2         W1A3         W1A4
+    4096x288x64      1.05 / 0.57  1.03 / 0.72  0.92 / 0.62
+    3136x576x64      0.97 / 0.76  0.96 / 0.92  0.95 / 0.75
+    2048x512x128     1.23 / 0.97  1.16 / 1.07  1.08 / 0.80
+    1024x1024x64     0.48 / 0.41  0.32 / 0.39  0.43 / 0.39
+    256x2048x64      0.18 / 0.20  0.16 / 0.20  0.19 / 0.20
+
+A row's 64-entry tables cost about 11 bytes per K position to build and store
 (16-entry ones 4), used once per 64 channels and weight plane: below 256 channel-planes the
 tables cost more than the lookups save. Two nibble tables (``ba > 4``) at best tie int8.
 Hence: popcount for W1A1; lut for one table and up to 2 planes with at least 256 channel-
-planes; popcount up to 4 plane pairs; int8 beyond.
+planes; popcount up to 3 plane pairs, and up to 2 below K = 1024 (where the popcount
+kernel's per-tile costs weigh most); int8 beyond.
 
 *avx512* without VBMI (measured on the same machine with the 16-entry vpshufb kernel,
 ``core/lut_avx512.c``), shapes 1024^3 / 3136x576x64 / 256x1024x1024, popcount / lut / int8::
@@ -96,7 +107,9 @@ ENGINE_POLICIES = ("auto", "popcount", "int8", "lut")
 # per rule key (see rule_key): plane pairs up to which popcount is chosen before any other
 # engine, and up to which it beats int8 (after the lut engine had its turn)
 POPCOUNT_FIRST_PLANE_PAIRS = {"scalar": 4, "avx2": 1, "avx512": 2, "avx512+vbmi": 1}
-POPCOUNT_MAX_PLANE_PAIRS = {"scalar": 4, "avx2": 2, "avx512": 4, "avx512+vbmi": 4}
+POPCOUNT_MAX_PLANE_PAIRS = {"scalar": 4, "avx2": 2, "avx512": 4, "avx512+vbmi": 3}
+# (K, pairs): an act group of fewer than K positions runs popcount only up to `pairs` pairs
+POPCOUNT_SHORT_K = {"avx512+vbmi": (1024, 2)}
 # lut engine: most tables per K group, most lookups (bw * tables), and the channel-planes a
 # block needs per table^2 to pay for the row tables
 LUT_MAX_TABLES = {"avx2": 2, "avx512": 1, "avx512+vbmi": 1}
@@ -121,9 +134,10 @@ def rule_key(isa: str) -> str:
 
 
 def choose_engine(w_bits: int, a_bits: int, policy: str = "auto", isa: str = "scalar",
-                  channels: int | None = None) -> int:
+                  channels: int | None = None, k: int | None = None) -> int:
     """Engine for a (weight width, activation width) block of ``channels`` output channels
-    (None: many) under ``policy`` on ``isa`` (the rule in the module docstring)."""
+    over ``k`` K positions (None: many) under ``policy`` on ``isa`` (the rule in the module
+    docstring)."""
     if policy == "popcount":
         return POPCOUNT
     if policy == "int8":
@@ -139,7 +153,10 @@ def choose_engine(w_bits: int, a_bits: int, policy: str = "auto", isa: str = "sc
             w_bits * tables <= LUT_MAX_LOOKUPS.get(key, 0) and \
             (channels is None or channels * w_bits >= LUT_MIN_PLANES[key] * tables ** 2):
         return LUT
-    return POPCOUNT if pairs <= POPCOUNT_MAX_PLANE_PAIRS[key] else INT8
+    limit = POPCOUNT_MAX_PLANE_PAIRS[key]
+    if key in POPCOUNT_SHORT_K and k is not None and k < POPCOUNT_SHORT_K[key][0]:
+        limit = POPCOUNT_SHORT_K[key][1]
+    return POPCOUNT if pairs <= limit else INT8
 
 
 def lut_lanes(isa: str) -> int:

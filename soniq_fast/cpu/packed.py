@@ -154,7 +154,7 @@ class CpuPackedWeights:
             int8_cols = []
             for w_bits, cols in self._by_width.items():
                 cols = _in_order(cols, rank)
-                engine = choose_engine(w_bits, group.bits, policy, isa, len(cols))
+                engine = choose_engine(w_bits, group.bits, policy, isa, len(cols), group.k)
                 if engine == LUT:
                     lanes = lut_lanes(isa)
                     need[gi][LUT] = 2 if lanes == LUT64_LANES else 1
