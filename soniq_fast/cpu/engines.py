@@ -58,8 +58,10 @@ Hence: popcount for W1A1; lut for one table and up to 2 planes with at least 256
 planes; popcount up to 3 plane pairs, and up to 2 below K = 1024 (where the popcount
 kernel's per-tile costs weigh most); int8 beyond.
 
-*avx512* without VBMI (measured on the same machine with the 16-entry vpshufb kernel,
-``core/lut_avx512.c``), shapes 1024^3 / 3136x576x64 / 256x1024x1024, popcount / lut / int8::
+*avx512* without VBMI (measured on the Zen 4 machine with a 512-bit vpshufb port of the
+16-entry kernel, which ran within about 10 % of the AVX2 kernel ``core/lut_avx2.c`` that
+such a CPU runs; not measured on a CPU without VBMI): per engine (popcount, then lut, then
+int8) the shapes 1024^3 / 3136x576x64 / 256x1024x1024::
 
     W1A2  3.43 / 0.48 / 0.77   3.07 / 0.53 / 0.72   6.00 / 0.93 / 1.42
     W2A2  5.40 / 0.77 / 1.29   6.25 / 0.77 / 1.41   5.92 / 0.97 / 1.45
@@ -122,7 +124,7 @@ INT8_VALUE_WIDTH_ISAS = ("avx2",)
 
 
 def lut_tables(a_bits: int) -> int:
-    """Tables per group of 4 K positions in the lut engine: codes above 4 bits split into
+    """Tables per group of K positions in the lut engine: codes above 4 bits split into
     their low and high nibbles (so every entry fits a byte)."""
     return 2 if a_bits > 4 else 1
 
