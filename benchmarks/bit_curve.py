@@ -13,14 +13,14 @@ Prints one markdown grid per ISA: nanoseconds per output element (time / (M * N)
 rows: weight bits, columns: activation bits) -- the cost of each point of a palette.
 When ONNX Runtime is installed it also prints its INT8 ``MatMulInteger`` (uint8 x int8)
 on the same shape and thread count, the line to beat. ``--json`` also records which
-engines each call ran (``last_path``).
+engines each call ran (``last_path``); ``--engines`` prints them as grids too.
 
 Clocks: ``--clock thread`` (the calling thread's CPU time) is right for one thread on a
 busy machine; with more threads the script always uses wall time.
 
 Usage:  python benchmarks/bit_curve.py [--shape 256,1024,1024] [--isas scalar,avx2,avx512]
-            [--bits 1,2,4,8] [--threads 1] [--repeats 5] [--clock thread] [--no-check]
-            [--json out.json]
+            [--bits 1,2,4,8] [--threads 1] [--repeats 5] [--clock thread] [--engines]
+            [--no-check] [--json out.json]
 """
 
 from __future__ import annotations
@@ -86,10 +86,13 @@ def int8_line(shape: tuple, threads: int, repeats: int, clock: str) -> str | Non
     return f"ONNX Runtime INT8 MatMulInteger, same shape: {t / (m * n) * 1e9:.3f} ns per output"
 
 
-def grid(rows: list, isa: str, bits: tuple) -> str:
-    cell = {(r["w_bits"], r["a_bits"]): r["ns_per_output"] for r in rows if r["isa"] == isa}
-    return markdown_table([f"{isa}: ns / output"] + [f"A{a}" for a in bits],
-                          [[f"W{w}"] + [f"{cell[w, a]:.3f}" for a in bits] for w in bits])
+def grid(rows: list, isa: str, bits: tuple, engines: bool = False) -> str:
+    """The W x A grid of ``isa``: ns per output, or (``engines``) the engines that ran."""
+    cell = {(r["w_bits"], r["a_bits"]): "+".join(r["engines"]) if engines
+            else f"{r['ns_per_output']:.3f}" for r in rows if r["isa"] == isa}
+    return markdown_table([f"{isa}: {'engines' if engines else 'ns / output'}"]
+                          + [f"A{a}" for a in bits],
+                          [[f"W{w}"] + [cell[w, a] for a in bits] for w in bits])
 
 
 def main(argv=None) -> int:
@@ -105,6 +108,8 @@ def main(argv=None) -> int:
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="one thread: wall time or the thread's CPU time (more threads "
                              "always use wall time)")
+    parser.add_argument("--engines", action="store_true",
+                        help="also print which engine ran each configuration")
     parser.add_argument("--no-check", action="store_true", help="skip the exactness check")
     parser.add_argument("--json", help="write the measurements to this JSON file")
     args = parser.parse_args(argv)
@@ -135,6 +140,9 @@ def main(argv=None) -> int:
     for isa in isas:
         print(grid(rows, isa, bits))
         print()
+        if args.engines:
+            print(grid(rows, isa, bits, engines=True))
+            print()
     baseline = int8_line(shape, args.threads, args.repeats, clock)
     if baseline:
         print(baseline)

@@ -42,6 +42,8 @@ time (all four run on the calling thread there), which leaves out time spent wai
 a core on a busy machine. Rows with more threads always use wall time -- a thread's CPU
 clock cannot see work done on other threads -- so a 1-thread row and a 2-thread row are
 comparable only when both use wall time (``--clock wall``) on an otherwise idle machine.
+PyTorch's OpenMP workers are told not to spin between calls (``OMP_WAIT_POLICY=PASSIVE``
+unless set), as ONNX Runtime's are (``session.intra_op.allow_spinning = 0``).
 
 Usage:  python benchmarks/deploy_models.py [--model PATH] [--batches 1,256] [--threads 1,2]
             [--repeats 9] [--clock thread] [--stages] [--json out.json]
@@ -213,8 +215,7 @@ def main(argv=None) -> int:
                         help="single-threaded rows: wall time or the thread's CPU time "
                              "(multi-threaded rows always use wall time)")
     parser.add_argument("--stages", action="store_true",
-                        help="also time each stage of the soniq forward pass (1 thread, "
-                             "largest batch)")
+                        help="also time each stage of the soniq forward pass (1 thread)")
     parser.add_argument("--json", help="write the measurements to this JSON file")
     args = parser.parse_args(argv)
     missing = missing_packages()
@@ -222,6 +223,10 @@ def main(argv=None) -> int:
         print("deploy_models: the baselines need packages this Python lacks: "
               + ", ".join(missing), file=sys.stderr)
         return 2
+    # PyTorch's OpenMP workers sleep between parallel regions instead of spinning, as
+    # ONNX Runtime's do here (baselines._session): samples of every implementation are taken
+    # in turn, and spinning workers would hold the cores the next one needs
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
     if "fbgemm" not in torch.backends.quantized.supported_engines:
         print("deploy_models: this PyTorch build has no fbgemm quantized engine "
@@ -230,9 +235,9 @@ def main(argv=None) -> int:
         return 2
 
     from soniq_fast.cpu import BACKEND
-    from soniq_ref.fileformat import load
+    from soniq_ref import load_model
 
-    deploy = load(args.model) if args.model else fashion_cnn_deploy()
+    deploy = load_model(args.model) if args.model else fashion_cnn_deploy()
     batches = [int(b) for b in args.batches.split(",")]
     threads_list = [int(t) for t in args.threads.split(",")]
     print(f"model: {args.model or 'untrained default Fashion-MNIST CNN (seed 0)'}; "
@@ -256,13 +261,16 @@ def main(argv=None) -> int:
     if args.stages:
         from deploy_cnn import stage_seconds
         clock = clock_for(args.clock, 1)
-        x, _ = sample_inputs(deploy, max(batches))
-        stages = [dict(stage=name, soniq_s=t) for name, t in
-                  stage_seconds(deploy, x, BACKEND.with_threads(1), args.repeats, clock)]
+        for batch in batches:
+            x, _ = sample_inputs(deploy, batch)
+            stages += [dict(batch=batch, stage=name, soniq_s=t) for name, t in
+                       stage_seconds(deploy, x, BACKEND.with_threads(1), args.repeats, clock)]
+        names = list(dict.fromkeys(r["stage"] for r in stages))
+        ms = {(r["batch"], r["stage"]): f"{r['soniq_s'] * 1e3:.3f}" for r in stages}
         print()
-        print(markdown_table([f"stage (batch {max(batches)}, 1 thread, {clock} clock)",
-                              "soniq cpu ms"],
-                             [[r["stage"], f"{r['soniq_s'] * 1e3:.3f}"] for r in stages]))
+        print(markdown_table([f"stage (1 thread, {clock} clock)"]
+                             + [f"batch {b}: soniq cpu ms" for b in batches],
+                             [[name] + [ms[b, name] for b in batches] for name in names]))
     if args.json:
         write_json(args.json, {"benchmark": "deploy_models", "model": args.model or "default",
                                "isa": BACKEND.isa, "torch": torch.__version__,
