@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # the packages of this checkout, not an installed copy
 sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-from baselines import (CLOCKS, clock_for, machine, markdown_table,  # noqa: E402
+from baselines import (add_clock_option, clock_for, machine, markdown_table,  # noqa: E402
                        median_seconds, paired_median_seconds, write_json)
 
 BITS = tuple(range(1, 9))
@@ -105,9 +105,7 @@ def main(argv=None) -> int:
                              "alike (default: 1..8)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                        help="one thread: wall time or the thread's CPU time (more threads "
-                             "always use wall time)")
+    add_clock_option(parser)
     parser.add_argument("--engines", action="store_true",
                         help="also print which engine ran each configuration")
     parser.add_argument("--no-check", action="store_true", help="skip the exactness check")

@@ -29,8 +29,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # the packages of this checkout, not an installed copy
 sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-from baselines import (CLOCKS, _session, clock_for, machine, markdown_table,  # noqa: E402
-                       median_seconds, paired_median_seconds, write_json)
+from baselines import (_session, add_clock_option, clock_for, machine,  # noqa: E402
+                       markdown_table, median_seconds, paired_median_seconds, write_json)
 from int8_network import qdq_model  # noqa: E402
 
 BATCH = 256
@@ -74,9 +74,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the measurements to this JSON file")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of each training phase")
     parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                        help="single-threaded rows: wall time or the thread's CPU time "
-                             "(multi-threaded rows always use wall time)")
+    add_clock_option(parser)
     parser.add_argument("--stages", action="store_true",
                         help="also time each stage of the soniq forward pass (1 thread)")
     args = parser.parse_args(argv)

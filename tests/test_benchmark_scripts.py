@@ -57,3 +57,14 @@ def test_bit_curve_grid():
     rows = [line for line in out.splitlines() if line.startswith("| W")]
     assert [r.split("|")[1].strip() for r in rows] == ["W1", "W8"]
     assert all(np.isfinite(float(v)) for r in rows for v in r.split("|")[2:4])
+
+
+def test_deploy_models_says_what_is_missing():
+    """Without the baselines' packages the script names them and exits 2 (run with torch
+    hidden, whether or not it is installed)."""
+    code = ("import sys; sys.modules['torch'] = None; sys.path.insert(0, 'benchmarks'); "
+            "import deploy_models; sys.exit(deploy_models.main([]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert done.returncode == 2
+    assert "torch (pip install -e \".[bench-torch]\")" in done.stderr
