@@ -41,14 +41,15 @@ def check_requantize_args(acc, scale, bias, out_bits, out_ratio):
     return acc, scale, bias, out_bits, out_ratio
 
 
-def _affine(acc: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> np.ndarray:
+def affine(acc: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """``scale[o] * float32(acc) + bias[o]`` of validated arguments (the reference kernel)."""
     y = _per_channel(scale, acc.ndim) * acc.astype(np.float32)
     return y + _per_channel(bias, acc.ndim)
 
 
 def epilogue(acc, scale, bias) -> np.ndarray:
     """acc: int64 [M, N] or [B, O, H, W]; scale, bias: float32 [O] -> float32 like acc."""
-    return _affine(*check_epilogue_args(acc, scale, bias))
+    return affine(*check_epilogue_args(acc, scale, bias))
 
 
 def requantize(acc, scale, bias, out_bits, out_ratio) -> np.ndarray:
@@ -59,4 +60,9 @@ def requantize(acc, scale, bias, out_bits, out_ratio) -> np.ndarray:
     """
     acc, scale, bias, out_bits, out_ratio = check_requantize_args(acc, scale, bias, out_bits,
                                                                   out_ratio)
-    return codes_from_ratio(_affine(acc, scale, bias), out_ratio, out_bits)
+    return requantize_codes(acc, scale, bias, out_bits, out_ratio)
+
+
+def requantize_codes(acc, scale, bias, out_bits, out_ratio) -> np.ndarray:
+    """:func:`requantize` of validated arguments (the reference kernel)."""
+    return codes_from_ratio(affine(acc, scale, bias), out_ratio, out_bits)
