@@ -78,6 +78,20 @@ class CheckedBackend:
     def __repr__(self) -> str:
         return f"<soniq backend {self.name}>"
 
+    # Ways of running that must give the same results, each pinned by ``variant(name)``
+    # (cpu: ISA code paths; cuda-emu: thread schedules), and the GEMM engines
+    # ``with_engine(name)`` pins; a backend with neither has none.
+    variants: tuple = ()
+    engines: tuple = ()
+
+    def variant(self, name: str):
+        """This backend pinned to variant ``name`` (one of :attr:`variants`)."""
+        raise ValueError(f"backend {self.name} has no variants, got {name!r}")
+
+    def with_engine(self, engine: str):
+        """This backend with every GEMM on engine ``engine`` (one of :attr:`engines`)."""
+        raise ValueError(f"backend {self.name} has no engines to choose from, got {engine!r}")
+
     # ------------------------------------------------------------------------ packing
 
     def pack_weights(self, w_codes, w_bits):

@@ -187,3 +187,33 @@ def test_accepts_non_contiguous_and_read_only(backend):
     w_bits = np.full(5, 3, np.uint8)
     assert_same(backend.linear_int(a, a_bits, w, w_bits, 2),
                 independent.linear_acc(a, a_bits, w, w_bits, 2))
+
+
+# ------------------------------------------------------------------------ backend ids
+
+def test_ids_cover_every_variant_and_engine():
+    """tests/backends.py names every variant and every pinned engine of the backends that
+    load here, so that the contract tests above run on each of them."""
+    from backends import (CPU_ENGINES, CPU_ISAS, CUDA_ENGINES, EMU_SCHEDULES,
+                          backend_from_id)
+    from soniq_ref import get_backend
+    assert get_backend("ref").variants == () and get_backend("ref").engines == ()
+    expected = {"cpu": (CPU_ISAS, ("auto",) + CPU_ENGINES),
+                "cuda-emu": (EMU_SCHEDULES, ("auto", "cuda-core") + CUDA_ENGINES)}
+    for name, (variants, engines) in expected.items():
+        try:
+            backend = backend_from_id(name)
+        except RuntimeError:
+            continue          # not available here: its ids are skipped anyway
+        assert set(backend.variants) == set(variants), name
+        assert set(backend.engines) == set(engines), name
+
+
+def test_engine_names_are_one_vocabulary():
+    """The bit-serial engine on CUDA cores is 'popcount', as on the cpu; its former name
+    'bitserial' is still accepted where users type it."""
+    cuda = pytest.importorskip("soniq_fast.cuda")
+    EMU_BACKEND = cuda.EMU_BACKEND
+    assert EMU_BACKEND.with_engine("bitserial").engine == "popcount"
+    with pytest.raises(ValueError, match="engine"):
+        EMU_BACKEND.with_engine("bitserial-gemm")

@@ -73,6 +73,9 @@ class CpuBackend(CheckedBackend):
 
     # ------------------------------------------------------------------ configuration
 
+    variants = ISA_NAMES
+    engines = ENGINE_POLICIES
+
     def variant(self, name: str) -> "CpuBackend":
         """This backend pinned to code path ``name`` (RuntimeError if the CPU lacks it)."""
         if name not in ISA_NAMES:

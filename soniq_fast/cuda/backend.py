@@ -13,18 +13,22 @@ import numpy as np
 from soniq_ref.contract import INT32_EXACT_K, CheckedBackend
 
 from .launch import epilogue as epilogue_launch
-from .launch.engines import ENGINES
+from .launch.engines import ENGINE_ALIASES, ENGINES
 from .launch.gemm import integer_gemm
 from .launch.geometry import conv_geometry, linear_geometry
 from .launch.pack import pack_planes, pack_weight_codes
 from .packed import CudaPackedWeights
+from .emu import SCHEDULES
 from .runtime.emulated import EmulatedRuntime
 
 
 class CudaBackend(CheckedBackend):
     """The contract (docs/backend-contract.md) on ``runtime``; ``engine`` pins the GEMM engine."""
 
+    engines = ENGINES
+
     def __init__(self, runtime, name: str, engine: str = "auto"):
+        engine = ENGINE_ALIASES.get(engine, engine)
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         super().__init__(name, CudaKernels(runtime, engine))
@@ -32,6 +36,11 @@ class CudaBackend(CheckedBackend):
 
     def __repr__(self):
         return f"<soniq cuda backend {self.name} engine={self.engine}>"
+
+    @property
+    def variants(self) -> tuple:
+        """The thread schedules of the emulation (none on a GPU)."""
+        return tuple(SCHEDULES) if isinstance(self.runtime, EmulatedRuntime) else ()
 
     def variant(self, name: str) -> "CudaBackend":
         """The emulated backend pinned to a thread schedule: forward, reverse or random."""
@@ -42,7 +51,8 @@ class CudaBackend(CheckedBackend):
         return CudaBackend(runtime, f"cuda-emu:{name}", self.engine)
 
     def with_engine(self, engine: str) -> "CudaBackend":
-        """The same backend with every weight row on one engine (auto, bitserial, mma, int8)."""
+        """The same backend with every weight row on one engine (auto, cuda-core, popcount,
+        mma, int8; ``bitserial`` is accepted for ``popcount``)."""
         return CudaBackend(self.runtime, self.name, engine)
 
 
