@@ -22,7 +22,8 @@ from .quantizers import _per_channel, codes_from_ratio
 
 
 def check_epilogue_args(acc, scale, bias):
-    """Validate ``epilogue``'s arguments (every backend calls this) -> (acc, scale, bias)."""
+    """Validate ``epilogue``'s arguments (every backend's, in CheckedBackend) -> (acc, scale,
+    bias)."""
     acc = checks.as_array("acc", acc, np.int64)
     if acc.ndim not in (2, 4):
         raise ValueError(f"acc must be [M, N] or [B, O, H, W], got shape {acc.shape}")
@@ -32,7 +33,7 @@ def check_epilogue_args(acc, scale, bias):
 
 
 def check_requantize_args(acc, scale, bias, out_bits, out_ratio):
-    """Validate ``requantize``'s arguments (every backend calls this)."""
+    """Validate ``requantize``'s arguments (for every backend, in CheckedBackend)."""
     acc, scale, bias = check_epilogue_args(acc, scale, bias)
     out_bits = checks.check_bits("out_bits", out_bits, acc.shape[1])
     out_ratio = checks.check_float32("out_ratio", out_ratio, acc.shape[1])

@@ -186,8 +186,9 @@ def _measure(backend_id: str) -> dict:
     A fixed mmap threshold makes glibc return large blocks to the system when freed,
     so that one operation's peak is not hidden in memory freed by the one before."""
     dims = dims_for(backend_id)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get(
-        "PYTHONPATH", "")]), MALLOC_MMAP_THRESHOLD_="65536", OPENBLAS_NUM_THREADS="1")
+    path = [str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), MALLOC_MMAP_THRESHOLD_="65536",
+               OPENBLAS_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-c", MEASURE, backend_id,
                            *(str(dims[key]) for key in "M K N B C H O KH PAD A".split())],
                           capture_output=True, text=True, env=env, timeout=120)
