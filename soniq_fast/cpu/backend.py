@@ -46,8 +46,8 @@ class CpuBackend(CheckedBackend):
     ``with_threads(n)`` a copy with ``n`` threads; ``set_num_threads(n)`` changes this
     one. ``with_engine(policy)`` ('auto', 'popcount', 'int8', 'lut') forces one engine.
     ``last_path`` is (isa, engines) of the most recent GEMM call, for inspection.
-    ``kernels`` are the unchecked entries (DeployModel's), which start threads only for
-    work worth it; the contract functions use every thread.
+    ``kernels`` are the unchecked entries (DeployModel's): they check shapes only and
+    start threads only for work worth it; the contract functions use every thread.
     """
 
     def __init__(self, isa: str | None = None, num_threads: int | None = None,
@@ -59,8 +59,8 @@ class CpuBackend(CheckedBackend):
             raise ValueError(f"engine_policy must be one of {', '.join(ENGINE_POLICIES)}, "
                              f"got {engine_policy!r}")
         self.settings = CpuSettings(isa, isa_index, num_threads, engine_policy)
-        super().__init__("cpu", CpuKernels(self.settings, size_threads=True),
-                         CpuKernels(self.settings, size_threads=False))
+        super().__init__("cpu", CpuKernels(self.settings, guarded=True),
+                         CpuKernels(self.settings, guarded=False))
 
     def __repr__(self) -> str:
         return (f"CpuBackend(isa={self.isa!r}, num_threads={self.num_threads}, "
@@ -95,11 +95,16 @@ class CpuBackend(CheckedBackend):
 class CpuKernels:
     """The cpu kernels on validated arguments (the kernel protocol of
     :mod:`soniq_ref.contract`), plus the fused deploy kernels ``linear_requantize`` /
-    ``conv2d_requantize`` and ``max_pool_codes``. They still check what memory safety
-    needs (shapes, geometry, K; cheap), never values. The ``*_requantize`` forms fuse
-    ``requantize`` into the GEMM (the int64 accumulator is never stored) and take
-    out_bits/out_ratio per channel [O] or, for conv, per (channel, position) [O * Ho * Wo].
-    ``size_threads``: start threads only for work worth it (see ``work_per_thread``)."""
+    ``conv2d_requantize`` and ``max_pool_codes``; they never check values. The
+    ``*_requantize`` forms fuse ``requantize`` into the GEMM (the int64 accumulator is
+    never stored) and take out_bits/out_ratio per channel [O] or, for conv, per
+    (channel, position) [O * Ho * Wo].
+
+    ``guarded``: the entries handed out as ``CpuBackend.kernels``, to callers that checked
+    values but may not have checked shapes: they check what memory safety needs (shapes,
+    geometry, K; cheap) and start threads only for work worth it (``work_per_thread``).
+    Unguarded, they run behind CheckedBackend, which has checked everything, on every
+    thread."""
 
     name = "cpu"
     packed_type = CpuPackedWeights
@@ -109,13 +114,13 @@ class CpuKernels:
     # code counts as 2); a thread start costs tens of microseconds. Results never depend on it.
     work_per_thread = 1 << 21
 
-    def __init__(self, settings: CpuSettings, size_threads: bool):
+    def __init__(self, settings: CpuSettings, guarded: bool):
         self.settings = settings
-        self.size_threads = size_threads
+        self.guarded = guarded
 
     def _threads(self, work: int) -> int:
         threads = self.settings.num_threads
-        if not self.size_threads:
+        if not self.guarded:
             return threads
         return max(1, min(threads, 1 + work // self.work_per_thread))
 
@@ -161,16 +166,18 @@ class CpuKernels:
                           (scale, bias, out_bits, out_ratio))
 
     def _linear(self, a_codes, a_bits, packed, hi, requant):
-        a_codes = _contiguous_codes(a_codes, 2)
-        _check_packed(packed, a_bits, 2, a_codes.shape[1], packed.k)
+        if self.guarded:
+            a_codes = _contiguous_codes(a_codes, 2)
+            _check_packed(packed, a_bits, 2, a_codes.shape[1], packed.k)
         m, n = a_codes.shape[0], packed.shape[0]
         out = np.empty((m, n), np.int64 if requant is None else np.uint8)
         self._gemm(packed, a_bits, hi, a_codes, None, m, out, (max(m, 1), 0, n, 1), requant)
         return out
 
     def _conv(self, x_codes, a_bits, packed, hi, stride, padding, requant):
-        x_codes = _contiguous_codes(x_codes, 4)
-        _check_packed(packed, a_bits, 4, x_codes.shape[1], packed.shape[1])
+        if self.guarded:
+            x_codes = _contiguous_codes(x_codes, 4)
+            _check_packed(packed, a_bits, 4, x_codes.shape[1], packed.shape[1])
         stride, padding, ho, wo = check_conv_geometry(x_codes.shape, packed.shape, stride,
                                                       padding)
         if requant is not None:
