@@ -3,11 +3,13 @@ engine rule in ``soniq_fast/cpu/engines.py``.
 
 For each shape M x K x N and configuration WxAy (every channel alike; ``mixed`` as in
 gemm.py) it times ``linear_int`` on weights packed beforehand with each engine forced
-(``with_engine``), single-threaded, in CPU time of the calling thread, the engines' samples
-taken in turn; prints a markdown table of medians in milliseconds.
+(``with_engine``), single-threaded, the engines' samples taken in turn (``--clock thread``:
+CPU time of the calling thread, right on a busy machine); prints a markdown table of
+medians in milliseconds, with the engines that ran.
 
 Usage:  python benchmarks/engine_cost.py --shapes 1024x1024x1024,3136x576x64
             --configs W1A2,W2A2 --engines popcount,lut,int8 [--isa avx512] [--repeats 9]
+            [--clock thread] [--no-check]
 """
 
 from __future__ import annotations
@@ -15,12 +17,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from baselines import markdown_table  # noqa: E402
+from baselines import add_clock_option, markdown_table, paired_median_seconds  # noqa: E402
 from gemm import config_bits, random_codes  # noqa: E402
 
 
@@ -37,6 +38,7 @@ def main(argv=None) -> int:
     parser.add_argument("--isa", default=None, help="code path (default: the best here)")
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--no-check", action="store_true", help="skip the exactness check")
+    add_clock_option(parser)
     args = parser.parse_args(argv)
 
     import soniq_ref
@@ -52,20 +54,17 @@ def main(argv=None) -> int:
             a = random_codes(rng, m, a_bits, 1, k)
             w = random_codes(rng, n, w_bits, 0, k)
             want = None if args.no_check else soniq_ref.linear_int(a, a_bits, w, w_bits, hi)
-            runs = []
+            calls, used = [], []
             for engine in engines:
                 ours = backend.with_engine(engine)
                 packed = ours.pack_weights(w, w_bits)
                 got = ours.linear_int(a, a_bits, packed, None, hi)
                 assert want is None or np.array_equal(got, want), (shape, name, engine)
-                runs.append((ours, packed, "+".join(ours.last_path[1]), []))
-            for _ in range(args.repeats):
-                for ours, packed, _, samples in runs:
-                    start = time.thread_time()
-                    ours.linear_int(a, a_bits, packed, None, hi)
-                    samples.append(time.thread_time() - start)
+                used.append("+".join(ours.last_path[1]))
+                calls.append(lambda o=ours, p=packed: o.linear_int(a, a_bits, p, None, hi))
+            times = paired_median_seconds(calls, args.repeats, clock=args.clock)
             rows.append(["x".join(map(str, shape)), name] +
-                        [f"{np.median(s) * 1e3:.3f} ({used})" for _, _, used, s in runs])
+                        [f"{t * 1e3:.3f} ({u})" for t, u in zip(times, used)])
     print(markdown_table(["M x K x N", "config"] + [f"{e} ms" for e in engines], rows))
     return 0
 

@@ -31,11 +31,11 @@ non-overlapping).
 ``forward(x, backend)`` calls only contract functions of the backend
 (``pack_weights`` once per backend, ``linear_int``/``conv2d_int``, ``epilogue``,
 ``requantize``), so every backend plugs in unchanged and must give the same
-logits bit for bit. Two optional backend attributes make it faster:
-``max_pool_codes`` (same signature as the reference function) pools the codes,
-and ``trusted``, an object whose ``linear_int``/``conv2d_int``, fused
-``linear_requantize``/``conv2d_requantize``, ``epilogue`` and ``max_pool_codes``
-skip scanning arrays by value (and may use fewer threads on small work). It is
+logits bit for bit. The backend's kernels make it faster when they offer the
+optional fused kernels (:func:`soniq_ref.contract.deploy_kernels`): their
+``linear_int``/``conv2d_int``, fused ``linear_requantize``/``conv2d_requantize``,
+``epilogue`` and ``max_pool_codes`` skip the contract's scans of arrays by value
+(and may use fewer threads on small work). They are
 used only when the model's parameters and the bits it hands from stage to stage
 check out (once per backend, :meth:`DeployModel._checked_chain`); forward then
 checks the input codes of the first quantized stage itself, and every later
@@ -53,6 +53,7 @@ import numpy as np
 
 from . import checks
 from .backend import get_backend
+from .contract import deploy_kernels
 from .layers import QuantConv2d, QuantLayer
 from .layers.activations import ReLU
 from .layers.batchnorm import BatchNorm
@@ -255,13 +256,13 @@ class DeployModel:
         return self._prepared(key, backend)[0]
 
     def _prepared(self, key: str, backend) -> tuple:
-        """(packed weights, the backend's ``trusted`` entries or None), once per backend;
+        """(packed weights, the backend's unchecked kernels or None), once per backend;
         the last MAX_PREPARED backends are kept (least recently used dropped first)."""
         with self._lock:
             entry = self._packed.pop(key, ())
         if len(entry) != 3 or entry[0] is not backend:
             packed = [backend.pack_weights(s.w_codes, s.w_bits) for s in self.quant_stages]
-            trusted = getattr(backend, "trusted", None)
+            trusted = deploy_kernels(backend)
             if trusted is not None and not self._checked_chain():
                 trusted = None
             entry = (backend, packed, trusted)

@@ -26,8 +26,8 @@ activation group of width ``ba`` (see :mod:`.packed` for their layouts):
 
 Figures: single-thread GEMM (``linear_int``, weights packed beforehand), milliseconds of
 thread CPU time, median of 5 to 9, engine forced with ``with_engine``:
-``python benchmarks/engine_cost.py --isa avx512 --shapes <MxKxN,...> --configs <WxAy,...>
---engines lut,popcount,int8``; the machine was shared with other work, so differences
+``python benchmarks/engine_cost.py --isa avx512 --clock thread --shapes <MxKxN,...>
+--configs <WxAy,...> --engines lut,popcount,int8``; the machine was shared with other work, so differences
 under about 15 % are noise.
 
 *avx512+vbmi* (AMD EPYC Zen 4, 2 cores, AVX-512 F/BW/DQ/VPOPCNTDQ/VNNI/VBMI/BITALG), lut
@@ -100,6 +100,7 @@ columns of a group form one block.
 
 from __future__ import annotations
 
+from ._kernels import DIRECT_MAX_K, LUT64_LANES, LUT_LANES, lut_tables
 from .isa import has_vbmi
 
 POPCOUNT, INT8, LUT = 0, 1, 2
@@ -118,15 +119,8 @@ LUT_MAX_TABLES = {"avx2": 2, "avx512": 1, "avx512+vbmi": 1}
 LUT_MAX_LOOKUPS = {"avx2": 2, "avx512": 1, "avx512+vbmi": 2}
 LUT_MIN_PLANES = {"avx2": 32, "avx512": 32, "avx512+vbmi": 256}
 
-DIRECT_MAX_K = 64       # SONIQ_DIRECT_MAX_K in core/soniq_cpu.h
 DIRECT_CONV_ISAS = ("avx2", "avx512")
 INT8_VALUE_WIDTH_ISAS = ("avx2",)
-
-
-def lut_tables(a_bits: int) -> int:
-    """Tables per group of K positions in the lut engine: codes above 4 bits split into
-    their low and high nibbles (so every entry fits a byte)."""
-    return 2 if a_bits > 4 else 1
 
 
 def rule_key(isa: str) -> str:
@@ -165,7 +159,7 @@ def lut_lanes(isa: str) -> int:
     """Output channels per vector of the lut engine's weights: 64 on the avx512 path with
     VBMI (64-entry tables of 6 K positions, core/lut_avx512.c), else 16 (16-entry tables of
     4 positions, core/lut.h)."""
-    return 64 if rule_key(isa) == "avx512+vbmi" else 16
+    return LUT64_LANES if rule_key(isa) == "avx512+vbmi" else LUT_LANES
 
 
 def direct_conv(isa: str, policy: str, k: int) -> bool:
@@ -177,14 +171,3 @@ def direct_conv(isa: str, policy: str, k: int) -> bool:
 def int8_split_by_value_width(isa: str) -> bool:
     """Whether the int8 columns of an activation group form one block per value width."""
     return isa in INT8_VALUE_WIDTH_ISAS
-
-
-def int8_steps(w_bits: int, a_bits: int, shift: int) -> int:
-    """How many vpmaddubsw results the AVX2 int8 kernel may add in int16 (0: none is exact).
-
-    With a' <= amax = (2^ba - 1) 2^shift and -2^(bw-1) <= v < 2^(bw-1), one vpmaddubsw
-    pair sum lies in [-amax 2^bw, amax (2^bw - 2)], so L of them fit int16 (no saturation,
-    no wrap) while L * amax * 2^bw <= 32768. Must equal soniq_int8_steps() in
-    core/soniq_cpu.h.
-    """
-    return 32768 // ((((1 << a_bits) - 1) << shift) << w_bits)

@@ -15,7 +15,6 @@ ISA_NAMES = ("scalar", "avx2", "avx512")
 ISA_ENV = "SONIQ_CPU_ISA"
 THREADS_ENV = "SONIQ_NUM_THREADS"
 MAX_THREADS = 1024
-VBMI_FEATURE = 3        # SONIQ_FEATURE_VBMI in core/soniq_cpu.h
 
 
 def supported(name: str) -> bool:
@@ -25,7 +24,7 @@ def supported(name: str) -> bool:
 
 def has_vbmi() -> bool:
     """Whether the avx512 path can use AVX-512 VBMI (the lut engine's 64-entry tables)."""
-    return bool(_kernels.cpu_has(VBMI_FEATURE))
+    return bool(_kernels.cpu_has(_kernels.VBMI_FEATURE))
 
 
 def best_isa() -> str:

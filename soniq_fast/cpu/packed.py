@@ -41,8 +41,9 @@ import numpy as np
 from soniq_ref import checks
 from soniq_ref.bitpack import check_weights, code_planes, pack_bits
 
+from ._kernels import LUT64_LANES, LUT_LANES, int8_steps
 from .act_groups import ActGroup, act_groups
-from .engines import (ENGINE_NAMES, INT8, LUT, POPCOUNT, choose_engine, int8_steps,
+from .engines import (ENGINE_NAMES, INT8, LUT, POPCOUNT, choose_engine,
                       int8_split_by_value_width, lut_lanes)
 
 # per code path: (words alignment of plane rows, popcount lanes, int8 lanes)
@@ -53,8 +54,6 @@ AVX2_INT8_LANES = 8
 # bytes per int8 row, by int8 lanes: the AVX2 kernel steps through K 4 bytes at a time
 INT8_BYTE_ALIGN = {1: 64, AVX2_INT8_LANES: 4, 16: 64}
 NEED_BYTES, NEED_WIDE = 1, 2    # need_bytes bits: uint8 rows; int16 rows too
-LUT_LANES = 16                  # output channels per lut vector (SONIQ_LUT_LANES in core/lut.h)
-LUT64_LANES = 64                # the same with 64-entry tables (core/lut_avx512.c)
 
 MAX_PLANS = 16      # activation layouts whose blocks a packed object keeps (LRU)
 

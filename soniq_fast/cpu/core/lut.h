@@ -23,6 +23,7 @@
 #include "soniq_cpu.h"
 
 #define SONIQ_LUT_LANES 16     /* output channels per vector */
+#define SONIQ_LUT64_LANES 64   /* the same with 64-entry tables (lut_avx512.c) */
 
 static inline int soniq_lut_tables(int bits) { return bits > 4 ? 2 : 1; }
 static inline int64_t soniq_lut_groups(int64_t k) { return 2 * ((k + 7) / 8); }

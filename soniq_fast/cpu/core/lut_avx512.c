@@ -27,7 +27,7 @@
 #include "lut.h"
 #include "soniq_cpu.h"
 
-#define LANES 64
+#define LANES SONIQ_LUT64_LANES
 #define CHUNK_VECTORS 4
 #define LD (CHUNK_VECTORS * LANES)  /* tile columns: one chunk of vectors */
 #define MR1 2          /* rows per register tile, one table: 8 byte sums + 16 uint16 sums +
@@ -256,7 +256,7 @@ static void lut64(const soniq_gemm_job *job, const soniq_act_group *g, const son
  * AVX2 kernel (an AVX-512 CPU without VBMI). */
 void soniq_lut_avx512(const soniq_gemm_job *job, const soniq_act_group *g, const soniq_block *b,
                       int64_t m0, int64_t rows, int64_t *tile) {
-    if (b->lanes == 64)
+    if (b->lanes == LANES)
         lut64(job, g, b, m0, rows, tile);
     else
         soniq_lut_avx2(job, g, b, m0, rows, tile);
