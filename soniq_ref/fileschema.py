@@ -67,11 +67,6 @@ def tensor(tensors: dict, name: str, dtype_name: str, shape) -> np.ndarray:
     return arr.astype(arr.dtype.newbyteorder("="))
 
 
-def finite(arr: np.ndarray, name: str) -> None:
-    if not np.all(np.isfinite(arr)):
-        fail(f"tensor {name!r} must be finite")
-
-
 class StageEntry:
     """Stage ``index`` of a manifest, as its type's ``from_file`` reads it.
 

@@ -236,3 +236,71 @@ def test_writes_are_atomic(model, raw, tmp_path, monkeypatch):
     monkeypatch.undo()
     fileformat.save(model, path)
     assert path.read_bytes() == raw and os.listdir(tmp_path) == ["m.soniq"]
+
+
+# ------------------------------------------------------------------ compact version 3
+
+def test_a_loaded_model_gives_bit_identical_float32_logits_on_every_backend(model, raw,
+                                                                              backend):
+    """What the file leaves out (each requantization) is rebuilt exactly."""
+    back = fileformat.from_bytes(raw)
+    for a, b in zip(model.quant_stages, back.quant_stages):
+        assert a.per_feature == b.per_feature
+        if a.out_bits is not None:
+            np.testing.assert_array_equal(a.out_bits, b.out_bits)
+            np.testing.assert_array_equal(a.out_ratio.view(np.uint32), b.out_ratio.view(np.uint32))
+    assert any(s.per_feature for s in back.quant_stages)
+    x = np.random.default_rng(3).integers(0, 256, (33, *model.input_shape)).astype(np.uint8)
+    np.testing.assert_array_equal(back.forward(x, backend).view(np.uint32),
+                                  model.forward(x, "ref").view(np.uint32))
+
+
+def test_what_the_format_cannot_store_is_refused_on_save(model):
+    import copy
+    odd = copy.deepcopy(model)
+    odd.quant_stages[0].out_ratio = odd.quant_stages[0].out_ratio * np.float32(1.5)
+    with pytest.raises(ValueError, match="stage 0 .*out_ratio do not follow"):
+        fileformat.to_bytes(odd)
+    odd = copy.deepcopy(model)
+    odd.quant_stages[0].out_clip = None
+    with pytest.raises(ValueError, match="stage 0 .*no out_clip"):
+        fileformat.to_bytes(odd)
+    odd = copy.deepcopy(model)
+    odd.quant_stages[1].w_bits = np.full_like(odd.quant_stages[1].w_bits, 3)
+    with pytest.raises(ValueError, match="stage 2 .*not all levels of the palette"):
+        fileformat.to_bytes(odd)
+
+
+def test_the_default_fashion_mnist_cnn_at_two_weight_bits_is_12x_smaller():
+    """The default CNN on 28 x 28 images, a third of its weights at 4 bits (2.0 mean
+    weight bits), with a training run's metadata: at least 12x smaller than float32."""
+    from soniq_ref.deploy import DeployModel
+    from soniq_ref.models import cnn
+
+    net = cnn((1, 28, 28), 10)
+    rng = np.random.default_rng(0)
+    net.set_mode("noise")
+    net.eval()
+    net.forward(rng.random((4, 1, 28, 28), np.float32))          # initialises the clips
+    for layer in net.quant_layers():
+        o, k = layer.params["weight"].shape[0], layer.params["weight"][0].size
+        w_bits = np.ones(o, np.uint8)
+        w_bits[:o // 3] = 4                                       # 1/3 at 4 bits: 2.0
+        a_bits = None if layer.first_layer else \
+            rng.choice(layer.act_palette, layer.params["theta_a"].shape[0]).astype(np.uint8)
+        layer.set_bits(w_bits, a_bits)
+    net.set_mode("exact")
+    deploy = DeployModel.from_model(net, (1, 28, 28))
+    assert deploy.mean_weight_bits() <= 2.0 + 1e-9
+    metadata = {"dataset": "fashion-mnist", "input_shape": [1, 28, 28],
+                "class_names": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+                "soniq_version": "0.1.0",
+                "training": {"model": "cnn", "weight_palette": [1, 4], "act_palette": [2, 8],
+                             "target_weight_bits": 2.0, "target_act_bits": 4.0, "lr": 0.003,
+                             "batch_size": 64, "epochs_phase1": 30, "epochs_phase2": 15,
+                             "seed": 0, "optimizer": "adam", "fp32": False,
+                             "data_dir": "/usr/share/datasets/fashion-mnist",
+                             "backend": "ref", "threads": 1}}
+    size = len(fileformat.to_bytes(deploy, metadata))
+    assert deploy.float32_bytes() / size >= 12, (deploy.float32_bytes(), size)

@@ -44,9 +44,6 @@ class PoolStage(Stage):
         pad = ((0, 0), (0, h - values.shape[1]), (0, w - values.shape[2]))
         return np.pad(values, pad, mode="edge")
 
-    def describe(self) -> dict:
-        return {}
-
     @classmethod
     def file_keys(cls, kind: str, last: bool) -> set:
         return {"type", "kernel", "stride"}
