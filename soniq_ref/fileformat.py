@@ -73,6 +73,8 @@ METADATA_KEY = container.METADATA_KEY
 # a per-feature requantization (rebuilt on load) covers at most this many positions per
 # feature it feeds: pooling windows of 8 x 8 in all, or 4 x 4 with unread edges
 MAX_POSITIONS_PER_FEATURE = 64
+
+
 # ------------------------------------------------------------------------------ both ways
 
 def tensors_digest(entries: dict, data) -> str:
@@ -109,13 +111,11 @@ def _link_from_clip(producer, producer_shape, between, consumer) -> None:
 
 def _check_derivable(model: DeployModel) -> None:
     """What the file leaves out (each ``out_bits``, ``out_ratio``) follows exactly from
-    what it stores; ValueError naming the stage otherwise."""
+    what it stores (each producer's ``out_clip`` is there: ``to_file`` checked it);
+    ValueError naming the stage otherwise."""
     index = {id(s): i for i, s in enumerate(model.stages)}
     for producer, shape, between, consumer in quant_links(model.stages, model.input_shape):
         where = f"stage {index[id(producer)]} ({producer.kind})"
-        if producer.out_clip is None:
-            raise ValueError(f"{where}: its requantization has no out_clip, the clip "
-                             f"out_ratio follows from")
         probe = SimpleNamespace(out_clip=producer.out_clip)
         _link_from_clip(probe, shape, between, consumer)
         if producer.out_bits is None or probe.per_feature != producer.per_feature or \
