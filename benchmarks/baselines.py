@@ -31,10 +31,15 @@ def kernel_parser(description: str):
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", help="comma-separated thread counts (default: 1,all)")
     parser.add_argument("--no-check", action="store_true", help="skip the exactness check")
+    add_clock_option(parser)
+    return parser
+
+
+def add_clock_option(parser) -> None:
+    """``--clock wall|thread`` for the single-threaded rows (see :func:`clock_for`)."""
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="single-threaded rows: wall time or the thread's CPU time "
                              "(multi-threaded rows always use wall time)")
-    return parser
 
 
 def thread_counts(option) -> list:

@@ -5,7 +5,8 @@ benchmarks/gemm.py) it times, on the current GPU and in one process:
   split       -- the backend's default: rows with few plane pairs on the b1 tensor-core
                  engine (sm_80+), the rest on dp4a (soniq_fast/cuda/launch/engines.py)
   mma         -- every row on the b1 tensor-core engine (mma.sync m16n8k256 and.popc)
-  bitserial   -- every row on the CUDA-core engine (AND + __popcll per plane pair)
+  popcount    -- every row on the CUDA-core engine (AND + __popcll per plane pair;
+                 'bitserial', its former name, is accepted too)
   int8        -- every row on the dp4a byte engine
   cuBLAS FP16 -- the faster of torch.matmul and cupy.matmul on float16 (tensor cores)
   cuBLAS INT8 -- torch._int_mm (s8 x s8 -> s32) when PyTorch has CUDA, else cublasGemmEx
@@ -35,7 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gemm import CONFIGS, SHAPES as CPU_SHAPES, config_bits  # noqa: E402
 
 SHAPES = CPU_SHAPES + [(4096, 4096, 4096), (8192, 8192, 8192)]
-ENGINES = {"split": "auto", "mma": "mma", "bitserial": "bitserial", "int8": "int8"}
+ENGINES = {"split": "auto", "mma": "mma", "popcount": "popcount", "int8": "int8"}
+ENGINE_ALIASES = {"bitserial": "popcount"}
 SLOW_CALL = 0.5   # seconds: a call this slow is timed three times, not for --min-time
 
 
@@ -150,7 +152,8 @@ def main() -> int:
                         help="a preprocessor definition for every kernel (to time a variant)")
     args = parser.parse_args()
     shapes = [SHAPES[int(i)] for i in args.shapes.split(",")]
-    configs, engines = args.configs.split(","), args.engines.split(",")
+    configs = args.configs.split(",")
+    engines = [ENGINE_ALIASES.get(e, e) for e in args.engines.split(",")]
     for name in configs:
         if name not in CONFIGS and not re.fullmatch(r"W[1-8]A[1-8]", name):
             parser.error(f"--configs: {name!r} is neither one of {','.join(CONFIGS)} nor "

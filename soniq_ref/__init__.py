@@ -8,6 +8,7 @@ Read it top to bottom: :mod:`quantizers` (values <-> codes), :mod:`bitpack`
 
 from . import budget, fileformat, noise
 from .backend import CONTRACT, NAMES as BACKENDS, get_backend
+from .contract import CheckedBackend
 from .bitpack import PackedWeights, pack_activations, pack_bits, pack_weights, unpack_bits
 from .epilogue import epilogue, requantize
 from .layers import QuantConv2d, QuantLinear
@@ -26,7 +27,7 @@ from .train.fit import fit
 __version__ = "0.1.0"
 
 __all__ = [
-    "CONTRACT", "BACKENDS", "get_backend",
+    "CONTRACT", "BACKENDS", "get_backend", "CheckedBackend",
     "PackedWeights", "pack_weights", "pack_activations", "pack_bits", "unpack_bits",
     "linear_int", "conv2d_int", "linear_int_bitserial", "im2col", "popcount",
     "epilogue", "requantize",

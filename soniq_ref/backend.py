@@ -1,28 +1,45 @@
 """Backends: one contract, several implementations.
 
-A backend is an object with the functions named in :data:`CONTRACT`, each with
-the signature of the reference function of the same name (docs/backend-contract.md).
-``ref`` is this package. Fast backends live in the separate ``soniq_fast``
-package and are imported only when asked for by name, so the reference never
-needs a compiler or a GPU.
+A backend is a :class:`~soniq_ref.contract.CheckedBackend` around its kernels: the
+functions named in :data:`CONTRACT`, each with the signature of the reference function
+of the same name (docs/backend-contract.md), validated once by the wrapper. ``ref`` is
+this package's kernels. Fast backends live in the separate ``soniq_fast`` package and
+are imported only when asked for by name, so the reference never needs a compiler or a GPU.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import SimpleNamespace
 
-from .bitpack import pack_activations, pack_weights
-from .epilogue import epilogue, requantize
-from .integer_core import conv2d_int, linear_int
+from .bitpack import activation_planes, packed_weights
+from .contract import CONTRACT, CheckedBackend
+from .epilogue import affine, requantize_codes
+from .integer_core import conv2d_acc, linear_acc
 
-CONTRACT = ("pack_weights", "pack_activations", "linear_int", "conv2d_int",
-            "epilogue", "requantize")
+__all__ = ["CONTRACT", "NAMES", "REF", "ReferenceKernels", "get_backend"]
 
-REF = SimpleNamespace(name="ref", pack_weights=pack_weights, pack_activations=pack_activations,
-                      linear_int=linear_int, conv2d_int=conv2d_int, epilogue=epilogue,
-                      requantize=requantize)
 
+class ReferenceKernels:
+    """The reference's kernels (NumPy, int64 accumulators, no K limit), on validated
+    arguments; weights reach them as validated uint8 codes with their bits."""
+
+    name = "ref"
+    packed_type = None          # a PackedWeights is unpacked to codes by the wrapper
+    max_k = None
+
+    @staticmethod
+    def weights(w_codes, w_bits):
+        return w_codes
+
+    pack_weights = staticmethod(packed_weights)
+    pack_activations = staticmethod(activation_planes)
+    linear_int = staticmethod(linear_acc)
+    conv2d_int = staticmethod(conv2d_acc)
+    epilogue = staticmethod(affine)
+    requantize = staticmethod(requantize_codes)
+
+
+REF = CheckedBackend("ref", ReferenceKernels())
 # name -> (module, attribute holding the backend object, how to get it)
 _FAST = {
     "cpu": ("soniq_fast.cpu", "BACKEND",

@@ -125,7 +125,11 @@ def check_weights(w_codes, w_bits) -> tuple[np.ndarray, np.ndarray]:
 
 def pack_weights(w_codes, w_bits) -> PackedWeights:
     """Pack weight codes ([N, K] or [O, C, kh, kw], uint8) with bits uint8 [N]."""
-    w_codes, w_bits = check_weights(w_codes, w_bits)
+    return packed_weights(*check_weights(w_codes, w_bits))
+
+
+def packed_weights(w_codes: np.ndarray, w_bits: np.ndarray) -> PackedWeights:
+    """:func:`pack_weights` of validated codes and bits (the reference backend's kernel)."""
     flat = checks.rows(w_codes)
     planes = code_planes(flat, 8)
     return PackedWeights(pack_bits(planes), w_bits, tuple(w_codes.shape))
@@ -157,6 +161,10 @@ def pack_activations(a_codes, a_bits, act_bits_hi: int) -> np.ndarray:
 
     Plane ``i`` holds bit ``i`` of ``a_codes[m, c] << (A - a_bits[c])``.
     """
-    a_codes, a_bits, act_bits_hi = checks.check_act_codes(a_codes, a_bits, act_bits_hi)
+    return activation_planes(*checks.check_act_codes(a_codes, a_bits, act_bits_hi))
+
+
+def activation_planes(a_codes, a_bits, act_bits_hi: int) -> np.ndarray:
+    """:func:`pack_activations` of validated arguments (the reference backend's kernel)."""
     shifted = shifted_codes(a_codes, a_bits, act_bits_hi)
     return pack_bits(code_planes(shifted, act_bits_hi))

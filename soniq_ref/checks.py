@@ -3,8 +3,8 @@
 Every check raises ``TypeError`` (wrong type or dtype) or ``ValueError`` (wrong
 shape, range or value) with a message that names the offending argument, and
 runs before any arithmetic, so a bad call never produces a partial result.
-Fast backends call these same checks, so all backends refuse the same inputs
-with the same messages.
+Every backend runs these same checks (through :class:`soniq_ref.contract.CheckedBackend`),
+so all backends refuse the same inputs with the same messages.
 """
 
 from __future__ import annotations

@@ -12,18 +12,17 @@ knows its shapes, how it runs on a backend, its description and its part of the
 ``forward(x, backend)`` calls only contract functions of the backend
 (``pack_weights`` once per backend, ``linear_int``/``conv2d_int``, ``epilogue``,
 ``requantize``), so every backend plugs in unchanged and must give the same
-logits bit for bit. Two optional parts of a backend make it faster:
-``max_pool_codes`` (same signature as the reference function) pools the codes,
-and its fused kernels (:func:`fused_kernels`), an object whose
+logits bit for bit. The backend's kernels make it faster when they offer the
+optional fused kernels (:func:`soniq_ref.contract.deploy_kernels`): their
 ``linear_int``/``conv2d_int``, fused ``linear_requantize``/``conv2d_requantize``,
-``epilogue`` and ``max_pool_codes`` skip scanning arrays by value (and may use fewer
-threads on small work). They are used only when the model's parameters and the bits
-it hands from stage to stage check out (once per backend,
-:meth:`DeployModel._checked_chain`); forward then checks the input codes of the
-first quantized stage itself, and every later stage consumes codes the model
-produced, within their bits by construction. The fused forms take per-feature
-``out_bits``/``out_ratio`` per position of the [B, O, H, W] accumulator (no
-repeated scale and bias).
+``epilogue`` and ``max_pool_codes`` skip the contract's scans of arrays by value
+(and may use fewer threads on small work). They are
+used only when the model's parameters and the bits it hands from stage to stage
+check out (once per backend, :meth:`DeployModel._checked_chain`); forward then
+checks the input codes of the first quantized stage itself, and every later
+stage consumes codes the model produced, within their bits by construction.
+The fused forms take per-feature ``out_bits``/``out_ratio`` per position of the
+[B, O, H, W] accumulator (no repeated scale and bias).
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ import numpy as np
 
 from . import checks
 from .backend import get_backend
+from .contract import deploy_kernels
 from .layers import QuantConv2d, QuantLayer
 from .layers.activations import ReLU
 from .layers.batchnorm import BatchNorm
@@ -44,13 +44,7 @@ from .stages import BackendRun, FlattenStage, PoolStage, QuantStage, check_size,
 MAX_GEOMETRY = checks.MAX_GEOMETRY
 
 __all__ = ["DeployModel", "FlattenStage", "PoolStage", "QuantStage", "check_size",
-           "fused_kernels", "stage_output_shape"]
-
-
-def fused_kernels(backend):
-    """The backend's fused kernels (validation-free GEMM + requantize, pooling on
-    codes), or None when it has none."""
-    return getattr(backend, "trusted", None)
+           "stage_output_shape"]
 
 
 def stage_output_shape(stage, shape: tuple) -> tuple:
@@ -162,7 +156,7 @@ class DeployModel:
             entry = self._packed.pop(key, ())
         if len(entry) != 3 or entry[0] is not backend:
             packed = [backend.pack_weights(s.w_codes, s.w_bits) for s in self.quant_stages]
-            kernels = fused_kernels(backend)
+            kernels = deploy_kernels(backend)
             if kernels is not None and not self._checked_chain():
                 kernels = None
             entry = (backend, packed, kernels)

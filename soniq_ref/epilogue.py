@@ -22,7 +22,8 @@ from .quantizers import _per_channel, codes_from_ratio
 
 
 def check_epilogue_args(acc, scale, bias):
-    """Validate ``epilogue``'s arguments (every backend calls this) -> (acc, scale, bias)."""
+    """Validate ``epilogue``'s arguments (every backend's, in CheckedBackend) -> (acc, scale,
+    bias)."""
     acc = checks.as_array("acc", acc, np.int64)
     if acc.ndim not in (2, 4):
         raise ValueError(f"acc must be [M, N] or [B, O, H, W], got shape {acc.shape}")
@@ -32,7 +33,7 @@ def check_epilogue_args(acc, scale, bias):
 
 
 def check_requantize_args(acc, scale, bias, out_bits, out_ratio):
-    """Validate ``requantize``'s arguments (every backend calls this)."""
+    """Validate ``requantize``'s arguments (for every backend, in CheckedBackend)."""
     acc, scale, bias = check_epilogue_args(acc, scale, bias)
     out_bits = checks.check_bits("out_bits", out_bits, acc.shape[1])
     out_ratio = checks.check_float32("out_ratio", out_ratio, acc.shape[1])
@@ -41,14 +42,15 @@ def check_requantize_args(acc, scale, bias, out_bits, out_ratio):
     return acc, scale, bias, out_bits, out_ratio
 
 
-def _affine(acc: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> np.ndarray:
+def affine(acc: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """``scale[o] * float32(acc) + bias[o]`` of validated arguments (the reference kernel)."""
     y = _per_channel(scale, acc.ndim) * acc.astype(np.float32)
     return y + _per_channel(bias, acc.ndim)
 
 
 def epilogue(acc, scale, bias) -> np.ndarray:
     """acc: int64 [M, N] or [B, O, H, W]; scale, bias: float32 [O] -> float32 like acc."""
-    return _affine(*check_epilogue_args(acc, scale, bias))
+    return affine(*check_epilogue_args(acc, scale, bias))
 
 
 def requantize(acc, scale, bias, out_bits, out_ratio) -> np.ndarray:
@@ -59,4 +61,9 @@ def requantize(acc, scale, bias, out_bits, out_ratio) -> np.ndarray:
     """
     acc, scale, bias, out_bits, out_ratio = check_requantize_args(acc, scale, bias, out_bits,
                                                                   out_ratio)
-    return codes_from_ratio(_affine(acc, scale, bias), out_ratio, out_bits)
+    return requantize_codes(acc, scale, bias, out_bits, out_ratio)
+
+
+def requantize_codes(acc, scale, bias, out_bits, out_ratio) -> np.ndarray:
+    """:func:`requantize` of validated arguments (the reference kernel)."""
+    return codes_from_ratio(affine(acc, scale, bias), out_ratio, out_bits)

@@ -102,6 +102,12 @@ def linear_int(a_codes, a_bits, w_codes, w_bits, act_bits_hi) -> np.ndarray:
         raise ValueError(f"w_codes must be [N, K] for linear_int, got shape {w_codes.shape}")
     a_codes, a_bits, act_bits_hi = check_acts(a_codes, a_bits, act_bits_hi,
                                                w_codes.shape[1], ndim=2)
+    return linear_acc(a_codes, a_bits, w_codes, w_bits, act_bits_hi)
+
+
+def linear_acc(a_codes, a_bits, w_codes, w_bits, act_bits_hi) -> np.ndarray:
+    """:func:`linear_int` of validated arguments (the reference backend's kernel): codes,
+    bits and A as :func:`linear_int` checks them, ``w_codes`` uint8 [N, K]."""
     q = _float_levels(w_codes, w_bits)
     acc = np.empty((a_codes.shape[0], q.shape[0]), np.int64)
     factors = _shift_factors(a_bits, act_bits_hi)
@@ -179,8 +185,15 @@ def conv2d_int(x_codes, a_bits, w_codes, w_bits, act_bits_hi, stride=1, padding=
         raise ValueError(f"w_codes must be [O, C, kh, kw] for conv2d_int, got {w_codes.shape}")
     x_codes, a_bits, act_bits_hi = check_acts(x_codes, a_bits, act_bits_hi,
                                                w_codes.shape[1], ndim=4, name="x_codes")
-    stride, padding, ho, wo = check_conv_geometry(x_codes.shape, w_codes.shape, stride, padding)
+    stride, padding, _, _ = check_conv_geometry(x_codes.shape, w_codes.shape, stride, padding)
+    return conv2d_acc(x_codes, a_bits, w_codes, w_bits, act_bits_hi, stride, padding)
+
+
+def conv2d_acc(x_codes, a_bits, w_codes, w_bits, act_bits_hi, stride, padding) -> np.ndarray:
+    """:func:`conv2d_int` of validated arguments (the reference backend's kernel)."""
     o, _, kh, kw = w_codes.shape
+    ho = conv_output_size(x_codes.shape[2], kh, stride, padding)
+    wo = conv_output_size(x_codes.shape[3], kw, stride, padding)
     q = _float_levels(w_codes, w_bits)
     factors = _shift_factors(a_bits, act_bits_hi, repeat=kh * kw)
     b = x_codes.shape[0]

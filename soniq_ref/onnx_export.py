@@ -25,10 +25,11 @@ from __future__ import annotations
 import numpy as np
 
 from .atomic import atomic_write_bytes
+from .contract import INT32_EXACT_K
 from .deploy import FlattenStage, PoolStage, QuantStage, stage_output_shape
 
 OPSET = 13
-MAX_K = 33025
+MAX_K = INT32_EXACT_K
 
 
 class _Graph:

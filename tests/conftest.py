@@ -11,7 +11,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
-from backends import BACKEND_IDS, load_backend
+from backends import ALL_IDS, load_backend
 
 _COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                      HealthCheck.data_too_large])
@@ -21,7 +21,13 @@ settings.register_profile("long", max_examples=5000, **_COMMON)
 settings.load_profile(os.environ.get("SONIQ_HYPOTHESIS_PROFILE", "ci"))
 
 
-@pytest.fixture(params=BACKEND_IDS, scope="session")
-def backend(request):
+@pytest.fixture(params=ALL_IDS, scope="session")
+def backend_id(request):
+    """Each backend id in turn (tests/backends.py): every backend, variant and engine."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def backend(backend_id):
     """Each available backend in turn; unavailable ones are skipped with the reason."""
-    return load_backend(request.param)
+    return load_backend(backend_id)

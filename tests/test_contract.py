@@ -187,3 +187,87 @@ def test_accepts_non_contiguous_and_read_only(backend):
     w_bits = np.full(5, 3, np.uint8)
     assert_same(backend.linear_int(a, a_bits, w, w_bits, 2),
                 independent.linear_acc(a, a_bits, w, w_bits, 2))
+
+
+# ------------------------------------------------------------------------ backend ids
+
+def test_ids_cover_every_variant_and_engine():
+    """tests/backends.py names every variant and every pinned engine of the backends that
+    load here, so that the contract tests above run on each of them."""
+    from backends import (CPU_ENGINES, CPU_ISAS, CUDA_ENGINES, EMU_SCHEDULES,
+                          backend_from_id)
+    from soniq_ref import get_backend
+    assert get_backend("ref").variants == () and get_backend("ref").engines == ()
+    expected = {"cpu": (CPU_ISAS, ("auto",) + CPU_ENGINES),
+                "cuda-emu": (EMU_SCHEDULES, ("auto", "cuda-core") + CUDA_ENGINES)}
+    for name, (variants, engines) in expected.items():
+        try:
+            backend = backend_from_id(name)
+        except RuntimeError:
+            continue          # not available here: its ids are skipped anyway
+        assert set(backend.variants) == set(variants), name
+        assert set(backend.engines) == set(engines), name
+
+
+def test_engine_names_are_one_vocabulary():
+    """The bit-serial engine on CUDA cores is 'popcount', as on the cpu; its former name
+    'bitserial' is still accepted where users type it."""
+    cuda = pytest.importorskip("soniq_fast.cuda")
+    EMU_BACKEND = cuda.EMU_BACKEND
+    assert EMU_BACKEND.with_engine("bitserial").engine == "popcount"
+    with pytest.raises(ValueError, match="engine"):
+        EMU_BACKEND.with_engine("bitserial-gemm")
+
+
+# ---------------------------------------------------------------- the checking wrapper
+
+class _CountingKernels:
+    """The reference kernels, counting calls: a new backend's kernels as the wrapper sees
+    them."""
+
+    def __init__(self):
+        from soniq_ref.backend import ReferenceKernels
+        self.inner, self.calls = ReferenceKernels(), []
+        self.name, self.packed_type, self.max_k = "probe", None, 100
+
+    def __getattr__(self, name):
+        method = getattr(self.inner, name)
+
+        def counted(*args, **kwargs):
+            self.calls.append(name)
+            return method(*args, **kwargs)
+        return counted
+
+
+def test_a_new_backend_gets_every_check_from_the_wrapper():
+    from soniq_ref import CheckedBackend
+    kernels = _CountingKernels()
+    probe = CheckedBackend("probe", kernels)
+    args = _linear_args()
+    for name, change, error in LINEAR_BAD:
+        with pytest.raises(error, match=name):
+            probe.linear_int(**{**args, **change})
+    big = np.zeros((1, 101), np.uint8)
+    with pytest.raises(ValueError, match="K = 101.*probe.*100"):
+        probe.linear_int(big, np.ones(101, np.uint8), np.zeros((1, 101), np.uint8),
+                         np.ones(1, np.uint8), 1)
+    assert kernels.calls == []          # no kernel ran on a refused call
+    want = independent.linear_acc(*args.values())
+    assert_same(probe.linear_int(**args), want)
+    assert_same(probe.linear_int(args["a_codes"], args["a_bits"],
+                                 probe.pack_weights(args["w_codes"], args["w_bits"]), None, 2),
+                want)
+    assert "linear_int" in kernels.calls
+
+
+def test_deploy_kernels_only_where_the_fused_kernels_are():
+    from soniq_ref import get_backend
+    from soniq_ref.contract import deploy_kernels
+    assert deploy_kernels(get_backend("ref")) is None
+    cuda = pytest.importorskip("soniq_fast.cuda")
+    assert deploy_kernels(cuda.EMU_BACKEND) is None
+    try:
+        cpu = get_backend("cpu")
+    except RuntimeError:
+        return
+    assert deploy_kernels(cpu) is cpu.kernels

@@ -1,7 +1,8 @@
 """The cpu backend beyond the shared contract: engines, code paths, threads, K limit, GIL.
 
-The contract tests (test_contract.py) already run every cpu code path against the
-independent implementation. Here: each engine forced on every width pair, results
+The contract tests (test_contract.py) already run every cpu code path, and each engine
+forced on it (backend ids ``cpu:<isa>+<engine>``), against the independent
+implementation. Here: engines split and forced at the edges of their layouts, results
 identical for 1, 2 and 3 threads, the ISA chosen by argument or environment really
 being the one that runs, the int32 K limit, the GIL released around the kernels,
 packed weights reused, and the message when the extension is not built.
@@ -20,7 +21,7 @@ from hypothesis import given, strategies as st
 import independent
 from backends import load_backend
 from random_deploy import random_cnn_deploy
-from strategies import conv_case, linear_case
+from strategies import conv_case
 
 cpu = pytest.importorskip("soniq_fast.cpu", reason="the cpu extension is not built; "
                           "build it with: pip install -e .")
@@ -44,26 +45,6 @@ def _case_arrays(seed, m, k, n, hi):
 
 
 # ------------------------------------------------------------------------ engines
-
-@pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("policy", ENGINES)
-@given(case=linear_case())
-def test_each_engine_exact_on_every_width(isa, policy, case):
-    a, a_bits, w, w_bits, hi = case
-    got = _backend(isa, policy).linear_int(a, a_bits, w, w_bits, hi)
-    np.testing.assert_array_equal(got, independent.linear_acc(a, a_bits, w, w_bits, hi))
-
-
-@pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("policy", ENGINES)
-@given(case=conv_case())
-def test_each_engine_exact_on_conv(isa, policy, case):
-    x, a_bits, w, w_bits, hi, stride, padding = case
-    got = _backend(isa, policy).conv2d_int(x, a_bits, w, w_bits, hi, stride=stride,
-                                           padding=padding)
-    np.testing.assert_array_equal(got, independent.conv_acc(x, a_bits, w, w_bits, hi, stride,
-                                                             padding))
-
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_mixed_palette_splits_engines_and_stays_exact(isa):
@@ -307,6 +288,19 @@ def test_unsupported_variant_says_why():
 
 
 # ------------------------------------------------------------------------- K limit
+
+def test_constants_of_the_c_kernels_equal_their_mirrors():
+    """The C headers define the kernels' constants once; Python reads them from the
+    extension. The one mirror that must work without the extension, the int32 K limit of
+    the reference (the cuda backend's and the ONNX export's limit), equals the C one."""
+    from soniq_fast.cpu import _kernels
+    from soniq_fast.cuda.backend import CudaKernels
+    from soniq_ref import onnx_export
+    from soniq_ref.contract import INT32_EXACT_K
+    assert _kernels.MAX_EXACT_K == INT32_EXACT_K == CudaKernels.max_k == onnx_export.MAX_K
+    assert cpu.backend.CpuKernels.max_k == _kernels.MAX_EXACT_K
+    assert INT32_EXACT_K * 255 * 255 < 2 ** 31 <= (INT32_EXACT_K + 1) * 255 * 255
+
 
 def test_k_at_the_int32_limit_is_exact_and_beyond_is_refused():
     k = cpu.backend.MAX_EXACT_K

@@ -31,8 +31,8 @@ def _backend(isa, threads=1, policy="auto"):
 @pytest.fixture(autouse=True)
 def _threads_on_small_work(monkeypatch):
     """The unchecked entries start threads only for large work; here every size uses them."""
-    from soniq_fast.cpu.backend import _Trusted
-    monkeypatch.setattr(_Trusted, "work_per_thread", 1)
+    from soniq_fast.cpu.backend import CpuKernels
+    monkeypatch.setattr(CpuKernels, "work_per_thread", 1)
 
 
 # ------------------------------------------------------------------------ pooling
@@ -60,7 +60,7 @@ def test_max_pool_codes_equals_the_reference(isa, case):
     for threads in THREADS:
         backend = _backend(isa, threads)
         for got in (backend.max_pool_codes(x, kernel, stride),
-                    backend.trusted.max_pool_codes(np.ascontiguousarray(x), kernel, stride)):
+                    backend.kernels.max_pool_codes(np.ascontiguousarray(x), kernel, stride)):
             assert got.dtype == np.uint8
             np.testing.assert_array_equal(got, want)
 
@@ -73,7 +73,7 @@ def test_max_pool_2x2_of_narrow_rows(isa, shape):
     x = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
     want = max_pool_codes(x, 2, 2)
     for threads in THREADS:
-        np.testing.assert_array_equal(_backend(isa, threads).trusted.max_pool_codes(x, 2, 2),
+        np.testing.assert_array_equal(_backend(isa, threads).kernels.max_pool_codes(x, 2, 2),
                                       want)
 
 
@@ -136,7 +136,7 @@ def test_fused_conv_requantize_with_blocks_out_of_buffer_order(isa):
     want = independent.requantize(acc, scale, bias, bits, ratio)
     for threads in THREADS:
         backend = _backend(isa, threads)
-        got = backend.trusted.conv2d_requantize(x, a_bits, backend.pack_weights(w, w_bits), 3,
+        got = backend.kernels.conv2d_requantize(x, a_bits, backend.pack_weights(w, w_bits), 3,
                                                 1, 0, scale, bias, bits, ratio)
         np.testing.assert_array_equal(got, want)
 
@@ -158,12 +158,12 @@ def test_fused_conv_requantize_equals_conv_then_requantize(isa, case, data):
         want = independent.requantize(acc, scale, bias, bits, ratio)
     for threads in THREADS:
         backend = _backend(isa, threads, policy)
-        trusted, packed = backend.trusted, backend.pack_weights(w, w_bits)
-        got = trusted.conv2d_requantize(x, a_bits, packed, hi, stride, padding, scale, bias,
+        kernels, packed = backend.kernels, backend.pack_weights(w, w_bits)
+        got = kernels.conv2d_requantize(x, a_bits, packed, hi, stride, padding, scale, bias,
                                         bits, ratio)
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(
-            trusted.conv2d_int(x, a_bits, packed, None, hi, stride, padding), acc)
+            kernels.conv2d_int(x, a_bits, packed, None, hi, stride, padding), acc)
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -176,10 +176,10 @@ def test_fused_linear_requantize_equals_linear_then_requantize(isa, case, data):
     want = independent.requantize(acc, scale, bias, bits, ratio)
     for threads in THREADS:
         backend = _backend(isa, threads, policy)
-        trusted, packed = backend.trusted, backend.pack_weights(w, w_bits)
-        got = trusted.linear_requantize(a, a_bits, packed, hi, scale, bias, bits, ratio)
+        kernels, packed = backend.kernels, backend.pack_weights(w, w_bits)
+        got = kernels.linear_requantize(a, a_bits, packed, hi, scale, bias, bits, ratio)
         np.testing.assert_array_equal(got, want)
-        np.testing.assert_array_equal(trusted.linear_int(a, a_bits, packed, None, hi), acc)
+        np.testing.assert_array_equal(kernels.linear_int(a, a_bits, packed, None, hi), acc)
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -196,7 +196,7 @@ def test_fused_requantize_at_the_largest_exact_sums(isa):
     bias = np.array([-100.0, 200.0, 0.5], np.float32)
     bits, ratio = np.array([8, 8, 4], np.uint8), np.array([1.0, 1.0, 0.37], np.float32)
     backend = _backend(isa)
-    got = backend.trusted.conv2d_requantize(x, a_bits, backend.pack_weights(w, w_bits), 8, 1, 1,
+    got = backend.kernels.conv2d_requantize(x, a_bits, backend.pack_weights(w, w_bits), 8, 1, 1,
                                             scale, bias, bits, ratio)
     np.testing.assert_array_equal(got, independent.requantize(acc, scale, bias, bits, ratio))
 
@@ -238,7 +238,7 @@ def test_first_layer_convs_with_requantize(isa, c, kh, kw, padding, hw, per_posi
         want = independent.requantize(acc, scale, bias, bits, ratio)
     for threads in THREADS:
         backend = _backend(isa, threads)
-        got = backend.trusted.conv2d_requantize(x, a_bits, backend.pack_weights(w, w_bits), 8,
+        got = backend.kernels.conv2d_requantize(x, a_bits, backend.pack_weights(w, w_bits), 8,
                                                 1, padding, scale, bias, bits, ratio)
         np.testing.assert_array_equal(got, want)
         direct = isa == "avx2" and c * kh * kw <= 64
@@ -263,7 +263,7 @@ def test_epilogue_near_the_int32_limits(isa, shape):
     backend = _backend(isa)
     want = independent.epilogue(acc, scale, bias).view(np.uint32)
     np.testing.assert_array_equal(backend.epilogue(acc, scale, bias).view(np.uint32), want)
-    np.testing.assert_array_equal(backend.trusted.epilogue(acc, scale, bias).view(np.uint32),
+    np.testing.assert_array_equal(backend.kernels.epilogue(acc, scale, bias).view(np.uint32),
                                   want)
     np.testing.assert_array_equal(backend.requantize(acc, scale, bias, bits, ratio),
                                   independent.requantize(acc, scale, bias, bits, ratio))

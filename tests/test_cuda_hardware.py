@@ -59,7 +59,7 @@ def test_b1_mma_fragment_model_matches_hardware(gpu, seed, density):
     np.testing.assert_array_equal(d_model.reshape(32, 4), mma_reference(a, b))
 
 
-@pytest.mark.parametrize("engine", ["auto", "bitserial", "mma", "int8"])
+@pytest.mark.parametrize("engine", ["auto", "popcount", "mma", "int8"])
 @given(case=linear_case())
 def test_engine_linear_on_hardware(gpu, engine, case):
     a, a_bits, w, w_bits, hi = case
@@ -68,7 +68,7 @@ def test_engine_linear_on_hardware(gpu, engine, case):
                                   independent.linear_acc(a, a_bits, w, w_bits, hi))
 
 
-@pytest.mark.parametrize("engine", ["auto", "bitserial", "mma", "int8"])
+@pytest.mark.parametrize("engine", ["auto", "popcount", "mma", "int8"])
 @given(case=conv_case())
 def test_engine_conv_on_hardware(gpu, engine, case):
     x, a_bits, w, w_bits, hi, stride, padding = case
@@ -78,7 +78,7 @@ def test_engine_conv_on_hardware(gpu, engine, case):
         independent.conv_acc(x, a_bits, w, w_bits, hi, stride, padding))
 
 
-@pytest.mark.parametrize("engine", ["auto", "bitserial", "mma", "int8"])
+@pytest.mark.parametrize("engine", ["auto", "popcount", "mma", "int8"])
 @pytest.mark.parametrize("hi, w_top", LONG_K_PLANES)
 def test_engine_over_long_k_on_hardware(gpu, engine, hi, w_top):
     a, a_bits, w, w_bits, hi = long_k_case(hi, w_top)

@@ -9,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import independent
-from backends import BACKEND_IDS, load_backend
 from soniq_ref.deploy import DeployModel, PoolStage, QuantStage
 from soniq_ref.layers import QuantConv2d, QuantLinear
 from soniq_ref.layers.activations import ReLU
@@ -129,9 +128,7 @@ def test_deploy_agrees_with_the_trained_exact_model(trained):
     assert np.mean(deploy_pred == exact_pred) >= 0.95
 
 
-@pytest.mark.parametrize("backend_id", BACKEND_IDS)
-def test_every_backend_gives_the_reference_logits(trained, backend_id):
-    backend = load_backend(backend_id)
+def test_every_backend_gives_the_reference_logits(trained, backend):
     x = np.random.default_rng(2).integers(0, 256, (7, 1, 8, 8)).astype(np.uint8)
     ref = trained.deploy.forward(x, backend="ref")
     got = np.asarray(trained.deploy.forward(x, backend=backend))
@@ -190,9 +187,7 @@ def deploy_case(draw):
     return DeployModel.from_model(net, (1, h, w)), x
 
 
-@pytest.mark.parametrize("backend_id", BACKEND_IDS)
-def test_random_networks_give_the_reference_logits_on_every_backend(backend_id):
-    backend = load_backend(backend_id)
+def test_random_networks_give_the_reference_logits_on_every_backend(backend):
 
     @given(deploy_case())
     def check(case):

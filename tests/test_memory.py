@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import independent
-from backends import BACKEND_IDS, load_backend
+from backends import parse_id
 from soniq_ref import integer_core
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,12 +71,10 @@ SLACK = 4 * MIB       # allocator granularity, a page table, interpreter bookkee
 MEASURE = r"""
 import json, sys, tracemalloc
 import numpy as np
-from soniq_ref import get_backend
+from backends import backend_from_id
 
 backend_id, M, K, N, B, C, H, O, KH, PAD, A = sys.argv[1], *map(int, sys.argv[2:])
-name, _, variant = backend_id.partition(":")
-be = get_backend(name)
-be = be.variant(variant) if variant else be
+be = backend_from_id(backend_id)
 
 
 def status(key):
@@ -130,16 +128,16 @@ def _clear_refs_works() -> bool:
         return False
 
 
-@pytest.fixture(scope="module", params=BACKEND_IDS)
-def measured(request):
-    load_backend(request.param)                 # skips, with the reason, if unavailable
-    if request.param in ("cuda-emu:reverse", "cuda-emu:random"):
+@pytest.fixture(scope="module")
+def measured(backend_id, backend):              # backend: skips, with the reason, if unavailable
+    name, variant, _ = parse_id(backend_id)
+    if name == "cuda-emu" and variant != "forward":
         pytest.skip("the thread schedule does not change what the emulation allocates; "
                     "measured under cuda-emu:forward")
     if not _clear_refs_works():
         pytest.skip("needs Linux /proc/self/clear_refs to reset the peak resident set; "
                     "run on Linux")
-    return request.param, _measure(request.param)
+    return backend_id, _measure(backend_id)
 
 
 @pytest.mark.parametrize("op", ["pack_weights", "pack_activations", "linear_int",
@@ -188,8 +186,9 @@ def _measure(backend_id: str) -> dict:
     A fixed mmap threshold makes glibc return large blocks to the system when freed,
     so that one operation's peak is not hidden in memory freed by the one before."""
     dims = dims_for(backend_id)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get(
-        "PYTHONPATH", "")]), MALLOC_MMAP_THRESHOLD_="65536", OPENBLAS_NUM_THREADS="1")
+    path = [str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), MALLOC_MMAP_THRESHOLD_="65536",
+               OPENBLAS_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-c", MEASURE, backend_id,
                            *(str(dims[key]) for key in "M K N B C H O KH PAD A".split())],
                           capture_output=True, text=True, env=env, timeout=120)

@@ -11,11 +11,11 @@ except ImportError as exc:   # pragma: no cover - depends on the build
     raise ImportError("the compiled extension soniq_fast.cpu._kernels is missing "
                       f"({exc}); build it with: pip install -e .") from exc
 
-from .backend import CpuBackend, engine_calls
+from .backend import CpuBackend, CpuKernels, engine_calls
 from . import isa
 from .isa import ISA_NAMES, best_isa
 from .packed import CpuPackedWeights
 
 BACKEND = CpuBackend()
 
-__all__ = ["BACKEND", "CpuBackend", "CpuPackedWeights", "ISA_NAMES", "best_isa", "engine_calls"]
+__all__ = ["BACKEND", "CpuBackend", "CpuKernels", "CpuPackedWeights", "ISA_NAMES", "best_isa", "engine_calls"]

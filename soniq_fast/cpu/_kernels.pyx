@@ -260,3 +260,39 @@ def max_pool(x, int kernel, int stride, out, int isa, int n_threads):
         rc = soniq_max_pool(px, planes, h, w, kernel, stride, po, isa, n_threads)
     if rc != 0:
         raise MemoryError("the cpu kernels could not start their threads")
+
+
+# ------------------------------------------------ constants and rules of the C kernels
+# Written once, in core/soniq_cpu.h and core/lut.h; the Python side reads them from here.
+
+cdef extern from "core/soniq_cpu.h" nogil:
+    enum: SONIQ_MAX_EXACT_K
+    enum: SONIQ_DIRECT_MAX_K
+    int64_t soniq_int8_steps(int wbits, int abits, int shift)
+
+cdef extern from "core/lut.h" nogil:
+    enum: SONIQ_LUT_LANES
+    int soniq_lut_tables(int bits)
+
+# Largest K the int32 accumulators of the kernels sum exactly (|term| <= 255 * 255).
+MAX_EXACT_K = SONIQ_MAX_EXACT_K
+# Largest K of a stride-1 conv run as a direct convolution (core/direct_conv_avx2.c).
+DIRECT_MAX_K = SONIQ_DIRECT_MAX_K
+# Output channels per vector of the lut engine (core/lut.h).
+LUT_LANES = SONIQ_LUT_LANES
+
+
+def int8_steps(int w_bits, int a_bits, int shift):
+    """How many vpmaddubsw results the AVX2 int8 kernel may add in int16 (0: none is exact):
+    ``32768 // (((2^a_bits - 1) << shift) << w_bits)`` (soniq_int8_steps, core/soniq_cpu.h).
+
+    With a' <= amax = (2^ba - 1) 2^shift and -2^(bw-1) <= v < 2^(bw-1), one vpmaddubsw pair
+    sum lies in [-amax 2^bw, amax (2^bw - 2)], so L of them fit int16 (no saturation, no
+    wrap) while L * amax * 2^bw <= 32768."""
+    return soniq_int8_steps(w_bits, a_bits, shift)
+
+
+def lut_tables(int a_bits):
+    """Tables per group of 4 K positions in the lut engine: codes above 4 bits split into
+    their low and high nibbles, so every entry fits a byte (soniq_lut_tables, core/lut.h)."""
+    return soniq_lut_tables(a_bits)

@@ -1,60 +1,80 @@
-"""The cpu backend: the six contract functions on the C kernels, GIL released.
+"""The cpu backend: the C kernels (GIL released) behind the reference's checking wrapper.
 
-Validation is the reference's own (``soniq_ref.checks`` and the reference helpers),
-so every backend refuses the same inputs with the same messages before any kernel
-runs. Results never depend on the code path or the thread count.
+:class:`CpuKernels` implements the kernel protocol of :mod:`soniq_ref.contract` (arguments
+already validated) plus the optional fused deploy kernels; :class:`CpuBackend` is the
+:class:`~soniq_ref.contract.CheckedBackend` around them, so every backend refuses the same
+inputs with the same messages before any kernel runs. Results never depend on the code
+path or the thread count.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from soniq_ref import checks
-from soniq_ref.bitpack import PackedWeights, check_stored_bits, words_for
-from soniq_ref.epilogue import check_epilogue_args, check_requantize_args
-from soniq_ref.integer_core import check_acts, check_conv_geometry
-from soniq_ref.layers.pooling import max_pool_codes as ref_max_pool_codes
+from soniq_ref.bitpack import words_for
+from soniq_ref.contract import CheckedBackend
+from soniq_ref.integer_core import check_conv_geometry
 from soniq_ref.layers.pooling import check_pool_input
 
 from . import _kernels
+from ._kernels import DIRECT_MAX_K, MAX_EXACT_K
 from .isa import ISA_NAMES, check_isa, check_threads, isa_from_env, threads_from_env
 from .packed import ENGINE_NAMES, CpuPackedWeights
 
-# The int8 engine keeps int32 partial sums: |(w - 2^(bw-1)) * a'| <= 128 * 255 per term,
-# and the documented bound |term| <= 255 * 255 gives K <= 33025 for any int32 accumulator.
-MAX_EXACT_K = 33025
-DIRECT_MAX_K = 64       # SONIQ_DIRECT_MAX_K in core/soniq_cpu.h
-ENGINE_POLICIES = ("auto", "popcount", "int8", "lut")
+ENGINE_POLICIES = ("auto",) + ENGINE_NAMES
 
 
-class CpuBackend:
+@dataclass
+class CpuSettings:
+    """What one cpu backend runs with: code path (``isa``, its index), thread count, engine
+    policy; ``last_path`` is (isa, engines) of its most recent GEMM, for inspection."""
+
+    isa: str
+    isa_index: int
+    num_threads: int
+    engine_policy: str
+    last_path: tuple | None = None
+
+
+class CpuBackend(CheckedBackend):
     """The ``cpu`` backend pinned to one code path (``isa``) and thread count.
 
     ``variant(name)`` returns a copy pinned to 'scalar', 'avx2' or 'avx512';
     ``with_threads(n)`` a copy with ``n`` threads; ``set_num_threads(n)`` changes this
-    one. ``engine_policy`` ('auto', 'popcount', 'int8', 'lut') forces one engine for tests.
+    one. ``with_engine(policy)`` ('auto', 'popcount', 'int8', 'lut') forces one engine.
     ``last_path`` is (isa, engines) of the most recent GEMM call, for inspection.
+    ``kernels`` are the unchecked entries (DeployModel's): they check shapes only and
+    start threads only for work worth it; the contract functions use every thread.
     """
-
-    name = "cpu"
 
     def __init__(self, isa: str | None = None, num_threads: int | None = None,
                  engine_policy: str = "auto"):
-        self.isa = isa_from_env() if isa is None else isa
-        self._isa_index = check_isa(self.isa)
-        self.num_threads = threads_from_env() if num_threads is None else \
-            check_threads(num_threads)
+        isa = isa_from_env() if isa is None else isa
+        isa_index = check_isa(isa)
+        num_threads = threads_from_env() if num_threads is None else check_threads(num_threads)
         if engine_policy not in ENGINE_POLICIES:
             raise ValueError(f"engine_policy must be one of {', '.join(ENGINE_POLICIES)}, "
                              f"got {engine_policy!r}")
-        self.engine_policy = engine_policy
-        self.last_path = None
+        self.settings = CpuSettings(isa, isa_index, num_threads, engine_policy)
+        super().__init__("cpu", CpuKernels(self.settings, guarded=True),
+                         CpuKernels(self.settings, guarded=False))
 
     def __repr__(self) -> str:
         return (f"CpuBackend(isa={self.isa!r}, num_threads={self.num_threads}, "
                 f"engine_policy={self.engine_policy!r})")
 
+    isa = property(lambda self: self.settings.isa)
+    num_threads = property(lambda self: self.settings.num_threads)
+    engine_policy = property(lambda self: self.settings.engine_policy)
+    last_path = property(lambda self: self.settings.last_path)
+
     # ------------------------------------------------------------------ configuration
+
+    variants = ISA_NAMES
+    engines = ENGINE_POLICIES
 
     def variant(self, name: str) -> "CpuBackend":
         """This backend pinned to code path ``name`` (RuntimeError if the CPU lacks it)."""
@@ -69,65 +89,99 @@ class CpuBackend:
         return CpuBackend(self.isa, self.num_threads, policy)
 
     def set_num_threads(self, num_threads: int) -> None:
-        self.num_threads = check_threads(num_threads)
+        self.settings.num_threads = check_threads(num_threads)
+
+
+class CpuKernels:
+    """The cpu kernels on validated arguments (the kernel protocol of
+    :mod:`soniq_ref.contract`), plus the fused deploy kernels ``linear_requantize`` /
+    ``conv2d_requantize`` and ``max_pool_codes``; they never check values. The
+    ``*_requantize`` forms fuse ``requantize`` into the GEMM (the int64 accumulator is
+    never stored) and take out_bits/out_ratio per channel [O] or, for conv, per
+    (channel, position) [O * Ho * Wo].
+
+    ``guarded``: the entries handed out as ``CpuBackend.kernels``, to callers that checked
+    values but may not have checked shapes: they check what memory safety needs (shapes,
+    geometry, K; cheap) and start threads only for work worth it (``work_per_thread``).
+    Unguarded, they run behind CheckedBackend, which has checked everything, on every
+    thread."""
+
+    name = "cpu"
+    packed_type = CpuPackedWeights
+    max_k = MAX_EXACT_K
+
+    # Threads are started only for work worth it: one per this many multiply-adds (a pooled
+    # code counts as 2); a thread start costs tens of microseconds. Results never depend on it.
+    work_per_thread = 1 << 21
+
+    def __init__(self, settings: CpuSettings, guarded: bool):
+        self.settings = settings
+        self.guarded = guarded
+
+    def _threads(self, work: int) -> int:
+        threads = self.settings.num_threads
+        if not self.guarded:
+            return threads
+        return max(1, min(threads, 1 + work // self.work_per_thread))
 
     # ------------------------------------------------------------------------ weights
 
     def pack_weights(self, w_codes, w_bits) -> CpuPackedWeights:
         """Pack weight codes (uint8 [N, K] or [O, C, kh, kw]) with bits uint8 [N]."""
-        w_codes = checks.as_array("w_codes", w_codes, np.uint8)
         return CpuPackedWeights(w_codes, w_bits, w_codes.shape)
 
-    def _weights(self, w_codes, w_bits) -> CpuPackedWeights:
-        """Validated packed weights from codes + bits, or a packed object (ours or ref's),
-        checked unchanged since packing."""
-        if isinstance(w_codes, (CpuPackedWeights, PackedWeights)):
-            w_codes.check()
-            if w_bits is not None:
-                check_stored_bits(w_bits, w_codes.bits)
-            if isinstance(w_codes, PackedWeights):
-                return CpuPackedWeights(w_codes.codes(), w_codes.bits, w_codes.shape)
-            return w_codes
-        if w_bits is None:
-            raise TypeError("w_bits is required unless w_codes is a packed weights object")
-        return self.pack_weights(w_codes, w_bits)
+    weights = pack_weights
+
+    def pack_activations(self, a_codes, a_bits, act_bits_hi) -> np.ndarray:
+        """uint64 [M, A, ceil(K/64)]: plane i holds bit i of ``a << (A - a_bits)``."""
+        m, k = a_codes.shape
+        out = np.zeros((m, act_bits_hi, words_for(k)), np.uint64)
+        if out.size:
+            _kernels.pack_activations(a_codes, a_bits, act_bits_hi, out,
+                                      self.settings.isa_index, self._threads(out.size))
+        return out
 
     # ----------------------------------------------------------------------- integer core
 
     def linear_int(self, a_codes, a_bits, w_codes, w_bits, act_bits_hi) -> np.ndarray:
-        """int64 [M, N]: ``sum_c (2 w[o,c] - (2^bw[o] - 1)) * (a[m,c] << (A - a_bits[c]))``."""
-        packed = self._weights(w_codes, w_bits)
-        if len(packed.shape) != 2:
-            raise ValueError(f"w_codes must be [N, K] for linear_int, got shape {packed.shape}")
-        a_codes, a_bits, hi = check_acts(a_codes, a_bits, act_bits_hi, packed.k, ndim=2)
-        _check_k(packed.k)
-        return self._linear(a_codes, a_bits, packed, hi)
+        """int64 [M, N] (``w_codes``: packed; ``w_bits`` is ignored, the packed weights carry
+        their bits)."""
+        return self._linear(a_codes, a_bits, w_codes, act_bits_hi, None)
 
     def conv2d_int(self, x_codes, a_bits, w_codes, w_bits, act_bits_hi, stride=1, padding=0):
-        """int64 [B, O, Ho, Wo]: the linear_int sum over im2col patches, K = (c, row, col)."""
-        packed = self._weights(w_codes, w_bits)
-        if len(packed.shape) != 4:
-            raise ValueError(f"w_codes must be [O, C, kh, kw] for conv2d_int, "
-                             f"got {packed.shape}")
-        x_codes, a_bits, hi = check_acts(x_codes, a_bits, act_bits_hi, packed.shape[1],
-                                          ndim=4, name="x_codes")
-        stride, padding, ho, wo = check_conv_geometry(x_codes.shape, packed.shape, stride,
-                                                      padding)
-        _check_k(packed.k)
-        return self._conv(x_codes, a_bits, packed, hi, stride, padding, ho, wo)
+        """int64 [B, O, Ho, Wo] (``w_codes``: packed; ``w_bits`` is ignored)."""
+        return self._conv(x_codes, a_bits, w_codes, act_bits_hi, stride, padding, None)
 
-    # Validated arguments from here on. requant: None (int64 sums) or the fused requantize's
-    # (scale, bias, bits, ratio, per_position) (uint8 codes); threads: None for all of them.
+    def linear_requantize(self, a_codes, a_bits, packed, act_bits_hi, scale, bias, out_bits,
+                          out_ratio) -> np.ndarray:
+        """uint8 [M, N]: ``requantize(linear_int(...), scale, bias, out_bits, out_ratio)``."""
+        return self._linear(a_codes, a_bits, packed, act_bits_hi,
+                            _requant_args(packed.shape[0], 1, scale, bias, out_bits, out_ratio))
 
-    def _linear(self, a_codes, a_bits, packed, hi, requant=None, threads=None):
+    def conv2d_requantize(self, x_codes, a_bits, packed, act_bits_hi, stride, padding, scale,
+                          bias, out_bits, out_ratio) -> np.ndarray:
+        """uint8 [B, O, Ho, Wo]: ``requantize(conv2d_int(...), ...)``, out_bits/out_ratio per
+        channel [O] or per position [O * Ho * Wo]."""
+        return self._conv(x_codes, a_bits, packed, act_bits_hi, stride, padding,
+                          (scale, bias, out_bits, out_ratio))
+
+    def _linear(self, a_codes, a_bits, packed, hi, requant):
+        if self.guarded:
+            a_codes = _contiguous_codes(a_codes, 2)
+            _check_packed(packed, a_bits, 2, a_codes.shape[1], packed.k)
         m, n = a_codes.shape[0], packed.shape[0]
         out = np.empty((m, n), np.int64 if requant is None else np.uint8)
-        self._gemm(packed, a_bits, hi, a_codes, None, m, out, (max(m, 1), 0, n, 1), requant,
-                   threads)
+        self._gemm(packed, a_bits, hi, a_codes, None, m, out, (max(m, 1), 0, n, 1), requant)
         return out
 
-    def _conv(self, x_codes, a_bits, packed, hi, stride, padding, ho, wo, requant=None,
-              threads=None):
+    def _conv(self, x_codes, a_bits, packed, hi, stride, padding, requant):
+        if self.guarded:
+            x_codes = _contiguous_codes(x_codes, 4)
+            _check_packed(packed, a_bits, 4, x_codes.shape[1], packed.shape[1])
+        stride, padding, ho, wo = check_conv_geometry(x_codes.shape, packed.shape, stride,
+                                                      padding)
+        if requant is not None:
+            requant = _requant_args(packed.shape[0], ho * wo, *requant)
         b, c, h, w = x_codes.shape
         o, _, kh, kw = packed.shape
         out = np.empty((b, o, ho, wo), np.int64 if requant is None else np.uint8)
@@ -137,165 +191,72 @@ class CpuBackend:
         if requant is not None and stride == 1 and self._direct_conv(packed):
             direct = packed.direct(k_bits, hi)
         self._gemm(packed, k_bits, hi, None, conv, b * ho * wo, out,
-                   (ho * wo, o * ho * wo, 1, ho * wo), requant, threads, direct)
+                   (ho * wo, o * ho * wo, 1, ho * wo), requant, direct)
         return out
 
     def _direct_conv(self, packed) -> bool:
         """Whether a stride-1 conv with the requantize fused runs as a direct convolution
-        (core/direct_conv_avx2.c: first layers, K <= 64) instead of a GEMM: on the avx2
-        path under the auto policy."""
-        return self.isa == "avx2" and self.engine_policy == "auto" \
+        (core/direct_conv_avx2.c: first layers, K <= DIRECT_MAX_K) instead of a GEMM: on the
+        avx2 path under the auto policy."""
+        return self.settings.isa == "avx2" and self.settings.engine_policy == "auto" \
             and 0 < packed.k <= DIRECT_MAX_K
 
-    def _gemm(self, packed, k_bits, hi, a_codes, conv, m, out, layout, requant=None,
-              threads=None, direct=None):
+    def _gemm(self, packed, k_bits, hi, a_codes, conv, m, out, layout, requant, direct=None):
+        """Run the GEMM. requant: None (int64 sums) or the fused requantize's (scale, bias,
+        bits, ratio, per_position) (uint8 codes)."""
+        settings = self.settings
         if direct is not None:
             engines = ("direct",)
             groups, blocks = [], []
         else:
-            groups, blocks, engines = packed.plan(k_bits, hi, self.engine_policy, self.isa)
-        self.last_path = (self.isa, tuple(sorted(engines)))
+            groups, blocks, engines = packed.plan(k_bits, hi, settings.engine_policy,
+                                                  settings.isa)
+        settings.last_path = (settings.isa, tuple(sorted(engines)))
+        threads = self._threads(m * max(packed.k, 64) * packed.shape[0])  # K: 64-byte rows
         _kernels.gemm(a_codes, conv, m, packed.k, list(groups), list(blocks), out,
-                      packed.shape[0], layout, self._isa_index,
-                      self.num_threads if threads is None else threads, requant, direct)
-
-    # ------------------------------------------------------------------------ activations
-
-    def pack_activations(self, a_codes, a_bits, act_bits_hi) -> np.ndarray:
-        """uint64 [M, A, ceil(K/64)]: plane i holds bit i of ``a << (A - a_bits)``."""
-        a_codes, a_bits, hi = checks.check_act_codes(a_codes, a_bits, act_bits_hi)
-        m, k = a_codes.shape
-        out = np.zeros((m, hi, words_for(k)), np.uint64)
-        if out.size:
-            _kernels.pack_activations(a_codes, a_bits, hi, out, self._isa_index,
-                                      self.num_threads)
-        return out
+                      packed.shape[0], layout, settings.isa_index, threads, requant, direct)
 
     # --------------------------------------------------------------------------- epilogue
 
     def epilogue(self, acc, scale, bias) -> np.ndarray:
         """float32 like acc: ``scale[o] * float32(acc) + bias[o]`` (channel axis 1)."""
-        acc, scale, bias = check_epilogue_args(acc, scale, bias)
-        out = np.empty(acc.shape, np.float32)
-        _kernels.epilogue(acc, acc.shape[1], _inner(acc), scale, bias, out, self._isa_index,
-                          self.num_threads)
-        return out
-
-    def requantize(self, acc, scale, bias, out_bits, out_ratio) -> np.ndarray:
-        """uint8 like acc: ``clip(rint(epilogue * out_ratio[o]), 0, 2^out_bits[o] - 1)``."""
-        acc, scale, bias, out_bits, out_ratio = check_requantize_args(acc, scale, bias,
-                                                                      out_bits, out_ratio)
-        out = np.empty(acc.shape, np.uint8)
-        _kernels.requantize(acc, acc.shape[1], _inner(acc), scale, bias, out_bits, out_ratio,
-                            out, self._isa_index, self.num_threads)
-        return out
-
-    # ----------------------------------------------------------------- optional: pooling
-
-    def max_pool_codes(self, codes, kernel, stride=None) -> np.ndarray:
-        """:func:`soniq_ref.layers.pooling.max_pool_codes` in C: uint8 [B, C, H, W] ->
-        window maxima [B, C, Ho, Wo] (optional contract method, used by DeployModel)."""
-        stride = kernel if stride is None else stride
-        if not _positive_ints(kernel, stride):
-            return ref_max_pool_codes(codes, kernel, stride)   # the reference's behaviour
-        if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8:
-            raise TypeError("codes must be a uint8 NumPy array")
-        check_pool_input(codes, kernel, stride)
-        return self._max_pool(np.ascontiguousarray(codes), int(kernel), int(stride),
-                              self.num_threads)
-
-    def _max_pool(self, codes, kernel: int, stride: int, threads: int) -> np.ndarray:
-        b, c, h, w = codes.shape
-        out = np.empty((b, c, (h - kernel) // stride + 1, (w - kernel) // stride + 1), np.uint8)
-        if out.size:
-            _kernels.max_pool(codes, kernel, stride, out, self._isa_index, threads)
-        return out
-
-    # ------------------------------------------------- unchecked entries (DeployModel only)
-
-    @property
-    def trusted(self) -> "_Trusted":
-        """The integer core, alone or with requantize fused in, without the scans of arrays
-        by value (codes within their bits, finite parameters), for DeployModel.forward: it
-        checks its input codes and its own parameters, and every later stage consumes codes
-        it produced itself."""
-        return _Trusted(self)
-
-
-class _Trusted:
-    """Integer core entries of one CpuBackend that trust their arguments' values (see
-    ``CpuBackend.trusted``); shapes, geometry and K are still checked (cheap). The
-    ``*_requantize`` forms fuse ``requantize`` into the GEMM (the int64 accumulator is
-    never stored) and take out_bits/out_ratio per channel [O] or, for conv, per
-    (channel, position) [O * Ho * Wo]."""
-
-    # Threads are started only for work worth it: one per this many multiply-adds (a pooled
-    # code counts as 2); a thread start costs tens of microseconds. Results never depend on it.
-    work_per_thread = 1 << 21
-
-    def __init__(self, backend: CpuBackend):
-        self.backend = backend
-
-    def _threads(self, work: int) -> int:
-        return max(1, min(self.backend.num_threads, 1 + work // self.work_per_thread))
-
-    def max_pool_codes(self, codes, kernel, stride=None) -> np.ndarray:
-        if not isinstance(codes, np.ndarray) or codes.ndim != 4 \
-                or not codes.flags.c_contiguous or not _positive_ints(kernel, stride):
-            return self.backend.max_pool_codes(codes, kernel, stride)
-        check_pool_input(codes, kernel, stride)
-        return self.backend._max_pool(codes, int(kernel), int(stride),
-                                      self._threads(2 * codes.size))
-
-    def linear_int(self, a_codes, a_bits, packed, w_bits, act_bits_hi) -> np.ndarray:
-        return self._linear(a_codes, a_bits, packed, act_bits_hi, None)
-
-    def linear_requantize(self, a_codes, a_bits, packed, act_bits_hi, scale, bias, out_bits,
-                          out_ratio) -> np.ndarray:
-        return self._linear(a_codes, a_bits, packed, act_bits_hi,
-                            _requant_args(packed.shape[0], 1, scale, bias, out_bits, out_ratio))
-
-    def conv2d_int(self, x_codes, a_bits, packed, w_bits, act_bits_hi, stride=1, padding=0):
-        return self._conv(x_codes, a_bits, packed, act_bits_hi, stride, padding, None)
-
-    def conv2d_requantize(self, x_codes, a_bits, packed, act_bits_hi, stride, padding, scale,
-                          bias, out_bits, out_ratio) -> np.ndarray:
-        return self._conv(x_codes, a_bits, packed, act_bits_hi, stride, padding,
-                          (scale, bias, out_bits, out_ratio))
-
-    def epilogue(self, acc, scale, bias) -> np.ndarray:
-        """``CpuBackend.epilogue`` without the scan of scale and bias for NaN and Inf."""
-        if not isinstance(acc, np.ndarray) or acc.dtype != np.int64 or acc.ndim not in (2, 4) \
-                or not acc.flags.c_contiguous:
-            return self.backend.epilogue(acc, scale, bias)
+        _check_acc(acc)
         if scale.dtype != np.float32 or bias.dtype != np.float32 \
                 or scale.shape != (acc.shape[1],) or bias.shape != (acc.shape[1],):
             raise ValueError("scale and bias: float32, one per channel")
         out = np.empty(acc.shape, np.float32)
         _kernels.epilogue(acc, acc.shape[1], _inner(acc), np.ascontiguousarray(scale),
-                          np.ascontiguousarray(bias), out, self.backend._isa_index,
+                          np.ascontiguousarray(bias), out, self.settings.isa_index,
                           self._threads(8 * acc.size))
         return out
 
-    def _linear(self, a_codes, a_bits, packed, act_bits_hi, requant):
-        a_codes = _contiguous_codes(a_codes, 2)
-        _check_packed(packed, a_bits, 2, a_codes.shape[1], packed.k)
-        return self.backend._linear(a_codes, a_bits, packed, act_bits_hi, requant,
-                                    self._gemm_threads(a_codes.shape[0], packed))
+    def requantize(self, acc, scale, bias, out_bits, out_ratio) -> np.ndarray:
+        """uint8 like acc: ``clip(rint(epilogue * out_ratio[o]), 0, 2^out_bits[o] - 1)``."""
+        _check_acc(acc)
+        scale, bias, out_bits, out_ratio = _requant_args(acc.shape[1], 1, scale, bias,
+                                                         out_bits, out_ratio)[:4]
+        out = np.empty(acc.shape, np.uint8)
+        _kernels.requantize(acc, acc.shape[1], _inner(acc), scale, bias, out_bits, out_ratio,
+                            out, self.settings.isa_index, self._threads(8 * acc.size))
+        return out
 
-    def _conv(self, x_codes, a_bits, packed, act_bits_hi, stride, padding, requant):
-        x_codes = _contiguous_codes(x_codes, 4)
-        _check_packed(packed, a_bits, 4, x_codes.shape[1], packed.shape[1])
-        stride, padding, ho, wo = check_conv_geometry(x_codes.shape, packed.shape, stride,
-                                                      padding)
-        if requant is not None:
-            requant = _requant_args(packed.shape[0], ho * wo, *requant)
-        return self.backend._conv(x_codes, a_bits, packed, act_bits_hi, stride, padding, ho, wo,
-                                  requant, self._gemm_threads(x_codes.shape[0] * ho * wo,
-                                                              packed))
+    # ------------------------------------------------------------------------- pooling
 
-    def _gemm_threads(self, m: int, packed) -> int:
-        return self._threads(m * max(packed.k, 64) * packed.shape[0])   # K: 64-byte rows
+    def max_pool_codes(self, codes, kernel, stride=None) -> np.ndarray:
+        """uint8 [B, C, H, W] -> window maxima [B, C, Ho, Wo], as
+        :func:`soniq_ref.layers.pooling.max_pool_codes`."""
+        stride = kernel if stride is None else stride
+        if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8:
+            raise TypeError("codes must be a uint8 NumPy array")
+        check_pool_input(codes, kernel, stride)
+        codes = np.ascontiguousarray(codes)
+        kernel, stride = int(kernel), int(stride)
+        b, c, h, w = codes.shape
+        out = np.empty((b, c, (h - kernel) // stride + 1, (w - kernel) // stride + 1), np.uint8)
+        if out.size:
+            _kernels.max_pool(codes, kernel, stride, out, self.settings.isa_index,
+                              self._threads(2 * codes.size))
+        return out
 
 
 def _check_packed(packed, a_bits, ndim: int, channels: int, expected: int) -> None:
@@ -307,7 +268,9 @@ def _check_packed(packed, a_bits, ndim: int, channels: int, expected: int) -> No
     if not isinstance(a_bits, np.ndarray) or a_bits.dtype != np.uint8 \
             or a_bits.shape != (channels,):
         raise ValueError("a_bits must be uint8, one per input channel")
-    _check_k(packed.k)
+    if packed.k > MAX_EXACT_K:
+        raise ValueError(f"w_codes has K = {packed.k} inputs per output; the cpu kernels are "
+                         f"exact only up to K = {MAX_EXACT_K}")
 
 
 def _requant_args(channels: int, positions: int, scale, bias, out_bits, out_ratio) -> tuple:
@@ -329,20 +292,15 @@ def _contiguous_codes(codes, ndim: int) -> np.ndarray:
     return checks.as_array("a_codes" if ndim == 2 else "x_codes", codes, np.uint8, ndim=ndim)
 
 
-def _positive_ints(*values) -> bool:
-    return all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-               and v >= 1 for v in values)
+def _check_acc(acc) -> None:
+    if not isinstance(acc, np.ndarray) or acc.dtype != np.int64 or acc.ndim not in (2, 4) \
+            or not acc.flags.c_contiguous:
+        raise TypeError("acc must be a C-contiguous int64 array [M, N] or [B, O, H, W]")
 
 
 def _inner(acc: np.ndarray) -> int:
     """Elements per channel step along the flat array: H * W for [B, O, H, W], 1 for [M, N]."""
     return int(np.prod(acc.shape[2:])) if acc.ndim == 4 else 1
-
-
-def _check_k(k: int) -> None:
-    if k > MAX_EXACT_K:
-        raise ValueError(f"K = {k} is too large for the cpu backend's int32 accumulators "
-                         f"(at most {MAX_EXACT_K}); use the ref backend")
 
 
 def engine_calls() -> dict:

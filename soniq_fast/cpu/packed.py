@@ -44,6 +44,7 @@ import numpy as np
 from soniq_ref import checks
 from soniq_ref.bitpack import check_weights, code_planes, pack_bits
 
+from ._kernels import LUT_LANES, int8_steps, lut_tables
 from .act_groups import ActGroup, act_groups
 
 # per code path: (words alignment of plane rows, popcount lanes, int8 lanes)
@@ -56,28 +57,12 @@ INT8_BYTE_ALIGN = {1: 64, AVX2_INT8_LANES: 4, 16: 64}
 NEED_BYTES, NEED_WIDE = 1, 2    # need_bytes bits: uint8 rows; int16 rows too
 
 
-def int8_steps(w_bits: int, a_bits: int, shift: int) -> int:
-    """How many vpmaddubsw results the AVX2 int8 kernel may add in int16 (0: none is exact).
-
-    With a' <= amax = (2^ba - 1) 2^shift and -2^(bw-1) <= v < 2^(bw-1), one vpmaddubsw
-    pair sum lies in [-amax 2^bw, amax (2^bw - 2)], so L of them fit int16 (no saturation,
-    no wrap) while L * amax * 2^bw <= 32768. Must equal int8_steps() in core/int8_avx2.c.
-    """
-    return 32768 // ((((1 << a_bits) - 1) << shift) << w_bits)
-
 POPCOUNT, INT8, LUT = 0, 1, 2
 ENGINE_NAMES = ("popcount", "int8", "lut")
-LUT_LANES = 16
 # Most plane pairs for which the popcount engine beats the int8 engine, per code path
 # (measured; see docs/benchmarks.md). AVX2 counts bits by table lookup and its int8 engine
 # keeps int16 partial sums, so there popcount wins only up to 2 plane pairs (W1A2, W2A1).
 POPCOUNT_MAX_PLANE_PAIRS = {"scalar": 4, "avx2": 2, "avx512": 4}
-
-
-def lut_tables(a_bits: int) -> int:
-    """Tables per group of 4 K positions in the lut engine: codes above 4 bits split into
-    their low and high nibbles (so every entry fits a byte)."""
-    return 2 if a_bits > 4 else 1
 
 
 # Most table lookups for which the lut engine is the AVX2 path's choice (measured; see

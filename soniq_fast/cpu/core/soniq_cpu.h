@@ -208,8 +208,8 @@ static inline int64_t soniq_int8_term(int64_t v, int64_t rowsum, int shift) {
 /* How many vpmaddubsw results (pair sums of a' v) the avx2 int8 engine may add in int16:
  * a' <= amax = (2^ba - 1) 2^shift, -2^(e-1) <= v < 2^(e-1) (e = wbits), so a pair sum lies
  * in [-amax 2^e, amax (2^e - 2)] and L of them fit int16 (no saturation, no wrap) while
- * L amax 2^e <= 32768. 0: not even one is exact (e = 8, amax > 128). Same as
- * packed.int8_steps. */
+ * L amax 2^e <= 32768. 0: not even one is exact (e = 8, amax > 128). Python reads it as
+ * _kernels.int8_steps. */
 static inline int64_t soniq_int8_steps(int wbits, int abits, int shift) {
     return 32768 / ((((int64_t)1 << abits) - 1) << shift << wbits);
 }

@@ -26,15 +26,18 @@ docs/benchmarks.md), per GEMM at 8192^3 (4096^3 agrees):
   launch overhead, 0.05-0.12 ms a call.) GPUs without tensor cores, which are the
   ones this limit serves, have not been measured.
 
-``cuda-core`` is ``auto`` without tensor cores; ``bitserial``, ``mma`` and ``int8``
-put every row on one engine (tests use them to cover each engine).
+``cuda-core`` is ``auto`` without tensor cores; ``popcount`` (AND + ``__popcll`` on CUDA
+cores, bitserial_gemm.cu; the same engine the cpu backend calls popcount), ``mma`` and
+``int8`` put every row on one engine (tests use them to cover each engine). The former
+name ``bitserial`` is still accepted for ``popcount``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-ENGINES = ("auto", "cuda-core", "bitserial", "mma", "int8")
+ENGINES = ("auto", "cuda-core", "popcount", "mma", "int8")
+ENGINE_ALIASES = {"bitserial": "popcount"}     # earlier names, still accepted
 TENSOR_CORE_MAX_PLANE_PAIRS = 32
 CUDA_CORE_MAX_PLANE_PAIRS = 1
 
@@ -42,7 +45,7 @@ CUDA_CORE_MAX_PLANE_PAIRS = 1
 def split_rows(bits: np.ndarray, act_bits_hi: int, engine: str, compute_capability: int):
     """{kernel name: int32 row indices, sorted by bit width} for weight bits ``bits`` [N]."""
     rows = np.argsort(bits, kind="stable").astype(np.int32)
-    if engine == "bitserial":
+    if engine == "popcount":
         return {"bitserial_gemm": rows}
     if engine == "mma":
         return {"mma_gemm": rows}
