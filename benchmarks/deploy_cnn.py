@@ -38,32 +38,23 @@ BATCH = 256
 
 def stage_seconds(deploy, x, backend, repeats: int, clock: str) -> list:
     """[(stage name, seconds)] for each stage of ``deploy.forward(x, backend)``, run the way
-    forward runs it (the backend's unchecked entries and pooling when it has them)."""
-    from soniq_ref.deploy import FlattenStage, PoolStage
-    from soniq_ref.layers.pooling import max_pool_codes
+    forward runs it (the backend's fused kernels and pooling when it has them)."""
+    from soniq_ref.stages import BackendRun, QuantStage
 
-    packed, trusted = deploy._prepared(f"object-{id(backend)}", backend)
+    packed, kernels = deploy._prepared(f"object-{id(backend)}", backend)
     packed = iter(packed)
-    ops = trusted or backend
-    pool = getattr(backend, "max_pool_codes", max_pool_codes)
     rows, codes = [], x
     for i, stage in enumerate(deploy.stages):
-        if isinstance(stage, FlattenStage):
-            codes = codes.reshape(codes.shape[0], -1)
+        weights = [next(packed)] if isinstance(stage, QuantStage) else []
+
+        def run(c=codes, s=stage, w=weights):
+            return s.run(c, BackendRun(backend, kernels, iter(w), input_checked=True))
+        if stage.kind == "flatten":
+            codes = run()
             continue
-        if isinstance(stage, PoolStage):
-            run, name = (lambda c=codes, s=stage: pool(c, s.kernel, s.stride)), "maxpool"
-        elif stage.out_bits is None:
-            def run(c=codes, s=stage, p=next(packed)):
-                return backend.epilogue(deploy._accumulate(ops, s, p, c), s.scale, s.bias)
-            name = f"{stage.kind} + epilogue"
-        elif trusted is not None:
-            run = (lambda c=codes, s=stage, p=next(packed): deploy._fused(trusted, s, p, c))
-            name = f"{stage.kind} + requantize (fused)"
-        else:
-            def run(c=codes, s=stage, p=next(packed)):
-                return deploy._requantize(backend, s, deploy._accumulate(backend, s, p, c))
-            name = f"{stage.kind} + requantize"
+        name = stage.kind if not isinstance(stage, QuantStage) else \
+            f"{stage.kind} + epilogue" if stage.final else \
+            f"{stage.kind} + requantize" + (" (fused)" if kernels is not None else "")
         rows.append((f"{i}: {name}", median_seconds(run, repeats, clock=clock)))
         codes = run()
     return rows

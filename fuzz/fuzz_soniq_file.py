@@ -9,7 +9,7 @@ This harness is for long runs::
 
 The first run writes seed files (real models) into the empty corpus folder. Every
 input must either be refused with ``SoniqFileError`` or load as one of the seed
-models, bit for bit: since every tensor and the manifest carry a SHA-256, a mutated
+models, bit for bit: since the tensors and the manifest carry a SHA-256, a mutated
 file that loads as anything else has slipped past a check.
 
 With ``SONIQ_FUZZ_RESIGN=1`` the harness plays a forger instead: it recomputes every
@@ -82,10 +82,10 @@ def resign(data: bytes) -> bytes:
         meta = header["__metadata__"]
         manifest = json.loads(meta["soniq_manifest"])
         body = data[8 + n:]
-        for name, entry in header.items():
-            begin, end = entry["data_offsets"] if name != "__metadata__" else (0, -1)
-            if name in manifest["sha256"] and 0 <= begin <= end <= len(body):
-                manifest["sha256"][name] = hashlib.sha256(body[begin:end]).hexdigest()
+        table = {k: v for k, v in header.items() if k not in ("__metadata__", "metadata")}
+        manifest["tensors_sha256"] = hashlib.sha256(
+            json.dumps(table, sort_keys=True, separators=(",", ":")).encode() + body
+        ).hexdigest()
         meta["soniq_manifest"] = json.dumps(manifest)
         meta["soniq_manifest_sha256"] = hashlib.sha256(
             meta["soniq_manifest"].encode()).hexdigest()

@@ -133,8 +133,12 @@ def _check_signature(source, version: int) -> None:
                  else "not a SONIQ model file (its signature has no version)")
         found = rest.split(b'"', 1)[0]
         if found != str(version).encode():
+            older = found.isdigit() and len(found) < 4 and int(found) < version
             fail(f"format version {found.decode('ascii', 'replace')[:16]!r} is not supported; "
-                 f"this reader reads version {version}")
+                 f"this reader reads version {version}" + (
+                     ": the file was written by an older SONIQ; export the model again with "
+                     "this one (soniq train, or soniq_ref.fileformat.save of its DeployModel)"
+                     if older else ""))
         return
     if len(prefix) < PREFIX_BYTES and SIGNATURE.startswith(body) and len(body) < len(SIGNATURE):
         fail(f"file is truncated: {len(prefix)} bytes, too short for a SONIQ header")

@@ -1,48 +1,45 @@
-"""The ``.soniq`` file: a deploy model in a safetensors container.
+"""The ``.soniq`` file: a deploy model in a safetensors container, stored compactly.
 
 Container (the safetensors layout, parsed here with the stdlib and NumPy so that
 every check is ours; the byte level is :mod:`soniq_ref.container`)::
 
     8 bytes   N, little-endian uint64: length of the JSON header (at most 1 MiB)
     N bytes   JSON header (UTF-8, padded with spaces to a multiple of 8), starting
-              with the signature {"__metadata__":{"soniq_format":"2",
-                { "__metadata__": {"soniq_format": "2",
+              with the signature {"__metadata__":{"soniq_format":"3",
+                { "__metadata__": {"soniq_format": "3",
                                    "soniq_manifest": "<manifest JSON>",
                                    "soniq_manifest_sha256": "<hex digest of it>"},
-                  "<tensor>": {"data_offsets": [begin, end], "dtype": "U8"|"U64"|"F32",
+                  "<tensor>": {"data_offsets": [begin, end], "dtype": "U8"|"F32",
                                "shape": [...]}, ...,
                   "metadata": { free-form JSON object, optional } }
     rest      raw little-endian tensor bytes; the tensors tile it exactly
 
-Manifest (JSON): ``format`` = "soniq", ``format_version`` = 2, ``input_shape``,
-``n_classes``, ``stages`` (one object per deploy stage, see below),
-``sha256`` (tensor name -> hex digest of its bytes) and, when the header has
-``metadata`` (a free-form object, not interpreted), ``metadata_sha256`` (the digest
-of its canonical JSON). The manifest's own
-SHA-256 (of its UTF-8 text) sits beside it, so that no flipped bit in the
-manifest can turn the file into a different valid model.
+Manifest (JSON): ``format`` = "soniq", ``format_version`` = 3, ``input_shape``,
+``n_classes``, ``stages`` (one object per deploy stage, written and read by the
+stage's type, :mod:`soniq_ref.stages`), ``tensors_sha256`` (:func:`tensors_digest`:
+the tensor table and every tensor byte) and, when the header has ``metadata`` (a
+free-form object, not interpreted), ``metadata_sha256`` (the digest of its
+canonical JSON). The manifest's own SHA-256 (of its UTF-8 text) sits beside it, so
+that no flipped bit in the manifest can turn the file into a different valid model.
 
-Stage ``i`` of type ``linear``/``conv`` stores ``weight_shape``, ``stride``,
-``padding``, ``act_bits_hi``, ``weight_palette``, ``act_palette``, ``per_feature``
-and the tensors::
-
-    i.weight_planes  U64 [sum_o weight_bits[o], ceil(K/64)]  channel o's bit planes
-                     0 .. weight_bits[o]-1 in order, LSB-first along K, zero tail
-    i.weight_bits    U8  [O]       i.input_bits  U8 [C or K]
-    i.scale, i.bias  F32 [O]
-    i.out_bits       U8  [L]       i.out_ratio   F32 [L]   (all but the last stage;
-                                   L = O, or O*H*W when per_feature)
-
-``maxpool`` stores ``kernel`` and ``stride``; ``flatten`` nothing.
+The file stores only what cannot be derived (:mod:`soniq_ref.compact`): a
+quantized stage ``i`` keeps its weight planes at their bit widths as one bit
+stream (``i.weight_planes``), its weight and input bit widths as one palette-level
+bit each (``i.weight_levels``, ``i.input_levels``), ``i.scale`` and ``i.bias``, and
+(all but the last stage) the float32 clip ``out_clip`` in its manifest entry. Its
+requantization (``out_bits``, ``out_ratio``, per channel or per position) follows
+from the next quantized stage's input bits and that clip and is rebuilt on load
+(:mod:`soniq_ref.stages.link`); the writer refuses a model where it would not.
 
 :func:`save` writes atomically (temporary file in the same folder, then rename).
 :func:`load` validates everything -- signature and version first, container bounds,
 the schema (nothing the format does not define), dtypes, shapes, digests, palettes,
-bit widths, geometry, the shape chain and the bits handed from stage to stage, a
+bit widths, geometry, the shape chain, 8-bit pixels into the first layer, a
 linear classifier at the end -- and raises :class:`SoniqFileError` (a
-``ValueError``) naming the file and the problem. No declared size is ever allocated before it is checked against the
-bytes present; the loader's peak stays within 32 x the header's bytes (the JSON
-objects) + 10 x the tensor bytes (the model keeps one uint8 code per weight), see
+``ValueError``) naming the file and the problem. No declared size is ever allocated
+before it is checked against the bytes present; the loader's peak stays within
+32 x the header's bytes (the JSON objects) + 10 x the tensor bytes + 2 x the model's
+weight count (one uint8 code per weight, and its derived requantization), see
 docs/reliability.md.
 """
 
@@ -52,76 +49,82 @@ import hashlib
 import json
 import os
 import struct
+from types import SimpleNamespace
 
 import numpy as np
 
-from . import checks, container
+from . import container
 from .atomic import atomic_write_bytes
-from .bitpack import pack_bits, unpack_bits, words_for, code_planes
 from .container import DTYPES, MAX_HEADER_BYTES, SoniqFileError, fail as _fail
-from .deploy import (MAX_GEOMETRY, DeployModel, FlattenStage, PoolStage, QuantStage,
-                     check_size, stage_output_shape)
-from .layers.pooling import max_pool_codes
+from .deploy import DeployModel
+from .fileschema import StageEntry, exact_keys, int_list
+from .quantizers import act_ratio
+from .stages import STAGE_TYPES, QuantStage, check_size, link
 
 FORMAT = "soniq"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 META_KEY = "soniq_manifest"
 META_DIGEST_KEY = "soniq_manifest_sha256"
-MANIFEST_KEYS = {"format", "format_version", "input_shape", "n_classes", "stages", "sha256"}
+TENSORS_DIGEST_KEY = "tensors_sha256"
+MANIFEST_KEYS = {"format", "format_version", "input_shape", "n_classes", "stages",
+                 TENSORS_DIGEST_KEY}
 OPTIONAL_MANIFEST_KEYS = {"metadata_sha256"}
 METADATA_KEY = container.METADATA_KEY
-QUANT_KEYS = {"type", "weight_shape", "stride", "padding", "act_bits_hi", "weight_palette",
-              "act_palette", "per_feature"}
-STAGE_KEYS = {"linear": QUANT_KEYS, "conv": QUANT_KEYS, "maxpool": {"type", "kernel", "stride"},
-              "flatten": {"type"}}
-CHUNK_BYTES = 1 << 18
-QUANT_TENSORS = ("weight_planes", "weight_bits", "input_bits", "scale", "bias")
-OUT_TENSORS = ("out_bits", "out_ratio")
+# a per-feature requantization (rebuilt on load) covers at most this many positions per
+# feature it feeds: pooling windows of 8 x 8 in all, or 4 x 4 with unread edges
+MAX_POSITIONS_PER_FEATURE = 64
+
+
+# ------------------------------------------------------------------------------ both ways
+
+def tensors_digest(entries: dict, data) -> str:
+    """SHA-256 of the tensor table (its canonical JSON: sorted keys, no whitespace,
+    non-ASCII escaped) followed by the data region's bytes."""
+    table = json.dumps(entries, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(table.encode())
+    digest.update(data)
+    return digest.hexdigest()
+
+
+def quant_links(stages: list, input_shape: tuple):
+    """(producer, its output shape, [(stage, input shape)] between, consumer) for each
+    pair of consecutive quantized stages."""
+    producer, producer_shape, between, shape = None, None, [], tuple(input_shape)
+    for stage in stages:
+        out = stage.output_shape(shape)
+        if isinstance(stage, QuantStage):
+            if producer is not None:
+                yield producer, producer_shape, between, stage
+            producer, producer_shape, between = stage, out, []
+        else:
+            between.append((stage, shape))
+        shape = out
+
+
+def _link_from_clip(producer, producer_shape, between, consumer) -> None:
+    """The producer's requantization from its ``out_clip`` and the consumer's input bits."""
+    link(producer, producer_shape, between, consumer.a_bits,
+         act_ratio(producer.out_clip, consumer.a_bits))
+
+
 # ------------------------------------------------------------------------------ writing
 
-def weight_planes(w_codes: np.ndarray, w_bits: np.ndarray) -> np.ndarray:
-    """uint64 [sum(w_bits), words]: each channel's own planes only (the compact form)."""
-    flat = checks.rows(w_codes)
-    packed = pack_bits(code_planes(flat, 8))             # [O, 8, words]
-    rows = [packed[o, :int(b)] for o, b in enumerate(w_bits)]
-    return np.concatenate(rows, axis=0) if rows else np.zeros((0, words_for(flat.shape[1])),
-                                                              np.uint64)
-
-
-def codes_from_planes(planes: np.ndarray, w_bits: np.ndarray, k: int) -> np.ndarray:
-    """Inverse of :func:`weight_planes`: uint8 codes [O, k].
-
-    Unpacks a block of channels per plane index at a time (about CHUNK_BYTES of
-    temporaries), so beyond the result a loader never multiplies the file's size.
-    """
-    starts = np.concatenate([[0], np.cumsum(w_bits.astype(np.int64))])[:-1]
-    codes = np.zeros((len(w_bits), k), np.uint8)
-    step = max(1, CHUNK_BYTES // max(1, 64 * words_for(k)))
-    for o0 in range(0, len(w_bits), step):
-        block, first = w_bits[o0:o0 + step], starts[o0:o0 + step]
-        for j in range(int(block.max(initial=0))):
-            rows = np.flatnonzero(block > j)
-            codes[o0 + rows] |= unpack_bits(planes[first[rows] + j], k) << np.uint8(j)
-    return codes
-
-
-def _stage_entry(i: int, stage, last: bool, tensors: dict) -> dict:
-    if isinstance(stage, FlattenStage):
-        return {"type": "flatten"}
-    if isinstance(stage, PoolStage):
-        return {"type": "maxpool", "kernel": stage.kernel, "stride": stage.stride}
-    tensors[f"{i}.weight_planes"] = weight_planes(stage.w_codes, stage.w_bits)
-    tensors[f"{i}.weight_bits"] = stage.w_bits
-    tensors[f"{i}.input_bits"] = stage.a_bits
-    tensors[f"{i}.scale"] = stage.scale
-    tensors[f"{i}.bias"] = stage.bias
-    if not last:
-        tensors[f"{i}.out_bits"] = stage.out_bits
-        tensors[f"{i}.out_ratio"] = stage.out_ratio
-    return {"type": stage.kind, "weight_shape": list(stage.w_codes.shape),
-            "stride": stage.stride, "padding": stage.padding, "act_bits_hi": stage.act_bits_hi,
-            "weight_palette": list(stage.weight_palette), "act_palette": list(stage.act_palette),
-            "per_feature": bool(stage.per_feature)}
+def _check_derivable(model: DeployModel) -> None:
+    """What the file leaves out (each ``out_bits``, ``out_ratio``) follows exactly from
+    what it stores (each producer's ``out_clip`` is there: ``to_file`` checked it);
+    ValueError naming the stage otherwise."""
+    index = {id(s): i for i, s in enumerate(model.stages)}
+    for producer, shape, between, consumer in quant_links(model.stages, model.input_shape):
+        where = f"stage {index[id(producer)]} ({producer.kind})"
+        probe = SimpleNamespace(out_clip=producer.out_clip)
+        _link_from_clip(probe, shape, between, consumer)
+        if producer.out_bits is None or probe.per_feature != producer.per_feature or \
+                not np.array_equal(probe.out_bits, producer.out_bits) or \
+                not np.array_equal(probe.out_ratio.view(np.uint32),
+                                   np.asarray(producer.out_ratio, np.float32).view(np.uint32)):
+            raise ValueError(f"{where}: out_bits and out_ratio do not follow from the next "
+                             f"quantized stage's input bits and out_clip "
+                             f"({float(producer.out_clip)!r}), which is all the file stores")
 
 
 def _dtype_name(arr: np.ndarray) -> str:
@@ -150,13 +153,13 @@ def to_bytes(model: DeployModel, metadata: dict | None = None) -> bytes:
     """
     tensors: dict[str, np.ndarray] = {}
     last = len(model.stages) - 1
-    stages = [_stage_entry(i, s, i == last, tensors) for i, s in enumerate(model.stages)]
+    stages = [s.to_file(i, i == last, tensors) for i, s in enumerate(model.stages)]
+    _check_derivable(model)
     blobs = {name: np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes()
              for name, arr in tensors.items()}
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION,
                 "input_shape": list(model.input_shape), "n_classes": model.n_classes,
-                "stages": stages,
-                "sha256": {n: hashlib.sha256(b).hexdigest() for n, b in blobs.items()}}
+                "stages": stages}
     entries, offset = {}, 0
     text = "{}" if metadata is None else _metadata_text(metadata)
     if text != "{}":                    # an empty metadata is no metadata
@@ -166,6 +169,9 @@ def to_bytes(model: DeployModel, metadata: dict | None = None) -> bytes:
         entries[name] = {"dtype": _dtype_name(tensors[name]), "shape": list(tensors[name].shape),
                          "data_offsets": [offset, offset + len(blobs[name])]}
         offset += len(blobs[name])
+    data = b"".join(blobs[n] for n in sorted(tensors))
+    manifest[TENSORS_DIGEST_KEY] = tensors_digest(
+        {n: e for n, e in entries.items() if n != METADATA_KEY}, data)
     manifest_text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
     meta = {META_KEY: manifest_text,
             META_DIGEST_KEY: hashlib.sha256(manifest_text.encode()).hexdigest()}
@@ -174,7 +180,7 @@ def to_bytes(model: DeployModel, metadata: dict | None = None) -> bytes:
         raise ValueError(f"the file header would exceed the format's limits "
                          f"({MAX_HEADER_BYTES} bytes, {container.MAX_JSON_DEPTH} levels of "
                          f"nesting): too many stages or too large a metadata")
-    return struct.pack("<Q", len(text)) + text + b"".join(blobs[n] for n in sorted(tensors))
+    return struct.pack("<Q", len(text)) + text + data
 
 
 def save(model: DeployModel, path, metadata: dict | None = None) -> int:
@@ -187,48 +193,15 @@ def save(model: DeployModel, path, metadata: dict | None = None) -> int:
 
 # ------------------------------------------------------------------------------ reading
 
-def _int(entry: dict, key: str, where: str, least: int = 0, most: int = MAX_GEOMETRY) -> int:
-    value = entry.get(key)
-    if type(value) is not int or not least <= value <= most:
-        _fail(f"{where}: '{key}' must be an integer in {least}..{most}, got {value!r}"[:300])
-    return value
-
-
-def _int_list(value, where: str, least: int = 1, length=None) -> list[int]:
-    if not isinstance(value, list) or (length is not None and len(value) not in length) or \
-            not all(type(v) is int and least <= v <= MAX_GEOMETRY for v in value):
-        _fail((f"{where} must be a list of integers in {least}..{MAX_GEOMETRY}"
-               + (f" of length {' or '.join(map(str, length))}" if length else "")
-               + f", got {value!r}")[:300])
-    return value
-
-
-def _palette(value, where: str) -> tuple[int, int]:
-    lo, hi = _int_list(value, where, least=1, length=(2,))
-    if not lo <= hi <= 8:
-        _fail(f"{where} must satisfy 1 <= lo <= hi <= 8, got {value!r}")
-    return lo, hi
-
-
-def _keys(entry: dict, allowed: set, where: str, optional: set = frozenset()) -> None:
-    """``entry`` has exactly the keys ``allowed`` (plus any of ``optional``)."""
-    missing, extra = allowed - set(entry), set(entry) - allowed - optional
-    if missing or extra:
-        _fail(f"{where}: " + "; ".join(
-            part for part in (f"missing {', '.join(sorted(missing))}" if missing else "",
-                              f"keys the format does not define: {', '.join(sorted(extra))}"
-                              if extra else "") if part)[:300])
-
-
 def _manifest(header: dict) -> dict:
     meta = header.get("__metadata__")
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         _fail("header __metadata__ must be an object of strings")
-    _keys(meta, {container.VERSION_KEY, META_KEY, META_DIGEST_KEY}, "header __metadata__")
+    exact_keys(meta, {container.VERSION_KEY, META_KEY, META_DIGEST_KEY}, "header __metadata__")
     manifest = container.parse_json(meta[META_KEY], "manifest")
     if not isinstance(manifest, dict):
         _fail("manifest must be a JSON object")
-    _keys(manifest, MANIFEST_KEYS, "manifest", OPTIONAL_MANIFEST_KEYS)
+    exact_keys(manifest, MANIFEST_KEYS, "manifest", OPTIONAL_MANIFEST_KEYS)
     if manifest["format"] != FORMAT:
         _fail("manifest 'format' is not 'soniq'")
     version = manifest["format_version"]
@@ -264,167 +237,64 @@ def _check_manifest_digest(header: dict) -> None:
               f"or tampered with")
 
 
-def _check_digests(manifest: dict, tensors: dict) -> None:
-    digests = manifest.get("sha256")
-    if not isinstance(digests, dict) or set(digests) != set(tensors):
-        _fail("manifest sha256 must list exactly the file's tensors")
-    for name, arr in tensors.items():
-        if hashlib.sha256(arr.tobytes()).hexdigest() != digests[name]:
-            _fail(f"tensor {name!r} fails its SHA-256 check (file corrupted or tampered with)")
+def _check_digest(manifest: dict, header: dict, data) -> None:
+    entries = {k: v for k, v in header.items() if k not in ("__metadata__", METADATA_KEY)}
+    if manifest.get(TENSORS_DIGEST_KEY) != tensors_digest(entries, data):
+        _fail(f"the tensors fail their SHA-256 check ({TENSORS_DIGEST_KEY}): file corrupted "
+              f"or tampered with")
 
 
-def _tensor(tensors, name, dtype_name, shape):
-    if name not in tensors:
-        _fail(f"missing tensor {name!r}")
-    arr = tensors[name]
-    if arr.dtype != DTYPES[dtype_name] or arr.shape != tuple(shape):
-        _fail(f"tensor {name!r} must be {dtype_name} {list(shape)}, got "
-              f"{arr.dtype} {list(arr.shape)}")
-    return arr.astype(arr.dtype.newbyteorder("="))
-
-
-def _bits_in(arr, levels, name):
-    if not np.all(np.isin(arr, levels)):
-        _fail(f"tensor {name!r} holds bit widths outside {list(levels)}")
-
-
-def _finite(arr, name, positive=False):
-    if not np.all(np.isfinite(arr)) or (positive and np.any(arr <= 0)):
-        _fail(f"tensor {name!r} must be finite" + (" and > 0" if positive else ""))
-
-
-def _check_fit(where: str, kind: str, wshape: list, shape: tuple, stride: int,
-               padding: int) -> None:
-    """The stage's weights fit the input ``shape`` the previous stage gives."""
-    n_in = wshape[1]
-    if kind == "linear":
-        if shape != (n_in,):
-            _fail(f"{where}: weights expect input [{n_in}], the previous stage gives "
-                  f"{list(shape)}")
-        if stride != 1 or padding != 0:
-            _fail(f"{where}: a linear stage has stride 1 and padding 0")
-        return
-    if len(shape) != 3 or shape[0] != n_in:
-        _fail(f"{where}: weights expect {n_in} input channels, previous stage gives "
-              f"{list(shape)}")
-    if padding >= min(wshape[2:]) or shape[1] + 2 * padding < wshape[2] or \
-            shape[2] + 2 * padding < wshape[3]:
-        _fail(f"{where}: kernel {wshape[2:]} with padding {padding} does not fit input "
-              f"{list(shape)}")
-
-
-def _quant_stage(i, entry, tensors, shape, last) -> QuantStage:
-    where = f"stage {i} ({entry['type']})"
-    kind = entry["type"]
-    wshape = _int_list(entry["weight_shape"], f"{where} weight_shape", least=1,
-                       length=(2,) if kind == "linear" else (4,))
-    o, k = wshape[0], check_size(wshape[1:], f"{where} weight_shape")
-    w_pal = _palette(entry["weight_palette"], f"{where} weight_palette")
-    a_pal = _palette(entry["act_palette"], f"{where} act_palette")
-    hi = _int(entry, "act_bits_hi", where, least=1, most=8)
-    if hi != a_pal[1]:
-        _fail(f"{where}: act_bits_hi {hi} differs from the act_palette high level {a_pal[1]}")
-    stride, padding = _int(entry, "stride", where, 1), _int(entry, "padding", where, 0)
-    per_feature = entry["per_feature"]
-    if not isinstance(per_feature, bool):
-        _fail(f"{where}: 'per_feature' must be true or false")
-    _check_fit(where, kind, wshape, shape, stride, padding)
-    w_bits = _tensor(tensors, f"{i}.weight_bits", "U8", [o])
-    _bits_in(w_bits, w_pal, f"{i}.weight_bits")
-    planes = _tensor(tensors, f"{i}.weight_planes", "U64", [int(w_bits.sum()), words_for(k)])
-    if k % 64 and np.any(planes[:, -1] >> np.uint64(k % 64)):
-        _fail(f"tensor '{i}.weight_planes' has bits set beyond K = {k}")
-    a_bits = _tensor(tensors, f"{i}.input_bits", "U8", [wshape[1]])
-    _bits_in(a_bits, range(a_pal[0], a_pal[1] + 1), f"{i}.input_bits")
-    scale, bias = (_tensor(tensors, f"{i}.{n}", "F32", [o]) for n in ("scale", "bias"))
-    _finite(scale, f"{i}.scale")
-    _finite(bias, f"{i}.bias")
-    stage = QuantStage(kind, codes_from_planes(planes, w_bits, k).reshape(wshape), w_bits,
-                       a_bits, hi, w_pal, a_pal, stride, padding, scale, bias,
-                       per_feature=per_feature)
-    if per_feature and (last or kind != "conv"):
-        _fail(f"{where}: per_feature output needs a convolution that is not the last stage")
-    if not last:
-        n_out = check_size(stage_output_shape(stage, shape), where) if per_feature else o
-        stage.out_bits = _tensor(tensors, f"{i}.out_bits", "U8", [n_out])
-        _bits_in(stage.out_bits, range(1, 9), f"{i}.out_bits")
-        stage.out_ratio = _tensor(tensors, f"{i}.out_ratio", "F32", [n_out])
-        _finite(stage.out_ratio, f"{i}.out_ratio", positive=True)
-    return stage
-
-
-def _stage_tensors(i: int, last: bool) -> set:
-    """The tensor names stage ``i`` (a linear or conv stage) must have, and no others."""
-    return {f"{i}.{name}" for name in QUANT_TENSORS + (() if last else OUT_TENSORS)}
-
-
-def _flowing_bits(stage: QuantStage, shape: tuple, pools: list, i: int) -> np.ndarray:
-    """The bits of the codes ``stage`` hands on, after the pools between (per feature).
-
-    Every position a pooling window reads must carry the same bits (the pooled
-    feature's); otherwise no input could ever run, and the file is refused."""
-    if not stage.per_feature:
-        return stage.out_bits
-    grid = stage.out_bits.reshape(shape)
-    for kernel, stride in pools:
-        high = max_pool_codes(grid[None], kernel, stride)[0]
-        low = ~max_pool_codes(~grid[None], kernel, stride)[0]
-        if not np.array_equal(high, low):
-            _fail(f"stage {i}: per-feature out_bits differ inside a pooling window "
-                  f"(every position of a window must carry its pooled feature's bits)")
-        grid = high
-    return grid.reshape(-1)
-
-
-def _stage(i: int, entry, tensors: dict, shape: tuple, last: bool):
-    """The stage ``entry`` describes (its keys, values and tensors checked)."""
-    kind = entry.get("type") if isinstance(entry, dict) else None
-    if kind not in STAGE_KEYS:
+def _stage(i: int, fields, tensors: dict, shape: tuple, last: bool):
+    """The stage ``fields`` describes (its keys, values and tensors checked)."""
+    kind = fields.get("type") if isinstance(fields, dict) else None
+    if not isinstance(kind, str) or kind not in STAGE_TYPES:
         _fail(f"stage {i}: unknown type {kind!r}"[:200])
-    _keys(entry, STAGE_KEYS[kind], f"stage {i} ({kind})")
-    if kind == "flatten":
-        return FlattenStage()
-    if kind == "maxpool":
-        stage = PoolStage(_int(entry, "kernel", f"stage {i}", 1),
-                          _int(entry, "stride", f"stage {i}", 1))
-        if len(shape) != 3 or min(shape[1:]) < stage.kernel:
-            _fail(f"stage {i} (maxpool): kernel {stage.kernel} does not fit input "
-                  f"{list(shape)}")
-        return stage
-    return _quant_stage(i, entry, tensors, shape, last)
+    stage_type = STAGE_TYPES[kind]
+    exact_keys(fields, stage_type.file_keys(kind, last), f"stage {i} ({kind})")
+    return stage_type.from_file(StageEntry(i, fields, tensors, shape, last))
 
 
 def _stages(manifest: dict, tensors: dict) -> list:
-    shape = tuple(_int_list(manifest["input_shape"], "manifest input_shape", least=1,
-                            length=(1, 3)))
-    check_size(shape, "manifest input_shape")
+    input_shape = tuple(int_list(manifest["input_shape"], "manifest input_shape", least=1,
+                                 length=(1, 3)))
+    check_size(input_shape, "manifest input_shape")
     entries = manifest["stages"]
     if not isinstance(entries, list) or not entries:
         _fail("manifest 'stages' must be a non-empty list")
-    expected, stages, pools = set(), [], []
-    prev = prev_index = prev_shape = None
-    for i, entry in enumerate(entries):
+    expected, stages, shape = set(), [], input_shape
+    for i, fields in enumerate(entries):
         last = i == len(entries) - 1
-        stage = _stage(i, entry, tensors, shape, last)
-        out_shape = stage_output_shape(stage, shape)
+        stage = _stage(i, fields, tensors, shape, last)
+        out_shape = stage.output_shape(shape)
         check_size(out_shape, f"stage {i} output")
-        if isinstance(stage, PoolStage):
-            pools.append((stage.kernel, stage.stride))
-        elif isinstance(stage, QuantStage):
-            bits = np.full(stage.a_bits.shape, 8, np.uint8) if prev is None else \
-                _flowing_bits(prev, prev_shape, pools, prev_index)
-            if not np.array_equal(stage.a_bits, bits):
-                _fail(f"stage {i}: input_bits do not match the bits the previous stage "
-                      f"produces" + (" (the first layer reads 8-bit pixels)" if prev is None
-                                     else ""))
-            expected |= _stage_tensors(i, last)
-            prev, prev_index, prev_shape, pools = stage, i, out_shape, []
+        expected |= type(stage).file_tensors(i, fields["type"], last)
         stages.append(stage)
         shape = out_shape
     _check_classifier(manifest, stages, shape)
     if expected != set(tensors):
         _fail(f"unexpected tensors: {', '.join(sorted(set(tensors) - expected))}"[:300])
+    _check_pixels(stages)
+    index = {id(s): i for i, s in enumerate(stages)}
+    for producer, producer_shape, between, consumer in quant_links(stages, input_shape):
+        where = f"stage {index[id(producer)]} ({producer.kind})"
+        positions, features = check_size(producer_shape, where), len(consumer.a_bits)
+        per_feature = len(producer_shape) == 3 and consumer.kind == "linear"
+        if per_feature and positions > MAX_POSITIONS_PER_FEATURE * features:
+            _fail(f"{where}: its output has {positions} positions for the {features} input "
+                  f"features of the next quantized stage, more than the "
+                  f"{MAX_POSITIONS_PER_FEATURE} per feature the format allows")
+        try:
+            _link_from_clip(producer, producer_shape, between, consumer)
+        except ValueError as exc:
+            _fail(f"{where}: {exc}"[:300])
     return stages
+
+
+def _check_pixels(stages: list) -> None:
+    """The first quantized stage reads 8-bit pixels."""
+    first = next(i for i, s in enumerate(stages) if isinstance(s, QuantStage))
+    if np.any(stages[first].a_bits != 8):
+        _fail(f"stage {first}: input bits must all be 8 (the first layer reads 8-bit pixels)")
 
 
 def _check_classifier(manifest: dict, stages: list, shape: tuple) -> None:
@@ -443,8 +313,9 @@ def _read(source) -> DeployModel:
     header, data_start = container.read_header(source, FORMAT_VERSION)
     spans = container.tensor_spans(header, source.size - data_start)
     manifest = _manifest(header)
-    tensors = container.tensors(spans, source.read(data_start, source.size - data_start))
-    _check_digests(manifest, tensors)
+    data = source.read(data_start, source.size - data_start)
+    tensors = container.tensors(spans, data)
+    _check_digest(manifest, header, data)
     try:
         stages = _stages(manifest, tensors)
     except SoniqFileError:

@@ -73,8 +73,7 @@ def run_trial(trial_id: str, config_text: str, folder: str) -> dict:
         resume = (out / "checkpoint.npz").is_file()
         result = train(config, run_dir=out, resume=resume)
         metrics = write_run(result, out)
-        row.update(status="done", reason="", **metrics,
-                   weight_compression=32.0 / metrics["mean_weight_bits"])
+        row.update(status="done", reason="", **metrics)     # weight_compression included
     except Exception as exc:     # one trial's failure is its result; the sweep goes on
         row.update(status="failed", reason=_one_line(exc))
     _write_json(out / RESULT_FILE, row)

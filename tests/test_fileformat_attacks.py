@@ -117,17 +117,15 @@ def _split(raw):
     return header, manifest, raw[8 + n:]
 
 
-def _pack(header, manifest, data, resign=True, text=None):
-    """Encode again; ``resign`` recomputes every digest as a forger would."""
+def _pack(header, manifest, data, resign=True, text=None, unsigned=()):
+    """Encode again; ``resign`` recomputes every digest as a forger would (the tensor
+    digest over the tensor table, less the entries named in ``unsigned``, and the data)."""
     header = json.loads(json.dumps(header))
-    if resign:
-        sha = manifest.get("sha256") if isinstance(manifest, dict) else None
-        if isinstance(sha, dict):
-            for name, entry in header.items():
-                offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-                if name in sha and isinstance(offsets, list) and len(offsets) == 2 and \
-                        all(isinstance(v, int) and 0 <= v <= len(data) for v in offsets):
-                    sha[name] = hashlib.sha256(data[offsets[0]:offsets[1]]).hexdigest()
+    if resign and isinstance(manifest, dict) and "tensors_sha256" in manifest:
+        table = {k: v for k, v in header.items()
+                 if k not in ("__metadata__", "metadata") and k not in unsigned}
+        manifest["tensors_sha256"] = hashlib.sha256(
+            json.dumps(table, sort_keys=True, separators=(",", ":")).encode() + data).hexdigest()
     manifest_text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
     meta = header.setdefault("__metadata__", {})
     if isinstance(meta, dict):
@@ -313,7 +311,7 @@ def _edit_manifest(raw, edit):
     return _pack(header, manifest, tensors)
 
 
-@pytest.mark.parametrize("version", [0, 1, 3, -1, "2", 2.0, True, None, [2], 2 ** 64])
+@pytest.mark.parametrize("version", [0, 1, 2, 4, -1, "3", 3.0, True, None, [3], 2 ** 64])
 def test_wrong_format_version(raw, version):
     assert_refused(_edit_manifest(raw, lambda m: m.update(format_version=version)),
                    "format_version")
@@ -343,47 +341,52 @@ def _replace_tensor(raw, name, dtype, shape, blob):
 
 def test_weight_planes_that_disagree_with_the_bits(raw):
     header, tensors, begin, end = _tensor_data(raw, "0.weight_planes")
-    rows, words = header["0.weight_planes"]["shape"]
+    (length,) = header["0.weight_planes"]["shape"]
     blob = tensors[begin:end]
-    assert_refused(_replace_tensor(raw, "0.weight_planes", "U64", [rows - 1, words],
-                                   blob[:-8 * words]), "0.weight_planes")
-    assert_refused(_replace_tensor(raw, "0.weight_planes", "U64", [rows + 1, words],
-                                   blob + blob[:8 * words]), "0.weight_planes")
-    assert_refused(_replace_tensor(raw, "0.weight_planes", "U8", [len(blob)], blob),
+    assert_refused(_replace_tensor(raw, "0.weight_planes", "U8", [length - 1], blob[:-1]),
+                   "0.weight_planes")
+    assert_refused(_replace_tensor(raw, "0.weight_planes", "U8", [length + 1], blob + b"\0"),
+                   "0.weight_planes")
+    padded = blob + b"\0" * (-len(blob) % 4)
+    assert_refused(_replace_tensor(raw, "0.weight_planes", "F32", [len(padded) // 4], padded),
                    "0.weight_planes")
 
 
 def test_weight_bits_that_disagree_with_the_planes(raw):
-    header, tensors, begin, end = _tensor_data(raw, "2.weight_bits")
-    bits = np.frombuffer(tensors[begin:end], np.uint8).copy()
-    palette = json.loads(header["__metadata__"]["soniq_manifest"])["stages"][2][
-        "weight_palette"]
-    other = palette[1] if bits[0] == palette[0] else palette[0]
-    bits[0] = other                                 # a palette level, wrong plane count
-    assert_refused(_replace_tensor(raw, "2.weight_bits", "U8", [len(bits)], bits.tobytes()),
-                   "weight_planes")
-    bits[0] = 9                                     # not a bit width at all
-    assert_refused(_replace_tensor(raw, "2.weight_bits", "U8", [len(bits)], bits.tobytes()),
-                   "bit widths outside")
+    header, tensors, begin, end = _tensor_data(raw, "2.weight_levels")
+    levels = np.frombuffer(tensors[begin:end], np.uint8).copy()
+    channels = json.loads(header["__metadata__"]["soniq_manifest"])["stages"][2][
+        "weight_shape"][0]
+    assert channels < 8 * len(levels)
+    levels[0] ^= 1                                  # a palette level, wrong plane count
+    assert_refused(_replace_tensor(raw, "2.weight_levels", "U8", [len(levels)],
+                                   levels.tobytes()), "weight_planes")
+    levels[0] ^= 1
+    levels[-1] |= 0x80                              # a level for a channel that is not there
+    assert_refused(_replace_tensor(raw, "2.weight_levels", "U8", [len(levels)],
+                                   levels.tobytes()), "selects levels beyond")
 
 
 def test_bits_set_beyond_k_in_the_zero_tail(raw):
     header, tensors, begin, end = _tensor_data(raw, "0.weight_planes")
-    planes = np.frombuffer(tensors[begin:end], "<u8").copy()
-    planes[0] |= np.uint64(1) << np.uint64(63)     # K = 9: bit 63 is tail
-    assert_refused(_replace_tensor(raw, "0.weight_planes", "U64",
-                                   header["0.weight_planes"]["shape"], planes.tobytes()),
+    stream = np.frombuffer(tensors[begin:end], np.uint8).copy()
+    assert stream[-1] < 0x80                        # K = 9: the stream ends inside a byte
+    stream[-1] |= 0x80
+    assert_refused(_replace_tensor(raw, "0.weight_planes", "U8",
+                                   header["0.weight_planes"]["shape"], stream.tobytes()),
                    "beyond K")
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 def test_non_finite_epilogue_values(raw, value):
-    for name in ("0.scale", "5.bias", "2.out_ratio"):
+    for name in ("0.scale", "5.bias"):
         header, tensors, begin, end = _tensor_data(raw, name)
         arr = np.frombuffer(tensors[begin:end], "<f4").copy()
         arr[-1] = value
         assert_refused(_replace_tensor(raw, name, "F32", header[name]["shape"],
                                        arr.tobytes()), name)
+    assert_refused(_edit_manifest(raw, lambda m: m["stages"][2].update(out_clip=float(value))),
+                   "out_clip")
 
 
 @pytest.mark.parametrize("shape, offsets", [
@@ -406,17 +409,14 @@ def test_missing_extra_renamed_and_duplicate_tensors(raw):
     del gone["2.scale"]
     assert_refused(_pack(gone, manifest, tensors), "contiguous|unexpected|sha256")
     manifest_gone = json.loads(json.dumps(manifest))
-    del manifest_gone["sha256"]["2.scale"]
     assert_refused(_pack(gone, manifest_gone, tensors), "contiguous|unexpected|2.scale")
     extra = dict(header, **{"9.extra": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]}})
-    assert_refused(_pack(extra, manifest, tensors), "sha256")
+    assert_refused(_pack(extra, manifest, tensors, unsigned={"9.extra"}), "sha256")
     manifest_extra = json.loads(json.dumps(manifest))
-    manifest_extra["sha256"]["9.extra"] = hashlib.sha256(b"").hexdigest()
     assert_refused(_pack(extra, manifest_extra, tensors), "unexpected tensors")
     renamed = dict(header)
     renamed["2.scalE"] = renamed.pop("2.scale")
     manifest_renamed = json.loads(json.dumps(manifest))
-    manifest_renamed["sha256"]["2.scalE"] = manifest_renamed["sha256"].pop("2.scale")
     assert_refused(_pack(renamed, manifest_renamed, tensors), "2.scale")
     # the same name twice in the header JSON: which one a reader keeps must not matter
     text = container.encode_header(header)[8:].decode().rstrip()
@@ -436,23 +436,24 @@ def _with_header(text: bytes, data: bytes = b"") -> bytes:
 
 def _signed(rest: bytes, data: bytes = b"") -> bytes:
     """A header that starts with the SONIQ signature, then ``rest`` (more members, '}')."""
-    return _with_header(SIGNATURE + b'2"},' + rest, data)
+    return _with_header(SIGNATURE + b'3"},' + rest, data)
 
 
-_SIGNED_META = SIGNATURE + b'2"'
+_SIGNED_META = SIGNATURE + b'3"'
 
 
 @pytest.mark.parametrize("data, match", [
     (b"", "truncated"),
     (b"\x00" * 7, "truncated"),
-    (struct.pack("<Q", 2 ** 64 - 1) + SIGNATURE + b'2"}', "exceeds the limit"),
-    (struct.pack("<Q", MAX_HEADER_BYTES + 1) + SIGNATURE + b'2"}', "exceeds the limit"),
-    (struct.pack("<Q", 10 ** 6) + SIGNATURE + b'2"}' * 100, "truncated"),
-    (struct.pack("<Q", 100) + SIGNATURE + b'2"}', "truncated"),
+    (struct.pack("<Q", 2 ** 64 - 1) + SIGNATURE + b'3"}', "exceeds the limit"),
+    (struct.pack("<Q", MAX_HEADER_BYTES + 1) + SIGNATURE + b'3"}', "exceeds the limit"),
+    (struct.pack("<Q", 10 ** 6) + SIGNATURE + b'3"}' * 100, "truncated"),
+    (struct.pack("<Q", 100) + SIGNATURE + b'3"}', "truncated"),
     (struct.pack("<Q", 2 ** 63) + b"{}", "not a SONIQ model file"),
     (b"\x00" * 4096, "not a SONIQ model file"),
     (b"PK\x03\x04" + b"\x00" * 100, "not a SONIQ model file"),
     (_with_header(SIGNATURE + b'1"}'), "format version '1' is not supported"),
+    (_with_header(SIGNATURE + b'2"}'), "format version '2' is not supported.*export"),
     (_signed(b"\xff\xfe}"), "JSON"),
     (_signed(b'"a": "\xc3\x28"}'), "JSON"),
     (_signed(b"not json"), "JSON"),
@@ -492,7 +493,7 @@ def test_hostile_containers(data, match):
     b'"a": [' + b",".join([b"[]"] * 340_000) + b"]}",
     b'"a": [' + b",".join([b"{}"] * 340_000) + b"]}",
     json.dumps(
-        {"__metadata__": {"soniq_format": "2",
+        {"__metadata__": {"soniq_format": "3",
                           "soniq_manifest": "[" + ",".join(["[]"] * 150_000) + "]"}}).encode(),
     json.dumps({f"t{i}": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]}
                 for i in range(15_000)}).encode()[1:],

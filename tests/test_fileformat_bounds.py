@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from soniq_ref import container, fileformat
+from soniq_ref import compact, container, fileformat
 from soniq_ref.container import MAX_HEADER_BYTES, SIGNATURE
 from soniq_ref.deploy import MAX_PREPARED, DeployModel, FlattenStage, QuantStage
 from soniq_ref.fileformat import SoniqFileError
@@ -46,8 +46,9 @@ def _resigned(header, manifest, data, tensors=None):
             header[name]["data_offsets"] = [offset, offset + len(tensors[name])]
             offset += len(tensors[name])
             data += tensors[name]
-    manifest["sha256"] = {name: hashlib.sha256(data[slice(*e["data_offsets"])]).hexdigest()
-                          for name, e in header.items() if name != "__metadata__"}
+    table = {name: e for name, e in header.items() if name not in ("__metadata__", "metadata")}
+    manifest["tensors_sha256"] = hashlib.sha256(
+        json.dumps(table, sort_keys=True, separators=(",", ":")).encode() + data).hexdigest()
     text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
     header["__metadata__"]["soniq_manifest"] = text
     header["__metadata__"]["soniq_manifest_sha256"] = hashlib.sha256(text.encode()).hexdigest()
@@ -93,7 +94,13 @@ def test_a_version_1_file_is_refused_with_its_version(raw):
 
 
 def test_a_later_version_is_refused_with_its_version(raw):
-    _refused(raw.replace(SIGNATURE + b'2"', SIGNATURE + b'3"', 1), "version '3'")
+    _refused(raw.replace(SIGNATURE + b'3"', SIGNATURE + b'4"', 1), "version '4'")
+
+
+def test_a_version_2_file_is_refused_saying_what_to_do(raw):
+    _refused(raw.replace(SIGNATURE + b'3"', SIGNATURE + b'2"', 1),
+             "format version '2' is not supported; this reader reads version 3: the file was "
+             "written by an older SONIQ; export the model again")
 
 
 # ------------------------------------------------------------------------- huge files
@@ -120,14 +127,14 @@ def test_huge_sparse_files_are_refused_reading_almost_nothing(tmp_path, raw, siz
 @pytest.mark.parametrize("depth", [33, 1000, 300_000])
 def test_deeply_nested_headers_are_refused_before_parsing(depth):
     payload = b'"a":' + b'{"a":' * depth + b"1" + b"}" * depth + b"}"
-    _refused(struct.pack("<Q", len(SIGNATURE) + 4 + len(payload)) + SIGNATURE + b'2"},'
+    _refused(struct.pack("<Q", len(SIGNATURE) + 4 + len(payload)) + SIGNATURE + b'3"},'
              + payload, "nested|exceeds the limit")
 
 
 def test_a_header_over_the_limit_is_not_read(tmp_path):
     path = tmp_path / "big.soniq"
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", MAX_HEADER_BYTES + 8) + SIGNATURE + b'2"}')
+        f.write(struct.pack("<Q", MAX_HEADER_BYTES + 8) + SIGNATURE + b'3"}')
     os.truncate(path, 60 << 20)
     tracemalloc.start()
     with pytest.raises(SoniqFileError, match="exceeds the limit"):
@@ -180,10 +187,10 @@ def test_the_original_round_trips(model, raw):
      "unexpected tensors.*0.payload"),
     (lambda h, m, t: m.update(n_classes=10.0), "n_classes"),
     (lambda h, m, t: m.update(format_version=True), "format_version"),
-    (lambda h, m, t: m.update(format_version=2.0), "format_version"),
+    (lambda h, m, t: m.update(format_version=3.0), "format_version"),
     (lambda h, m, t: m.update(comment="hi"), "does not define: comment"),
     (lambda h, m, t: m["stages"][1].update(note=1), "does not define: note"),
-    (lambda h, m, t: m["stages"][-1].update(stride=2), "linear stage has stride 1"),
+    (lambda h, m, t: m["stages"][-1].update(stride=2), "does not define: stride"),
     (lambda h, m, t: m.update(metadata=[1, 2]), "metadata"),
     (lambda h, m, t: h["__metadata__"].update(extra="x"), "does not define: extra"),
     (lambda h, m, t: m["stages"][1].update(stride=2 ** 31), "stride"),
@@ -236,16 +243,16 @@ def test_an_input_shape_whose_size_wraps_int64_is_refused():
     _refused(_resigned(header, manifest, data), "elements|input_shape")
 
 
-def test_per_feature_bits_differing_inside_a_pooling_window_are_refused(raw):
+def test_per_feature_bits_through_overlapping_pooling_are_refused(raw):
+    """A position read by two windows would need two features' bits at once."""
     header, manifest, data = _split(raw)
-    per_feature = next(i for i, s in enumerate(manifest["stages"]) if s.get("per_feature"))
+    per_feature = next(i for i, s in enumerate(manifest["stages"])
+                       if s["type"] == "conv" and manifest["stages"][i + 2]["type"] == "flatten")
     assert manifest["stages"][per_feature + 1] == {"type": "maxpool", "kernel": 2, "stride": 2}
-    tensors = _tensor_bytes(header, data)
-    bits = bytearray(tensors[f"{per_feature}.out_bits"])
-    bits[1] = 1 + bits[0] % 8                       # (row 0, column 1): inside window (0, 0)
-    tensors[f"{per_feature}.out_bits"] = bytes(bits)
-    _refused(_resigned(header, manifest, data, tensors),
-             f"stage {per_feature}: per-feature out_bits differ inside a pooling window")
+    manifest["stages"][per_feature + 1].update(kernel=3, stride=1)   # 4x4 -> 2x2 as before
+    _refused(_resigned(header, manifest, data),
+             f"stage {per_feature} \\(conv\\): per-feature precision through overlapping "
+             f"pooling is not supported")
 
 
 # ---------------------------------------------------------------------------- metadata
@@ -307,8 +314,8 @@ def test_codes_from_planes_inverts_weight_planes_for_mixed_bits():
         bits = rng.integers(1, 9, o).astype(np.uint8)
         codes = (rng.integers(0, 256, (o, k)) % (1 << bits.astype(np.int64))[:, None]).astype(
             np.uint8)
-        planes = fileformat.weight_planes(codes, bits)
-        np.testing.assert_array_equal(fileformat.codes_from_planes(planes, bits, k), codes)
+        planes = compact.weight_stream(codes, bits)
+        np.testing.assert_array_equal(compact.codes_from_stream(planes, bits, k), codes)
 
 
 def test_the_backend_cache_of_a_deploy_model_is_bounded(model, backend):
@@ -338,3 +345,16 @@ def test_the_deepest_metadata_the_reader_takes_is_the_deepest_the_writer_writes(
     assert fileformat.from_bytes(fileformat.to_bytes(model, metadata=meta)).metadata == meta
     with pytest.raises(ValueError, match="nesting"):
         fileformat.to_bytes(model, metadata={"deep": [meta["deep"]]})
+
+
+def test_a_per_feature_requantization_wider_than_the_format_allows_is_refused(raw):
+    """The loader rebuilds per-position bits and ratios; a tiny file must not make it
+    allocate them for a huge feature map (pooling windows beyond 8 x 8 per feature)."""
+    header, manifest, data = _split(raw)
+    per_feature = next(i for i, s in enumerate(manifest["stages"])
+                       if s["type"] == "conv" and manifest["stages"][i + 2]["type"] == "flatten")
+    c, h, w = manifest["input_shape"]
+    manifest["input_shape"] = [c, 40 * h, 40 * w]            # feature maps 40 x 40 larger,
+    manifest["stages"][per_feature + 1].update(kernel=80, stride=80)   # pooled to 2 x 2
+    _refused(_resigned(header, manifest, data),
+             f"stage {per_feature} \\(conv\\): its output has .* per feature the format allows")

@@ -50,14 +50,15 @@ def run_eval(args) -> None:
 def run_info(args) -> None:
     """The model's stages, bits, size and compression (``--json``: the same as JSON)."""
     from ..fileformat import load
+    from ..train.outputs import compression
 
     model = load(args.model_file)
     size = Path(args.model_file).stat().st_size
-    stages = model.describe()
     info = {"file": str(args.model_file), "bytes": size, "input_shape": list(model.input_shape),
             "n_classes": model.n_classes, "float32_bytes": model.float32_bytes(),
-            "compression_vs_fp32": model.float32_bytes() / size, "stages": stages,
-            "metadata": model.metadata}
+            "mean_weight_bits": model.mean_weight_bits(),
+            **compression(model.float32_bytes(), size, model.mean_weight_bits()),
+            "stages": model.describe(), "metadata": model.metadata}
     if args.json:
         print(json.dumps(info, indent=2))
         return
@@ -66,12 +67,10 @@ def run_info(args) -> None:
           f"{model.n_classes} classes" + (f", trained on {trained}" if trained else ""))
     print(f"{'#':>2}  {'layer':<8} {'output':<14} {'weights':<16} weight bits (bits:channels)"
           f"   input bits (bits:channels)")
-    for n, row in enumerate(stages):
-        line = f"{n:>2}  {row['kind']:<8} {str(row['output_shape']):<14}"
-        if "weight_bits" in row:
-            wb = " ".join(f"{b}:{c}" for b, c in row["weight_bits"].items())
-            ab = " ".join(f"{b}:{c}" for b, c in row["input_bits"].items())
-            line += f" {str(row['weight_shape']):<16} {wb:<27} {ab}"
-        print(line.rstrip())
+    for n, (stage, row) in enumerate(zip(model.stages, info["stages"])):
+        print(f"{n:>2}  {row['kind']:<8} {str(row['output_shape']):<14}{stage.summary()}"
+              .rstrip())
     print(f"float32 weights and biases {info['float32_bytes']} bytes; "
-          f"compression {info['compression_vs_fp32']:.2f}x")
+          f"compression {info['compression_vs_fp32']:.2f}x (file), "
+          f"{info['weight_compression']:.2f}x (weights, {info['mean_weight_bits']:.3f} "
+          f"mean bits)")

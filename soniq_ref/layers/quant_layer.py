@@ -151,6 +151,10 @@ class QuantLayer(Module):
             return np.full(self.a_bits.shape, 255.0, np.float32)
         return act_ratio(self._beta(), self.a_bits)
 
+    def act_clip(self) -> np.float32:
+        """The input activation clip beta (float32) that :meth:`act_ratio` divides by."""
+        return self._beta()
+
     def _alpha(self) -> np.ndarray:
         return np.maximum(self.params["alpha"], MIN_CLIP)
 

@@ -6,6 +6,7 @@
 activation-element-weighted, 32 for ``--fp32``), ``model_bytes`` (size of
 ``model.soniq``; for ``--fp32`` the float32 weights and biases), ``compression_vs_fp32``
 (float32 bytes of the same network's weights and biases / ``model_bytes``),
+``weight_compression`` (32 / ``mean_weight_bits``: the weights alone, 1 for ``--fp32``),
 ``epochs_phase1``, ``epochs_phase2``, ``seed``, ``dataset``, ``model``, and what
 the model file's metadata records (:mod:`.metadata`): ``input_shape``,
 ``class_names``, ``weight_palette``, ``act_palette``, ``target_weight_bits``,
@@ -36,6 +37,17 @@ def _float_bytes(result: TrainResult) -> int:
                    for l in result.model.quant_layers())
 
 
+def compression(fp32_bytes: int, model_bytes: int, mean_weight_bits: float) -> dict:
+    """What the model gains over float32: ``compression_vs_fp32`` (the file: float32
+    bytes of the same network's weights and biases / the model's bytes) and
+    ``weight_compression`` (the weights alone: 32 / mean weight bits)."""
+    return {"compression_vs_fp32": fp32_bytes / model_bytes,
+            "weight_compression": 32.0 / mean_weight_bits}
+
+
+METRIC_KEYS += ("weight_compression",)      # from :func:`compression`
+
+
 def write_run(result: TrainResult, out_dir) -> dict:
     """Write metrics.json, curves.png, and model.soniq and bits.png (fp32: model_fp32.npz)."""
     out = Path(out_dir)
@@ -57,7 +69,7 @@ def write_run(result: TrainResult, out_dir) -> dict:
               "mean_weight_bits": result.mean_weight_bits,
               "mean_act_bits": result.mean_act_bits,
               "model_bytes": model_bytes,
-              "compression_vs_fp32": fp32_bytes / model_bytes,
+              **compression(fp32_bytes, model_bytes, result.mean_weight_bits),
               "dataset": config.dataset, "version": meta["soniq_version"],
               "input_shape": meta["input_shape"], "class_names": meta["class_names"],
               **meta["training"]}

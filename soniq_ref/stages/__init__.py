@@ -1,0 +1,15 @@
+"""Deploy stage types: one class per type, registered here by the name the
+``.soniq`` manifest and ``soniq info`` use (see :mod:`soniq_ref.stages.base` for
+what a stage type provides)."""
+
+from .base import BackendRun, Stage, check_size
+from .flatten import FlattenStage
+from .link import link
+from .pool import PoolStage
+from .quant import QuantStage
+
+STAGE_TYPES = {"linear": QuantStage, "conv": QuantStage, "maxpool": PoolStage,
+               "flatten": FlattenStage}
+
+__all__ = ["STAGE_TYPES", "BackendRun", "FlattenStage", "PoolStage", "QuantStage", "Stage",
+           "check_size", "link"]

@@ -1,0 +1,111 @@
+"""What every deploy stage type provides, and what a stage reaches while it runs.
+
+A stage type is one class. It knows
+
+* its shapes: ``output_shape(shape)``, the per-sample output shape for a
+  per-sample input shape (Python integers, never wrapping);
+* how it runs: ``run(codes, run)`` on a :class:`BackendRun`, uint8 codes in, the
+  next codes (or, for the stage that ends the model, float32 values) out;
+* what it guarantees about the codes it hands on: ``code_bound(bound, shape,
+  out_shape)``, the largest code per output element given the largest per input
+  element (used once per backend to decide whether fused kernels may skip scanning
+  codes by value);
+* its description: ``describe()`` (the fields ``soniq info --json`` shows) and
+  ``summary()`` (the columns ``soniq info`` prints after the output shape);
+* its part of the ``.soniq`` file: ``file_keys``/``file_tensors`` (exactly what the
+  manifest entry and the tensors hold), ``to_file`` and ``from_file``;
+* ``spread_back(values, in_shape)`` for stages that only move codes (pooling,
+  flattening): per-feature values at its output placed at the input positions
+  they come from, which is how a per-feature precision reaches the producing
+  convolution.
+
+Registering the class in :data:`soniq_ref.stages.STAGE_TYPES` under its ``kind``
+makes the model, the file format and ``soniq info`` handle it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Iterator
+
+from ..checks import MAX_GEOMETRY
+from ..layers.pooling import max_pool_codes
+
+
+def check_size(shape, where: str) -> int:
+    """The element count of ``shape`` in Python integers (no wrap), at most MAX_GEOMETRY."""
+    size = 1
+    for dim in shape:
+        size *= int(dim)
+    if size > MAX_GEOMETRY:
+        raise ValueError(f"{where}: {list(shape)} has {size} elements per sample, more than "
+                         f"the {MAX_GEOMETRY} any backend runs")
+    return size
+
+
+@dataclass
+class BackendRun:
+    """What the stages of one forward pass reach.
+
+    backend: the contract functions (``linear_int``, ``conv2d_int``, ``epilogue``,
+             ``requantize``; optionally ``max_pool_codes``);
+    kernels: the backend's fused kernels, or None (used only when the model's
+             parameters and the codes it hands on checked out, see
+             :meth:`soniq_ref.deploy.DeployModel.forward`);
+    packed:  the packed weights of the quantized stages, in order;
+    input_checked: whether the codes reaching the stages have been checked yet
+             (the kernels path checks the first quantized stage's input itself).
+    """
+
+    backend: object
+    kernels: object | None
+    packed: Iterator
+    input_checked: bool = False
+
+    @property
+    def max_pool_codes(self):
+        return getattr(self.kernels or self.backend, "max_pool_codes", max_pool_codes)
+
+
+class Stage:
+    """Base of the stage types (see the module docstring for the protocol)."""
+
+    kind: ClassVar[str]    # the name in the manifest and in `soniq info`
+    final = False          # whether ``run`` gives the model's float32 output
+
+    def output_shape(self, shape: tuple) -> tuple:
+        raise NotImplementedError
+
+    def run(self, codes, run: BackendRun):
+        raise NotImplementedError
+
+    def code_bound(self, bound, shape: tuple, out_shape: tuple):
+        raise NotImplementedError
+
+    def spread_back(self, values, in_shape: tuple):
+        raise ValueError(f"a per-feature precision cannot pass a {self.kind} stage")
+
+    def float32_values(self) -> int:
+        """Numbers a float32 model of this stage stores (weights and biases)."""
+        return 0
+
+    def describe(self) -> dict:
+        return {}
+
+    def summary(self) -> str:
+        return ""
+
+    @classmethod
+    def file_keys(cls, kind: str, last: bool) -> set:
+        return {"type"}
+
+    @classmethod
+    def file_tensors(cls, index: int, kind: str, last: bool) -> set:
+        return set()
+
+    def to_file(self, index: int, last: bool, tensors: dict) -> dict:
+        return {"type": self.kind}
+
+    @classmethod
+    def from_file(cls, entry) -> "Stage":
+        raise NotImplementedError
