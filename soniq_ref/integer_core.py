@@ -67,16 +67,15 @@ def exact_float_type(k: int, peak: int):
 
 
 def _exact_matmul(a: np.ndarray, q: np.ndarray, peak: int = 255 * 255) -> np.ndarray:
-    """int64 ``a @ q.T`` for integer-valued a [M, K], q [N, K] with ``|a * q| <= peak``
-    elementwise (at most 255 * 255).
-
-    Computed in float on purpose (see :func:`exact_float_type`): exact, and BLAS-fast.
-    Tests check it against a plain int64 matmul.
+    """``a @ q.T`` for integer-valued a [M, K], q [N, K] with ``|a * q| <= peak``
+    elementwise (at most 255 * 255), exactly: integers held in the float type of
+    :func:`exact_float_type` (BLAS-fast), in int64 beyond it. The callers store the
+    result into int64 accumulators. Tests check it against a plain int64 matmul.
     """
     dtype = exact_float_type(a.shape[1], peak)
     if dtype is None:
         return a.astype(np.int64) @ q.T.astype(np.int64)
-    return (a.astype(dtype, copy=False) @ q.T.astype(dtype, copy=False)).astype(np.int64)
+    return a.astype(dtype, copy=False) @ q.T.astype(dtype, copy=False)
 
 
 def _product_peak(w_bits: np.ndarray, act_bits_hi: int) -> int:

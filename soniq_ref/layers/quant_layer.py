@@ -249,12 +249,13 @@ class QuantLayer(Module):
         _, x, a_codes, w_codes, s_a = self._cache
         alpha = self._alpha()
         w = self.params["weight"]
-        w_hat = dequantize_weights(w_codes, alpha.astype(np.float32), self.w_bits).astype(dy.dtype)
+        w_hat = dequantize_weights(w_codes, alpha.astype(np.float32), self.w_bits).astype(
+            dy.dtype, copy=False)
         if self.first_layer:
             x_hat = (a_codes.astype(np.float32) * PIXEL_STEP).astype(dy.dtype)
         else:
             x_hat = dequantize_acts(a_codes, self.a_bits, self._beta(),
-                                    self.act_bits_hi).astype(dy.dtype)
+                                    self.act_bits_hi).astype(dy.dtype, copy=False)
         dx_hat, dw_hat = self._affine_backward(dy, x_hat, w_hat)
         # Weights: w_hat = alpha * Q(w / alpha); STE Q' = 1 inside [-1, 1].
         a = alpha.reshape([-1] + [1] * (w.ndim - 1))
