@@ -116,7 +116,12 @@ def linear_int(a_codes, a_bits, w_codes, w_bits, act_bits_hi) -> np.ndarray:
     a_codes: uint8 [M, K]; a_bits: uint8 [K] in 1..act_bits_hi;
     w_codes: uint8 [N, K] (or a PackedWeights, then w_bits may be None);
     w_bits: uint8 [N] in 1..8; act_bits_hi: the activation palette's high level A.
-    Returns int64 [M, N]: ``sum_c q[o, c] * (a[m, c] << (A - a_bits[c]))``.
+    Returns int64 [M, N]::
+
+        acc = shifted_codes(a_codes, a_bits, A) @ signed_levels(w_codes, w_bits).T
+
+    that is ``acc[m, o] = sum_c q[o, c] * (a[m, c] << (A - a_bits[c]))``, which
+    :func:`linear_acc` computes without int64 copies of its inputs.
     """
     w_codes, w_bits = unpack_weights(w_codes, w_bits)
     if w_codes.ndim != 2:
@@ -128,7 +133,11 @@ def linear_int(a_codes, a_bits, w_codes, w_bits, act_bits_hi) -> np.ndarray:
 
 def linear_acc(a_codes, a_bits, w_codes, w_bits, act_bits_hi) -> np.ndarray:
     """:func:`linear_int` of validated arguments (the reference backend's kernel): codes,
-    bits and A as :func:`linear_int` checks them, ``w_codes`` uint8 [N, K]."""
+    bits and A as :func:`linear_int` checks them, ``w_codes`` uint8 [N, K].
+
+    Its formula, the fast way: the shifted codes and the levels as floats (exact,
+    :func:`exact_float_type`) through BLAS, a block of rows at a time. Tests check it
+    against a plain int64 implementation."""
     peak = _product_peak(w_bits, act_bits_hi)
     dtype = exact_float_type(w_codes.shape[1], peak) or np.float64
     q = _float_levels(w_codes, w_bits, dtype)
