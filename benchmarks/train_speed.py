@@ -1,20 +1,28 @@
-"""Training speed: one epoch of the default digits CNN in soniq_ref vs PyTorch on CPU.
+"""Training speed: one epoch of the default CNN in soniq_ref vs PyTorch on CPU.
 
-Times one training epoch (forward, cross-entropy, backward, Adam step; batch 64,
-digits training split) of the same network -- conv 3x3 1->32, BN, ReLU, maxpool 2,
-conv 3x3 32->64, BN, ReLU, maxpool 2, linear 256->10 -- in one process:
+Times one training epoch (forward, cross-entropy, backward, Adam step; batch 64)
+of the network ``soniq train`` builds for the dataset -- conv 3x3 1->32, BN, ReLU,
+maxpool 2, conv 3x3 32->64, BN, ReLU, maxpool 2, linear -> 10 (linear 256->10 on
+the 8x8 digits, 3136->10 on the 28x28 Fashion-MNIST images) -- in one process:
 
 * soniq_ref in float mode (the --fp32 baseline), noise mode (phase 1, with the
   bit-budget penalty and the precision optimizer) and exact mode (phase 2, integer
   core, bits snapped to the default palettes);
 * PyTorch float32 on CPU (torch.nn, same shapes, same batch size, same optimizer).
 
-Each figure is the best of ``--repeats`` timed epochs after one warm-up epoch.
-Prints a markdown table with each mode's ratio to PyTorch and, with ``--json``,
-writes the figures to a file. PyTorch is a benchmark-only extra
+For each thread count in ``--threads`` (BLAS threads for soniq_ref, intra-op
+threads for PyTorch) the implementations take turns, one epoch each, ``--repeats``
+times after a few warm-up batches each, and each figure is the best of its repeats:
+a burst of load elsewhere on the machine then slows all of them alike.
+``--clock thread`` measures the CPU time of the calling thread (robust on a busy
+machine, but blind to worker threads: it applies to the one-thread runs, the others
+use wall time); ``--clock wall`` (the default) measures elapsed time. Prints a
+markdown table with each ratio to PyTorch at the same thread count and each
+speed-up of the last thread count over the first; ``--json`` writes the figures. PyTorch is a benchmark-only extra
 (``pip install -e ".[bench-torch]"``); without it the script says so and exits 2.
 
-    python benchmarks/train_speed.py [--repeats 3] [--threads 1] [--json out.json]
+    python benchmarks/train_speed.py [--dataset digits|fashion-mnist] [--data-dir DIR]
+        [--batches N] [--repeats 3] [--threads 1,all] [--clock wall|thread] [--json out.json]
 """
 
 from __future__ import annotations
@@ -24,28 +32,32 @@ import json
 import os
 import platform
 import sys
-import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+from baselines import CLOCKS, add_clock_option, clock_for  # noqa: E402
 
 BATCH = 64
+WARM_UP = 5             # batches run before timing (clip initialisation, caches, threads)
+MODES = ("float", "noise", "exact")
 
 
-def _epochs_numpy(model, mode, x, y, repeats):
+def _numpy_epoch(model, mode, x, y):
+    """One epoch of ``model`` in ``mode`` (a fresh optimizer, as a new phase has)."""
     from soniq_ref import budget
     from soniq_ref.loss import softmax_cross_entropy
     from soniq_ref.optim import Adam
 
-    model.set_mode(mode)
     theta = {k: p for k, p in model.params.items() if ".theta_" in k}
     main = {k: p for k, p in model.params.items() if k not in theta}
     opt, theta_opt = Adam(main), Adam(theta)
     layers = model.quant_layers()
 
-    def epoch():
-        for start in range(0, len(x), BATCH):
+    def epoch(images=len(x)):
+        model.set_mode(mode)
+        for start in range(0, min(images, len(x)), BATCH):
             logits = model.forward(x[start:start + BATCH])
             _, dlogits = softmax_cross_entropy(logits, y[start:start + BATCH])
             model.backward(dlogits)
@@ -56,60 +68,91 @@ def _epochs_numpy(model, mode, x, y, repeats):
             if mode == "noise":
                 theta_opt.step(grads, 1e-2)
 
-    return _best(epoch, repeats)
+    return epoch
 
 
-def _best(epoch, repeats):
-    epoch()                                   # warm-up (clip initialisation, caches)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        epoch()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def _soniq_times(x, y, repeats):
+def _soniq_epochs(x, y) -> dict:
+    """{"soniq_ref <mode>": epoch function}; the modes share one model, bits snapped
+    (after one noise-mode batch has set the clips) before exact mode runs."""
     from soniq_ref.models import cnn
     from soniq_ref.train import snap
 
     model = cnn(x.shape[1:], 10, seed=0)
-    results = {}
-    for mode in ("float", "noise", "exact"):
-        if mode == "exact":
-            snap(model.quant_layers(), 2.0, 4.0)
-        results[mode] = _epochs_numpy(model, mode, x, y, repeats)
-    return results
+    model.set_mode("noise")
+    model.forward(x[:BATCH])
+    snap(model.quant_layers(), 2.0, 4.0)
+    return {f"soniq_ref {mode}": _numpy_epoch(model, mode, x, y) for mode in MODES}
 
 
-def _torch_time(torch, x, y, repeats):
+def _torch_epoch(torch, x, y):
     nn = torch.nn
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+    c, h, w = x.shape[1:]
+    flat = 64 * (h // 4) * (w // 4)
+    net = nn.Sequential(nn.Conv2d(c, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
                         nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64),
-                        nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(256, 10))
+                        nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(flat, 10))
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
 
-    def epoch():
-        for start in range(0, len(xt), BATCH):
+    def epoch(images=len(xt)):
+        for start in range(0, min(images, len(x)), BATCH):
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(net(xt[start:start + BATCH]), yt[start:start + BATCH])
             loss.backward()
             opt.step()
 
-    return _best(epoch, repeats)
+    return epoch
+
+
+def _best_of_turns(epochs: dict, repeats: int, clock) -> dict:
+    """Warm each up (a few batches), then ``repeats`` rounds of one epoch each in turn;
+    the minima."""
+    for epoch in epochs.values():
+        epoch(WARM_UP * BATCH)
+    times = {name: [] for name in epochs}
+    for _ in range(repeats):
+        for name, epoch in epochs.items():
+            start = clock()
+            epoch()
+            times[name].append(clock() - start)
+    return {name: min(t) for name, t in times.items()}
+
+
+def _thread_counts(text: str) -> list[int]:
+    every = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return [every if t == "all" else int(t) for t in text.split(",")]
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=("digits", "fashion-mnist"), default="digits")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder of the Fashion-MNIST files (default: where soniq finds "
+                             "them)")
+    parser.add_argument("--batches", type=int, default=None,
+                        help="time only the first N batches of the epoch (default: all)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="threads for PyTorch and for NumPy's BLAS (default 1; "
-                             "soniq train runs BLAS single-threaded)")
+    parser.add_argument("--threads", default="1",
+                        help="comma-separated thread counts, 'all' = one per core "
+                             "(default 1)")
+    add_clock_option(parser)
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
+    threads = _thread_counts(args.threads)
+    clocks = {count: clock_for(args.clock, count) for count in threads}
     try:
         import torch
     except ImportError:
@@ -120,30 +163,39 @@ def main(argv=None) -> int:
 
     from soniq_ref.data import load_dataset
 
-    torch.set_num_threads(args.threads)
-    limits = threadpool_limits(limits=args.threads, user_api="blas")
-
-    data = load_dataset("digits")
-    x = data.x_train.astype(np.float32) / np.float32(255)
-    y = data.y_train
-    ours = _soniq_times(x, y, args.repeats)
-    baseline = _torch_time(torch, x, y, args.repeats)
-    limits.restore_original_limits()
-    machine = f"{platform.machine()}, {os.cpu_count()} logical CPUs, {platform.processor() or 'cpu'}"
-    print(f"one epoch, digits train split ({len(x)} images), batch {BATCH}, best of "
-          f"{args.repeats}; {args.threads} thread(s) for PyTorch and NumPy BLAS; "
-          f"torch {torch.__version__}; numpy {np.__version__}; {machine}\n")
-    print("| implementation | seconds per epoch | ratio to PyTorch |")
-    print("|---|---:|---:|")
-    print(f"| PyTorch float32 | {baseline:.3f} | 1.00x |")
-    for mode, seconds in ours.items():
-        print(f"| soniq_ref {mode} mode | {seconds:.3f} | {seconds / baseline:.2f}x |")
+    data = load_dataset(args.dataset, args.data_dir)
+    n = len(data.x_train) if args.batches is None else min(len(data.x_train),
+                                                            args.batches * BATCH)
+    x = data.x_train[:n].astype(np.float32) / np.float32(255)
+    y = data.y_train[:n]
+    seconds = {}
+    for count in threads:
+        torch.set_num_threads(count)
+        with threadpool_limits(limits=count, user_api="blas"):
+            epochs = {"PyTorch float32": _torch_epoch(torch, x, y), **_soniq_epochs(x, y)}
+            seconds[count] = _best_of_turns(epochs, args.repeats, CLOCKS[clocks[count]])
+    machine = (f"{_cpu_model()}, {platform.machine()}, {os.cpu_count()} logical CPUs")
+    print(f"one epoch, {args.dataset} ({len(x)} training images), batch {BATCH}, best of "
+          f"{args.repeats}; torch {torch.__version__}; numpy {np.__version__}; {machine}\n")
+    names = list(seconds[threads[0]])
+    heads = " | ".join(f"{t} thread{'s' * (t > 1)} ({clocks[t]}): s / epoch | ratio to PyTorch"
+                       for t in threads)
+    speedup = f" | {threads[-1]} vs {threads[0]} threads" if len(threads) > 1 else ""
+    print(f"| implementation | {heads}{speedup} |")
+    print("|---|" + "---:|---:|" * len(threads) + ("---:|" if speedup else ""))
+    for name in names:
+        cells = " | ".join(f"{seconds[t][name]:.3f} | "
+                           f"{seconds[t][name] / seconds[t]['PyTorch float32']:.2f}x"
+                           for t in threads)
+        gain = (f" | {seconds[threads[0]][name] / seconds[threads[-1]][name]:.2f}x"
+                if speedup else "")
+        print(f"| {name} | {cells}{gain} |")
     if args.json:
-        report = {"batch": BATCH, "images": int(len(x)), "repeats": args.repeats,
-                  "threads": args.threads, "torch": torch.__version__,
+        report = {"dataset": args.dataset, "batch": BATCH, "images": int(len(x)),
+                  "repeats": args.repeats, "clocks": {str(t): c for t, c in clocks.items()},
+                  "torch": torch.__version__,
                   "numpy": np.__version__, "machine": machine,
-                  "seconds": {"torch_float32": baseline, **{f"soniq_ref_{m}": s
-                                                            for m, s in ours.items()}}}
+                  "seconds": {str(t): seconds[t] for t in threads}}
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
     return 0

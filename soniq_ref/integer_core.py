@@ -52,40 +52,61 @@ def _blocks(rows: int, bytes_per_row: int):
     return [(r, min(r + step, rows)) for r in range(0, rows, step)]
 
 
-def _exact_matmul(a: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """int64 ``a @ q.T`` for a [M, K], q [N, K] with |a| <= 255, |q| <= 255.
+def exact_float_type(k: int, peak: int):
+    """The float type in which a sum of ``k`` integer products, each of magnitude at most
+    ``peak``, is computed exactly, whatever the order of the additions (BLAS): float32
+    while ``k * peak <= 2**24``, float64 while ``k * peak <= 2**53``, else None (int64).
 
-    Computed in float64 on purpose: every product and partial sum is an integer
-    of magnitude <= K * 255 * 255 < 2**53 (K up to ~1.3e11), so float64 is exact
-    and BLAS-fast. Tests check it against a plain int64 matmul.
+    Every product and partial sum is then an integer that the type represents exactly.
     """
-    if a.shape[1] > 2 ** 53 // (255 * 255):
+    if k * peak <= 2 ** 24:
+        return np.float32
+    if k * peak <= 2 ** 53:
+        return np.float64
+    return None
+
+
+def _exact_matmul(a: np.ndarray, q: np.ndarray, peak: int = 255 * 255) -> np.ndarray:
+    """``a @ q.T`` for integer-valued a [M, K], q [N, K] with ``|a * q| <= peak``
+    elementwise (at most 255 * 255), exactly: integers held in the float type of
+    :func:`exact_float_type` (BLAS-fast), in int64 beyond it. The callers store the
+    result into int64 accumulators. Tests check it against a plain int64 matmul.
+    """
+    dtype = exact_float_type(a.shape[1], peak)
+    if dtype is None:
         return a.astype(np.int64) @ q.T.astype(np.int64)
-    return (a.astype(np.float64, copy=False) @ q.T.astype(np.float64, copy=False)
-            ).astype(np.int64)
+    return a.astype(dtype, copy=False) @ q.T.astype(dtype, copy=False)
 
 
-def _shift_factors(a_bits: np.ndarray, act_bits_hi: int, repeat: int = 1) -> np.ndarray:
-    """float64 [K]: ``2**(A - a_bits[c])``, each repeated ``repeat`` times (im2col order).
+def _product_peak(w_bits: np.ndarray, act_bits_hi: int) -> int:
+    """The largest ``|q * a'|``: ``(2**max(w_bits) - 1) * (2**A - 1)``."""
+    top = int(w_bits.max()) if w_bits.size else 1
+    return ((1 << top) - 1) * ((1 << act_bits_hi) - 1)
 
-    Multiplying float64 codes by these is exact and equals ``a << (A - a_bits)``.
+
+def _shift_factors(a_bits: np.ndarray, act_bits_hi: int, repeat: int = 1,
+                   dtype=np.float64) -> np.ndarray:
+    """[K] in ``dtype``: ``2**(A - a_bits[c])``, each repeated ``repeat`` times (patch order).
+
+    Multiplying float codes by these is exact and equals ``a << (A - a_bits)``.
     """
-    return np.repeat(2.0 ** (act_bits_hi - a_bits.astype(np.int64)), repeat)
+    return np.repeat(2.0 ** (act_bits_hi - a_bits.astype(np.int64)), repeat).astype(dtype)
 
 
 def _shifted_rows(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
-    """float64 ``codes * factors`` (exact: shifted codes are integers <= 255)."""
-    rows = codes.astype(np.float64)
+    """``codes * factors`` in the dtype of ``factors`` (exact: shifted codes are integers
+    <= 255); ``factors`` broadcasts against ``codes``."""
+    rows = codes.astype(factors.dtype)
     rows *= factors
     return rows
 
 
-def _float_levels(w_codes: np.ndarray, w_bits: np.ndarray) -> np.ndarray:
-    """float64 [N, K]: :func:`signed_levels` ``q = 2k - n`` (exact, |q| <= 255), built
+def _float_levels(w_codes: np.ndarray, w_bits: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """[N, K] in ``dtype``: :func:`signed_levels` ``q = 2k - n`` (exact, |q| <= 255), built
     in place so that no int64 copy of the weights is made."""
-    q = checks.rows(w_codes).astype(np.float64)
+    q = checks.rows(w_codes).astype(dtype)
     q *= 2
-    q -= weight_levels(w_bits).astype(np.float64)[:, None]
+    q -= weight_levels(w_bits).astype(dtype)[:, None]
     return q
 
 
@@ -95,7 +116,12 @@ def linear_int(a_codes, a_bits, w_codes, w_bits, act_bits_hi) -> np.ndarray:
     a_codes: uint8 [M, K]; a_bits: uint8 [K] in 1..act_bits_hi;
     w_codes: uint8 [N, K] (or a PackedWeights, then w_bits may be None);
     w_bits: uint8 [N] in 1..8; act_bits_hi: the activation palette's high level A.
-    Returns int64 [M, N]: ``sum_c q[o, c] * (a[m, c] << (A - a_bits[c]))``.
+    Returns int64 [M, N]::
+
+        acc = shifted_codes(a_codes, a_bits, A) @ signed_levels(w_codes, w_bits).T
+
+    that is ``acc[m, o] = sum_c q[o, c] * (a[m, c] << (A - a_bits[c]))``, which
+    :func:`linear_acc` computes without int64 copies of its inputs.
     """
     w_codes, w_bits = unpack_weights(w_codes, w_bits)
     if w_codes.ndim != 2:
@@ -107,12 +133,18 @@ def linear_int(a_codes, a_bits, w_codes, w_bits, act_bits_hi) -> np.ndarray:
 
 def linear_acc(a_codes, a_bits, w_codes, w_bits, act_bits_hi) -> np.ndarray:
     """:func:`linear_int` of validated arguments (the reference backend's kernel): codes,
-    bits and A as :func:`linear_int` checks them, ``w_codes`` uint8 [N, K]."""
-    q = _float_levels(w_codes, w_bits)
+    bits and A as :func:`linear_int` checks them, ``w_codes`` uint8 [N, K].
+
+    Its formula, the fast way: the shifted codes and the levels as floats (exact,
+    :func:`exact_float_type`) through BLAS, a block of rows at a time. Tests check it
+    against a plain int64 implementation."""
+    peak = _product_peak(w_bits, act_bits_hi)
+    dtype = exact_float_type(w_codes.shape[1], peak) or np.float64
+    q = _float_levels(w_codes, w_bits, dtype)
     acc = np.empty((a_codes.shape[0], q.shape[0]), np.int64)
-    factors = _shift_factors(a_bits, act_bits_hi)
+    factors = _shift_factors(a_bits, act_bits_hi, dtype=dtype)
     for r0, r1 in _blocks(a_codes.shape[0], 8 * max(q.shape)):
-        acc[r0:r1] = _exact_matmul(_shifted_rows(a_codes[r0:r1], factors), q)
+        acc[r0:r1] = _exact_matmul(_shifted_rows(a_codes[r0:r1], factors), q, peak)
     return acc
 
 
@@ -121,39 +153,65 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int) -> np.ndarray:
-    """[B, C, H, W] -> patches [B * Ho * Wo, C * kh * kw], K ordered (c, row, col).
-
-    Rows are ordered (b, out_row, out_col). Padding inserts zeros.
-    """
+def _check_patch_geometry(x, kh, kw, stride, padding):
     if not isinstance(x, np.ndarray) or x.ndim != 4:
         raise ValueError("x must be a 4-D array [B, C, H, W]")
-    kh, kw = checks.check_nonneg_int("kh", kh, 1), checks.check_nonneg_int("kw", kw, 1)
-    stride = checks.check_nonneg_int("stride", stride, 1)
-    padding = checks.check_nonneg_int("padding", padding, 0)
+    return (checks.check_nonneg_int("kh", kh, 1), checks.check_nonneg_int("kw", kw, 1),
+            checks.check_nonneg_int("stride", stride, 1),
+            checks.check_nonneg_int("padding", padding, 0))
+
+
+def patches(x: np.ndarray, kh: int, kw: int, stride: int, padding: int) -> np.ndarray:
+    """[B, C, H, W] -> [C * kh * kw, B * Ho * Wo]: column ``p`` is the patch that output
+    position ``p`` (ordered batch, out_row, out_col) sees, rows ordered (c, row, col).
+
+    ``cols[(c, i, j), (b, r, s)] = xp[b, c, r * stride + i, s * stride + j]`` with ``xp``
+    the input zero-padded by ``padding``. A convolution is then one matmul,
+    ``w.reshape(O, -1) @ cols`` -> [O, B * Ho * Wo]. Each of the kh * kw copies below
+    moves whole rows of the image, which is why the patches are columns.
+    """
+    kh, kw, stride, padding = _check_patch_geometry(x, kh, kw, stride, padding)
     b, c, h, w = x.shape
     ho = conv_output_size(h, kh, stride, padding)
     wo = conv_output_size(w, kw, stride, padding)
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    cols = np.empty((b, c, kh, kw, ho, wo), dtype=x.dtype)
+    xp = np.zeros((c, b, h + 2 * padding, w + 2 * padding), dtype=x.dtype)  # channel-major
+    xp[:, :, padding:padding + h, padding:padding + w] = x.transpose(1, 0, 2, 3)
+    cols = np.empty((c, kh, kw, b, ho, wo), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            cols[:, :, i, j] = xp[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride]
-    return cols.transpose(0, 4, 5, 1, 2, 3).reshape(b * ho * wo, c * kh * kw)
+            cols[:, i, j] = xp[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride]
+    return cols.reshape(c * kh * kw, b * ho * wo)
+
+
+def patches_adjoint(cols: np.ndarray, x_shape: tuple, kh: int, kw: int, stride: int,
+                    padding: int) -> np.ndarray:
+    """Adjoint of :func:`patches`: scatter-add [C * kh * kw, B * Ho * Wo] back to
+    [B, C, H, W] (the gradient of a convolution's input), returned as a view of a
+    channel-major [C, B, H, W] array (the layout a convolution's output has)."""
+    b, c, h, w = x_shape
+    ho = conv_output_size(h, kh, stride, padding)
+    wo = conv_output_size(w, kw, stride, padding)
+    cols = cols.reshape(c, kh, kw, b, ho, wo)
+    xp = np.zeros((c, b, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            xp[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride] += cols[:, i, j]
+    return xp[:, :, padding:padding + h, padding:padding + w].transpose(1, 0, 2, 3)
+
+
+def im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int) -> np.ndarray:
+    """[B, C, H, W] -> patches as rows [B * Ho * Wo, C * kh * kw], K ordered (c, row, col).
+
+    Rows are ordered (b, out_row, out_col). Padding inserts zeros. The transpose of
+    :func:`patches` (a view of it).
+    """
+    return patches(x, kh, kw, stride, padding).T
 
 
 def col2im(cols: np.ndarray, x_shape: tuple, kh: int, kw: int, stride: int,
            padding: int) -> np.ndarray:
-    """Adjoint of :func:`im2col`: scatter-add patches back to [B, C, H, W]."""
-    b, c, h, w = x_shape
-    ho = conv_output_size(h, kh, stride, padding)
-    wo = conv_output_size(w, kw, stride, padding)
-    cols = cols.reshape(b, ho, wo, c, kh, kw).transpose(0, 3, 4, 5, 1, 2)
-    xp = np.zeros((b, c, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            xp[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride] += cols[:, :, i, j]
-    return xp[:, :, padding:padding + h, padding:padding + w]
+    """Adjoint of :func:`im2col`: scatter-add patch rows back to [B, C, H, W]."""
+    return patches_adjoint(cols.T, x_shape, kh, kw, stride, padding)
 
 
 def check_conv_geometry(x_shape, w_shape, stride, padding) -> tuple[int, int, int, int]:
@@ -194,14 +252,17 @@ def conv2d_acc(x_codes, a_bits, w_codes, w_bits, act_bits_hi, stride, padding) -
     o, _, kh, kw = w_codes.shape
     ho = conv_output_size(x_codes.shape[2], kh, stride, padding)
     wo = conv_output_size(x_codes.shape[3], kw, stride, padding)
-    q = _float_levels(w_codes, w_bits)
-    factors = _shift_factors(a_bits, act_bits_hi, repeat=kh * kw)
+    peak = _product_peak(w_bits, act_bits_hi)
+    dtype = exact_float_type(int(np.prod(w_codes.shape[1:])), peak) or np.float64
+    q = _float_levels(w_codes, w_bits, dtype)
+    factors = _shift_factors(a_bits, act_bits_hi, repeat=kh * kw, dtype=dtype)[:, None]
     b = x_codes.shape[0]
     acc = np.empty((b, o, ho, wo), np.int64)
     for b0, b1 in _blocks(b, 8 * ho * wo * max(q.shape)):
-        # im2col on the uint8 codes (8x less to move than int64), then shift per column
-        patches = _shifted_rows(im2col(x_codes[b0:b1], kh, kw, stride, padding), factors)
-        acc[b0:b1] = _exact_matmul(patches, q).reshape(b1 - b0, ho, wo, o).transpose(0, 3, 1, 2)
+        # patches of the uint8 codes (8x less to move than int64), then shift per row
+        cols = _shifted_rows(patches(x_codes[b0:b1], kh, kw, stride, padding), factors)
+        acc[b0:b1] = _exact_matmul(q, cols.T, peak).reshape(o, b1 - b0, ho, wo
+                                                            ).transpose(1, 0, 2, 3)
     return acc
 
 

@@ -38,8 +38,9 @@ def command(*argv):
 def run_dir(tmp_path_factory):
     """A quick run made under umask 022, the usual one."""
     out = tmp_path_factory.mktemp("runs") / "quick"
-    done = subprocess.run(command("train", *QUICK, "--out", out), capture_output=True,
-                          text=True, env=env(), timeout=300, preexec_fn=lambda: os.umask(0o022))
+    done = subprocess.run(command("train", *QUICK, "--threads", "1", "--out", out),
+                          capture_output=True, text=True, env=env(), timeout=300,
+                          preexec_fn=lambda: os.umask(0o022))
     assert done.returncode == 0, done.stderr
     return out
 

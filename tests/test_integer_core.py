@@ -5,7 +5,7 @@ from hypothesis import given, strategies as st
 
 import independent
 import soniq_ref as sq
-from soniq_ref.integer_core import _exact_matmul, col2im
+from soniq_ref.integer_core import _exact_matmul, col2im, exact_float_type
 from strategies import linear_case
 
 
@@ -23,6 +23,23 @@ def test_float64_matmul_is_exact_at_extreme_magnitudes():
     q = np.stack([np.full(k, 255), np.full(k, -255)]).astype(np.int64)
     q[1, ::7] = 253
     assert np.array_equal(_exact_matmul(a, q), a @ q.T)
+
+
+def test_float32_accumulation_is_exact_up_to_its_bound():
+    """4-bit weights (|q| <= 15) on A = 8 activations (a' <= 255): float32 while
+    K * 15 * 255 <= 2**24; at that K, extreme terms of both signs stay exact."""
+    peak = 15 * 255
+    k = 2 ** 24 // peak
+    assert exact_float_type(k, peak) is np.float32
+    assert exact_float_type(k + 1, peak) is np.float64
+    assert exact_float_type(2 ** 53 // peak + 1, peak) is None
+    a = np.full((3, k), 255, np.uint8)
+    a[2, ::3] = 254
+    a_bits = np.full(k, 8, np.uint8)
+    w = np.stack([np.full(k, 15), np.zeros(k), np.arange(k) % 16]).astype(np.uint8)
+    w_bits = np.full(3, 4, np.uint8)
+    assert np.array_equal(sq.linear_int(a, a_bits, w, w_bits, 8),
+                          independent.linear_acc(a, a_bits, w, w_bits, 8))
 
 
 @given(seed=st.integers(0, 2 ** 32 - 1), stride=st.integers(1, 2), padding=st.integers(0, 1),

@@ -120,7 +120,7 @@ def test_exact_forward_equals_dequantized_float64_product(kind, first, seed):
     layer, x = make_layer(kind, first, seed, np.float32)
     _snap(layer, seed)
     y = layer.forward(x)
-    _, _, a_codes, w_codes, s_a = layer._cache
+    a_codes, w_codes, s_a = layer._cache.a_codes, layer._cache.w_codes, layer._cache.s_a
     w_step = weight_step(layer.params["alpha"], layer.w_bits)
     n = (2 ** layer.w_bits.astype(np.int64)) - 1
     w_hat = (2 * w_codes.astype(np.int64) - n.reshape([-1] + [1] * (w_codes.ndim - 1))) \

@@ -111,6 +111,9 @@ def _train_parser(sub) -> None:
     t.add_argument("--lr", metavar="RATE", type=positive, default=None,
                    help=f"Adam learning rate, cosine schedule per phase (default: {d.lr:g}); "
                         "with --resume, the rate for the rest of the run")
+    t.add_argument("--threads", metavar="N", type=integer(1), default=None,
+                   help="BLAS threads for training; the model does not depend on it "
+                        "(default: one per core that other work leaves idle)")
     t.add_argument("--fp32", action="store_true",
                    help="train the float32 baseline instead (default: off)")
     t.add_argument("--out", metavar="DIR", type=folder, default=None,

@@ -24,7 +24,7 @@ OUTPUT_NAMES = ("metrics.json", "model.soniq", "model_fp32.npz", "curves.png", "
 RESUME_OPTIONS = ("resume", "lr", "quiet")          # what --resume accepts
 CONFIG_OPTIONS = ("dataset", "data_dir", "model", "weight_palette", "act_palette",
                   "target_weight_bits", "target_act_bits", "epochs_phase1", "epochs_phase2",
-                  "seed", "batch_size", "lr", "fp32")
+                  "seed", "batch_size", "lr", "fp32", "threads")
 
 
 class Interrupted(Exception):

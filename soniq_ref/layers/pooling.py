@@ -96,25 +96,31 @@ class MaxPool2d(Module):
 
     def _forward_tiled(self, x: np.ndarray) -> np.ndarray:
         """Non-overlapping windows: a running max over the k*k window offsets, each a
-        strided view, recording the first offset (row-major) that holds the max."""
+        strided view; then, for the backward, a 0/1 mask per offset marking where it
+        holds its window's first maximum (row-major order; a window whose max is NaN
+        routes to offset 0). Every array keeps the memory layout of ``x``."""
         k = self.kernel
         ho, wo = x.shape[2] // k, x.shape[3] // k
         offsets = [x[:, :, u:u + ho * k:k, v:v + wo * k:k] for u in range(k) for v in range(k)]
-        y = offsets[0].copy()
+        y = offsets[0].copy(order="K")
         for view in offsets[1:]:
             np.maximum(y, view, out=y)
-        arg = np.zeros(y.shape, np.uint8)
-        for index in range(k * k - 1, -1, -1):   # the lowest offset holding the max wins
-            arg[offsets[index] == y] = index
-        self._arg = arg
+        taken = np.zeros_like(y, dtype=bool)
+        first = []
+        for view in offsets:
+            hit = view == y
+            hit &= ~taken
+            taken |= hit
+            first.append(hit)
+        first[0] |= ~taken
+        self._first_max = [hit.astype(x.dtype) for hit in first]
         return y
 
     def _backward_tiled(self, dy: np.ndarray) -> np.ndarray:
         k = self.kernel
         b, c, ho, wo = dy.shape
-        dx = np.zeros(self._shape, dy.dtype)
-        zero = np.zeros((), dy.dtype)
-        for index in range(k * k):
+        dx = np.zeros_like(self._first_max[0], dtype=dy.dtype, shape=self._shape)  # x's layout
+        for index, mask in enumerate(self._first_max):
             u, v = divmod(index, k)
-            dx[:, :, u:u + ho * k:k, v:v + wo * k:k] = np.where(self._arg == index, dy, zero)
+            np.multiply(dy, mask, out=dx[:, :, u:u + ho * k:k, v:v + wo * k:k])
         return dx

@@ -1,15 +1,17 @@
 """QuantConv2d: a 2-D convolution (groups = 1) with learned per-channel precision.
 
 x [B, C, H, W], w [O, C, kh, kw], y [B, O, Ho, Wo]. The convolution is a matmul
-over im2col patches (K ordered by channel, kernel row, kernel column), which is
-also how the integer core defines it. Modes and parameters: :mod:`.quant_layer`.
+over the input's patches (K ordered by channel, kernel row, kernel column), which is
+also how the integer core defines it: ``w.reshape(O, K) @ patches(x)`` gives
+[O, B * Ho * Wo], returned as a [B, O, Ho, Wo] view (channel-major in memory, which
+the backward's matmuls read without a copy). Modes and parameters: :mod:`.quant_layer`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..integer_core import check_conv_geometry, col2im, im2col
+from ..integer_core import check_conv_geometry, patches, patches_adjoint
 from .quant_layer import QuantLayer
 
 
@@ -34,19 +36,21 @@ class QuantConv2d(QuantLayer):
     def _affine(self, x, w):
         ho, wo = self._geometry(x, w)
         o, _, kh, kw = w.shape
-        cols = im2col(x, kh, kw, self.stride, self.padding)
+        cols = patches(x, kh, kw, self.stride, self.padding)       # [K, B * Ho * Wo]
         self._patches = (x, cols)          # reused by backward when it sees the same x
-        y = cols @ w.reshape(o, -1).T + self.params["bias"]
-        return y.reshape(x.shape[0], ho, wo, o).transpose(0, 3, 1, 2)
+        y = w.reshape(o, -1) @ cols                                 # [O, B * Ho * Wo]
+        y += self.params["bias"][:, None]
+        return y.reshape(o, x.shape[0], ho, wo).transpose(1, 0, 2, 3)
 
     def _affine_backward(self, dy, x, w):
         o, _, kh, kw = w.shape
-        dy2 = dy.transpose(0, 2, 3, 1).reshape(-1, o)
+        dy_rows = dy.transpose(1, 0, 2, 3).reshape(o, -1)           # [O, B * Ho * Wo]
         cached_x, cols = getattr(self, "_patches", (None, None))
         if cached_x is not x:
-            cols = im2col(x, kh, kw, self.stride, self.padding)
-        dw = (dy2.T @ cols).reshape(w.shape)
-        dx = col2im(dy2 @ w.reshape(o, -1), x.shape, kh, kw, self.stride, self.padding)
+            cols = patches(x, kh, kw, self.stride, self.padding)
+        dw = (dy_rows @ cols.T).reshape(w.shape)
+        dx = patches_adjoint(w.reshape(o, -1).T @ dy_rows, x.shape, kh, kw, self.stride,
+                             self.padding)
         return dx, dw
 
     def _bias_grad(self, dy):
@@ -55,3 +59,12 @@ class QuantConv2d(QuantLayer):
     def _integer_affine(self, backend, a_codes, w_codes):
         return backend.conv2d_int(a_codes, self.a_bits, w_codes, self.w_bits, self.act_bits_hi,
                                   stride=self.stride, padding=self.padding)
+
+    def _forward_exact(self, x):
+        return channel_major(super()._forward_exact(x))
+
+
+def channel_major(y: np.ndarray) -> np.ndarray:
+    """The same [B, C, H, W] values stored channel by channel (the layout of
+    :meth:`QuantConv2d._affine`'s output, which the layers after it keep)."""
+    return np.ascontiguousarray(y.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)

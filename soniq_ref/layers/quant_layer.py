@@ -9,7 +9,8 @@ activation, each transformed according to the layer's mode:
            (:mod:`soniq_ref.noise`); gradients to w, bias, alpha, beta, theta.
 ``exact``  phase 2: real codes through the integer core and the epilogue
            (:mod:`soniq_ref.integer_core`, :mod:`soniq_ref.epilogue`); backward by
-           the straight-through estimator, LSQ-style gradients for alpha and beta.
+           the straight-through estimator, LSQ-style gradients for alpha and beta
+           (:mod:`soniq_ref.ste`).
 
 Parameters (``params``): ``weight``, ``bias``, ``alpha`` [O] (weight clip),
 ``theta_w`` [O] (weight precision) and, unless ``first_layer``, ``beta`` [1]
@@ -24,17 +25,46 @@ so a float warm-up can precede phase 1.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from .. import noise
+from .. import noise, ste
 from ..backend import get_backend
-from ..quantizers import (act_ratio, act_step, dequantize_acts, dequantize_weights,
-                          quantize_acts, quantize_weights, weight_step)
+from ..quantizers import act_ratio, act_step, quantize_acts, quantize_weights, weight_step
 from .module import Module
 
 MODES = ("float", "noise", "exact")
 PIXEL_STEP = np.float32(1.0 / 255.0)
 MIN_CLIP = 1e-6
+
+
+class FloatCache(NamedTuple):
+    """What a float-mode forward keeps for the backward."""
+
+    x: np.ndarray                 # the layer's input
+
+
+class NoiseCache(NamedTuple):
+    """What a noise-mode forward keeps for the backward (:mod:`soniq_ref.noise`)."""
+
+    x: np.ndarray                 # the layer's input
+    x_t: np.ndarray               # its noisy version x~ (the input itself for the first layer)
+    w_t: np.ndarray               # the noisy weights w~
+    bw: np.ndarray                # continuous weight bits b~ [O]
+    ba: np.ndarray | None         # continuous activation bits b~ [C] (None: first layer)
+    beta: np.ndarray | None       # the activation clip (None: first layer)
+    u_w: np.ndarray               # the weight noise u
+    u_a: np.ndarray | None        # the activation noise u (None: first layer)
+
+
+class ExactCache(NamedTuple):
+    """What an exact-mode forward keeps for the backward (:mod:`soniq_ref.ste`)."""
+
+    x: np.ndarray                 # the layer's input
+    a_codes: np.ndarray           # its codes, uint8
+    w_codes: np.ndarray           # the weight codes, uint8
+    s_a: np.float32               # the activation step
 
 
 def check_palette(name: str, palette) -> tuple[int, int]:
@@ -174,13 +204,12 @@ class QuantLayer(Module):
         return self._forward_exact(x)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        kind = self._cache[0]
         grads = {name: np.zeros_like(p) for name, p in self.params.items()}
         grads["bias"] = self._bias_grad(dy).astype(self.dtype)
-        if kind == "float":
-            _, x = self._cache
-            dx, grads["weight"] = self._affine_backward(dy, x, self.params["weight"])
-        elif kind == "noise":
+        if isinstance(self._cache, FloatCache):
+            dx, grads["weight"] = self._affine_backward(dy, self._cache.x,
+                                                        self.params["weight"])
+        elif isinstance(self._cache, NoiseCache):
             dx = self._backward_noise(dy, grads)
         else:
             dx = self._backward_exact(dy, grads)
@@ -190,7 +219,7 @@ class QuantLayer(Module):
     # float ----------------------------------------------------------------
 
     def _forward_float(self, x):
-        self._cache = ("float", x)
+        self._cache = FloatCache(x)
         return self._affine(x, self.params["weight"])
 
     # noise ----------------------------------------------------------------
@@ -212,19 +241,19 @@ class QuantLayer(Module):
         else:
             ba, beta = self.soft_act_bits(), self.params["beta"][0]
             x_t = noise.act_noise(x, beta, ba, u_a)
-        self._cache = ("noise", x, x_t, w_t, bw, ba, beta, u_w, u_a)
+        self._cache = NoiseCache(x, x_t, w_t, bw, ba, beta, u_w, u_a)
         return self._affine(x_t, w_t)
 
     def _backward_noise(self, dy, grads):
-        _, x, x_t, w_t, bw, ba, beta, u_w, u_a = self._cache
-        dx_t, dw_t = self._affine_backward(dy, x_t, w_t)
+        c = self._cache
+        dx_t, dw_t = self._affine_backward(dy, c.x_t, c.w_t)
         grads["weight"], grads["alpha"], dbw = noise.weight_noise_backward(
-            dw_t, self.params["weight"], self.params["alpha"], bw, u_w)
+            dw_t, self.params["weight"], self.params["alpha"], c.bw, c.u_w)
         grads["theta_w"] = dbw * noise.soft_bits_grad(self.params["theta_w"],
                                                       *self.weight_palette)
         if self.first_layer:
             return dx_t
-        dx, dbeta, dba = noise.act_noise_backward(dx_t, x, beta, ba, u_a)
+        dx, dbeta, dba = noise.act_noise_backward(dx_t, c.x, c.beta, c.ba, c.u_a)
         grads["beta"] = np.array([dbeta], self.dtype)
         grads["theta_a"] = dba * noise.soft_bits_grad(self.params["theta_a"], *self.act_palette)
         return dx
@@ -246,37 +275,27 @@ class QuantLayer(Module):
         acc = self._integer_affine(backend, a_codes, w_codes)
         scale = (w_step * s_a).astype(np.float32)
         y = backend.epilogue(acc, scale, self.params["bias"].astype(np.float32))
-        self._cache = ("exact", x, a_codes, w_codes, s_a)
+        self._cache = ExactCache(x, a_codes, w_codes, s_a)
         return y.astype(self.dtype, copy=False)
 
     def _backward_exact(self, dy, grads):
-        _, x, a_codes, w_codes, s_a = self._cache
+        """Straight-through gradients (:mod:`soniq_ref.ste`) through the values the
+        codes stand for; the first layer's pixels are data, with no clip to learn."""
+        c = self._cache
         alpha = self._alpha()
-        w = self.params["weight"]
-        w_hat = dequantize_weights(w_codes, alpha.astype(np.float32), self.w_bits).astype(dy.dtype)
+        w_hat = ste.dequantized_weights(c.w_codes, alpha, self.w_bits, dy.dtype)
         if self.first_layer:
-            x_hat = (a_codes.astype(np.float32) * PIXEL_STEP).astype(dy.dtype)
+            x_hat = (c.a_codes.astype(np.float32) * PIXEL_STEP).astype(dy.dtype)
         else:
-            x_hat = dequantize_acts(a_codes, self.a_bits, self._beta(),
-                                    self.act_bits_hi).astype(dy.dtype)
+            x_hat = ste.dequantized_acts(c.a_codes, self.a_bits, self._beta(),
+                                         self.act_bits_hi, dy.dtype)
         dx_hat, dw_hat = self._affine_backward(dy, x_hat, w_hat)
-        # Weights: w_hat = alpha * Q(w / alpha); STE Q' = 1 inside [-1, 1].
-        a = alpha.reshape([-1] + [1] * (w.ndim - 1))
-        inside_w = np.abs(w) <= a
-        grads["weight"] = dw_hat * inside_w
-        grads["alpha"] = (dw_hat * (w_hat / a - np.where(inside_w, w / a, 0.0))) \
-            .reshape(w.shape[0], -1).sum(axis=1)
+        grads["weight"], grads["alpha"] = ste.weight_ste_backward(
+            dw_hat, self.params["weight"], w_hat, alpha)
         if self.first_layer:
             return dx_hat
-        # Activations: x_hat = beta * Q(x / beta); inside where 0 <= x * r_c <= 2**b - 1.
-        beta = self._beta()
-        ratio = act_ratio(beta, self.a_bits).reshape([1, -1] + [1] * (x.ndim - 2))
-        top = ((1 << self.a_bits.astype(np.int64)) - 1).reshape(ratio.shape)
-        scaled = np.asarray(x, np.float32) * ratio
-        inside_x = (scaled >= 0) & (scaled <= top)
-        grads["beta"] = np.array([np.sum(dx_hat * (x_hat / beta - np.where(inside_x, x / beta,
-                                                                             0.0)))])
-        return dx_hat * inside_x
+        dx, grads["beta"] = ste.act_ste_backward(dx_hat, c.x, x_hat, self._beta(), self.a_bits)
+        return dx
 
     # subclass hooks ------------------------------------------------------------
 

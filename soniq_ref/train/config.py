@@ -41,6 +41,8 @@ class TrainConfig:
     limit_test: int | None = None
     channels: tuple = field(default=(32, 64))
     hidden: tuple = field(default=(128, 64))
+    threads: int | None = None          # BLAS threads (None: one per idle core); the
+                                        # results do not depend on it (docs/cli.md)
 
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming the first bad field; returns self."""
@@ -67,7 +69,7 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-        for name in ("limit_train", "limit_test"):
+        for name in ("limit_train", "limit_test", "threads"):
             value = getattr(self, name)
             if value is not None and (type(value) is not int or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

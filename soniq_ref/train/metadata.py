@@ -3,7 +3,8 @@
 A training run stores, in the ``.soniq`` file's ``metadata`` (see docs/file-format.md)
 and in ``metrics.json``: the dataset, the input shape, the class names and the
 training configuration (palettes, budgets, learning rate, batch size, epochs, seed,
-SONIQ version, the backend and BLAS threads training ran on). ``soniq eval`` and
+SONIQ version, the backend training ran on). The BLAS thread count is not recorded in
+the model: it does not change the model (``metrics.json`` records it). ``soniq eval`` and
 ``soniq predict`` default to it; :func:`read_metadata` validates what a file holds.
 """
 
@@ -14,8 +15,7 @@ from dataclasses import dataclass
 TRAINING_KEYS = ("model", "weight_palette", "act_palette", "target_weight_bits",
                  "target_act_bits", "lr", "batch_size", "epochs_phase1", "epochs_phase2",
                  "seed", "optimizer", "fp32", "data_dir")
-TRAIN_BACKEND = "ref"       # training runs the reference ...
-TRAIN_THREADS = 1           # ... with single-threaded BLAS (soniq_ref.train.trainer)
+TRAIN_BACKEND = "ref"       # training runs the reference
 
 
 def run_metadata(result) -> dict:
@@ -25,8 +25,7 @@ def run_metadata(result) -> dict:
     config = result.config
     training = {k: getattr(config, k) for k in TRAINING_KEYS}
     training.update(weight_palette=list(config.weight_palette),
-                    act_palette=list(config.act_palette), backend=TRAIN_BACKEND,
-                    threads=TRAIN_THREADS)
+                    act_palette=list(config.act_palette), backend=TRAIN_BACKEND)
     return {"dataset": result.dataset, "input_shape": list(result.input_shape),
             "class_names": list(result.class_names), "soniq_version": __version__,
             "training": training}

@@ -10,7 +10,8 @@ activation-element-weighted, 32 for ``--fp32``), ``model_bytes`` (size of
 ``epochs_phase1``, ``epochs_phase2``, ``seed``, ``dataset``, ``model``, and what
 the model file's metadata records (:mod:`.metadata`): ``input_shape``,
 ``class_names``, ``weight_palette``, ``act_palette``, ``target_weight_bits``,
-``target_act_bits``, ``lr``, ``batch_size``, ``version``, ``threads``, ``backend``.
+``target_act_bits``, ``lr``, ``batch_size``, ``version``, ``backend``; and ``threads``,
+the BLAS threads training ran on.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..atomic import atomic_write_bytes
 from ..plots import plot_bits, plot_curves
 from .float_model import FILE_NAME as FLOAT_FILE, save_float_model
 from .metadata import run_metadata
-from .trainer import TrainResult
+from .trainer import TrainResult, blas_threads
 
 METRIC_KEYS = ("test_accuracy", "train_seconds", "mean_weight_bits", "mean_act_bits",
                "model_bytes", "compression_vs_fp32", "epochs_phase1", "epochs_phase2",
@@ -72,7 +73,7 @@ def write_run(result: TrainResult, out_dir) -> dict:
               **compression(fp32_bytes, model_bytes, result.mean_weight_bits),
               "dataset": config.dataset, "version": meta["soniq_version"],
               "input_shape": meta["input_shape"], "class_names": meta["class_names"],
-              **meta["training"]}
+              "threads": blas_threads(config), **meta["training"]}
     metrics = {k: values[k] for k in METRIC_KEYS}
     atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     return metrics

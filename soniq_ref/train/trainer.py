@@ -15,14 +15,14 @@ epochs. Each phase uses a cosine learning-rate schedule over its own steps.
 
 Every random choice (initialisation, noise, batch order) derives from
 ``config.seed``, so the same config gives the same metrics and model bytes.
-BLAS runs single-threaded during training: the matrices are small, so threads buy
-little (and, on a busy machine, cost a lot), and the arithmetic then does not
-depend on how many cores the run gets.
+BLAS runs ``config.threads`` threads (default: one per idle core, :func:`blas_threads`);
+the model does not depend on how many (docs/cli.md, "Reproducible runs").
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -155,7 +155,8 @@ def _config_json(config: TrainConfig) -> dict:
     return json.loads(json.dumps(config.as_dict()))
 
 
-RESUME_MAY_CHANGE = ("lr",)     # options a resumed run may change (after a divergence)
+RESUME_MAY_CHANGE = ("lr", "threads")   # options a resumed run may change (the learning
+                                        # rate after a divergence; threads change nothing)
 
 
 def _same_run(saved: dict, config: TrainConfig) -> bool:
@@ -263,6 +264,22 @@ def train(config: TrainConfig, *, progress: bool = False, run_dir=None,
                         resume=resume, callbacks=callbacks)
 
 
+def blas_threads(config: TrainConfig) -> int:
+    """The BLAS threads a run uses: ``config.threads``, else one per core it may run on
+    that other work leaves idle (the cores less the one-minute load average, rounded; at
+    least one). BLAS threads wait for each other at every matrix product, so threads
+    that must share a core with other work make training slower, not faster."""
+    if config.threads is not None:
+        return config.threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):       # no load average on this system
+        busy = 0.0
+    return max(1, min(cores, round(cores - busy)))
+
+
 def run_training(model: Sequential, data: Dataset, config: TrainConfig, *, progress=False,
                  run_dir=None, resume=False, callbacks=()) -> TrainResult:
     """Train ``model`` on ``data`` as ``config`` says (its dataset and model fields unused)."""
@@ -270,7 +287,7 @@ def run_training(model: Sequential, data: Dataset, config: TrainConfig, *, progr
 
     if resume and run_dir is None:
         raise ValueError("resume needs the run folder that holds the checkpoint")
-    with threadpool_limits(limits=1, user_api="blas"):
+    with threadpool_limits(limits=blas_threads(config), user_api="blas"):
         return _train(model, data, config, progress, run_dir, resume, tuple(callbacks))
 
 
