@@ -165,6 +165,64 @@ def _same_run(saved: dict, config: TrainConfig) -> bool:
         {k: v for k, v in mine.items() if k not in RESUME_MAY_CHANGE}
 
 
+@dataclass
+class _Start:
+    """Where a run starts: the beginning, or the position of its last checkpoint --
+    phase ``phase_index``, ``epoch`` epochs into it -- with the history and training
+    time up to there, and the checkpoint's (arrays, meta) to restore."""
+
+    phase_index: int = 0
+    epoch: int = 0
+    history: list = field(default_factory=list)
+    train_seconds: float = 0.0
+    saved: tuple | None = None
+
+
+def _starting_point(config: TrainConfig, run_dir, resume: bool) -> _Start:
+    """The beginning, or with ``resume`` the checkpoint in ``run_dir``, which must have
+    been written by this config (up to :data:`RESUME_MAY_CHANGE`)."""
+    if not resume:
+        return _Start()
+    saved = checkpoint.load(run_dir)
+    at = saved[1]["progress"]
+    if not _same_run(at["config"], config):
+        raise checkpoint.CheckpointError(
+            f"the checkpoint in {run_dir} was written by a run with other options")
+    return _Start(at["phase_index"], at["epoch"], [EpochRecord(**r) for r in at["history"]],
+                  at["train_seconds"], saved)
+
+
+@dataclass(frozen=True)
+class _PhasePlan:
+    """One phase still to run: epochs ``first_epoch..epochs-1`` of ``phase``, and the
+    checkpoint to restore first when the run resumes inside it (None: a fresh phase)."""
+
+    index: int
+    phase: str
+    epochs: int
+    lr_scale: float
+    first_epoch: int = 0
+    saved: tuple | None = None
+
+    @property
+    def resumed(self) -> bool:
+        return self.saved is not None
+
+
+def _phases_to_run(config: TrainConfig, start: _Start) -> list[_PhasePlan]:
+    """The phases after ``start``: those before its phase are done; its own phase
+    continues from its checkpoint; the later ones start fresh."""
+    plans = []
+    for index, (phase, epochs, lr_scale) in enumerate(_phases(config)):
+        if index < start.phase_index:
+            continue
+        resumed_here = start.saved is not None and index == start.phase_index
+        plans.append(_PhasePlan(index, phase, epochs, lr_scale,
+                                start.epoch if resumed_here else 0,
+                                start.saved if resumed_here else None))
+    return plans
+
+
 def _diverged(run: _Run, phase: str, loss: float) -> TrainingDiverged:
     where = f"{PHASE_LABELS[phase]}, epoch {len(run.history) + 1}"
     lower = f"{run.config.lr / 10:g}"
@@ -183,27 +241,27 @@ def _diverged(run: _Run, phase: str, loss: float) -> TrainingDiverged:
         f"--lr {lower}'")
 
 
-def _run_phase(run: _Run, phase_index: int, phase: str, epochs: int, lr_scale: float,
-               start_epoch: int = 0, saved=None):
-    """Train epochs ``start_epoch..epochs-1`` of ``phase``; an EpochRecord per epoch.
+def _run_phase(run: _Run, plan: _PhasePlan):
+    """Train the epochs of ``plan``; an EpochRecord per epoch.
 
-    ``saved`` (arrays, meta) of a checkpoint taken inside this phase is restored
-    first, optimizers included; a checkpoint is written after every epoch.
+    A checkpoint of the plan (taken inside this phase) is restored first, optimizers
+    included; a checkpoint is written after every epoch.
     """
     model, data, config = run.model, run.data, run.config
-    opt, theta_opt, lr0 = _optimizers(model, config, lr_scale)
+    phase, epochs, phase_index = plan.phase, plan.epochs, plan.index
+    opt, theta_opt, lr0 = _optimizers(model, config, plan.lr_scale)
     optimizers = {"main": opt, "theta": theta_opt}
-    if saved is not None:
-        checkpoint.restore(*saved, model=model, optimizers=optimizers, rng=run.rng,
+    if plan.resumed:
+        checkpoint.restore(*plan.saved, model=model, optimizers=optimizers, rng=run.rng,
                            path=Path(run.run_dir) / checkpoint.FILE_NAME)
     else:
         model.set_mode(phase)
     x_all = as_float(data.x_train)
     n = len(x_all)
     steps_per_epoch = -(-n // config.batch_size)
-    total, step = epochs * steps_per_epoch, start_epoch * steps_per_epoch
+    total, step = epochs * steps_per_epoch, plan.first_epoch * steps_per_epoch
     layers = model.quant_layers()
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(plan.first_epoch, epochs):
         order = run.rng.permutation(n)
         loss_sum, correct = 0.0, 0
         for start in range(0, n, config.batch_size):
@@ -283,41 +341,29 @@ def _phases(config: TrainConfig) -> list[tuple[str, int, float]]:
 
 def _train(model, data, config, progress, run_dir, resume, callbacks) -> TrainResult:
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
-    saved, at = None, {"phase_index": 0, "epoch": 0, "history": [], "train_seconds": 0.0}
-    if resume:
-        saved = checkpoint.load(run_dir)
-        at = saved[1]["progress"]
-        if not _same_run(at["config"], config):
-            raise checkpoint.CheckpointError(
-                f"the checkpoint in {run_dir} was written by a run with other options")
-    history = [EpochRecord(**r) for r in at["history"]]
+    start = _starting_point(config, run_dir, resume)
     total_epochs = config.epochs_phase1 + config.epochs_phase2
     steps = -(-len(data.x_train) // config.batch_size)
     shown = Progress(progress, total_epochs)
-    shown.start(total_epochs * steps, len(history) * steps)
-    run = _Run(model, data, config, rng, history, shown, run_dir, at["train_seconds"],
+    shown.start(total_epochs * steps, len(start.history) * steps)
+    run = _Run(model, data, config, rng, start.history, shown, run_dir, start.train_seconds,
                time.perf_counter(), callbacks)
     try:
-        for index, (phase, epochs, lr_scale) in enumerate(_phases(config)):
-            if index < at["phase_index"]:
-                continue
-            resumed_here = saved is not None and index == at["phase_index"]
-            if phase == "exact" and not resumed_here:
-                _snap(run)
-            _run_phase(run, index, phase, epochs, lr_scale,
-                       start_epoch=at["epoch"] if resumed_here else 0,
-                       saved=saved if resumed_here else None)
+        for plan in _phases_to_run(config, start):
+            if plan.phase == "exact" and not plan.resumed:
+                _snap(run)               # a fresh phase 2 starts from snapped bits
+            _run_phase(run, plan)
     finally:
         shown.close()
     if config.fp32:
         return TrainResult(config, model, None, accuracy(predict(model, data.x_test), data.y_test),
-                           run.elapsed(), 32.0, 32.0, history, data.names, data.name,
+                           run.elapsed(), 32.0, 32.0, run.history, data.names, data.name,
                            data.input_shape)
     model.set_mode("exact")
     deploy = DeployModel.from_model(model, data.input_shape)
     mean_w, mean_a = budget.hard_mean_bits(model.quant_layers())
     result = TrainResult(config, model, deploy, _deploy_accuracy(deploy, data), run.elapsed(),
-                         mean_w, mean_a, history, data.names, data.name, data.input_shape)
+                         mean_w, mean_a, run.history, data.names, data.name, data.input_shape)
     deploy.metadata = run_metadata(result)
     return result
 
