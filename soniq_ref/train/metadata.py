@@ -3,7 +3,7 @@
 A training run stores, in the ``.soniq`` file's ``metadata`` (see docs/file-format.md)
 and in ``metrics.json``: the dataset, the input shape, the class names and the
 training configuration (palettes, budgets, learning rate, batch size, epochs, seed,
-SONIQ version, the backend and BLAS threads training ran on). ``soniq eval`` and
+validation fraction, SONIQ version, the backend and BLAS threads training ran on). ``soniq eval`` and
 ``soniq predict`` default to it; :func:`read_metadata` validates what a file holds.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 TRAINING_KEYS = ("model", "weight_palette", "act_palette", "target_weight_bits",
                  "target_act_bits", "lr", "batch_size", "epochs_phase1", "epochs_phase2",
-                 "seed", "optimizer", "fp32", "data_dir")
+                 "seed", "val_fraction", "optimizer", "fp32", "data_dir")
 TRAIN_BACKEND = "ref"       # training runs the reference ...
 TRAIN_THREADS = 1           # ... with single-threaded BLAS (soniq_ref.train.trainer)
 
