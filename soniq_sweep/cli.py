@@ -116,7 +116,7 @@ def _trials(args):
 def summary_lines(rows) -> list[str]:
     """A markdown table: per grid point, validation and test accuracy, mean (min..max)
     over seeds, and bits."""
-    from .results import flat_row, groups
+    from .results import flat_row, groups, number
 
     flat = [flat_row(r) for r in rows]
     lines = ["| W palette | A palette | W budget | A budget | seeds | validation accuracy % | "
@@ -133,7 +133,7 @@ def summary_lines(rows) -> list[str]:
     if done:
         cells = []
         for key in ("val_accuracy", "test_accuracy"):
-            acc = [float(r.get(key, float("nan"))) for r in done]
+            acc = [number(r, key) for r in done]
             cells.append(f"{sum(acc) / len(acc):.2f} ({min(acc):.2f}..{max(acc):.2f})")
         lines.append(f"| float32 | | | | {len(done)} | {cells[0]} | {cells[1]} | 32 | 32 |")
     failed = [r for r in flat if r.get("status") != "done"]

@@ -31,6 +31,12 @@ CONFIG_COLUMNS = ("dataset", "model", "fp32", "weight_palette", "act_palette",
                   "epochs_phase2", "val_fraction")
 
 
+def number(row: dict, key: str) -> float:
+    """A row's accuracy as a float; NaN where it has none (null: no validation set)."""
+    value = row.get(key)
+    return float("nan") if value is None else float(value)
+
+
 def flat_row(row: dict) -> dict:
     """A result row with its config's columns alongside (palettes as 'lo,hi')."""
     config = row.get("config", {})
@@ -89,7 +95,7 @@ def groups(flat: list[dict]) -> list[dict]:
     out = []
     for (wp, ap, tw, ta), members in sorted(by_key.items()):
         acc = np.array([m["test_accuracy"] for m in members])
-        val = np.array([float(m.get("val_accuracy", np.nan)) for m in members])
+        val = np.array([number(m, "val_accuracy") for m in members])
         out.append(dict(weight_palette=wp, act_palette=ap, target_weight_bits=tw,
                         target_act_bits=ta, seeds=len(members), accuracy=acc.mean(),
                         accuracy_min=acc.min(), accuracy_max=acc.max(),
@@ -104,7 +110,7 @@ def chosen_on(flat: list[dict]) -> str:
     """The accuracy the frontier is drawn on: ``val_accuracy`` when every finished
     trial has one, else ``test_accuracy`` (trials without a validation set)."""
     done = [r for r in flat if r.get("status") == "done"]
-    if all(np.isfinite(float(r.get("val_accuracy", np.nan))) for r in done):
+    if all(np.isfinite(number(r, "val_accuracy")) for r in done):
         return "val_accuracy"
     return "test_accuracy"
 
@@ -130,7 +136,7 @@ def plot_frontier(flat: list[dict], path) -> None:
     key = chosen_on(flat)
     mean, low, high = ((key, key + "_min", key + "_max") if key == "val_accuracy" else
                        ("accuracy", "accuracy_min", "accuracy_max"))
-    fp32 = [r[key] for r in flat if r.get("fp32") and r.get("status") == "done"]
+    fp32 = [number(r, key) for r in flat if r.get("fp32") and r.get("status") == "done"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     palettes = sorted({(g["weight_palette"], g["act_palette"]) for g in summary})
     colors = {p: f"C{i}" for i, p in enumerate(palettes)}

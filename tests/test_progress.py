@@ -80,3 +80,10 @@ def test_the_run_header_names_the_split_and_the_schedule():
     Progress(True, 1, stream=stream).note("header")
     Progress(False, 1, stream=stream).note("quiet")
     assert stream.getvalue() == "header\n"
+
+
+def test_an_epoch_without_a_validation_set_says_n_a():
+    stream = io.StringIO()
+    progress = Progress(True, 1, stream=stream)
+    progress.epoch(EpochRecord("float", 1, 0.5, 90.0, float("nan"), 32.0, 32.0))
+    assert "train acc 90.00%  val acc n/a  bits" in stream.getvalue()

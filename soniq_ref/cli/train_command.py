@@ -128,8 +128,9 @@ def run_train(args) -> None:
         metrics = write_run(result, out)
     except KeyboardInterrupt:
         raise Interrupted(out) from None
-    print(f"test accuracy {percent(metrics['test_accuracy'])}  validation "
-          f"{percent(metrics['val_accuracy'])}  mean bits w "
+    validation = "no validation set" if metrics["val_accuracy"] is None else \
+        f"validation {percent(metrics['val_accuracy'])}"
+    print(f"test accuracy {percent(metrics['test_accuracy'])}  {validation}  mean bits w "
           f"{metrics['mean_weight_bits']:.3f} a {metrics['mean_act_bits']:.3f}  model "
           f"{metrics['model_bytes']} bytes ({metrics['compression_vs_fp32']:.2f}x vs float32)"
           f"  {metrics['train_seconds']:.1f} s", flush=True)

@@ -3,7 +3,7 @@
 ``metrics.json`` keys (stable; documented in docs/cli.md): ``test_accuracy``
 (%, of the exported deploy model on the test set, measured once at the end; of the
 float model for ``--fp32``), ``val_accuracy`` (the same model on the validation set;
-NaN, written ``NaN``, without one), ``train_seconds``, ``mean_weight_bits``, ``mean_act_bits`` (parameter- and
+``null`` without one), ``train_seconds``, ``mean_weight_bits``, ``mean_act_bits`` (parameter- and
 activation-element-weighted, 32 for ``--fp32``), ``model_bytes`` (size of
 ``model.soniq``; for ``--fp32`` the float32 weights and biases), ``compression_vs_fp32``
 (float32 bytes of the same network's weights and biases / ``model_bytes``),
@@ -16,6 +16,7 @@ the model file's metadata records (:mod:`.metadata`): ``input_shape``,
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from .. import fileformat
@@ -53,7 +54,8 @@ def write_run(result: TrainResult, out_dir) -> dict:
                   (result.mean_weight_bits, result.mean_act_bits))
     plot_curves(result.history, out / "curves.png")
     meta = run_metadata(result)
-    values = {"test_accuracy": result.test_accuracy, "val_accuracy": result.val_accuracy,
+    values = {"test_accuracy": result.test_accuracy,
+              "val_accuracy": None if math.isnan(result.val_accuracy) else result.val_accuracy,
               "train_seconds": round(result.train_seconds, 3),
               "mean_weight_bits": result.mean_weight_bits,
               "mean_act_bits": result.mean_act_bits,

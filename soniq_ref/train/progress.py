@@ -19,6 +19,7 @@ a pipe, a CI log): one plain line per epoch and no carriage returns, e.g.::
 from __future__ import annotations
 
 import io
+import math
 import os
 import sys
 import time
@@ -53,10 +54,15 @@ def run_header(config, data) -> str:
             f"lr {config.lr:g}")
 
 
+def _percent(value: float, digits: int) -> str:
+    """``85.00%``; ``n/a`` for NaN (no validation set)."""
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}%"
+
+
 def epoch_summary(record) -> str:
     """The labelled numbers of one epoch (an EpochRecord)."""
     return (f"loss {record.loss:.3f}  train acc {record.train_accuracy:.2f}%  "
-            f"val acc {record.val_accuracy:.2f}%  "
+            f"val acc {_percent(record.val_accuracy, 2)}  "
             f"bits w {record.mean_weight_bits:.2f} a {record.mean_act_bits:.2f}")
 
 
@@ -102,7 +108,7 @@ class Progress:
             return
         if self.bar is not None:
             self.last = (f" | train {record.train_accuracy:.1f}% val "
-                         f"{record.val_accuracy:.1f}% bits w{record.mean_weight_bits:.2f} "
+                         f"{_percent(record.val_accuracy, 1)} bits w{record.mean_weight_bits:.2f} "
                          f"a{record.mean_act_bits:.2f}")
             return
         seconds = time.perf_counter() - self.started
