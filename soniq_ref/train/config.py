@@ -22,13 +22,14 @@ MAX_WIDTH = 4096      # channels or units per hidden layer
 
 # The schedule of the 50k-60k-image datasets, chosen on Fashion-MNIST for a whole run
 # (phase 1, phase 2, the validation passes and the test pass) of about 20 minutes on
-# two cores: one epoch of 54,000 images (after the validation split) takes about 90 s
-# of one core's time in noise or exact mode today, so 15 epochs take about 23 minutes
-# single-threaded and fit the budget once both cores train. Three times the epochs of the
-# 3 + 2 schedule that came within 0.7 points of float32, two thirds of them in phase 1
-# as for digits. Batch 64 and Adam's 3e-3 stay: batch 128 measured no faster per epoch
-# (about 95 s against 89 s), so it would only halve the optimizer steps.
-# mnist and cifar10 use the same schedule, untuned.
+# two cores. One epoch of its 54,000 training images (after the validation split)
+# takes about 90 s of one core in noise or exact mode with BLAS on one thread (2-core
+# AMD EPYC), so 10 + 5 epochs take about 23 minutes on one core, less on two. That
+# is three times the epochs of a 3 + 2 schedule that came within 0.7 points of
+# float32, two thirds of them in phase 1 as for digits. Batch 64 and Adam's 3e-3
+# stay: batch 128 was no faster per epoch (about 95 s against 89 s of one core), so
+# it would only halve the optimizer steps. mnist and cifar10 use the same schedule,
+# untuned.
 LARGE_IMAGE_SCHEDULE = {"epochs_phase1": 10, "epochs_phase2": 5, "batch_size": 64, "lr": 3e-3}
 DATASET_DEFAULTS = {"digits": {}, "mnist": LARGE_IMAGE_SCHEDULE,
                     "fashion-mnist": LARGE_IMAGE_SCHEDULE, "cifar10": LARGE_IMAGE_SCHEDULE}
