@@ -150,8 +150,8 @@ def _train_parser(sub) -> None:
     t.add_argument("--force", action="store_true",
                    help="overwrite the run already in --out (default: refuse)")
     t.add_argument("--quiet", action="store_true",
-                   help="no progress on stderr (default: a bar on a terminal, one line "
-                        "per epoch otherwise)")
+                   help="nothing on stderr while training (default: the split and the "
+                        "schedule, then a bar on a terminal, one line per epoch otherwise)")
     t.add_argument("--resume", metavar="DIR", type=folder, default=None,
                    help="continue the interrupted run in DIR from its last checkpoint; its "
                         "options come from the checkpoint (only --lr and --quiet may be "
