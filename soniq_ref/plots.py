@@ -1,6 +1,6 @@
 """The two pictures of a training run (matplotlib, Agg backend, no display needed).
 
-``curves.png``  loss and accuracy (train and test, %) per epoch; a dashed line
+``curves.png``  loss and accuracy (train and validation, %) per epoch; a dashed line
                 marks the boundary between phase 1 (noise) and phase 2 (exact).
 ``bits.png``    per quantized layer, the share of its channels at each bit width, for
                 weights (output channels) and activations (input channels or
@@ -46,7 +46,8 @@ def plot_curves(history, path) -> None:
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [h.loss for h in history], marker=".", label="train loss")
     ax_acc.plot(epochs, [h.train_accuracy for h in history], marker=".", label="train")
-    ax_acc.plot(epochs, [h.test_accuracy for h in history], marker=".", label="test")
+    if any(np.isfinite(h.val_accuracy) for h in history):     # none without a validation set
+        ax_acc.plot(epochs, [h.val_accuracy for h in history], marker=".", label="validation")
     boundary = [h.epoch for a, h in zip(history, history[1:]) if a.phase != h.phase]
     for ax in (ax_loss, ax_acc):
         for b in boundary:

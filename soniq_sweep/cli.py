@@ -15,6 +15,7 @@ from pathlib import Path
 
 GRID_OPTIONS = ("target_weight_bits", "target_act_bits", "weight_palette", "act_palette",
                 "seeds", "fp32")
+SCHEDULE_OPTIONS = ("epochs_phase1", "epochs_phase2", "batch_size", "lr", "val_fraction")
 
 
 def _numbers(kind):
@@ -32,7 +33,7 @@ def _numbers(kind):
 
 def add_arguments(parser) -> None:
     """The options of ``soniq sweep``, each with its default (as every ``soniq`` option)."""
-    from soniq_ref.cli.parser import folder, integer, palette, positive
+    from soniq_ref.cli.parser import folder, fraction, integer, palette, per_dataset, positive
     from soniq_ref.data import DATASET_NAMES
     from soniq_ref.models import MODEL_NAMES
     from soniq_ref.train import TrainConfig
@@ -62,14 +63,22 @@ def add_arguments(parser) -> None:
                         "dataset cache; digits needs none)")
     t.add_argument("--model", choices=MODEL_NAMES, default=d.model,
                    help=f"network (default: {d.model})")
-    t.add_argument("--epochs-phase1", metavar="N", type=integer(0), default=d.epochs_phase1,
-                   help=f"epochs of phase 1 (default: {d.epochs_phase1})")
-    t.add_argument("--epochs-phase2", metavar="N", type=integer(0), default=d.epochs_phase2,
-                   help=f"epochs of phase 2 (default: {d.epochs_phase2})")
-    t.add_argument("--batch-size", metavar="N", type=integer(1), default=d.batch_size,
-                   help=f"images per mini-batch (default: {d.batch_size})")
-    t.add_argument("--lr", metavar="RATE", type=positive, default=d.lr,
-                   help=f"Adam learning rate (default: {d.lr:g})")
+    t.add_argument("--epochs-phase1", metavar="N", type=integer(0), default=None,
+                   help=f"epochs of phase 1 (default: "
+                        f"{per_dataset('epochs_phase1')})")
+    t.add_argument("--epochs-phase2", metavar="N", type=integer(0), default=None,
+                   help=f"epochs of phase 2 (default: "
+                        f"{per_dataset('epochs_phase2')})")
+    t.add_argument("--batch-size", metavar="N", type=integer(1), default=None,
+                   help=f"images per mini-batch (default: "
+                        f"{per_dataset('batch_size')})")
+    t.add_argument("--lr", metavar="RATE", type=positive, default=None,
+                   help=f"Adam learning rate (default: "
+                        f"{per_dataset('lr', '{:g}'.format)})")
+    t.add_argument("--val-fraction", metavar="F", type=fraction, default=None,
+                   help="the last F of the training images are each trial's validation "
+                        "set, on which the frontier is drawn; the test set is scored once "
+                        f"per trial; 0: none (default: {d.val_fraction:g})")
     r = parser.add_argument_group("where the trials run")
     r.add_argument("--out", metavar="DIR", type=folder, default=None,
                    help="the sweep folder; a re-run skips finished trials and resumes "
@@ -95,9 +104,9 @@ def _trials(args):
             raise GridError(f"--grid cannot be combined with {', '.join(given)}; put them "
                             f"in the grid file")
         return load_grid_file(args.grid)
-    base = dict(dataset=args.dataset, data_dir=args.data_dir, model=args.model,
-                epochs_phase1=args.epochs_phase1, epochs_phase2=args.epochs_phase2,
-                batch_size=args.batch_size, lr=args.lr)
+    base = dict(dataset=args.dataset, data_dir=args.data_dir, model=args.model)
+    base.update({name: getattr(args, name) for name in SCHEDULE_OPTIONS
+                 if getattr(args, name) is not None})      # the rest: the dataset's
     axes = {"target_weight_bits": args.target_weight_bits,
             "target_act_bits": args.target_act_bits,
             "weight_palette": args.weight_palette, "act_palette": args.act_palette}
@@ -105,21 +114,28 @@ def _trials(args):
 
 
 def summary_lines(rows) -> list[str]:
-    """A markdown table: per grid point, accuracy mean (min..max) over seeds and bits."""
-    from .results import flat_row, groups
+    """A markdown table: per grid point, validation and test accuracy, mean (min..max)
+    over seeds, and bits."""
+    from .results import flat_row, groups, number
 
     flat = [flat_row(r) for r in rows]
-    lines = ["| W palette | A palette | W budget | A budget | seeds | test accuracy % | "
-             "mean W bits | mean A bits |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| W palette | A palette | W budget | A budget | seeds | validation accuracy % | "
+             "test accuracy % | mean W bits | mean A bits |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    spread = lambda g, key: (f"{g[key]:.2f} ({g[key + '_min']:.2f}.."
+                             f"{g[key + '_max']:.2f})")
     for g in groups(flat):
         lines.append(f"| {g['weight_palette']} | {g['act_palette']} | "
                      f"{g['target_weight_bits']:g} | {g['target_act_bits']:g} | {g['seeds']} | "
-                     f"{g['accuracy']:.2f} ({g['accuracy_min']:.2f}..{g['accuracy_max']:.2f}) | "
+                     f"{spread(g, 'val_accuracy')} | {spread(g, 'accuracy')} | "
                      f"{g['weight_bits']:.3f} | {g['act_bits']:.3f} |")
-    fp32 = [r["test_accuracy"] for r in flat if r.get("fp32") and r.get("status") == "done"]
-    if fp32:
-        lines.append(f"| float32 | | | | {len(fp32)} | {sum(fp32) / len(fp32):.2f} "
-                     f"({min(fp32):.2f}..{max(fp32):.2f}) | 32 | 32 |")
+    done = [r for r in flat if r.get("fp32") and r.get("status") == "done"]
+    if done:
+        cells = []
+        for key in ("val_accuracy", "test_accuracy"):
+            acc = [number(r, key) for r in done]
+            cells.append(f"{sum(acc) / len(acc):.2f} ({min(acc):.2f}..{max(acc):.2f})")
+        lines.append(f"| float32 | | | | {len(done)} | {cells[0]} | {cells[1]} | 32 | 32 |")
     failed = [r for r in flat if r.get("status") != "done"]
     lines += [f"failed: {r['id']}: {r['reason']}" for r in failed]
     return lines

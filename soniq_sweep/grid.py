@@ -5,6 +5,7 @@ is the first 12 hex digits of the SHA-256 of the config's canonical JSON, so the
 config always lands in the same folder ``SWEEP_DIR/trials/<id>/``: a re-run finds
 what an earlier, interrupted run of the same sweep already did.
 
+Options a trial does not give come from its dataset's defaults, as for ``soniq train``.
 The grid is the product of its axes (budgets, palettes) with the seeds, less the
 combinations whose budget lies outside its palette's two levels (they cannot be met);
 ``fp32`` adds one float baseline per seed.
@@ -54,14 +55,17 @@ def trial_of(config: TrainConfig) -> Trial:
 
 
 def _config(base: dict, **changes) -> TrainConfig:
-    """A validated config; GridError names the field at fault."""
+    """A validated config, its dataset's defaults (:meth:`TrainConfig.for_dataset`) for
+    the options not given; GridError names the field at fault."""
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(base) - known)
     if unknown:
         raise GridError(f"unknown training option(s) {', '.join(unknown)}; known: "
                         f"{', '.join(sorted(known))}")
     try:
-        return TrainConfig(**{**base, **changes}).validate()
+        given = {**base, **changes}
+        return TrainConfig.for_dataset(given.pop("dataset", TrainConfig.dataset),
+                                       **given).validate()
     except (TypeError, ValueError) as exc:
         raise GridError(str(exc)) from None
 

@@ -97,7 +97,9 @@ def _prepare(sweep_dir: Path, trials: list[Trial]) -> list[Trial]:
 def _report_line(row: dict, index: int, total: int) -> str:
     if row["status"] != "done":
         return f"[{index}/{total}] {row['id']} failed: {row['reason']}"
-    return (f"[{index}/{total}] {row['id']} done: test {row['test_accuracy']:.2f}%  "
+    validation = "-" if row.get("val_accuracy") is None else f"{row['val_accuracy']:.2f}%"
+    return (f"[{index}/{total}] {row['id']} done: validation {validation}  "
+            f"test {row['test_accuracy']:.2f}%  "
             f"w {row['mean_weight_bits']:.2f} a {row['mean_act_bits']:.2f} bits  "
             f"{row['train_seconds']:.0f} s")
 

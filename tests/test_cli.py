@@ -92,6 +92,8 @@ def test_fp32_baseline(tmp_path):
     (["train", "--dataset", "imagenet"], "dataset"),
     (["train", "--dataset", "mnist"], "--data-dir"),
     (["train", "--epochs-phase1", "-2"], "--epochs-phase1"),
+    (["train", "--val-fraction", "1"], "--val-fraction"),
+    (["train", "--val-fraction", "-0.1"], "--val-fraction"),
     (["eval", "missing.soniq", "--dataset", "digits"], "cannot read"),
     (["info", "missing.soniq"], "cannot read"),
     (["frobnicate"], "invalid choice"),
@@ -151,3 +153,32 @@ def test_console_script_is_installed():
         pytest.skip("the soniq console script is not on PATH; pip install -e . installs it")
     proc = subprocess.run([exe, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "train" in proc.stdout
+
+
+def test_metrics_report_the_validation_and_test_accuracy(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 <= metrics["val_accuracy"] <= 100 and metrics["val_fraction"] == 0.1
+    header = (run_dir / "history.csv").read_text().splitlines()[0]
+    assert header == ("phase,epoch,loss,train_accuracy,val_accuracy,mean_weight_bits,"
+                      "mean_act_bits")
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], dict(dataset="digits", epochs_phase1=30, epochs_phase2=15, batch_size=64)),
+    (["--dataset", "fashion-mnist"], "fashion-mnist"),
+    (["--dataset", "fashion-mnist", "--epochs-phase1", "2", "--batch-size", "32", "--lr",
+      "0.01", "--val-fraction", "0"],
+     dict(dataset="fashion-mnist", epochs_phase1=2, batch_size=32, lr=0.01, val_fraction=0.0)),
+])
+def test_options_not_given_come_from_the_datasets_defaults(argv, expected):
+    from soniq_ref.cli.parser import build_parser
+    from soniq_ref.cli.train_command import config_from_args
+    from soniq_ref.train import TrainConfig
+    from soniq_ref.train.config import DATASET_DEFAULTS
+
+    config = config_from_args(build_parser().parse_args(["train", *argv]))
+    if isinstance(expected, str):
+        expected = dict(DATASET_DEFAULTS[expected], dataset=expected)
+    assert {k: getattr(config, k) for k in expected} == expected
+    assert config == TrainConfig.for_dataset(config.dataset, **{
+        k: getattr(config, k) for k in expected if k != "dataset"})

@@ -153,7 +153,7 @@ def test_history_csv_has_one_row_per_epoch(run_dir):
     with open(run_dir / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["phase"], r["epoch"]) for r in rows] == [("noise", "1"), ("exact", "2")]
-    assert all(0 <= float(r["test_accuracy"]) <= 100 for r in rows)
+    assert all(0 <= float(r["val_accuracy"]) <= 100 for r in rows)
 
 
 def test_an_existing_run_is_not_overwritten_without_force(tmp_path):
@@ -181,10 +181,12 @@ def test_progress_to_a_file_is_one_plain_line_per_epoch(tmp_path):
     assert done.returncode == 0
     text = log.read_text()
     assert "\r" not in text
-    lines = text.splitlines()
+    header, *lines = text.splitlines()
+    assert header.startswith("digits: 1294 training, 144 validation (the last 10%), 359 test "
+                              "images; epochs 2 + 1, batch 64, lr 0.003")
     assert [line.split(":")[0] for line in lines] == ["phase 1 epoch 1/3", "phase 1 epoch 2/3",
                                                       "phase 2 epoch 3/3"]
-    assert all("train acc" in line and "test acc" in line and "loss" in line
+    assert all("train acc" in line and "val acc" in line and "loss" in line
                for line in lines)
     assert done.stdout.startswith("test accuracy ")
 

@@ -127,3 +127,25 @@ def test_cifar10_pickles_cannot_run_code(tmp_path, capsys):
 def test_unknown_dataset():
     with pytest.raises(DatasetError, match="dataset must be one of"):
         load_dataset("imagenet")
+
+
+def test_the_validation_split_is_the_last_images_of_the_training_set():
+    from soniq_ref.data import hold_out_validation
+    from soniq_ref.data.validation import validation_size
+
+    data = load_dataset("digits")
+    n = len(data.x_train)
+    split = hold_out_validation(data, 0.1)
+    n_val = int(round(0.1 * n))
+    assert len(split.x_val) == len(split.y_val) == n_val and len(split.x_train) == n - n_val
+    assert np.array_equal(split.x_val, data.x_train[n - n_val:])
+    assert np.array_equal(split.y_val, data.y_train[n - n_val:])
+    assert np.array_equal(split.x_train, data.x_train[:n - n_val])
+    assert split.x_test is data.x_test and split.y_test is data.y_test   # untouched
+    none = hold_out_validation(data, 0)
+    assert len(none.x_val) == 0 and len(none.x_train) == n
+    assert [validation_size(60000, f) for f in (0, 0.1, 0.25)] == [0, 6000, 15000]
+    assert validation_size(3, 0.01) == 1          # a fraction > 0 holds out something
+    with pytest.raises(DatasetError, match="leaves none to train on"):
+        hold_out_validation(data.__class__("toy", data.x_train[:1], data.y_train[:1],
+                                           data.x_test, data.y_test, 10), 0.5)

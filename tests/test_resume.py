@@ -120,3 +120,14 @@ def test_checkpoint_write_is_atomic(tmp_path):
     arrays, meta = checkpoint.load(tmp_path)
     assert meta["progress"]["epoch"] == 1 and meta["progress"]["phase_index"] == 1
     assert all(isinstance(a, np.ndarray) for a in arrays.values())
+
+
+def test_the_validation_split_is_part_of_the_checkpointed_config(tmp_path):
+    config = TrainConfig(model="mlp", hidden=(8,), epochs_phase1=1, epochs_phase2=1,
+                         limit_train=64, limit_test=32)
+    train(config, run_dir=tmp_path)
+    assert checkpoint.load(tmp_path)[1]["progress"]["config"]["val_fraction"] == 0.1
+    other = TrainConfig(model="mlp", hidden=(8,), epochs_phase1=1, epochs_phase2=1,
+                        limit_train=64, limit_test=32, val_fraction=0.2)
+    with pytest.raises(checkpoint.CheckpointError, match="other options"):
+        train(other, run_dir=tmp_path, resume=True)

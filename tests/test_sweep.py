@@ -205,3 +205,32 @@ def test_sweep_errors_are_one_line(tmp_path):
     assert "no trial whose budgets" in done.stderr
     done = _soniq("sweep", "--report", str(tmp_path / "empty"))
     assert done.returncode == 1 and "no finished trial" in done.stderr
+
+
+def test_trials_report_validation_accuracy_and_the_frontier_is_chosen_on_it(tmp_path):
+    from soniq_sweep.cli import summary_lines
+    from soniq_sweep.results import chosen_on, flat_row
+
+    held_out, _ = expand(TINY, {}, [0], fp32=True)
+    rows = run_sweep(held_out, tmp_path / "s", local=True)
+    assert all(r["status"] == "done" and 0 <= r["val_accuracy"] <= 100 for r in rows)
+    assert all(r["config"]["val_fraction"] == 0.1 for r in rows)
+    flat = [flat_row(r) for r in rows]
+    assert chosen_on(flat) == "val_accuracy"
+    header = (tmp_path / "s" / "results.csv").read_text().splitlines()[0].split(",")
+    assert "val_accuracy" in header and "val_fraction" in header
+    assert "validation accuracy %" in summary_lines(rows)[0]
+    none, _ = expand(dict(TINY, val_fraction=0.0), {}, [0])
+    rows = run_sweep(held_out + none, tmp_path / "s", local=True)
+    assert [r["val_accuracy"] for r in rows if r["config"]["val_fraction"] == 0] == [None]
+    assert chosen_on([flat_row(r) for r in rows]) == "test_accuracy"   # one has no split
+    assert len(summary_lines(rows)) == 2 + 1 + 1     # header, one grid point (2 trials), fp32
+
+
+def test_sweep_options_not_given_take_the_datasets_defaults():
+    from soniq_ref.train.config import DATASET_DEFAULTS
+
+    trials, _ = expand({"dataset": "fashion-mnist", "epochs_phase2": 1}, {}, [0])
+    config = trials[0].config
+    assert config.epochs_phase1 == DATASET_DEFAULTS["fashion-mnist"]["epochs_phase1"]
+    assert config.epochs_phase2 == 1

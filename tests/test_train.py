@@ -85,7 +85,7 @@ def test_fp32_baseline_trains_the_float_network():
 
 def test_learning_happens():
     result = train(TrainConfig(epochs_phase1=2, epochs_phase2=1, limit_train=600,
-                               channels=(16, 32), seed=0))
+                               channels=(16, 32), seed=0, val_fraction=0.0))
     losses = [h.loss for h in result.history]
     assert losses[2] < losses[1] < losses[0]
     assert result.test_accuracy > 25          # ten classes: chance is 10 %
@@ -110,3 +110,61 @@ def test_config_is_validated(field, value, message):
         train(TrainConfig(**{field: value}))
     with pytest.raises(ValueError, match="at least 1"):
         TrainConfig(epochs_phase1=0, epochs_phase2=0).validate()
+
+
+def test_epochs_watch_the_validation_set_and_the_test_set_is_scored_once(monkeypatch):
+    from soniq_ref.data import load_dataset
+    from soniq_ref.train import trainer
+
+    config = TrainConfig(**dict(TINY, limit_train=120), fp32=True, val_fraction=0.25)
+    data = load_dataset("digits")
+    test_images = data.x_test[:config.limit_test]
+    seen = []
+    real = trainer.predict
+    monkeypatch.setattr(trainer, "predict", lambda model, x: seen.append(x) or real(model, x))
+    result = train(config)
+    held_out = data.x_train[90:120]                           # the last 25 % of 120 images
+    assert [len(x) for x in seen[:2]] == [30, 30]             # one pass per epoch
+    assert all(np.array_equal(x, held_out) for x in seen[:2])
+    assert sum(np.array_equal(x, test_images) for x in seen) == 1    # at the end only
+    model_pred = real(result.model, held_out)
+    expected = 100.0 * np.mean(model_pred == data.y_train[90:120])
+    assert result.val_accuracy == expected == result.history[-1].val_accuracy
+
+
+def test_quantized_run_reports_the_deploy_models_validation_accuracy():
+    from soniq_ref.data import load_dataset
+
+    result = train(TrainConfig(**TINY, seed=2))
+    data = load_dataset("digits")
+    held_out, labels = data.x_train[86:96], data.y_train[86:96]    # round(0.1 * 96) = 10
+    assert result.val_accuracy == 100.0 * np.mean(result.deploy.predict(held_out) == labels)
+    test_pred = result.deploy.predict(data.x_test[:60])
+    assert result.test_accuracy == 100.0 * np.mean(test_pred == data.y_test[:60])
+
+
+def test_no_validation_split():
+    result = train(TrainConfig(**TINY, val_fraction=0.0))
+    assert all(np.isnan(h.val_accuracy) for h in result.history)
+    assert np.isnan(result.val_accuracy) and 0 <= result.test_accuracy <= 100
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, 1.5, float("nan"), True, "0.1"])
+def test_bad_val_fraction(value):
+    with pytest.raises(ValueError, match="val_fraction"):
+        TrainConfig(val_fraction=value).validate()
+
+
+def test_defaults_per_dataset():
+    from soniq_ref.train.config import DATASET_DEFAULTS
+
+    digits = TrainConfig.for_dataset("digits")
+    assert digits == TrainConfig()
+    fashion = TrainConfig.for_dataset("fashion-mnist")
+    assert fashion.dataset == "fashion-mnist"
+    assert {k: getattr(fashion, k) for k in DATASET_DEFAULTS["fashion-mnist"]} == \
+        DATASET_DEFAULTS["fashion-mnist"]
+    assert (fashion.epochs_phase1, fashion.epochs_phase2) != (30, 15)
+    given = TrainConfig.for_dataset("fashion-mnist", epochs_phase1=2, lr=0.01)
+    assert given.epochs_phase1 == 2 and given.lr == 0.01
+    assert given.epochs_phase2 == fashion.epochs_phase2

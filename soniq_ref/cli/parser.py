@@ -75,6 +75,31 @@ def _pair(values) -> str:
     return ",".join(map(str, values))
 
 
+def per_dataset(name: str, show=str) -> str:
+    """A field's default for each dataset: ``30 for digits; 10 for mnist, fashion-mnist,
+    cifar10``, or the one value all share."""
+    from ..train.config import DATASET_DEFAULTS
+
+    by_value = {}
+    for dataset in DATASET_DEFAULTS:
+        value = show(getattr(TrainConfig.for_dataset(dataset), name))
+        by_value.setdefault(value, []).append(dataset)
+    if len(by_value) == 1:
+        return next(iter(by_value))
+    return "; ".join(f"{v} for {', '.join(names)}" for v, names in by_value.items())
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return value
+
+
 def _train_parser(sub) -> None:
     d = TrainConfig()
     t = sub.add_parser("train", help="train a mixed-precision network (writes a run folder)",
@@ -100,17 +125,24 @@ def _train_parser(sub) -> None:
                    help="budget: mean bits per activation, within the activation palette "
                         f"(default: {d.target_act_bits})")
     t.add_argument("--epochs-phase1", metavar="N", type=integer(0), default=None,
-                   help=f"epochs of phase 1, noise injection (default: {d.epochs_phase1})")
+                   help=f"epochs of phase 1, noise injection (default: "
+                        f"{per_dataset('epochs_phase1')})")
     t.add_argument("--epochs-phase2", metavar="N", type=integer(0), default=None,
-                   help=f"epochs of phase 2, exact integer arithmetic "
-                        f"(default: {d.epochs_phase2})")
+                   help=f"epochs of phase 2, exact integer arithmetic (default: "
+                        f"{per_dataset('epochs_phase2')})")
     t.add_argument("--seed", metavar="N", type=integer(0), default=None,
                    help=f"seed of every random choice (default: {d.seed})")
     t.add_argument("--batch-size", metavar="N", type=integer(1), default=None,
-                   help=f"images per mini-batch (default: {d.batch_size})")
+                   help=f"images per mini-batch (default: "
+                        f"{per_dataset('batch_size')})")
     t.add_argument("--lr", metavar="RATE", type=positive, default=None,
-                   help=f"Adam learning rate, cosine schedule per phase (default: {d.lr:g}); "
-                        "with --resume, the rate for the rest of the run")
+                   help=f"Adam learning rate, cosine schedule per phase (default: "
+                        f"{per_dataset('lr', '{:g}'.format)}); with --resume, the "
+                        f"rate for the rest of the run")
+    t.add_argument("--val-fraction", metavar="F", type=fraction, default=None,
+                   help="hold out the last F of the training images as the validation set "
+                        "that every epoch reports; the test set is evaluated once, at the "
+                        f"end; 0: no validation set (default: {d.val_fraction:g})")
     t.add_argument("--threads", metavar="N", type=integer(1), default=None,
                    help="BLAS threads for training; the model does not depend on it "
                         "(default: one per core that other work leaves idle)")
@@ -121,8 +153,8 @@ def _train_parser(sub) -> None:
     t.add_argument("--force", action="store_true",
                    help="overwrite the run already in --out (default: refuse)")
     t.add_argument("--quiet", action="store_true",
-                   help="no progress on stderr (default: a bar on a terminal, one line "
-                        "per epoch otherwise)")
+                   help="nothing on stderr while training (default: the split and the "
+                        "schedule, then a bar on a terminal, one line per epoch otherwise)")
     t.add_argument("--resume", metavar="DIR", type=folder, default=None,
                    help="continue the interrupted run in DIR from its last checkpoint; its "
                         "options come from the checkpoint (only --lr and --quiet may be "

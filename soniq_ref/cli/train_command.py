@@ -24,7 +24,7 @@ OUTPUT_NAMES = ("metrics.json", "model.soniq", "model_fp32.npz", "curves.png", "
 RESUME_OPTIONS = ("resume", "lr", "quiet")          # what --resume accepts
 CONFIG_OPTIONS = ("dataset", "data_dir", "model", "weight_palette", "act_palette",
                   "target_weight_bits", "target_act_bits", "epochs_phase1", "epochs_phase2",
-                  "seed", "batch_size", "lr", "fp32", "threads")
+                  "seed", "val_fraction", "batch_size", "lr", "fp32", "threads")
 
 
 class Interrupted(Exception):
@@ -64,9 +64,10 @@ def _given(value) -> bool:
 
 
 def config_from_args(args) -> TrainConfig:
-    """The run's TrainConfig: the options given, TrainConfig's defaults for the rest."""
+    """The run's TrainConfig: the options given, the dataset's defaults for the rest
+    (:meth:`TrainConfig.for_dataset`)."""
     given = {k: getattr(args, k) for k in CONFIG_OPTIONS if _given(getattr(args, k))}
-    config = TrainConfig(**given)
+    config = TrainConfig.for_dataset(given.pop("dataset", TrainConfig.dataset), **given)
     if not config.fp32:
         _check_budgets(config)
     try:
@@ -127,7 +128,9 @@ def run_train(args) -> None:
         metrics = write_run(result, out)
     except KeyboardInterrupt:
         raise Interrupted(out) from None
-    print(f"test accuracy {percent(metrics['test_accuracy'])}  mean bits w "
+    validation = "no validation set" if metrics["val_accuracy"] is None else \
+        f"validation {percent(metrics['val_accuracy'])}"
+    print(f"test accuracy {percent(metrics['test_accuracy'])}  {validation}  mean bits w "
           f"{metrics['mean_weight_bits']:.3f} a {metrics['mean_act_bits']:.3f}  model "
           f"{metrics['model_bytes']} bytes ({metrics['compression_vs_fp32']:.2f}x vs float32)"
           f"  {metrics['train_seconds']:.1f} s", flush=True)

@@ -15,7 +15,12 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """x_*: uint8 [N, C, H, W] pixel codes; y_*: int64 [N] labels in 0..n_classes-1."""
+    """x_*: uint8 [N, C, H, W] pixel codes; y_*: int64 [N] labels in 0..n_classes-1.
+
+    ``x_val``, ``y_val``: the validation set a training run reports every epoch, held
+    out of the training images by :func:`~soniq_ref.data.hold_out_validation` (None:
+    not split yet, or no validation set).
+    """
 
     name: str
     x_train: np.ndarray
@@ -24,6 +29,8 @@ class Dataset:
     y_test: np.ndarray
     n_classes: int
     class_names: tuple[str, ...] = ()     # label -> name; empty: the label's number
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
     @property
     def names(self) -> list[str]:

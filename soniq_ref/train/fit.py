@@ -19,8 +19,11 @@ Inputs: images ``x`` ``[N, *input_shape]`` as uint8 pixels, integers in 0..255, 
 floats in [0, 1], which are rounded to 8-bit pixels ``rint(x * 255)`` (exact for
 values ``k / 255``; the network reads 8-bit pixels, like the deployed model).
 Labels: integers (any integer or integral float dtype) in ``0..n_classes-1``.
-Bit widths and palettes are plain Python ints. Without ``x_val`` the per-epoch and
-final test accuracies are NaN.
+Bit widths and palettes are plain Python ints. ``x_val``/``y_val`` are the held-out
+arrays: every epoch reports its accuracy on them (``EpochRecord.val_accuracy``) and
+the final ``test_accuracy`` and ``val_accuracy`` are the deploy model's on them (no
+images are held out of ``x_train``: ``config.val_fraction`` is not used). Without
+``x_val`` these accuracies are NaN.
 """
 
 from __future__ import annotations
@@ -85,8 +88,8 @@ def fit(model, x_train, y_train, x_val=None, y_val=None, config: TrainConfig | N
     """Train ``model`` on arrays; returns the TrainResult (``history``, ``deploy``, ...).
 
     ``config`` sets epochs, budgets, learning rate, batch size and seed (its
-    ``dataset``, ``model`` and palettes are not used: the layers carry their own
-    palettes). Each of ``callbacks`` is called with every epoch's EpochRecord;
+    ``dataset``, ``model``, ``val_fraction`` and palettes are not used: the layers
+    carry their own palettes, ``x_val`` is the validation set). Each of ``callbacks`` is called with every epoch's EpochRecord;
     ``run_dir`` keeps a checkpoint and ``history.csv`` there as ``soniq train`` does.
     """
     layers = _check_model(model)
@@ -102,7 +105,7 @@ def fit(model, x_train, y_train, x_val=None, y_val=None, config: TrainConfig | N
     if names and len(names) != n_classes:
         raise ValueError(f"class_names must name the {n_classes} classes, got {len(names)}")
     config = replace(config or TrainConfig(), **_palettes(layers)).validate()
-    data = Dataset(ARRAYS, x, y, xv, yv, n_classes, names)
+    data = Dataset(ARRAYS, x, y, xv, yv, n_classes, names, x_val=xv, y_val=yv)
     result = run_training(model, data, config, progress=progress, run_dir=run_dir,
                           callbacks=callbacks)
     if result.deploy is not None:

@@ -2,7 +2,8 @@
 
 Columns: ``phase`` (noise, exact or float), ``epoch`` (from 1 over the whole run),
 ``loss`` (mean training loss; phase 1 includes the bit-budget term),
-``train_accuracy`` and ``test_accuracy`` (%), ``mean_weight_bits``, ``mean_act_bits``.
+``train_accuracy`` (on the training batches) and ``val_accuracy`` (on the validation
+set, empty without one) (%), ``mean_weight_bits``, ``mean_act_bits``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A training run stores, in the ``.soniq`` file's ``metadata`` (see docs/file-format.md)
 and in ``metrics.json``: the dataset, the input shape, the class names and the
 training configuration (palettes, budgets, learning rate, batch size, epochs, seed,
-SONIQ version, the backend training ran on). The BLAS thread count is not recorded in
+validation fraction, SONIQ version, the backend training ran on). The BLAS thread count is not recorded in
 the model: it does not change the model (``metrics.json`` records it). ``soniq eval`` and
 ``soniq predict`` default to it; :func:`read_metadata` validates what a file holds.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 TRAINING_KEYS = ("model", "weight_palette", "act_palette", "target_weight_bits",
                  "target_act_bits", "lr", "batch_size", "epochs_phase1", "epochs_phase2",
-                 "seed", "optimizer", "fp32", "data_dir")
+                 "seed", "val_fraction", "optimizer", "fp32", "data_dir")
 TRAIN_BACKEND = "ref"       # training runs the reference
 
 

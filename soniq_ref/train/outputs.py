@@ -1,8 +1,9 @@
 """What a training run leaves in its output folder, and ``metrics.json``.
 
 ``metrics.json`` keys (stable; documented in docs/cli.md): ``test_accuracy``
-(%, of the exported deploy model; of the float model for ``--fp32``),
-``train_seconds``, ``mean_weight_bits``, ``mean_act_bits`` (parameter- and
+(%, of the exported deploy model on the test set, measured once at the end; of the
+float model for ``--fp32``), ``val_accuracy`` (the same model on the validation set;
+``null`` without one), ``train_seconds``, ``mean_weight_bits``, ``mean_act_bits`` (parameter- and
 activation-element-weighted, 32 for ``--fp32``), ``model_bytes`` (size of
 ``model.soniq``; for ``--fp32`` the float32 weights and biases), ``compression_vs_fp32``
 (float32 bytes of the same network's weights and biases / ``model_bytes``),
@@ -10,13 +11,14 @@ activation-element-weighted, 32 for ``--fp32``), ``model_bytes`` (size of
 ``epochs_phase1``, ``epochs_phase2``, ``seed``, ``dataset``, ``model``, and what
 the model file's metadata records (:mod:`.metadata`): ``input_shape``,
 ``class_names``, ``weight_palette``, ``act_palette``, ``target_weight_bits``,
-``target_act_bits``, ``lr``, ``batch_size``, ``version``, ``backend``; and ``threads``,
-the BLAS threads training ran on.
+``target_act_bits``, ``lr``, ``batch_size``, ``val_fraction``, ``version``, ``backend``; and
+``threads``, the BLAS threads training ran on.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from .. import fileformat
@@ -26,11 +28,11 @@ from .float_model import FILE_NAME as FLOAT_FILE, save_float_model
 from .metadata import run_metadata
 from .trainer import TrainResult, blas_threads
 
-METRIC_KEYS = ("test_accuracy", "train_seconds", "mean_weight_bits", "mean_act_bits",
+METRIC_KEYS = ("test_accuracy", "val_accuracy", "train_seconds", "mean_weight_bits", "mean_act_bits",
                "model_bytes", "compression_vs_fp32", "epochs_phase1", "epochs_phase2",
                "seed", "dataset", "model", "input_shape", "class_names", "weight_palette",
                "act_palette", "target_weight_bits", "target_act_bits", "lr", "batch_size",
-               "version", "threads", "backend")
+               "val_fraction", "version", "threads", "backend")
 
 
 def _float_bytes(result: TrainResult) -> int:
@@ -66,6 +68,7 @@ def write_run(result: TrainResult, out_dir) -> dict:
     plot_curves(result.history, out / "curves.png")
     meta = run_metadata(result)
     values = {"test_accuracy": result.test_accuracy,
+              "val_accuracy": None if math.isnan(result.val_accuracy) else result.val_accuracy,
               "train_seconds": round(result.train_seconds, 3),
               "mean_weight_bits": result.mean_weight_bits,
               "mean_act_bits": result.mean_act_bits,

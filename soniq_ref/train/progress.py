@@ -1,20 +1,25 @@
 """What a training run shows on stderr while it runs.
 
-On a terminal: one bar over every mini-batch of the run, redrawn in place and fitted
-to the terminal's width, labelled with the phase, the epoch, the running training
-loss and the last epoch's train/test accuracy and mean bits::
+First one line on the data and the schedule (:func:`run_header`)::
 
-    phase 1 epoch 3/45   5%|#         | 00:26 left, loss 0.612 | train 88.0% test 87.5% bits w2.54 a4.55
+    digits: 1294 training, 144 validation (the last 10%), 359 test images; epochs 30 + 15, batch 64, lr 0.003
+
+then, on a terminal, one bar over every mini-batch of the run, redrawn in place and
+fitted to the terminal's width, labelled with the phase, the epoch, the running
+training loss and the last epoch's train/validation accuracy and mean bits::
+
+    phase 1 epoch 3/45   5%|#         | 00:26 left, loss 0.612 | train 88.0% val 87.5% bits w2.54 a4.55
 
 Anywhere else (a file,
 a pipe, a CI log): one plain line per epoch and no carriage returns, e.g.::
 
-    phase 1 epoch 3/45: loss 0.512  train acc 85.31%  test acc 84.03%  bits w 2.31 a 4.50  (6.1 s)
+    phase 1 epoch 3/45: loss 0.512  train acc 85.31%  val acc 84.03%  bits w 2.31 a 4.50  (6.1 s)
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import sys
 import time
@@ -34,10 +39,30 @@ def _columns(stream) -> int:
         return 0
 
 
+def run_header(config, data) -> str:
+    """What a run trains on and how: the split sizes and the schedule."""
+    n_val, n = len(data.y_val), len(data.y_train) + len(data.y_val)
+    if n_val:
+        split = (f"{len(data.y_train)} training, {n_val} validation (the last "
+                 f"{100 * n_val / n:.3g}%), {len(data.y_test)} test images")
+    else:
+        split = (f"{len(data.y_train)} training, {len(data.y_test)} test images, no "
+                 f"validation set (val fraction 0: epochs report no validation accuracy)")
+    epochs = (f"fp32, epochs {config.epochs_phase1 + config.epochs_phase2}" if config.fp32
+              else f"epochs {config.epochs_phase1} + {config.epochs_phase2}")
+    return (f"{data.name}: {split}; {epochs}, batch {config.batch_size}, "
+            f"lr {config.lr:g}")
+
+
+def _percent(value: float, digits: int) -> str:
+    """``85.00%``; ``n/a`` for NaN (no validation set)."""
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}%"
+
+
 def epoch_summary(record) -> str:
     """The labelled numbers of one epoch (an EpochRecord)."""
     return (f"loss {record.loss:.3f}  train acc {record.train_accuracy:.2f}%  "
-            f"test acc {record.test_accuracy:.2f}%  "
+            f"val acc {_percent(record.val_accuracy, 2)}  "
             f"bits w {record.mean_weight_bits:.2f} a {record.mean_act_bits:.2f}")
 
 
@@ -51,6 +76,11 @@ class Progress:
         self.bar = None
         self.last = ""
         self.started = time.perf_counter()
+
+    def note(self, line: str) -> None:
+        """Print one line (before the bar starts), unless disabled."""
+        if self.enabled:
+            print(line, file=self.stream, flush=True)
 
     def start(self, total_steps: int, done_steps: int) -> None:
         """Open the bar (terminal only) at ``done_steps`` of ``total_steps`` mini-batches."""
@@ -77,8 +107,8 @@ class Progress:
         if not self.enabled:
             return
         if self.bar is not None:
-            self.last = (f" | train {record.train_accuracy:.1f}% test "
-                         f"{record.test_accuracy:.1f}% bits w{record.mean_weight_bits:.2f} "
+            self.last = (f" | train {record.train_accuracy:.1f}% val "
+                         f"{_percent(record.val_accuracy, 1)} bits w{record.mean_weight_bits:.2f} "
                          f"a{record.mean_act_bits:.2f}")
             return
         seconds = time.perf_counter() - self.started

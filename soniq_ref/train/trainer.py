@@ -13,6 +13,10 @@
 and for ``fp32`` the same network in float mode for ``epochs_phase1 + epochs_phase2``
 epochs. Each phase uses a cosine learning-rate schedule over its own steps.
 
+Every epoch reports its accuracy on the validation set (``config.val_fraction`` of
+the training images, held out by :func:`soniq_ref.data.hold_out_validation`); the
+test set is evaluated once, on the exported model, at the end.
+
 Every random choice (initialisation, noise, batch order) derives from
 ``config.seed``, so the same config gives the same metrics and model bytes.
 BLAS runs ``config.threads`` threads (default: one per idle core, :func:`blas_threads`);
@@ -30,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import budget
-from ..data import Dataset, load_dataset
+from ..data import Dataset, hold_out_validation, load_dataset
 from ..deploy import DeployModel
 from ..loss import softmax_cross_entropy
 from ..models import Sequential, build_model
@@ -39,7 +43,7 @@ from . import checkpoint
 from .config import TrainConfig
 from .history import write_history
 from .metadata import run_metadata
-from .progress import PHASE_LABELS, Progress
+from .progress import PHASE_LABELS, Progress, run_header
 from .snapping import snap
 
 THETA_NAMES = ("theta_w", "theta_a")
@@ -49,13 +53,14 @@ EVAL_BATCH = 512
 
 @dataclass
 class EpochRecord:
-    """One epoch: phase ('noise', 'exact' or 'float'), mean train loss, accuracies in %."""
+    """One epoch: phase ('noise', 'exact' or 'float'), mean train loss, accuracies in %
+    on the training batches and on the validation set (NaN when there is none)."""
 
     phase: str
     epoch: int
     loss: float
     train_accuracy: float
-    test_accuracy: float
+    val_accuracy: float
     mean_weight_bits: float
     mean_act_bits: float
 
@@ -65,7 +70,7 @@ class TrainResult:
     config: TrainConfig
     model: Sequential
     deploy: DeployModel | None
-    test_accuracy: float
+    test_accuracy: float              # % on the test set, measured once at the end
     train_seconds: float
     mean_weight_bits: float
     mean_act_bits: float
@@ -73,6 +78,7 @@ class TrainResult:
     class_names: list = field(default_factory=list)   # label -> name
     dataset: str | None = None                         # the data's name
     input_shape: tuple = ()                            # one sample's shape
+    val_accuracy: float = float("nan")                 # % on the validation set, at the end
 
 
 def _limit(data: Dataset, config: TrainConfig) -> Dataset:
@@ -95,6 +101,13 @@ def predict(model: Sequential, x_uint8: np.ndarray) -> np.ndarray:
            for i in range(0, len(x_uint8), EVAL_BATCH)]
     model.train()
     return np.concatenate(out)
+
+
+def _no_validation(data: Dataset) -> Dataset:
+    """``data`` with an empty validation set where it has none."""
+    if data.x_val is not None:
+        return data
+    return replace(data, x_val=data.x_train[:0], y_val=data.y_train[:0])
 
 
 def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
@@ -166,6 +179,64 @@ def _same_run(saved: dict, config: TrainConfig) -> bool:
         {k: v for k, v in mine.items() if k not in RESUME_MAY_CHANGE}
 
 
+@dataclass
+class _Start:
+    """Where a run starts: the beginning, or the position of its last checkpoint --
+    phase ``phase_index``, ``epoch`` epochs into it -- with the history and training
+    time up to there, and the checkpoint's (arrays, meta) to restore."""
+
+    phase_index: int = 0
+    epoch: int = 0
+    history: list = field(default_factory=list)
+    train_seconds: float = 0.0
+    saved: tuple | None = None
+
+
+def _starting_point(config: TrainConfig, run_dir, resume: bool) -> _Start:
+    """The beginning, or with ``resume`` the checkpoint in ``run_dir``, which must have
+    been written by this config (up to :data:`RESUME_MAY_CHANGE`)."""
+    if not resume:
+        return _Start()
+    saved = checkpoint.load(run_dir)
+    at = saved[1]["progress"]
+    if not _same_run(at["config"], config):
+        raise checkpoint.CheckpointError(
+            f"the checkpoint in {run_dir} was written by a run with other options")
+    return _Start(at["phase_index"], at["epoch"], [EpochRecord(**r) for r in at["history"]],
+                  at["train_seconds"], saved)
+
+
+@dataclass(frozen=True)
+class _PhasePlan:
+    """One phase still to run: epochs ``first_epoch..epochs-1`` of ``phase``, and the
+    checkpoint to restore first when the run resumes inside it (None: a fresh phase)."""
+
+    index: int
+    phase: str
+    epochs: int
+    lr_scale: float
+    first_epoch: int = 0
+    saved: tuple | None = None
+
+    @property
+    def resumed(self) -> bool:
+        return self.saved is not None
+
+
+def _phases_to_run(config: TrainConfig, start: _Start) -> list[_PhasePlan]:
+    """The phases after ``start``: those before its phase are done; its own phase
+    continues from its checkpoint; the later ones start fresh."""
+    plans = []
+    for index, (phase, epochs, lr_scale) in enumerate(_phases(config)):
+        if index < start.phase_index:
+            continue
+        resumed_here = start.saved is not None and index == start.phase_index
+        plans.append(_PhasePlan(index, phase, epochs, lr_scale,
+                                start.epoch if resumed_here else 0,
+                                start.saved if resumed_here else None))
+    return plans
+
+
 def _diverged(run: _Run, phase: str, loss: float) -> TrainingDiverged:
     where = f"{PHASE_LABELS[phase]}, epoch {len(run.history) + 1}"
     lower = f"{run.config.lr / 10:g}"
@@ -184,27 +255,27 @@ def _diverged(run: _Run, phase: str, loss: float) -> TrainingDiverged:
         f"--lr {lower}'")
 
 
-def _run_phase(run: _Run, phase_index: int, phase: str, epochs: int, lr_scale: float,
-               start_epoch: int = 0, saved=None):
-    """Train epochs ``start_epoch..epochs-1`` of ``phase``; an EpochRecord per epoch.
+def _run_phase(run: _Run, plan: _PhasePlan):
+    """Train the epochs of ``plan``; an EpochRecord per epoch.
 
-    ``saved`` (arrays, meta) of a checkpoint taken inside this phase is restored
-    first, optimizers included; a checkpoint is written after every epoch.
+    A checkpoint of the plan (taken inside this phase) is restored first, optimizers
+    included; a checkpoint is written after every epoch.
     """
     model, data, config = run.model, run.data, run.config
-    opt, theta_opt, lr0 = _optimizers(model, config, lr_scale)
+    phase, epochs, phase_index = plan.phase, plan.epochs, plan.index
+    opt, theta_opt, lr0 = _optimizers(model, config, plan.lr_scale)
     optimizers = {"main": opt, "theta": theta_opt}
-    if saved is not None:
-        checkpoint.restore(*saved, model=model, optimizers=optimizers, rng=run.rng,
+    if plan.resumed:
+        checkpoint.restore(*plan.saved, model=model, optimizers=optimizers, rng=run.rng,
                            path=Path(run.run_dir) / checkpoint.FILE_NAME)
     else:
         model.set_mode(phase)
     x_all = as_float(data.x_train)
     n = len(x_all)
     steps_per_epoch = -(-n // config.batch_size)
-    total, step = epochs * steps_per_epoch, start_epoch * steps_per_epoch
+    total, step = epochs * steps_per_epoch, plan.first_epoch * steps_per_epoch
     layers = model.quant_layers()
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(plan.first_epoch, epochs):
         order = run.rng.permutation(n)
         loss_sum, correct = 0.0, 0
         for start in range(0, n, config.batch_size):
@@ -227,7 +298,7 @@ def _run_phase(run: _Run, phase_index: int, phase: str, epochs: int, lr_scale: f
             run.progress.batch(phase, len(run.history) + 1, loss_sum / (start + len(idx)))
         mean_w, mean_a = _mean_bits(model, phase)
         record = EpochRecord(phase, len(run.history) + 1, loss_sum / n, 100.0 * correct / n,
-                             accuracy(predict(model, data.x_test), data.y_test), mean_w, mean_a)
+                             accuracy(predict(model, data.x_val), data.y_val), mean_w, mean_a)
         run.history.append(record)
         _checkpoint(run, phase_index, epoch + 1, optimizers)
         run.progress.epoch(record)
@@ -235,12 +306,12 @@ def _run_phase(run: _Run, phase_index: int, phase: str, epochs: int, lr_scale: f
             callback(record)
 
 
-def _deploy_accuracy(deploy: DeployModel, data: Dataset) -> float:
-    if not len(data.x_test):
+def _deploy_accuracy(deploy: DeployModel, x_uint8: np.ndarray, labels: np.ndarray) -> float:
+    if not len(x_uint8):
         return float("nan")
-    pred = np.concatenate([deploy.forward(data.x_test[i:i + EVAL_BATCH]).argmax(axis=1)
-                           for i in range(0, len(data.x_test), EVAL_BATCH)])
-    return accuracy(pred, data.y_test)
+    pred = np.concatenate([deploy.forward(x_uint8[i:i + EVAL_BATCH]).argmax(axis=1)
+                           for i in range(0, len(x_uint8), EVAL_BATCH)])
+    return accuracy(pred, labels)
 
 
 def train(config: TrainConfig, *, progress: bool = False, run_dir=None,
@@ -254,7 +325,8 @@ def train(config: TrainConfig, *, progress: bool = False, run_dir=None,
     every epoch's :class:`EpochRecord`.
     """
     config.validate()
-    data = _limit(load_dataset(config.dataset, config.data_dir), config)
+    data = hold_out_validation(_limit(load_dataset(config.dataset, config.data_dir), config),
+                               config.val_fraction)
     model_kwargs = dict(weight_palette=config.weight_palette, act_palette=config.act_palette,
                         seed=config.seed)
     model_kwargs.update(channels=config.channels) if config.model == "cnn" else \
@@ -282,13 +354,17 @@ def blas_threads(config: TrainConfig) -> int:
 
 def run_training(model: Sequential, data: Dataset, config: TrainConfig, *, progress=False,
                  run_dir=None, resume=False, callbacks=()) -> TrainResult:
-    """Train ``model`` on ``data`` as ``config`` says (its dataset and model fields unused)."""
+    """Train ``model`` on ``data`` as ``config`` says (its dataset and model fields unused).
+
+    Every epoch reports ``data``'s validation set (none where ``data.x_val`` is None);
+    the test set is evaluated once, at the end."""
     from threadpoolctl import threadpool_limits
 
     if resume and run_dir is None:
         raise ValueError("resume needs the run folder that holds the checkpoint")
     with threadpool_limits(limits=blas_threads(config), user_api="blas"):
-        return _train(model, data, config, progress, run_dir, resume, tuple(callbacks))
+        return _train(model, _no_validation(data), config, progress, run_dir, resume,
+                      tuple(callbacks))
 
 
 def _phases(config: TrainConfig) -> list[tuple[str, int, float]]:
@@ -300,41 +376,43 @@ def _phases(config: TrainConfig) -> list[tuple[str, int, float]]:
 
 def _train(model, data, config, progress, run_dir, resume, callbacks) -> TrainResult:
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
-    saved, at = None, {"phase_index": 0, "epoch": 0, "history": [], "train_seconds": 0.0}
-    if resume:
-        saved = checkpoint.load(run_dir)
-        at = saved[1]["progress"]
-        if not _same_run(at["config"], config):
-            raise checkpoint.CheckpointError(
-                f"the checkpoint in {run_dir} was written by a run with other options")
-    history = [EpochRecord(**r) for r in at["history"]]
+    start = _starting_point(config, run_dir, resume)
     total_epochs = config.epochs_phase1 + config.epochs_phase2
     steps = -(-len(data.x_train) // config.batch_size)
     shown = Progress(progress, total_epochs)
-    shown.start(total_epochs * steps, len(history) * steps)
-    run = _Run(model, data, config, rng, history, shown, run_dir, at["train_seconds"],
+    shown.note(run_header(config, data))
+    shown.start(total_epochs * steps, len(start.history) * steps)
+    run = _Run(model, data, config, rng, start.history, shown, run_dir, start.train_seconds,
                time.perf_counter(), callbacks)
     try:
-        for index, (phase, epochs, lr_scale) in enumerate(_phases(config)):
-            if index < at["phase_index"]:
-                continue
-            resumed_here = saved is not None and index == at["phase_index"]
-            if phase == "exact" and not resumed_here:
-                _snap(run)
-            _run_phase(run, index, phase, epochs, lr_scale,
-                       start_epoch=at["epoch"] if resumed_here else 0,
-                       saved=saved if resumed_here else None)
+        for plan in _phases_to_run(config, start):
+            if plan.phase == "exact" and not plan.resumed:
+                _snap(run)               # a fresh phase 2 starts from snapped bits
+            _run_phase(run, plan)
     finally:
         shown.close()
+    return _finish(run)
+
+
+def _finish(run: _Run) -> TrainResult:
+    """The result: the float model, or the exported deploy model, scored once on the
+    test set (and on the validation set)."""
+    model, data, config = run.model, run.data, run.config
+    described = dict(history=run.history, class_names=data.names, dataset=data.name,
+                     input_shape=data.input_shape)
     if config.fp32:
-        return TrainResult(config, model, None, accuracy(predict(model, data.x_test), data.y_test),
-                           run.elapsed(), 32.0, 32.0, history, data.names, data.name,
-                           data.input_shape)
+        return TrainResult(config, model, None,
+                           accuracy(predict(model, data.x_test), data.y_test), run.elapsed(),
+                           32.0, 32.0, val_accuracy=accuracy(predict(model, data.x_val),
+                                                             data.y_val), **described)
     model.set_mode("exact")
     deploy = DeployModel.from_model(model, data.input_shape)
     mean_w, mean_a = budget.hard_mean_bits(model.quant_layers())
-    result = TrainResult(config, model, deploy, _deploy_accuracy(deploy, data), run.elapsed(),
-                         mean_w, mean_a, history, data.names, data.name, data.input_shape)
+    result = TrainResult(config, model, deploy,
+                         _deploy_accuracy(deploy, data.x_test, data.y_test), run.elapsed(),
+                         mean_w, mean_a,
+                         val_accuracy=_deploy_accuracy(deploy, data.x_val, data.y_val),
+                         **described)
     deploy.metadata = run_metadata(result)
     return result
 
