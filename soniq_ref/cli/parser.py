@@ -144,8 +144,9 @@ def _train_parser(sub) -> None:
                         "that every epoch reports; the test set is evaluated once, at the "
                         f"end; 0: no validation set (default: {d.val_fraction:g})")
     t.add_argument("--threads", metavar="N", type=integer(1), default=None,
-                   help="BLAS threads for training; the model does not depend on it "
-                        "(default: one per core that other work leaves idle)")
+                   help="BLAS threads for training; the model file records it, and the same "
+                        "seed and thread count reproduce a run byte for byte (default: "
+                        "one per core)")
     t.add_argument("--fp32", action="store_true",
                    help="train the float32 baseline instead (default: off)")
     t.add_argument("--out", metavar="DIR", type=folder, default=None,

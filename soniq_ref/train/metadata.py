@@ -3,8 +3,8 @@
 A training run stores, in the ``.soniq`` file's ``metadata`` (see docs/file-format.md)
 and in ``metrics.json``: the dataset, the input shape, the class names and the
 training configuration (palettes, budgets, learning rate, batch size, epochs, seed,
-validation fraction, SONIQ version, the backend training ran on). The BLAS thread count is not recorded in
-the model: it does not change the model (``metrics.json`` records it). ``soniq eval`` and
+validation fraction, SONIQ version, the backend and BLAS threads training ran on: float32
+sums can depend on the thread count). ``soniq eval`` and
 ``soniq predict`` default to it; :func:`read_metadata` validates what a file holds.
 """
 
@@ -21,11 +21,13 @@ TRAIN_BACKEND = "ref"       # training runs the reference
 def run_metadata(result) -> dict:
     """The metadata of a :class:`~soniq_ref.train.trainer.TrainResult`."""
     from .. import __version__
+    from .trainer import blas_threads
 
     config = result.config
     training = {k: getattr(config, k) for k in TRAINING_KEYS}
     training.update(weight_palette=list(config.weight_palette),
-                    act_palette=list(config.act_palette), backend=TRAIN_BACKEND)
+                    act_palette=list(config.act_palette), backend=TRAIN_BACKEND,
+                    threads=blas_threads(config))
     return {"dataset": result.dataset, "input_shape": list(result.input_shape),
             "class_names": list(result.class_names), "soniq_version": __version__,
             "training": training}

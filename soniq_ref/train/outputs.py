@@ -11,8 +11,8 @@ activation-element-weighted, 32 for ``--fp32``), ``model_bytes`` (size of
 ``epochs_phase1``, ``epochs_phase2``, ``seed``, ``dataset``, ``model``, and what
 the model file's metadata records (:mod:`.metadata`): ``input_shape``,
 ``class_names``, ``weight_palette``, ``act_palette``, ``target_weight_bits``,
-``target_act_bits``, ``lr``, ``batch_size``, ``val_fraction``, ``version``, ``backend``; and
-``threads``, the BLAS threads training ran on.
+``target_act_bits``, ``lr``, ``batch_size``, ``val_fraction``, ``version``, ``threads``
+(the BLAS threads training ran on), ``backend``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ..atomic import atomic_write_bytes
 from ..plots import plot_bits, plot_curves
 from .float_model import FILE_NAME as FLOAT_FILE, save_float_model
 from .metadata import run_metadata
-from .trainer import TrainResult, blas_threads
+from .trainer import TrainResult
 
 METRIC_KEYS = ("test_accuracy", "val_accuracy", "train_seconds", "mean_weight_bits", "mean_act_bits",
                "model_bytes", "compression_vs_fp32", "epochs_phase1", "epochs_phase2",
@@ -76,7 +76,7 @@ def write_run(result: TrainResult, out_dir) -> dict:
               **compression(fp32_bytes, model_bytes, result.mean_weight_bits),
               "dataset": config.dataset, "version": meta["soniq_version"],
               "input_shape": meta["input_shape"], "class_names": meta["class_names"],
-              "threads": blas_threads(config), **meta["training"]}
+              **meta["training"]}
     metrics = {k: values[k] for k in METRIC_KEYS}
     atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     return metrics

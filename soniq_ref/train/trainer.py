@@ -19,8 +19,8 @@ test set is evaluated once, on the exported model, at the end.
 
 Every random choice (initialisation, noise, batch order) derives from
 ``config.seed``, so the same config gives the same metrics and model bytes.
-BLAS runs ``config.threads`` threads (default: one per idle core, :func:`blas_threads`);
-the model does not depend on how many (docs/cli.md, "Reproducible runs").
+BLAS runs ``config.threads`` threads (default: one per core, :func:`blas_threads`); the
+same seed and thread count give the same bytes (docs/cli.md, "Reproducible runs").
 """
 
 from __future__ import annotations
@@ -337,19 +337,14 @@ def train(config: TrainConfig, *, progress: bool = False, run_dir=None,
 
 
 def blas_threads(config: TrainConfig) -> int:
-    """The BLAS threads a run uses: ``config.threads``, else one per core it may run on
-    that other work leaves idle (the cores less the one-minute load average, rounded; at
-    least one). BLAS threads wait for each other at every matrix product, so threads
-    that must share a core with other work make training slower, not faster."""
+    """The BLAS threads a run uses: ``config.threads``, else one per core the process
+    may run on. The default depends on the machine only, not on its load, because the
+    thread count can change float32 results (docs/cli.md, "Reproducible runs")."""
     if config.threads is not None:
         return config.threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-        os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):       # no load average on this system
-        busy = 0.0
-    return max(1, min(cores, round(cores - busy)))
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def run_training(model: Sequential, data: Dataset, config: TrainConfig, *, progress=False,
