@@ -8,7 +8,10 @@ Means are weighted by how much each channel carries:
 with ``K_L`` the parameters per output channel of layer L and ``S_L`` the
 activation elements per input channel per sample (1 for a linear layer,
 H * W for a convolution). The first layer's input is the 8-bit image itself,
-not a learned activation, so it is left out of ``mean_a``.
+not a learned activation, so it is left out of ``mean_a``; so is the input of a
+layer that reads another layer's input codes (a residual block's projection,
+whose ``input_source`` is the block's first convolution): each activation
+channel is counted once.
 
 Phase 1 adds ``lambda_w * mean_w + lambda_a * mean_a`` to the loss.
 """
@@ -25,8 +28,14 @@ def _weight_terms(layers, bits_of):
     return sizes, [np.asarray(bits_of(l), np.float64) for l in layers]
 
 
+def owns_input(layer) -> bool:
+    """Whether ``layer`` learns its own input precision: not the pixel-reading first
+    layer, and not a layer sharing another's input quantizer (``input_source``)."""
+    return not layer.first_layer and getattr(layer, "input_source", None) is None
+
+
 def _act_layers(layers):
-    return [l for l in layers if not l.first_layer]
+    return [l for l in layers if owns_input(l)]
 
 
 def _mean(sizes, bits) -> float:

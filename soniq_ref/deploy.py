@@ -4,7 +4,10 @@ A trained :class:`~soniq_ref.models.Sequential` (quantized layers in exact mode,
 bits fixed) becomes a list of stages, one object per layer that computes
 (:mod:`soniq_ref.stages`): ``QuantStage`` (a quantized layer, the following batch
 norm folded into its epilogue, its output requantized to the next layer's input
-codes), ``PoolStage`` (max pooling on the codes), ``FlattenStage``. Each stage type
+codes), ``PoolStage`` (max pooling on the codes), ``FlattenStage``,
+``ResidualStage`` (a residual block: two convolutions, the skip, the add and the
+requantization) and ``PooledLinearStage`` (global average pooling and the
+classifier). Each stage type
 knows its shapes, how it runs on a backend, its description and its part of the
 ``.soniq`` file, so a new stage type is one class registered in
 ``soniq_ref.stages.STAGE_TYPES``.
@@ -38,8 +41,11 @@ from .layers import QuantConv2d, QuantLayer
 from .layers.activations import ReLU
 from .layers.batchnorm import BatchNorm
 from .layers.flatten import Flatten
+from .layers.global_pool import PooledQuantLinear
 from .layers.pooling import MaxPool2d
-from .stages import BackendRun, FlattenStage, PoolStage, QuantStage, check_size, link
+from .layers.residual import ResidualBlock
+from .stages import (BackendRun, FlattenStage, PooledLinearStage, PoolStage, QuantStage,
+                     ResidualStage, check_size, link)
 
 MAX_GEOMETRY = checks.MAX_GEOMETRY
 
@@ -56,8 +62,10 @@ def _new_stage(layer: QuantLayer) -> QuantStage:
     codes, w_bits, w_step = layer.quantized_weights()
     s_a = np.float64(layer.act_step())
     conv = isinstance(layer, QuantConv2d)
-    return QuantStage(
-        kind="conv" if conv else "linear", w_codes=codes.copy(), w_bits=w_bits.copy(),
+    pooled = isinstance(layer, PooledQuantLinear)
+    return (PooledLinearStage if pooled else QuantStage)(
+        kind="conv" if conv else "avgpool_linear" if pooled else "linear",
+        w_codes=codes.copy(), w_bits=w_bits.copy(),
         a_bits=np.asarray(layer.a_bits, np.uint8).copy(), act_bits_hi=int(layer.act_bits_hi),
         weight_palette=tuple(layer.weight_palette), act_palette=tuple(layer.act_palette),
         stride=int(layer.stride) if conv else 1, padding=int(layer.padding) if conv else 0,
@@ -71,8 +79,35 @@ def _fold_bn(stage: QuantStage, bn: BatchNorm) -> None:
     stage.bias = (a * stage.bias.astype(np.float64) + b).astype(np.float32)
 
 
-def _link_layer(stage: QuantStage, shape: tuple, between: list, nxt: QuantLayer) -> None:
+def _block_stage(block: ResidualBlock, shape: tuple) -> ResidualStage:
+    """The residual stage of a block in exact mode: BN1, BN2 and the projection's batch
+    norm folded into their convolutions' epilogues, conv1 requantized to conv2's input."""
+    if block.conv1.w_bits is None or block.conv2.w_bits is None or \
+            (block.proj is not None and block.proj.w_bits is None):
+        raise ValueError("every quantized layer needs fixed bits before export")
+    conv1, conv2 = _new_stage(block.conv1), _new_stage(block.conv2)
+    _fold_bn(conv1, block.bn1)
+    _fold_bn(conv2, block.bn2)
+    proj = None
+    if block.proj is not None:
+        block.proj.a_bits = block.conv1.a_bits
+        proj = _new_stage(block.proj)
+        _fold_bn(proj, block.bnp)
+    link(conv1, conv1.output_shape(shape), [], np.asarray(block.conv2.a_bits, np.uint8),
+         block.conv2.act_ratio().astype(np.float32))
+    conv1.out_clip = np.float32(block.conv2.act_clip())
+    return ResidualStage(conv1, conv2, proj,
+                         skip_step=None if proj is not None else block.conv1.act_step())
+
+
+def _input_layer(layer):
+    """The quantized layer that reads ``layer``'s input codes (a block's conv1)."""
+    return layer.conv1 if isinstance(layer, ResidualBlock) else layer
+
+
+def _link_layer(stage, shape: tuple, between: list, nxt) -> None:
     """Give ``stage`` the requantization producing ``nxt``'s input codes."""
+    nxt = _input_layer(nxt)
     link(stage, shape, between, np.asarray(nxt.a_bits, np.uint8),
          nxt.act_ratio().astype(np.float32))
     stage.out_clip = None if nxt.first_layer else np.float32(nxt.act_clip())
@@ -102,7 +137,8 @@ class DeployModel:
 
     @property
     def quant_stages(self) -> list[QuantStage]:
-        return [s for s in self.stages if isinstance(s, QuantStage)]
+        """Every quantized layer, those inside residual stages included, in run order."""
+        return [part for s in self.stages for part in s.quant_parts()]
 
     @property
     def n_classes(self) -> int:
@@ -112,23 +148,25 @@ class DeployModel:
     def from_model(cls, model, input_shape) -> "DeployModel":
         """Export a trained model whose quantized layers have fixed bits.
 
-        Supported pattern: ``QuantLayer [BatchNorm] [ReLU] {MaxPool2d | Flatten} ...``,
-        ending with a QuantLayer (the classifier).
+        Supported pattern: ``{QuantLayer [BatchNorm] [ReLU] | ResidualBlock}
+        {MaxPool2d | Flatten} ...``, ending with a QuantLayer (the classifier: a
+        QuantLinear, or a PooledQuantLinear reading [C, H, W]).
         """
         stages, shape = [], tuple(int(v) for v in input_shape)
         current, out_shape, between = None, None, []
         for layer in model.layers:
-            if isinstance(layer, QuantLayer):
-                if layer.w_bits is None:
+            if isinstance(layer, (QuantLayer, ResidualBlock)):
+                if isinstance(layer, QuantLayer) and layer.w_bits is None:
                     raise ValueError("every quantized layer needs fixed bits before export")
                 if current is not None:
                     _link_layer(current, out_shape, between, layer)
-                current = _new_stage(layer)
+                current = _new_stage(layer) if isinstance(layer, QuantLayer) else \
+                    _block_stage(layer, shape)
                 stages.append(current)
                 between = []
                 shape = out_shape = current.output_shape(shape)
             elif isinstance(layer, BatchNorm):
-                if current is None or between:
+                if current is None or between or isinstance(current, ResidualStage):
                     raise ValueError("batch norm must directly follow a quantized layer "
                                      "to be folded into its epilogue")
                 _fold_bn(current, layer)
@@ -140,7 +178,7 @@ class DeployModel:
                 shape = stage.output_shape(shape)
             elif not isinstance(layer, ReLU):
                 raise ValueError(f"cannot export layer {type(layer).__name__}")
-        if not stages or stages[-1] is not current or current.kind != "linear":
+        if not stages or stages[-1] is not current or not current.gives_logits:
             raise ValueError("the model must end with a quantized linear layer (the "
                              "classifier, logits [B, n_classes])")
         return cls(input_shape, stages)

@@ -59,7 +59,7 @@ from .container import DTYPES, MAX_HEADER_BYTES, SoniqFileError, fail as _fail
 from .deploy import DeployModel
 from .fileschema import StageEntry, exact_keys, int_list
 from .quantizers import act_ratio
-from .stages import STAGE_TYPES, QuantStage, check_size, link
+from .stages import STAGE_TYPES, check_size, link
 
 FORMAT = "soniq"
 FORMAT_VERSION = 3
@@ -88,13 +88,13 @@ def tensors_digest(entries: dict, data) -> str:
 
 def quant_links(stages: list, input_shape: tuple):
     """(producer, its output shape, [(stage, input shape)] between, consumer) for each
-    pair of consecutive quantized stages."""
+    pair of consecutive quantized stages (``quantized``: a layer or a residual block);
+    the first quantized stage comes with producer None (it reads the pixels)."""
     producer, producer_shape, between, shape = None, None, [], tuple(input_shape)
     for stage in stages:
         out = stage.output_shape(shape)
-        if isinstance(stage, QuantStage):
-            if producer is not None:
-                yield producer, producer_shape, between, stage
+        if stage.quantized:
+            yield producer, producer_shape, between, stage
             producer, producer_shape, between = stage, out, []
         else:
             between.append((stage, shape))
@@ -102,9 +102,15 @@ def quant_links(stages: list, input_shape: tuple):
 
 
 def _link_from_clip(producer, producer_shape, between, consumer) -> None:
-    """The producer's requantization from its ``out_clip`` and the consumer's input bits."""
-    link(producer, producer_shape, between, consumer.a_bits,
-         act_ratio(producer.out_clip, consumer.a_bits))
+    """The producer's requantization from its ``out_clip`` and the consumer's input bits;
+    a consumer that needs the step of its input codes (a residual block's identity
+    skip) gets it from the same clip (1/255 for pixels: no producer)."""
+    if producer is not None:
+        link(producer, producer_shape, between, consumer.a_bits,
+             act_ratio(producer.out_clip, consumer.a_bits))
+    if hasattr(consumer, "input_step") and getattr(consumer, "proj", None) is None:
+        consumer.skip_step = consumer.input_step(
+            None if producer is None else producer.out_clip)
 
 
 # ------------------------------------------------------------------------------ writing
@@ -115,9 +121,18 @@ def _check_derivable(model: DeployModel) -> None:
     ValueError naming the stage otherwise."""
     index = {id(s): i for i, s in enumerate(model.stages)}
     for producer, shape, between, consumer in quant_links(model.stages, model.input_shape):
+        if hasattr(consumer, "input_step") and getattr(consumer, "proj", None) is None:
+            step = consumer.input_step(None if producer is None else producer.out_clip)
+            if np.float32(consumer.skip_step).view(np.uint32) != step.view(np.uint32):
+                raise ValueError(f"stage {index[id(consumer)]} ({consumer.kind}): its skip "
+                                 f"step {float(consumer.skip_step)!r} is not the step of the "
+                                 f"codes it reads ({float(step)!r}), which is all the file "
+                                 f"stores")
+        if producer is None:
+            continue
         where = f"stage {index[id(producer)]} ({producer.kind})"
         probe = SimpleNamespace(out_clip=producer.out_clip)
-        _link_from_clip(probe, shape, between, consumer)
+        _link_from_clip(probe, shape, between, SimpleNamespace(a_bits=consumer.a_bits))
         if producer.out_bits is None or probe.per_feature != producer.per_feature or \
                 not np.array_equal(probe.out_bits, producer.out_bits) or \
                 not np.array_equal(probe.out_ratio.view(np.uint32),
@@ -276,6 +291,9 @@ def _stages(manifest: dict, tensors: dict) -> list:
     _check_pixels(stages)
     index = {id(s): i for i, s in enumerate(stages)}
     for producer, producer_shape, between, consumer in quant_links(stages, input_shape):
+        if producer is None:
+            _link_from_clip(None, None, between, consumer)
+            continue
         where = f"stage {index[id(producer)]} ({producer.kind})"
         positions, features = check_size(producer_shape, where), len(consumer.a_bits)
         per_feature = len(producer_shape) == 3 and consumer.kind == "linear"
@@ -292,14 +310,14 @@ def _stages(manifest: dict, tensors: dict) -> list:
 
 def _check_pixels(stages: list) -> None:
     """The first quantized stage reads 8-bit pixels."""
-    first = next(i for i, s in enumerate(stages) if isinstance(s, QuantStage))
+    first = next(i for i, s in enumerate(stages) if s.quantized)
     if np.any(stages[first].a_bits != 8):
         _fail(f"stage {first}: input bits must all be 8 (the first layer reads 8-bit pixels)")
 
 
 def _check_classifier(manifest: dict, stages: list, shape: tuple) -> None:
     """The last stage is a linear layer giving logits [n_classes]."""
-    if not isinstance(stages[-1], QuantStage) or stages[-1].kind != "linear":
+    if not stages[-1].gives_logits:
         _fail(f"the last stage must be a linear layer (the classifier) giving logits "
               f"[B, n_classes]; this file's gives [B, {', '.join(map(str, shape))}]")
     n_classes = manifest["n_classes"]

@@ -1,11 +1,11 @@
-"""Models: a composable ``Sequential`` and the two stock networks.
+"""Models: a composable ``Sequential`` and the stock networks.
 
 ``Sequential`` runs its layers in order and keeps a parameter registry: the
 parameter ``name`` of layer ``i`` is registered as ``"i.name"`` (``"3.weight"``,
 ``"3.theta_w"``), pointing at the layer's own array, so an optimizer that
 updates the registry in place updates the layers.
 
-``mlp`` and ``cnn`` build the networks the trainer knows by name. Both take
+``mlp``, ``cnn`` and ``resnet`` build the networks the trainer knows by name. All take
 8-bit images ``[B, C, H, W]`` (as float ``k / 255``): the first quantized layer
 reads the pixels as 8-bit codes; every later quantized layer learns its own
 input precision per channel (a ReLU in front of it makes the float baseline a
@@ -20,10 +20,13 @@ from .layers import QuantConv2d, QuantLayer, QuantLinear
 from .layers.activations import ReLU
 from .layers.batchnorm import BatchNorm1d, BatchNorm2d
 from .layers.flatten import Flatten
+from .layers.global_pool import PooledQuantLinear
 from .layers.module import Module
 from .layers.pooling import MaxPool2d, pool_output_size
+from .layers.residual import ResidualBlock
 
-MODEL_NAMES = ("cnn", "mlp")
+MODEL_NAMES = ("cnn", "mlp", "resnet")
+RESNET_DEPTHS = (8, 14, 20, 26, 32)     # 6 n + 2: n blocks per stage, three stages
 
 
 class Sequential(Module):
@@ -56,8 +59,20 @@ class Sequential(Module):
         return self
 
     def quant_layers(self) -> list[QuantLayer]:
-        """The quantized layers, in order."""
-        return [l for l in self.layers if isinstance(l, QuantLayer)]
+        """The quantized layers, in order (those inside residual blocks included)."""
+        return [q for _, l in self.named_layers() for q in ([l] if isinstance(l, QuantLayer)
+                                                             else [])]
+
+    def named_layers(self) -> list:
+        """(name, layer) of every layer that is not a container, in order: ``"i"`` for
+        layer ``i``, ``"i.child"`` for a child of a block (the prefix of its parameters'
+        registry names)."""
+        named = []
+        for i, layer in enumerate(self.layers):
+            children = getattr(layer, "named_layers", None)
+            named += [(f"{i}.{n}", c) for n, c in children()] if children else \
+                [(str(i), layer)]
+        return named
 
     def set_mode(self, mode: str) -> None:
         """Put every quantized layer in ``mode`` ('float', 'noise' or 'exact')."""
@@ -118,8 +133,46 @@ def cnn(input_shape, n_classes: int, *, channels=(32, 64), weight_palette=(1, 4)
     return Sequential(layers)
 
 
+def resnet(input_shape, n_classes: int, *, depth: int = 8, width: int = 16,
+           weight_palette=(1, 4), act_palette=(2, 8), seed: int = 0) -> Sequential:
+    """A CIFAR-style ResNet of ``depth = 6 n + 2`` quantized layers (ResNet-8/14/20...).
+
+    Stem: QuantConv2d 3x3 (pad 1, reads the pixels) -> BatchNorm2d -> ReLU; then three
+    stages of ``n`` :class:`~soniq_ref.layers.residual.ResidualBlock` each, widths
+    ``width``, ``2 width``, ``4 width``; the first block of the second and third stage has
+    stride 2 and a 1x1 projection on its skip (unless the input is already 1 pixel
+    wide); then global average pooling inside the classifier
+    (:class:`~soniq_ref.layers.global_pool.PooledQuantLinear`). 28x28 inputs end at
+    7x7, 32x32 at 8x8, 8x8 at 2x2.
+    """
+    c, h, w = _check_shape(input_shape)
+    if depth not in RESNET_DEPTHS:
+        raise ValueError(f"depth must be one of {', '.join(map(str, RESNET_DEPTHS))} "
+                         f"(6 n + 2), got {depth!r}")
+    if type(width) is not int or width < 1:
+        raise ValueError(f"width must be a positive integer, got {width!r}")
+    n = (depth - 2) // 6
+    index = 0
+    layers = [QuantConv2d(c, width, 3, padding=1,
+                          **_quant_kwargs(weight_palette, act_palette, seed, index)),
+              BatchNorm2d(width), ReLU()]
+    c = width
+    for stage in range(3):
+        for block in range(n):
+            stride = 2 if stage > 0 and block == 0 and min(h, w) > 1 else 1
+            index += 1
+            out = width * 2 ** stage
+            layers.append(ResidualBlock(c, out, stride=stride, weight_palette=weight_palette,
+                                        act_palette=act_palette, seed=[int(seed), index]))
+            h, w, c = (h - 1) // stride + 1, (w - 1) // stride + 1, out
+    layers.append(PooledQuantLinear(c, int(n_classes), h * w,
+                                    **_quant_kwargs(weight_palette, act_palette, seed,
+                                                    index + 1)))
+    return Sequential(layers)
+
+
 def build_model(name: str, input_shape, n_classes: int, **kwargs) -> Sequential:
-    """``mlp`` or ``cnn`` by name."""
+    """``mlp``, ``cnn`` or ``resnet`` by name."""
     if name not in MODEL_NAMES:
         raise ValueError(f"model must be one of {', '.join(MODEL_NAMES)}, got {name!r}")
-    return (cnn if name == "cnn" else mlp)(input_shape, n_classes, **kwargs)
+    return {"cnn": cnn, "mlp": mlp, "resnet": resnet}[name](input_shape, n_classes, **kwargs)

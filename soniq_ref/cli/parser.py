@@ -112,7 +112,14 @@ def _train_parser(sub) -> None:
                    help="folder of the mnist IDX files or the cifar10 python batches "
                         "(default: none; digits needs none)")
     t.add_argument("--model", choices=MODEL_NAMES, default=None,
-                   help=f"network: cnn (conv blocks) or mlp (default: {d.model})")
+                   help=f"network: cnn (conv blocks), mlp or resnet (residual blocks, "
+                        f"global average pooling) (default: {d.model})")
+    t.add_argument("--depth", metavar="N", type=integer(8), default=None,
+                   help=f"resnet: quantized layers, 6 n + 2 (8, 14, 20, ...; n residual "
+                        f"blocks per stage) (default: {d.depth})")
+    t.add_argument("--width", metavar="N", type=integer(1), default=None,
+                   help=f"resnet: channels of the first stage; the next two have 2x and 4x "
+                        f"(default: {d.width})")
     t.add_argument("--weight-palette", metavar="LO,HI", type=palette, default=None,
                    help="the two weight bit widths, 1 <= LO <= HI <= 8 "
                         f"(default: {_pair(d.weight_palette)})")

@@ -24,7 +24,8 @@ OUTPUT_NAMES = ("metrics.json", "model.soniq", "model_fp32.npz", "curves.png", "
 RESUME_OPTIONS = ("resume", "lr", "quiet")          # what --resume accepts
 CONFIG_OPTIONS = ("dataset", "data_dir", "model", "weight_palette", "act_palette",
                   "target_weight_bits", "target_act_bits", "epochs_phase1", "epochs_phase2",
-                  "seed", "val_fraction", "batch_size", "lr", "fp32", "threads")
+                  "seed", "val_fraction", "batch_size", "lr", "fp32", "threads", "depth",
+                  "width")
 
 
 class Interrupted(Exception):

@@ -14,6 +14,10 @@ A stage type is one class. It knows
   ``summary()`` (the columns ``soniq info`` prints after the output shape);
 * its part of the ``.soniq`` file: ``file_keys``/``file_tensors`` (exactly what the
   manifest entry and the tensors hold), ``to_file`` and ``from_file``;
+* the quantized layers it runs (``quant_parts``), whose weights the model packs once
+  per backend and hands to ``run`` in that order; a stage that reads codes on a
+  learned grid and requantizes its output sets ``quantized`` (it is then a
+  producer and a consumer in :mod:`soniq_ref.stages.link`);
 * ``spread_back(values, in_shape)`` for stages that only move codes (pooling,
   flattening): per-feature values at its output placed at the input positions
   they come from, which is how a per-feature precision reaches the producing
@@ -72,6 +76,14 @@ class Stage:
 
     kind: ClassVar[str]    # the name in the manifest and in `soniq info`
     final = False          # whether ``run`` gives the model's float32 output
+    quantized = False      # whether it reads codes on a learned grid (``a_bits``) and
+                           # requantizes its output (``out_bits``, ``out_ratio``, ``out_clip``)
+    gives_logits = False   # whether it can end the model (a classifier)
+
+    def quant_parts(self) -> list:
+        """The quantized layers (:class:`QuantStage`) whose packed weights ``run`` takes
+        from ``BackendRun.packed``, in the order it takes them."""
+        return []
 
     def output_shape(self, shape: tuple) -> tuple:
         raise NotImplementedError

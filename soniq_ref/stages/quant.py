@@ -61,10 +61,20 @@ class QuantStage(Stage):
     out_clip: np.float32 | None = None
 
     KINDS = ("linear", "conv")
+    quantized = True             # consumes codes on a learned grid, emits the next codes
 
     @property
     def out_channels(self) -> int:
         return int(self.w_codes.shape[0])
+
+    @property
+    def gives_logits(self) -> bool:
+        """Whether it can end the model (a classifier: [B, O] from its input)."""
+        return self.kind == "linear"
+
+    def quant_parts(self) -> list:
+        """The quantized layers whose packed weights it takes, in order."""
+        return [self]
 
     @property
     def final(self) -> bool:
@@ -137,18 +147,7 @@ class QuantStage(Stage):
         o = self.out_channels
         checks.check_float32("scale", self.scale, o)
         checks.check_float32("bias", self.bias, o)
-        if self.final:
-            return None
-        length = int(np.prod(out_shape)) if self.per_feature else o
-        bits = checks.check_bits("out_bits", self.out_bits, length)
-        ratio = checks.check_float32("out_ratio", self.out_ratio, length)
-        if np.any(ratio <= 0):
-            raise ValueError("out_ratio must be > 0")
-        top = ((1 << bits.astype(np.int64)) - 1).astype(np.uint8)
-        if self.per_feature:
-            return top.reshape(out_shape)
-        return np.ascontiguousarray(np.broadcast_to(
-            top.reshape((o,) + (1,) * (len(out_shape) - 1)), out_shape))
+        return out_code_bound(self, out_shape)
 
     # ------------------------------------------------------------------ description
 
@@ -215,18 +214,23 @@ class QuantStage(Stage):
         return entry
 
     @classmethod
+    def _check_fit(cls, entry, kind: str, wshape: list, stride: int, padding: int) -> None:
+        """The weights ``wshape`` fit the input shape ``entry.shape`` (file reading)."""
+        check_fit(entry, kind, wshape, stride, padding)
+
+    @classmethod
     def from_file(cls, entry) -> "QuantStage":
         """The stage ``entry`` (a :class:`~soniq_ref.fileschema.StageEntry`) describes,
         every field and tensor checked; its ``out_bits``/``out_ratio`` are derived
         later, from the next quantized stage (:mod:`soniq_ref.stages.link`)."""
         kind = entry.type
         wshape = entry.int_list("weight_shape", least=1,
-                                length=(2,) if kind == "linear" else (4,))
+                                length=(2,) if kind in ("linear", "avgpool_linear") else (4,))
         o, k = wshape[0], check_size(wshape[1:], f"{entry.where} weight_shape")
         w_pal, a_pal = entry.palette("weight_palette"), entry.palette("act_palette")
         stride, padding = (entry.int("stride", 1), entry.int("padding", 0)) \
             if kind == "conv" else (1, 0)
-        _check_fit(entry, kind, wshape, stride, padding)
+        cls._check_fit(entry, kind, wshape, stride, padding)
         w_bits = _bits(entry, "weight_levels", o, w_pal)
         total = int(w_bits.astype(np.int64).sum())
         stream = entry.tensor("weight_planes", "U8", [compact.stream_bytes(k, total)])
@@ -253,7 +257,7 @@ def _bits(entry, name: str, n: int, palette: tuple) -> np.ndarray:
     return compact.bits_from_levels(levels, n, palette)
 
 
-def _check_fit(entry, kind: str, wshape: list, stride: int, padding: int) -> None:
+def check_fit(entry, kind: str, wshape: list, stride: int, padding: int) -> None:
     """The stage's weights fit the input shape the previous stage gives."""
     n_in, shape = wshape[1], entry.shape
     if kind == "linear":
@@ -267,6 +271,25 @@ def _check_fit(entry, kind: str, wshape: list, stride: int, padding: int) -> Non
             shape[2] + 2 * padding < wshape[3]:
         entry.fail(f"kernel {wshape[2:]} with padding {padding} does not fit input "
                    f"{list(shape)}")
+
+
+def out_code_bound(stage, out_shape):
+    """Checks ``stage``'s requantization (``out_bits``, ``out_ratio`` per channel of its
+    [O, ...] output or per feature) and returns the largest code it emits per output
+    element (uint8 ``out_shape``), or None when the stage is ``final``."""
+    if stage.final:
+        return None
+    o = stage.out_channels
+    length = int(np.prod(out_shape)) if stage.per_feature else o
+    bits = checks.check_bits("out_bits", stage.out_bits, length)
+    ratio = checks.check_float32("out_ratio", stage.out_ratio, length)
+    if np.any(ratio <= 0):
+        raise ValueError("out_ratio must be > 0")
+    top = ((1 << bits.astype(np.int64)) - 1).astype(np.uint8)
+    if stage.per_feature:
+        return top.reshape(out_shape)
+    return np.ascontiguousarray(np.broadcast_to(
+        top.reshape((o,) + (1,) * (len(out_shape) - 1)), out_shape))
 
 
 def _histogram(bits: np.ndarray) -> dict:

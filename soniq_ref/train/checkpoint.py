@@ -55,7 +55,7 @@ def _layer_state(model, arrays: dict) -> list:
     for name, p in model.params.items():
         arrays[f"param/{name}"] = p
     layers = []
-    for i, layer in enumerate(model.layers):
+    for i, layer in model.named_layers():
         state = {}
         if isinstance(layer, BatchNorm):
             arrays[f"bn/{i}/running_mean"] = layer.running_mean
@@ -228,7 +228,7 @@ def restore(arrays: dict, meta: dict, *, model, optimizers: dict, rng, path=None
     try:
         for name, p in model.params.items():
             _put(f"param/{name}", p, arrays)
-        for i, (layer, state) in enumerate(zip(model.layers, meta["layers"], strict=True)):
+        for (i, layer), state in zip(model.named_layers(), meta["layers"], strict=True):
             if isinstance(layer, BatchNorm):
                 _put(f"bn/{i}/running_mean", layer.running_mean, arrays)
                 _put(f"bn/{i}/running_var", layer.running_var, arrays)

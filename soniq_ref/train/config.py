@@ -14,7 +14,7 @@ import numpy as np
 
 from ..data import DATASET_NAMES
 from ..layers import check_palette
-from ..models import MODEL_NAMES
+from ..models import MODEL_NAMES, RESNET_DEPTHS
 
 OPTIMIZERS = ("adam", "sgd")
 MAX_LAYERS = 16       # hidden layers of the built-in models
@@ -68,6 +68,8 @@ class TrainConfig:
     limit_test: int | None = None
     channels: tuple = field(default=(32, 64))
     hidden: tuple = field(default=(128, 64))
+    depth: int = 8                      # resnet: quantized layers, 6 n + 2
+    width: int = 16                     # resnet: channels of the first stage
     threads: int | None = None          # BLAS threads (None: one per core); float32
                                         # sums can depend on it (docs/cli.md)
 
@@ -118,6 +120,12 @@ class TrainConfig:
                     type(v) is int and 1 <= v <= MAX_WIDTH for v in widths):
                 raise ValueError(f"{name} must be a tuple of 1 to {MAX_LAYERS} layer widths, "
                                  f"integers in 1..{MAX_WIDTH}, got {widths!r}"[:300])
+        if self.depth not in RESNET_DEPTHS:
+            raise ValueError(f"depth must be one of {', '.join(map(str, RESNET_DEPTHS))}, "
+                             f"got {self.depth!r}")
+        if type(self.width) is not int or not 1 <= self.width <= MAX_WIDTH // 4:
+            raise ValueError(f"width must be an integer in 1..{MAX_WIDTH // 4}, got "
+                             f"{self.width!r}")
         if self.data_dir is not None and not isinstance(self.data_dir, str):
             raise ValueError(f"data_dir must be a path or None, got {self.data_dir!r}")
         if not isinstance(self.fp32, bool):

@@ -23,7 +23,7 @@ FILE_NAME = "model_fp32.npz"
 
 def _arrays(model) -> dict:
     arrays = {name: np.asarray(p, np.float32) for name, p in model.params.items()}
-    for i, layer in enumerate(model.layers):
+    for i, layer in model.named_layers():
         if isinstance(layer, BatchNorm):
             arrays[f"{i}.running_mean"] = layer.running_mean.astype(np.float32)
             arrays[f"{i}.running_var"] = layer.running_var.astype(np.float32)
@@ -49,7 +49,7 @@ def load_float_model(model, path) -> dict:
                                  f"another shape")
         for name, p in model.params.items():
             p[...] = saved[name]
-        for i, layer in enumerate(model.layers):
+        for i, layer in model.named_layers():
             if isinstance(layer, BatchNorm):
                 layer.running_mean[...] = saved[f"{i}.running_mean"]
                 layer.running_var[...] = saved[f"{i}.running_var"]

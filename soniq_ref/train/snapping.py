@@ -13,13 +13,16 @@ palette's levels ``lo <= hi``. Snapping gives each channel one of the two:
 ``size_c`` is what the channel carries: parameters per output channel for
 weights, activation elements per input channel for activations (the budget's
 weighting, :mod:`soniq_ref.budget`). The first layer's 8-bit pixel input is
-fixed and not snapped. If even all-``lo`` exceeds the target, every channel
+fixed and not snapped; a layer that shares another's input quantizer (a residual
+block's projection) takes that layer's input bits. If even all-``lo`` exceeds the target, every channel
 gets ``lo`` (the smallest the palette allows).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from ..budget import owns_input
 
 
 def allocate(scores, sizes, palettes, target: float) -> list[np.ndarray]:
@@ -52,10 +55,11 @@ def snap(layers, target_weight_bits: float, target_act_bits: float) -> None:
     w_bits = allocate([l.soft_weight_bits() for l in layers],
                       [l.weight_channel_size for l in layers],
                       [l.weight_palette for l in layers], target_weight_bits)
-    act_layers = [l for l in layers if not l.first_layer]
+    act_layers = [l for l in layers if owns_input(l)]
     a_bits = allocate([l.soft_act_bits() for l in act_layers],
                       [l.act_channel_size for l in act_layers],
                       [l.act_palette for l in act_layers], target_act_bits) if act_layers else []
     a_of = dict(zip(map(id, act_layers), a_bits))
     for layer, wb in zip(layers, w_bits):
-        layer.set_bits(wb, a_of.get(id(layer)))
+        source = getattr(layer, "input_source", None)
+        layer.set_bits(wb, a_of.get(id(source if source is not None else layer)))

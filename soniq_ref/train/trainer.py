@@ -117,7 +117,7 @@ def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
 
 def _optimizers(model: Sequential, config: TrainConfig, lr_scale: float):
     main = {k: p for k, p in model.params.items() if k.split(".", 1)[1] not in THETA_NAMES}
-    theta = {k: p for k, p in model.params.items() if k.split(".", 1)[1] in THETA_NAMES}
+    theta = {k: p for k, p in model.params.items() if k.rsplit(".", 1)[1] in THETA_NAMES}
     opt = (Adam(main, weight_decay=config.weight_decay) if config.optimizer == "adam"
            else SGD(main, momentum=0.9, weight_decay=config.weight_decay))
     return opt, Adam(theta), config.lr * lr_scale
@@ -329,8 +329,8 @@ def train(config: TrainConfig, *, progress: bool = False, run_dir=None,
                                config.val_fraction)
     model_kwargs = dict(weight_palette=config.weight_palette, act_palette=config.act_palette,
                         seed=config.seed)
-    model_kwargs.update(channels=config.channels) if config.model == "cnn" else \
-        model_kwargs.update(hidden=config.hidden)
+    model_kwargs.update({"cnn": dict(channels=config.channels), "mlp": dict(hidden=config.hidden),
+                         "resnet": dict(depth=config.depth, width=config.width)}[config.model])
     model = build_model(config.model, data.input_shape, data.n_classes, **model_kwargs)
     return run_training(model, data, config, progress=progress, run_dir=run_dir,
                         resume=resume, callbacks=callbacks)

@@ -1,0 +1,202 @@
+"""ResidualBlock: two 3x3 quantized convolutions and a skip connection.
+
+x [B, C, H, W] -> y [B, O, Ho, Wo], ``Ho = (H - 1) // stride + 1`` (likewise Wo)::
+
+    main = BN2(conv2(ReLU(BN1(conv1(x)))))        conv1: 3x3, stride s, pad 1; conv2: 3x3, pad 1
+    skip = x^                                      identity (C == O and s == 1)
+         | BNp(proj(x))                            1x1 convolution, stride s, no padding
+    y    = ReLU(main + skip)
+
+``x^`` is the block's input *as conv1 reads it*, so that training sees the deploy
+model's arithmetic (docs/semantics.md, "Residual blocks"):
+
+``float``  ``x^ = x``;
+``noise``  ``x^ = clip(x, 0, beta) + (beta / 2**b~) u``: conv1's noisy input, the same
+           noise ``u`` (:func:`soniq_ref.noise.act_noise`);
+``exact``  ``x^ = s_a * float32(k << (A - b))`` with ``k`` conv1's input codes: the value
+           the codes stand for (:func:`soniq_ref.quantizers.dequantize_acts`); backward by
+           the straight-through rule (:func:`soniq_ref.ste.act_ste_backward`).
+
+When conv1 reads pixels (``first_layer``) ``x^`` is the pixel value ``k / 255``
+(exact mode) or ``x`` itself.
+
+The projection reads the block's input codes too, so it shares conv1's input
+quantizer: its ``beta`` and ``theta_a`` are conv1's arrays, its ``a_bits`` are
+conv1's (``input_source`` names conv1; the bit budget and snapping count the shared
+input once), and in noise mode it sees conv1's activation noise. Its gradients for
+the shared clip and precision are added to conv1's.
+
+Parameters (``params``): every child's under ``"conv1.*"``, ``"bn1.*"``, ``"conv2.*"``,
+``"bn2.*"`` and, with a projection, ``"proj.*"`` (without the shared ``beta``,
+``theta_a``) and ``"bnp.*"``. ``grads`` uses the same names.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import noise, ste
+from ..quantizers import dequantize_acts, quantize_acts
+from .activations import ReLU
+from .batchnorm import BatchNorm2d
+from .module import Module
+from .quant_conv import QuantConv2d
+from .quant_layer import PIXEL_STEP, QuantLayer
+
+SHARED_INPUT = ("beta", "theta_a")     # the projection's parameters that are conv1's
+
+
+class ResidualBlock(Module):
+    """conv1 -> BN1 -> ReLU -> conv2 -> BN2, plus the skip, then ReLU (see the module
+    docstring). ``projection``: None for a 1x1 projection exactly when the shapes
+    differ (``in_channels != out_channels`` or ``stride != 1``), or a bool to force it."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1,
+                 projection=None, weight_palette=(1, 4), act_palette=(2, 8), seed=0,
+                 first_layer: bool = False, dtype=np.float32, theta_init=0.0):
+        super().__init__()
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.stride = int(stride)
+        if projection is None:
+            projection = self.in_channels != self.out_channels or self.stride != 1
+        elif not projection and (self.in_channels != self.out_channels or self.stride != 1):
+            raise ValueError("a block without projection needs in_channels == out_channels "
+                             "and stride 1 (the skip must have the output's shape)")
+        seeds = [[int(v) for v in np.atleast_1d(seed)] + [j] for j in range(3)]
+        kw = dict(weight_palette=weight_palette, act_palette=act_palette, dtype=dtype,
+                  theta_init=theta_init)
+        self.conv1 = QuantConv2d(in_channels, out_channels, 3, stride=stride, padding=1,
+                                 first_layer=first_layer, seed=seeds[0], **kw)
+        self.bn1 = BatchNorm2d(out_channels, dtype=dtype)
+        self.relu1 = ReLU()
+        self.conv2 = QuantConv2d(out_channels, out_channels, 3, padding=1, seed=seeds[1], **kw)
+        self.bn2 = BatchNorm2d(out_channels, dtype=dtype)
+        self.relu_out = ReLU()
+        self.proj = self.bnp = None
+        if projection:
+            self.proj = QuantConv2d(in_channels, out_channels, 1, stride=stride, padding=0,
+                                    first_layer=first_layer, seed=seeds[2], **kw)
+            self.bnp = BatchNorm2d(out_channels, dtype=dtype)
+            for name in SHARED_INPUT:
+                if name in self.conv1.params:
+                    self.proj.params[name] = self.conv1.params[name]
+            self.proj.input_source = self.conv1
+        self.params = {f"{n}.{k}": p for n, layer in self.named_layers()
+                       for k, p in layer.params.items() if not self._shared(layer, k)}
+        self._cache = None
+
+    # ---------------------------------------------------------------- structure
+
+    def named_layers(self) -> list:
+        """(name, layer) of the children that hold parameters or statistics, in order."""
+        names = [("conv1", self.conv1), ("bn1", self.bn1), ("conv2", self.conv2),
+                 ("bn2", self.bn2)]
+        return names + ([("proj", self.proj), ("bnp", self.bnp)] if self.proj else [])
+
+    def quant_layers(self) -> list[QuantLayer]:
+        """conv1, conv2 and the projection (if any), in that order."""
+        return [self.conv1, self.conv2] + ([self.proj] if self.proj else [])
+
+    def _shared(self, layer, name: str) -> bool:
+        return layer is self.proj and name in SHARED_INPUT
+
+    @property
+    def grads(self) -> dict:
+        """The children's gradients under the block's parameter names (read each time,
+        so that what the budget adds to a child's ``grads`` shows here)."""
+        return {f"{n}.{k}": g for n, layer in self.named_layers()
+                for k, g in layer.grads.items() if not self._shared(layer, k)}
+
+    @grads.setter
+    def grads(self, value) -> None:      # Module.__init__ sets {}; the children hold them
+        pass
+
+    def train(self, mode: bool = True) -> "ResidualBlock":
+        self.training = mode
+        for _, layer in self.named_layers():
+            layer.train(mode)
+        return self
+
+    # ---------------------------------------------------------------- forward / backward
+
+    def _sync_input_bits(self) -> None:
+        if self.proj is not None and self.conv1.a_bits is not None:
+            self.proj.a_bits = self.conv1.a_bits
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._sync_input_bits()
+        main = self.bn2.forward(self.conv2.forward(
+            self.relu1.forward(self.bn1.forward(self.conv1.forward(x)))))
+        if self.proj is not None:
+            skip = self.bnp.forward(self._proj_forward(x))
+        else:
+            skip = self._skip_value(x)
+        return self.relu_out.forward(main + skip)
+
+    def _proj_forward(self, x):
+        """The projection, fed conv1's activation noise in noise mode."""
+        proj = self.proj
+        if proj.mode != "noise" or self.conv1.first_layer or proj.fixed_noise is not None:
+            return proj.forward(x)
+        u_w = noise.uniform_noise(proj.noise_rng, proj.params["weight"].shape, proj.dtype)
+        proj.fixed_noise = (u_w, self.conv1.last_noise[1])
+        try:
+            return proj.forward(x)
+        finally:
+            proj.fixed_noise = None
+
+    def _skip_value(self, x):
+        """x^: the block's input as conv1 reads it (see the module docstring)."""
+        c1 = self.conv1
+        if c1.mode == "float" or (c1.mode == "noise" and c1.first_layer):
+            self._cache = ("float", x)
+            return x
+        if c1.mode == "noise":
+            u_a = c1.last_noise[1]
+            beta, bits = c1.params["beta"][0], c1.soft_act_bits()
+            self._cache = ("noise", x, beta, bits, u_a)
+            return noise.act_noise(x, beta, bits, u_a)
+        xf = np.asarray(x, np.float32)
+        if c1.first_layer:
+            codes = np.clip(np.rint(xf * np.float32(255.0)), 0, 255).astype(np.uint8)
+            x_hat = (codes.astype(np.float32) * PIXEL_STEP).astype(x.dtype)
+            self._cache = ("float", x)
+            return x_hat
+        beta = c1.act_clip()
+        codes = quantize_acts(xf, c1.a_bits, beta)
+        x_hat = dequantize_acts(codes, c1.a_bits, beta, c1.act_bits_hi).astype(x.dtype)
+        self._cache = ("exact", x, x_hat, beta)
+        return x_hat
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        dy = self.relu_out.backward(dy)
+        d_main = self.bn1.backward(self.relu1.backward(
+            self.conv2.backward(self.bn2.backward(dy))))
+        dx = self.conv1.backward(d_main)
+        extra = {}
+        if self.proj is not None:
+            dx = dx + self.proj.backward(self.bnp.backward(dy))
+            extra = {k: self.proj.grads[k] for k in SHARED_INPUT if k in self.proj.grads}
+        else:
+            d_skip, extra = self._skip_backward(dy)
+            dx = dx + d_skip
+        grads = dict(self.conv1.grads)
+        for name, g in extra.items():
+            grads[name] = (grads[name] + g).astype(self.conv1.dtype)
+        self.conv1.grads = grads
+        return dx
+
+    def _skip_backward(self, dy):
+        """-> (d x from the skip, gradients for conv1's shared input parameters)."""
+        kind = self._cache[0]
+        if kind == "float":
+            return dy, {}
+        c1 = self.conv1
+        if kind == "noise":
+            _, x, beta, bits, u_a = self._cache
+            dx, dbeta, dbits = noise.act_noise_backward(dy, x, beta, bits, u_a)
+            dtheta = dbits * noise.soft_bits_grad(c1.params["theta_a"], *c1.act_palette)
+            return dx, {"beta": np.array([dbeta]), "theta_a": dtheta}
+        _, x, x_hat, beta = self._cache
+        dx, dbeta = ste.act_ste_backward(dy, x, x_hat, beta, c1.a_bits)
+        return dx, {"beta": dbeta}

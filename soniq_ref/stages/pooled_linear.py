@@ -1,0 +1,68 @@
+"""``avgpool_linear``: global average pooling and the linear classifier, on codes.
+
+Input codes [B, C, H, W] (each channel at its own ``a_bits[c]``), weights [O, C]::
+
+    acc[b, o] = sum_{i, j} sum_c q[o, c] * (a[b, c, i, j] << (A - a_bits[c]))    int64, exact
+    y[b, o]   = scale[o] * float32(acc[b, o]) + bias[o]                          the epilogue
+
+The accumulator is one ``linear_int`` on the [B*H*W, C] rows (batch, row, column
+order) summed exactly over the H*W positions
+(:func:`soniq_ref.layers.global_pool.pooled_accumulator`); the average's ``1 / (H W)``
+is folded into ``scale`` (``alpha / n * s_a / (H W)``, float32), so pooling adds
+no rounding and every backend's ``linear_int`` and ``epilogue`` give the same bits.
+It ends the model (float32 logits); stored like ``linear`` (weights [O, C]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import checks
+from ..layers.global_pool import pooled_accumulator
+from .quant import QuantStage, out_code_bound
+
+
+@dataclass
+class PooledLinearStage(QuantStage):
+    """A :class:`QuantStage` of kind ``avgpool_linear`` (see the module docstring)."""
+
+    KINDS = ("avgpool_linear",)
+
+    @property
+    def gives_logits(self) -> bool:
+        return True
+
+    def output_shape(self, shape: tuple) -> tuple:
+        return (self.out_channels,)
+
+    def _accumulate(self, impl, packed, codes):
+        return pooled_accumulator(impl, codes, self.a_bits, packed, self.w_bits,
+                                  self.act_bits_hi)
+
+    def _fused(self, kernels, packed, codes):
+        raise ValueError("an avgpool_linear stage ends the model (it has no fused "
+                         "requantization)")
+
+    def code_bound(self, bound, shape, out_shape):
+        """As :meth:`QuantStage.code_bound` for input [C, H, W] and weights [O, C]; only
+        as the stage that ends the model."""
+        hi = checks.check_bits_value("act_bits_hi", self.act_bits_hi)
+        if len(shape) != 3 or self.w_codes.ndim != 2 or self.w_codes.shape[1] != shape[0]:
+            raise ValueError("weights do not fit the stage's input")
+        a_bits = checks.check_bits("a_bits", self.a_bits, shape[0], hi=hi)
+        if bound is not None:
+            checks.check_codes("codes", bound[None], a_bits, axis=1)
+        checks.check_float32("scale", self.scale, self.out_channels)
+        checks.check_float32("bias", self.bias, self.out_channels)
+        if not self.final:
+            raise ValueError("an avgpool_linear stage must end the model")
+        return out_code_bound(self, out_shape)
+
+    @classmethod
+    def _check_fit(cls, entry, kind, wshape, stride, padding) -> None:
+        shape = entry.shape
+        if len(shape) != 3 or shape[0] != wshape[1]:
+            entry.fail(f"weights expect input [{wshape[1]}, H, W], the previous stage gives "
+                       f"{list(shape)}")
+        if not entry.last:
+            entry.fail("an avgpool_linear stage must be the last stage (the classifier)")

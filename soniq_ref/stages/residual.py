@@ -1,0 +1,221 @@
+"""``residual`` and ``residual_projection``: a residual block on codes.
+
+Input codes ``a`` [B, C, H, W] on the block's input grid (``a_bits`` [C], high
+level ``A``, step ``s_a``), output the next layer's codes [B, O, Ho, Wo]::
+
+    h    = conv1 requantized to conv2's input codes          (a QuantStage, BN1 folded)
+    y    = scale2[o] * float32(acc2) + bias2[o]               conv2's epilogue (BN2 folded)
+    skip = s_a * float32(a << (A - a_bits[c]))                ``residual``: the input's value
+         | scale_p[o] * float32(acc_p) + bias_p[o]            ``residual_projection``: a 1x1
+                                                              strided conv on the same codes
+    s    = y + skip                                           one float32 add
+    out  = clip(rint(s * out_ratio), 0, 2**out_bits - 1)      the next layer's codes (ReLU)
+
+Every operation is a contract function of the backend (``conv2d_int``, ``requantize``
+or the fused forms, ``epilogue``) or one float32 operation written here, in this
+order and without fused multiply-add (docs/semantics.md, "Residual blocks").
+``out_bits``/``out_ratio`` follow from the next quantized stage as for a
+:class:`QuantStage` (per channel, or per feature before flattening); ``s_a`` is the
+step of the codes the block reads: ``act_step(clip, A)`` with ``clip`` the
+producing stage's ``out_clip``, or 1/255 when the block reads the pixels
+(:meth:`ResidualStage.input_step`), so the file does not store it.
+
+In the file the entry holds the inner layers as ``conv1``, ``conv2`` (and
+``projection``) objects in the ``conv`` layout, their tensors named
+``<i>.conv1.<tensor>``...; conv1's ``out_clip`` is conv2's input clip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import checks
+from ..container import fail
+from ..fileschema import StageEntry, exact_keys
+from ..quantizers import act_ratio, act_step, codes_from_ratio, shifted_codes
+from .link import link
+from .base import Stage
+from .quant import QuantStage, out_code_bound
+
+PIXEL_STEP = np.float32(1.0 / 255.0)     # the step of 8-bit pixel codes
+
+
+@dataclass
+class ResidualStage(Stage):
+    """conv1, conv2 (final: float32 out) and optionally a projection (final), see the
+    module docstring. ``skip_step``: float32 ``s_a`` of the input (identity skip)."""
+
+    conv1: QuantStage
+    conv2: QuantStage
+    proj: QuantStage | None = None
+    skip_step: np.float32 | None = None
+    out_bits: np.ndarray | None = None
+    out_ratio: np.ndarray | None = None
+    per_feature: bool = False
+    out_clip: np.float32 | None = None
+
+    KINDS = ("residual", "residual_projection")
+    quantized = True
+    gives_logits = False
+
+    @property
+    def kind(self) -> str:
+        return self.KINDS[self.proj is not None]
+
+    @property
+    def final(self) -> bool:
+        return self.out_bits is None
+
+    @property
+    def a_bits(self) -> np.ndarray:
+        return self.conv1.a_bits
+
+    @property
+    def act_bits_hi(self) -> int:
+        return self.conv1.act_bits_hi
+
+    @property
+    def out_channels(self) -> int:
+        return self.conv2.out_channels
+
+    def quant_parts(self) -> list:
+        return [self.conv1, self.conv2] + ([self.proj] if self.proj is not None else [])
+
+    def input_step(self, clip) -> np.float32:
+        """``s_a`` of the codes the block reads: ``act_step(clip, A)`` for codes a stage
+        requantized with float32 clip ``clip``; 1/255 for pixels (``clip`` None)."""
+        return PIXEL_STEP if clip is None else act_step(np.float32(clip), self.act_bits_hi)
+
+    # ------------------------------------------------------------------ shapes, run
+
+    def output_shape(self, shape: tuple) -> tuple:
+        return self.conv2.output_shape(self.conv1.output_shape(shape))
+
+    def run(self, codes, run):
+        h = self.conv1.run(codes, run)               # checks the input codes when needed
+        y = self.conv2.run(h, run)
+        skip = self.proj.run(codes, run) if self.proj is not None else self.skip_value(codes)
+        s = y + skip
+        if self.final:
+            return s
+        if not self.per_feature:
+            return codes_from_ratio(s, self.out_ratio, self.out_bits)
+        return codes_from_ratio(s.reshape(len(s), -1), self.out_ratio,
+                                self.out_bits).reshape(s.shape)
+
+    def skip_value(self, codes) -> np.ndarray:
+        """float32 ``s_a * float32(a << (A - a_bits[c]))`` (the identity skip)."""
+        return np.float32(self.skip_step) * shifted_codes(codes, self.a_bits,
+                                                          self.act_bits_hi).astype(np.float32)
+
+    def code_bound(self, bound, shape, out_shape):
+        """Checks every inner layer, the shapes of both branches and the skip step; the
+        largest code per output element (see :meth:`QuantStage.code_bound`)."""
+        if self.conv1.kind != "conv" or self.conv2.kind != "conv" or \
+                (self.proj is not None and self.proj.kind != "conv"):
+            raise ValueError("the layers of a residual block must be convolutions")
+        if self.conv1.final or self.conv1.per_feature or not self.conv2.final or \
+                (self.proj is not None and not self.proj.final):
+            raise ValueError("conv1 must requantize per channel to conv2's input; conv2 and "
+                             "the projection give float32")
+        mid = self.conv1.output_shape(shape)
+        self.conv2.code_bound(self.conv1.code_bound(bound, shape, mid), mid, out_shape)
+        if self.proj is not None:
+            if self.proj.output_shape(shape) != tuple(out_shape):
+                raise ValueError("the projection's output shape differs from conv2's")
+            self.proj.code_bound(bound, shape, out_shape)
+        else:
+            if tuple(shape) != tuple(out_shape):
+                raise ValueError("an identity skip needs the block's output shape to equal "
+                                 "its input shape")
+            step = checks.check_float32("skip_step", np.atleast_1d(self.skip_step), 1)
+            if not step[0] > 0:
+                raise ValueError("skip_step must be > 0")
+        return out_code_bound(self, out_shape)
+
+    # ------------------------------------------------------------------ description
+
+    def float32_values(self) -> int:
+        return sum(p.float32_values() for p in self.quant_parts())
+
+    def describe(self) -> dict:
+        parts = dict(zip(("conv1", "conv2", "projection"),
+                         (p.describe() for p in self.quant_parts())))
+        weights = sum(int(p.w_codes.size) for p in self.quant_parts())
+        bits = sum(p.weight_bits_total() for p in self.quant_parts())
+        return {**parts, "mean_weight_bits": bits / weights}
+
+    def summary(self) -> str:
+        """One line per inner layer: its name, weights, weight bits and input bits."""
+        lines = []
+        for i, (name, part) in enumerate(zip(("conv1", "conv2", "proj"), self.quant_parts())):
+            lead = "" if i == 0 else "\n" + " " * 28
+            lines.append(f"{lead} {name:<5}{part.summary()}")
+        return "".join(lines)
+
+    # ------------------------------------------------------------------ file
+
+    @classmethod
+    def file_keys(cls, kind: str, last: bool) -> set:
+        keys = {"type", "conv1", "conv2"} | ({"projection"} if kind == cls.KINDS[1] else set())
+        return keys if last else keys | {"out_clip"}
+
+    @classmethod
+    def file_tensors(cls, index: int, kind: str, last: bool) -> set:
+        names = ("conv1", "conv2", "projection")[:3 if kind == cls.KINDS[1] else 2]
+        return set().union(*(QuantStage.file_tensors(f"{index}.{n}", "conv", True)
+                             for n in names))
+
+    def to_file(self, index: int, last: bool, tensors: dict) -> dict:
+        entry = {"type": self.kind,
+                 "conv1": self.conv1.to_file(f"{index}.conv1", False, tensors),
+                 "conv2": self.conv2.to_file(f"{index}.conv2", True, tensors)}
+        if self.proj is not None:
+            entry["projection"] = self.proj.to_file(f"{index}.projection", True, tensors)
+        if not last:
+            if self.out_clip is None:
+                raise ValueError(f"stage {index} ({self.kind}): its requantization has no "
+                                 f"out_clip, the clip out_ratio follows from")
+            entry["out_clip"] = float(np.float32(self.out_clip))
+        return entry
+
+    @classmethod
+    def from_file(cls, entry) -> "ResidualStage":
+        """The block ``entry`` describes; conv1's requantization is rebuilt from its
+        ``out_clip`` and conv2's input bits; ``skip_step`` and the block's own
+        requantization are set when the model is linked (:mod:`soniq_ref.fileformat`)."""
+        shape = entry.shape
+        if len(shape) != 3:
+            entry.fail(f"a residual block reads [C, H, W] codes, the previous stage gives "
+                       f"{list(shape)}")
+        conv1 = _inner(entry, "conv1", shape, last=False)
+        mid = conv1.output_shape(shape)
+        conv2 = _inner(entry, "conv2", mid, last=True)
+        proj = _inner(entry, "projection", shape, last=True) \
+            if entry.type == cls.KINDS[1] else None
+        out = conv2.output_shape(mid)
+        if proj is not None and proj.output_shape(shape) != out:
+            entry.fail(f"the projection gives {list(proj.output_shape(shape))}, conv2 gives "
+                       f"{list(out)}: the branches cannot be added")
+        if proj is None and out != tuple(shape):
+            entry.fail(f"an identity skip needs the output {list(out)} to equal the input "
+                       f"{list(shape)}")
+        try:
+            link(conv1, mid, [], conv2.a_bits, act_ratio(conv1.out_clip, conv2.a_bits))
+        except ValueError as exc:
+            entry.fail(f"conv1: {exc}")
+        out_clip = None if entry.last else entry.float32("out_clip")
+        return cls(conv1, conv2, proj, out_clip=out_clip)
+
+
+def _inner(entry, name: str, shape: tuple, last: bool) -> QuantStage:
+    """The inner convolution ``name`` of a residual entry, read like a ``conv`` stage."""
+    fields = entry.fields[name]
+    where = f"{entry.where} {name}"
+    if not isinstance(fields, dict) or fields.get("type") != "conv":
+        fail(f"{where} must be an object of type 'conv'")
+    exact_keys(fields, QuantStage.file_keys("conv", last), where)
+    inner = StageEntry(f"{entry.index}.{name}", fields, entry.tensors, tuple(shape), last)
+    return QuantStage.from_file(inner)

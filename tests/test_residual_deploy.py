@@ -1,0 +1,165 @@
+"""The residual and average-pooling deploy stages: bit-identical logits on every backend
+(Hypothesis: ragged channels, odd spatial sizes, mixed bits on both branches, stride-2
+projections), the training model's exact mode, the file format and ``soniq info``."""
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from random_deploy import random_resnet_deploy
+from soniq_ref import fileformat
+from soniq_ref.fileformat import SoniqFileError
+from soniq_ref.stages import PooledLinearStage, ResidualStage
+from test_fileformat_attacks import _pack, _split, assert_refused
+
+
+@st.composite
+def resnet_cases(draw):
+    channels = draw(st.sampled_from([1, 3]))
+    shape = (channels, draw(st.integers(3, 9)), draw(st.integers(3, 9)))
+    lo_w = draw(st.integers(1, 4))
+    lo_a = draw(st.integers(1, 6))
+    return dict(seed=draw(st.integers(0, 2 ** 31)), shape=shape,
+                classes=draw(st.integers(2, 11)), width=draw(st.integers(1, 7)),
+                depth=draw(st.sampled_from([8, 14])),
+                weight_palette=(lo_w, draw(st.integers(lo_w, 8))),
+                act_palette=(lo_a, draw(st.integers(lo_a, 8))),
+                batch=draw(st.integers(1, 5)))
+
+
+@settings(max_examples=6, deadline=None)
+@given(case=resnet_cases())
+def test_resnet_deploy_is_bit_identical_on_every_backend(backend, case):
+    model, x = random_resnet_deploy(**case)
+    kinds = [s.kind for s in model.stages]
+    assert "residual_projection" in kinds and kinds[-1] == "avgpool_linear"
+    want = model.forward(x, "ref")
+    got = model.forward(x, backend)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    loaded = fileformat.from_bytes(fileformat.to_bytes(model))
+    np.testing.assert_array_equal(loaded.forward(x, backend).view(np.uint32),
+                                  want.view(np.uint32))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small ResNet trained on digits (the model, its deploy model, test images)."""
+    from soniq_ref.train import TrainConfig, train
+    config = TrainConfig(model="resnet", width=4, depth=8, epochs_phase1=1, epochs_phase2=1,
+                         limit_train=128, batch_size=32, seed=5, threads=1)
+    result = train(config)
+    x = np.random.default_rng(0).integers(0, 256, (20, 1, 8, 8)).astype(np.uint8)
+    return result, x
+
+
+def test_a_trained_resnet_gives_the_same_logits_on_every_backend(trained, backend):
+    result, x = trained
+    deploy = result.deploy
+    want = deploy.forward(x, "ref")
+    np.testing.assert_array_equal(deploy.forward(x, backend).view(np.uint32),
+                                  want.view(np.uint32))
+
+
+def test_the_deploy_model_computes_what_exact_training_computes(trained):
+    result, x = trained
+    model = result.model
+    model.eval()
+    model.set_mode("exact")
+    y = model.forward(x.astype(np.float32) / np.float32(255))
+    np.testing.assert_allclose(result.deploy.forward(x), y, rtol=1e-4, atol=1e-4)
+
+
+def test_round_trip_and_description(trained, tmp_path):
+    deploy = trained[0].deploy
+    raw = fileformat.to_bytes(deploy)
+    loaded = fileformat.from_bytes(raw)
+    assert fileformat.to_bytes(loaded) == raw
+    assert [s.kind for s in loaded.stages] == ["conv", "residual", "residual_projection",
+                                                "residual_projection", "avgpool_linear"]
+    rows = loaded.describe()
+    assert rows[2]["output_shape"] == [8, 4, 4]
+    assert set(rows[2]) >= {"conv1", "conv2", "projection", "mean_weight_bits"}
+    assert rows[1]["conv1"]["weight_shape"] == [4, 4, 3, 3]
+    path = tmp_path / "resnet.soniq"
+    fileformat.save(deploy, path)
+    out = subprocess.run([sys.executable, "-m", "soniq_ref.cli", "info", str(path)],
+                         capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(__import__("pathlib").Path(
+                             fileformat.__file__).parents[1]), "PATH": "/usr/bin:/bin"}).stdout
+    assert re.search(r"residual_projection \[8, 4, 4\]\s+conv1 \[8, 4, 3, 3\]", out), out
+    assert re.search(r"^\s+proj  \[8, 4, 1, 1\]", out, re.M), out
+    assert "avgpool_linear" in out
+
+
+def _entry_edit(raw, index, edit):
+    header, manifest, tensors = _split(raw)
+    edit(manifest["stages"][index])
+    return _pack(header, manifest, tensors)
+
+
+def _index(raw, kind):
+    _, manifest, _ = _split(raw)
+    return next(i for i, s in enumerate(manifest["stages"]) if s["type"] == kind)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda s: s.pop("projection"), "missing projection"),
+    (lambda s: s.update(type="residual"), "keys the format does not define: projection"),
+    (lambda s: s["conv1"].update(type="linear"), "conv1 must be an object of type 'conv'"),
+    (lambda s: s.update(conv2=[]), "conv2 must be an object of type 'conv'"),
+    (lambda s: s["conv1"].pop("out_clip"), "conv1: missing out_clip"),
+    (lambda s: s["conv2"].update(out_clip=1.0), "conv2: keys the format does not"),
+    (lambda s: s["projection"].update(stride=1), "the branches cannot be added"),
+    (lambda s: s["conv2"].update(stride=2), "the branches cannot be added"),
+    (lambda s: s["conv1"].update(weight_shape=[8, 5, 3, 3]), "input channels"),
+    (lambda s: s["conv2"].update(padding=0), "cannot be added|does not fit"),
+    (lambda s: s["conv1"].update(out_clip=-1.0), "out_clip"),
+    (lambda s: s.update(out_clip=float("nan")), "out_clip"),
+])
+def test_inconsistent_residual_stages_are_refused(trained, edit, match):
+    raw = fileformat.to_bytes(trained[0].deploy)
+    assert_refused(_entry_edit(raw, _index(raw, "residual_projection"), edit), match)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda s: s.update(type="residual_projection",
+                        projection=dict(s["conv2"])), "missing tensor '1.projection"),
+    (lambda s: s["conv2"].update(weight_shape=[8, 4, 3, 3]), "identity skip|must be U8"),
+])
+def test_inconsistent_identity_blocks_are_refused(trained, edit, match):
+    raw = fileformat.to_bytes(trained[0].deploy)
+    assert_refused(_entry_edit(raw, _index(raw, "residual"), edit), match)
+
+
+def test_a_classifier_that_is_not_last_and_renamed_tensors_are_refused(trained):
+    raw = fileformat.to_bytes(trained[0].deploy)
+    last = _index(raw, "avgpool_linear")
+    assert_refused(_entry_edit(raw, last, lambda s: s.update(type="linear")),
+                   "weights expect input")
+    header, manifest, tensors = _split(raw)
+    header["1.conv2.scale_"] = header.pop("1.conv2.scale")
+    assert_refused(_pack(header, manifest, tensors), "missing tensor '1.conv2.scale'")
+
+
+def test_a_save_refuses_a_skip_step_the_file_cannot_rebuild(trained):
+    deploy = trained[0].deploy
+    stage = next(s for s in deploy.stages if s.kind == "residual")
+    keep = stage.skip_step
+    try:
+        stage.skip_step = np.float32(keep * 2)
+        with pytest.raises(ValueError, match="skip step"):
+            fileformat.to_bytes(deploy)
+    finally:
+        stage.skip_step = keep
+
+
+def test_stage_types_are_registered():
+    from soniq_ref.stages import STAGE_TYPES
+    assert STAGE_TYPES["residual"] is ResidualStage
+    assert STAGE_TYPES["residual_projection"] is ResidualStage
+    assert STAGE_TYPES["avgpool_linear"] is PooledLinearStage
