@@ -59,8 +59,17 @@ def _trained_cnn() -> DeployModel:
     return train(config).deploy
 
 
+def _trained_resnet() -> DeployModel:
+    """conv, residual, residual_projection (x2), avgpool_linear."""
+    from soniq_ref.train import TrainConfig, train
+    config = TrainConfig(model="resnet", width=3, depth=8, epochs_phase1=1, epochs_phase2=1,
+                         limit_train=64, batch_size=32, seed=1)
+    return train(config).deploy
+
+
 SEEDS = {"linear.soniq": fileformat.to_bytes(_linear_model()),
-         "cnn.soniq": fileformat.to_bytes(_trained_cnn())}
+         "cnn.soniq": fileformat.to_bytes(_trained_cnn()),
+         "resnet.soniq": fileformat.to_bytes(_trained_resnet())}
 IMAGES = {}
 LOGITS = {}
 for _name, _raw in SEEDS.items():

@@ -20,7 +20,9 @@ from .data import load_dataset
 from .deploy import DeployModel
 from .fileformat import SoniqFileError, load as load_model, save as save_model
 from .layers import BatchNorm1d, BatchNorm2d, Flatten, MaxPool2d, ReLU
-from .models import Sequential, cnn, mlp
+from .layers.global_pool import GlobalAvgPool, PooledQuantLinear
+from .layers.residual import ResidualBlock
+from .models import Sequential, cnn, mlp, resnet
 from .train import TrainConfig   # soniq_ref.train is the subpackage; train() lives there
 from .train.fit import fit
 
@@ -35,6 +37,7 @@ __all__ = [
     "quantize_acts", "dequantize_acts", "act_step", "act_ratio",
     "QuantLinear", "QuantConv2d", "budget", "noise",
     "BatchNorm1d", "BatchNorm2d", "ReLU", "MaxPool2d", "Flatten", "Sequential", "mlp", "cnn",
+    "ResidualBlock", "GlobalAvgPool", "PooledQuantLinear", "resnet",
     "load_dataset", "TrainConfig", "fit", "DeployModel", "save_model", "load_model",
     "SoniqFileError",
 ]

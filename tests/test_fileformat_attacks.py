@@ -171,7 +171,9 @@ def hostile_values(original):
                         st.booleans(), st.none(), st.floats(allow_nan=True),
                         st.text(max_size=6), st.sampled_from(["U8", "U64", "F32", "F64",
                                                                "linear", "conv", "flatten",
-                                                               "maxpool", "soniq"]))
+                                                               "maxpool", "soniq", "residual",
+                                                               "residual_projection",
+                                                               "avgpool_linear"]))
     lists = st.lists(st.one_of(st.sampled_from(HOSTILE_INTS), st.integers(-3, 300)),
                      max_size=5)
     return st.one_of(st.sampled_from(near) if near else st.nothing(), scalars, lists,
@@ -532,3 +534,100 @@ def test_special_files_are_refused_without_reading_forever(tmp_path):
         fileformat.load(tmp_path)
     with pytest.raises(SoniqFileError, match="not a regular file"):
         fileformat.load("/dev/zero")
+
+
+# ------------------------------------------------------------------------- residual stages
+
+@pytest.fixture(scope="module")
+def resnet_model():
+    """A small trained ResNet: conv, residual, two residual_projection, avgpool_linear."""
+    config = TrainConfig(model="resnet", width=3, depth=8, epochs_phase1=1, epochs_phase2=1,
+                         limit_train=96, batch_size=32, seed=12)
+    return train(config).deploy
+
+
+@pytest.fixture(scope="module")
+def resnet_raw(resnet_model):
+    return fileformat.to_bytes(resnet_model)
+
+
+@pytest.fixture(scope="module")
+def resnet_logits(resnet_model):
+    return resnet_model.forward(_images(resnet_model.input_shape))
+
+
+@MORE_EXAMPLES
+@given(st.data())
+def test_edited_residual_fields_with_fresh_digests(resnet_raw, resnet_logits, data):
+    """The forger's edits of the previous test, aimed at the residual and pooled stages."""
+    test_edited_manifest_fields_with_fresh_digests.hypothesis.inner_test(
+        resnet_raw, resnet_logits, data)
+
+
+@given(st.lists(st.tuples(st.integers(0, 2 ** 31), st.integers(0, 7)), min_size=1,
+                max_size=3))
+def test_flipped_bits_in_a_resnet_file(resnet_raw, resnet_logits, flips):
+    test_flipped_bits_anywhere.hypothesis.inner_test(resnet_raw, resnet_logits, flips)
+
+
+def _entry_edit(raw, index, edit):
+    header, manifest, tensors = _split(raw)
+    edit(manifest["stages"][index])
+    return _pack(header, manifest, tensors)
+
+
+def _index(raw, kind):
+    _, manifest, _ = _split(raw)
+    return next(i for i, s in enumerate(manifest["stages"]) if s["type"] == kind)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda s: s.pop("projection"), "missing projection"),
+    (lambda s: s.update(type="residual"), "keys the format does not define: projection"),
+    (lambda s: s["conv1"].update(type="linear"), "conv1 must be an object of type 'conv'"),
+    (lambda s: s.update(conv2=[]), "conv2 must be an object of type 'conv'"),
+    (lambda s: s["conv1"].pop("out_clip"), "conv1: missing out_clip"),
+    (lambda s: s["conv2"].update(out_clip=1.0), "conv2: keys the format does not"),
+    (lambda s: s["projection"].update(stride=1), "the branches cannot be added"),
+    (lambda s: s["conv2"].update(stride=2), "the branches cannot be added"),
+    (lambda s: s["conv1"].update(weight_shape=[8, 5, 3, 3]), "input channels"),
+    (lambda s: s["conv2"].update(padding=0), "cannot be added|does not fit"),
+    (lambda s: s["conv1"].update(out_clip=-1.0), "out_clip"),
+    (lambda s: s.update(out_clip=float("nan")), "out_clip"),
+])
+def test_inconsistent_residual_stages_are_refused(resnet_raw, edit, match):
+    raw = resnet_raw
+    assert_refused(_entry_edit(raw, _index(raw, "residual_projection"), edit), match)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda s: s.update(type="residual_projection",
+                        projection=dict(s["conv2"])), "missing tensor '1.projection"),
+    (lambda s: s["conv2"]["weight_shape"].__setitem__(0, s["conv2"]["weight_shape"][0] + 1),
+     "identity skip|must be U8"),
+])
+def test_inconsistent_identity_blocks_are_refused(resnet_raw, edit, match):
+    raw = resnet_raw
+    assert_refused(_entry_edit(raw, _index(raw, "residual"), edit), match)
+
+
+def test_a_classifier_that_is_not_last_and_renamed_tensors_are_refused(resnet_raw):
+    raw = resnet_raw
+    last = _index(raw, "avgpool_linear")
+    assert_refused(_entry_edit(raw, last, lambda s: s.update(type="linear")),
+                   "weights expect input")
+    header, manifest, tensors = _split(raw)
+    header["1.conv2.scale_"] = header.pop("1.conv2.scale")
+    assert_refused(_pack(header, manifest, tensors), "missing tensor '1.conv2.scale'")
+
+
+def test_a_save_refuses_a_skip_step_the_file_cannot_rebuild(resnet_model):
+    deploy = resnet_model
+    stage = next(s for s in deploy.stages if s.kind == "residual")
+    keep = stage.skip_step
+    try:
+        stage.skip_step = np.float32(keep * 2)
+        with pytest.raises(ValueError, match="skip step"):
+            fileformat.to_bytes(deploy)
+    finally:
+        stage.skip_step = keep

@@ -65,11 +65,14 @@ def run_info(args) -> None:
     trained = model.metadata.get("dataset")
     print(f"{args.model_file}: {size} bytes, input {list(model.input_shape)}, "
           f"{model.n_classes} classes" + (f", trained on {trained}" if trained else ""))
-    print(f"{'#':>2}  {'layer':<8} {'output':<14} {'weights':<16} weight bits (bits:channels)"
-          f"   input bits (bits:channels)")
+    width = max([8] + [len(row["kind"]) for row in info["stages"]])
+    print(f"{'#':>2}  {'layer':<{width}} {'output':<14} {'weights':<16} weight bits "
+          f"(bits:channels)   input bits (bits:channels)")
     for n, (stage, row) in enumerate(zip(model.stages, info["stages"])):
-        print(f"{n:>2}  {row['kind']:<8} {str(row['output_shape']):<14}{stage.summary()}"
-              .rstrip())
+        lead = f"{n:>2}  {row['kind']:<{width}} {str(row['output_shape']):<14}"
+        for line in stage.summary().split("\n"):     # a block: one line per inner layer
+            print(f"{lead}{line}".rstrip())
+            lead = " " * len(lead)
     print(f"float32 weights and biases {info['float32_bytes']} bytes; "
           f"compression {info['compression_vs_fp32']:.2f}x (file), "
           f"{info['weight_compression']:.2f}x (weights, {info['mean_weight_bits']:.3f} "

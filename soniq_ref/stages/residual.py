@@ -148,12 +148,10 @@ class ResidualStage(Stage):
         return {**parts, "mean_weight_bits": bits / weights}
 
     def summary(self) -> str:
-        """One line per inner layer: its name, weights, weight bits and input bits."""
-        lines = []
-        for i, (name, part) in enumerate(zip(("conv1", "conv2", "proj"), self.quant_parts())):
-            lead = "" if i == 0 else "\n" + " " * 28
-            lines.append(f"{lead} {name:<5}{part.summary()}")
-        return "".join(lines)
+        """One line per inner layer (``conv1``, ``conv2``, ``proj``): its weights, weight
+        bits and input bits, as :meth:`QuantStage.summary` gives them."""
+        return "\n".join(f" {name:<5}{part.summary()}" for name, part in
+                         zip(("conv1", "conv2", "proj"), self.quant_parts()))
 
     # ------------------------------------------------------------------ file
 

@@ -28,6 +28,8 @@ def run_metadata(result) -> dict:
     training.update(weight_palette=list(config.weight_palette),
                     act_palette=list(config.act_palette), backend=TRAIN_BACKEND,
                     threads=blas_threads(config))
+    if config.model == "resnet":            # the network's shape options
+        training.update(depth=config.depth, width=config.width)
     return {"dataset": result.dataset, "input_shape": list(result.input_shape),
             "class_names": list(result.class_names), "soniq_version": __version__,
             "training": training}
