@@ -105,10 +105,17 @@ def _quant_stage(g: _Graph, stage, codes: str, out_shape: tuple, next_hi) -> str
     return y if next_hi is None else _requantize(g, stage, y, out_shape, next_hi)
 
 
+ONNX_KINDS = ("conv", "linear", "maxpool", "flatten")     # the stage types exported
+
+
 def to_onnx(model):
     """The ``onnx.ModelProto`` of a :class:`~soniq_ref.deploy.DeployModel`."""
     from onnx import TensorProto, checker, helper
 
+    unsupported = sorted({s.kind for s in model.stages if s.kind not in ONNX_KINDS})
+    if unsupported:
+        raise ValueError(f"the ONNX export does not cover {', '.join(unsupported)} stages "
+                         f"(it covers {', '.join(ONNX_KINDS)})")
     g = _Graph()
     his = [s.act_bits_hi for s in model.stages if isinstance(s, QuantStage)]
     codes, shape, seen = "pixels", model.input_shape, 0
