@@ -98,3 +98,24 @@ def test_stage_types_are_registered():
     assert STAGE_TYPES["residual"] is ResidualStage
     assert STAGE_TYPES["residual_projection"] is ResidualStage
     assert STAGE_TYPES["avgpool_linear"] is PooledLinearStage
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_resnet_run_resumes_byte_identically(tmp_path):
+    """Checkpoints hold the layers inside residual blocks (their parameters, batch norm
+    statistics, bits and noise generators) under their block's names."""
+    from soniq_ref.train import TrainConfig, train
+    config = dict(model="resnet", width=2, depth=8, epochs_phase1=2, epochs_phase2=1,
+                  limit_train=64, batch_size=32, seed=7, threads=1)
+    whole = train(TrainConfig(**config), run_dir=tmp_path / "whole")
+
+    def stop(record):
+        raise _Stop
+
+    with pytest.raises(_Stop):
+        train(TrainConfig(**config), run_dir=tmp_path / "cut", callbacks=[stop])
+    resumed = train(TrainConfig(**config), run_dir=tmp_path / "cut", resume=True)
+    assert fileformat.to_bytes(resumed.deploy) == fileformat.to_bytes(whole.deploy)
