@@ -34,12 +34,11 @@ import numpy as np
 from .. import checks
 from ..container import fail
 from ..fileschema import StageEntry, exact_keys
+from ..layers.quant_layer import PIXEL_STEP
 from ..quantizers import act_ratio, act_step, codes_from_ratio, shifted_codes
 from .link import link
 from .base import Stage
 from .quant import QuantStage, out_code_bound
-
-PIXEL_STEP = np.float32(1.0 / 255.0)     # the step of 8-bit pixel codes
 
 
 @dataclass
