@@ -75,7 +75,8 @@ def _link_layer(stage: QuantStage, shape: tuple, between: list, nxt: QuantLayer)
     """Give ``stage`` the requantization producing ``nxt``'s input codes."""
     link(stage, shape, between, np.asarray(nxt.a_bits, np.uint8),
          nxt.act_ratio().astype(np.float32))
-    stage.out_clip = None if nxt.first_layer else np.float32(nxt.act_clip())
+    clip = nxt.act_clip()                          # None: the next layer reads pixels
+    stage.out_clip = None if clip is None else np.float32(clip)
 
 
 MAX_PREPARED = 4     # backends whose packed weights a DeployModel keeps
