@@ -19,19 +19,17 @@ channels on axis 1; ``A`` is the high level of the input's palette.
     phase 1 differentiates the noise exactly; phase 2 uses the straight-through
     rule of :mod:`soniq_ref.ste`.
 
-The interface (each forward with its backward beside it):
+The interface (each forward with its backward beside it)::
 
-========================================  ===============================================
-``palette``, ``bits``                      ``(lo, hi)``; the fixed widths uint8 [C] (None
-                                           until :meth:`set_bits`)
-``soft_bits()``                            continuous ``b~`` [C], or None (nothing learned)
-``set_bits(bits)``, ``init_clip(x)``       fix the widths (snapping); the clip from data
-``draw_noise(rng, shape, dtype)``          phase-1 noise ``u`` for ``x``, or None
-``noisy(x, u)`` / ``noisy_backward``       ``x~`` and a cache / ``(dx, {name: grad})``
-``codes(x)``                               uint8 codes of ``x`` (exact mode, deploy)
-``step()``, ``ratio()``, ``clip()``        ``s_a``; float32 ``r_c`` [C]; ``beta`` or None
-``dequantized(codes)`` / ``ste_backward``  ``x^`` / ``(dx, {name: grad})`` (phase 2)
-========================================  ===============================================
+    palette, bits                      (lo, hi); the fixed widths uint8 [C] (None until set_bits)
+    soft_bits()                        continuous b~ [C], or None (nothing learned)
+    set_bits(bits), init_clip(x)       fix the widths (snapping); the clip from data
+    draw_noise(rng, shape, dtype)      phase-1 noise u for x, or None
+    noisy(x, u) / noisy_backward       (x~, cache) / (dx, {name: grad})
+    codes(x)                           uint8 codes of x (exact mode, deploy)
+    step(), ratio(), clip()            s_a; float32 r_c [C]; beta (float32) or None
+    dequantized(codes, dtype)          x^ (phase 2)
+    ste_backward(dx^, x, x^)           (dx, {name: grad}) (phase 2)
 
 A quantizer keeps its parameters (``beta``, ``theta_a``) in the layer's ``params``
 dict, under those names, so optimizers, checkpoints and the budget see them like
@@ -136,7 +134,9 @@ class LearnedActivations:
         x~ = clip(x, 0, beta) + (beta / 2**b~) u          b~ = lo + (hi - lo) sigmoid(theta_a)
         dx = dx~ [0 < x < beta]
         dbeta = sum dx~ ([x >= beta] + u / 2**b~)
-        dtheta_a[c] = (d b~_c / d theta_a[c]) * sum dx~ (-beta u ln2 / 2**b~_c)   (sum over channel c)
+        dtheta_a[c] = (d b~_c / d theta_a[c]) * sum_c dx~ (-beta u ln2 / 2**b~_c)
+
+    (``sum_c``: over every element of channel ``c``).
 
     Phase 2 (:mod:`soniq_ref.ste`, straight-through), with ``beta`` read as at least
     ``MIN_CLIP`` and ``r_c = float32(2**ba[c] / beta)``::
