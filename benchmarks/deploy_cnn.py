@@ -36,27 +36,44 @@ from int8_network import qdq_model  # noqa: E402
 BATCH = 256
 
 
+class _Taking:
+    """An iterator over ``items`` that remembers what was taken from it."""
+
+    def __init__(self, items):
+        self.items, self.taken = iter(items), []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = next(self.items)
+        self.taken.append(item)
+        return item
+
+
 def stage_seconds(deploy, x, backend, repeats: int, clock: str) -> list:
     """[(stage name, seconds)] for each stage of ``deploy.forward(x, backend)``, run the way
-    forward runs it (the backend's fused kernels and pooling when it has them)."""
-    from soniq_ref.stages import BackendRun, QuantStage
+    forward runs it (the backend's fused kernels and pooling when it has them): each stage
+    runs through its own ``run(codes, BackendRun)`` with the prepared weights it takes in
+    the forward pass. A stage whose output is a view of its input (flattening) moves no
+    data and gets no row."""
+    from soniq_ref.stages import BackendRun
 
     packed, kernels = deploy._prepared(f"object-{id(backend)}", backend)
-    packed = iter(packed)
-    rows, codes = [], x
+    rows, codes, weights = [], x, _Taking(packed)
     for i, stage in enumerate(deploy.stages):
-        weights = [next(packed)] if isinstance(stage, QuantStage) else []
+        start = len(weights.taken)
+        out = stage.run(codes, BackendRun(backend, kernels, weights, input_checked=True))
+        taken = weights.taken[start:]
 
-        def run(c=codes, s=stage, w=weights):
+        def run(c=codes, s=stage, w=taken):
             return s.run(c, BackendRun(backend, kernels, iter(w), input_checked=True))
-        if stage.kind == "flatten":
-            codes = run()
-            continue
-        name = stage.kind if not isinstance(stage, QuantStage) else \
-            f"{stage.kind} + epilogue" if stage.final else \
-            f"{stage.kind} + requantize" + (" (fused)" if kernels is not None else "")
-        rows.append((f"{i}: {name}", median_seconds(run, repeats, clock=clock)))
-        codes = run()
+        if not np.shares_memory(out, codes):
+            name = stage.kind if not taken else \
+                f"{stage.kind} + epilogue" if stage.final else \
+                f"{stage.kind} + requantize" + (" (fused)" if kernels is not None else "")
+            rows.append((f"{i}: {name}", median_seconds(run, repeats, clock=clock)))
+        codes = out
     return rows
 
 

@@ -90,7 +90,6 @@ def _block_stage(block: ResidualBlock, shape: tuple) -> ResidualStage:
     _fold_bn(conv2, block.bn2)
     proj = None
     if block.proj is not None:
-        block.proj.a_bits = block.conv1.a_bits
         proj = _new_stage(block.proj)
         _fold_bn(proj, block.bnp)
     link(conv1, conv1.output_shape(shape), [], np.asarray(block.conv2.a_bits, np.uint8),
@@ -110,7 +109,8 @@ def _link_layer(stage, shape: tuple, between: list, nxt) -> None:
     nxt = _input_layer(nxt)
     link(stage, shape, between, np.asarray(nxt.a_bits, np.uint8),
          nxt.act_ratio().astype(np.float32))
-    stage.out_clip = None if nxt.first_layer else np.float32(nxt.act_clip())
+    clip = nxt.act_clip()                          # None: the next layer reads pixels
+    stage.out_clip = None if clip is None else np.float32(clip)
 
 
 MAX_PREPARED = 4     # backends whose packed weights a DeployModel keeps

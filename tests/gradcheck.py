@@ -18,6 +18,15 @@ def numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     return grad
 
 
+def away_from_kinks(v, kinks, gap=0.02):
+    """Move entries within ``gap`` of any kink to ``kink + gap`` (same side)."""
+    v = v.copy()
+    for k in kinks:
+        near = np.abs(v - k) < gap
+        v[near] = k + np.where(v[near] >= k, gap, -gap)
+    return v
+
+
 def check_module(layer, x: np.ndarray, rng, *, atol=1e-6, rtol=1e-5, forward_kwargs=None):
     """Compare ``layer.backward`` with finite differences of ``sum(forward(x) * g)``.
 

@@ -9,22 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from gradcheck import numeric_grad
+from gradcheck import away_from_kinks, numeric_grad
 from soniq_ref import budget
 from soniq_ref.layers import QuantConv2d, QuantLinear
 from soniq_ref.quantizers import (act_ratio, dequantize_acts, dequantize_weights,
                                   quantize_acts, quantize_weights, weight_step)
 
 SEEDS = st.integers(0, 2 ** 32 - 1)
-
-
-def away_from_kinks(v, kinks, gap=0.02):
-    """Move entries within ``gap`` of any kink to ``kink + gap`` (same side)."""
-    v = v.copy()
-    for k in kinks:
-        near = np.abs(v - k) < gap
-        v[near] = k + np.where(v[near] >= k, gap, -gap)
-    return v
 
 
 def make_layer(kind, first, seed, dtype=np.float64):

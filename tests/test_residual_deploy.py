@@ -119,3 +119,10 @@ def test_a_resnet_run_resumes_byte_identically(tmp_path):
         train(TrainConfig(**config), run_dir=tmp_path / "cut", callbacks=[stop])
     resumed = train(TrainConfig(**config), run_dir=tmp_path / "cut", resume=True)
     assert fileformat.to_bytes(resumed.deploy) == fileformat.to_bytes(whole.deploy)
+
+
+def test_the_onnx_export_refuses_residual_stages_in_one_line(trained):
+    pytest.importorskip("onnx")
+    from soniq_ref.onnx_export import to_onnx
+    with pytest.raises(ValueError, match="residual stage has no ONNX form"):
+        to_onnx(trained[0].deploy)

@@ -69,3 +69,30 @@ def test_every_registered_type_is_named_by_its_kind():
     for kind, stage_type in stages.STAGE_TYPES.items():
         assert issubclass(stage_type, Stage)
         assert kind in getattr(stage_type, "KINDS", (getattr(stage_type, "kind", None),))
+
+
+@dataclass
+class OnnxCopyStage(CopyStage):
+    """The stand-in with its ONNX form: one Identity node on the shifted codes."""
+
+    def to_onnx(self, graph, codes, out_shape, next_hi):
+        return graph.op("Identity", [codes])
+
+
+def _with(model, stage):
+    at = next(i for i, s in enumerate(model.stages) if isinstance(s, FlattenStage))
+    return DeployModel(model.input_shape, model.stages[:at] + [stage] + model.stages[at:])
+
+
+def test_a_new_stage_type_brings_its_own_onnx_form(model):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from soniq_ref.onnx_export import to_onnx
+
+    x = np.random.default_rng(1).integers(0, 256, (9, *model.input_shape)).astype(np.uint8)
+    graph = to_onnx(_with(model, OnnxCopyStage())).SerializeToString()
+    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {"pixels": x})[0]
+    np.testing.assert_array_equal(got.view(np.uint32), model.forward(x).view(np.uint32))
+    with pytest.raises(ValueError, match="a copy stage has no ONNX form"):
+        to_onnx(_with(model, CopyStage()))

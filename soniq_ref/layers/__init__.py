@@ -3,12 +3,15 @@
 from .activations import ReLU
 from .batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d
 from .flatten import Flatten
+from .input_quantizers import LearnedActivations, PixelInput
 from .module import Module
 from .pooling import MaxPool2d, max_pool_codes
 from .quant_conv import QuantConv2d
 from .quant_linear import QuantLinear
-from .quant_layer import MODES, QuantLayer, check_palette
+from .precision import check_palette
+from .quant_layer import MODES, QuantLayer
 
 __all__ = ["Module", "QuantLayer", "QuantLinear", "QuantConv2d", "MODES", "check_palette",
+           "PixelInput", "LearnedActivations",
            "BatchNorm", "BatchNorm1d", "BatchNorm2d", "ReLU", "MaxPool2d", "max_pool_codes",
            "Flatten"]

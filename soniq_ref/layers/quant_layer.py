@@ -12,15 +12,22 @@ activation, each transformed according to the layer's mode:
            the straight-through estimator, LSQ-style gradients for alpha and beta
            (:mod:`soniq_ref.ste`).
 
+The weight side is written here; the input side is the layer's *input quantizer*
+(:mod:`.input_quantizers`), one of two objects with one interface:
+
+``LearnedActivations``  (the default) learns a clip ``beta`` [1] and a precision
+           ``theta_a`` [C] per input channel;
+``PixelInput``  (``first_layer=True``, the network's first layer) reads pixels
+           ``k / 255`` as 8-bit codes with ``s_a = 1/255``: no activation clip, no
+           noise, no precision to learn.
+
 Parameters (``params``): ``weight``, ``bias``, ``alpha`` [O] (weight clip),
-``theta_w`` [O] (weight precision) and, unless ``first_layer``, ``beta`` [1]
-(activation clip) and ``theta_a`` [C] (activation precision per input channel).
-The first layer of a network reads pixels ``k / 255`` and treats them as 8-bit
-codes with ``s_a = 1/255``: no activation clip, no noise, no precision to learn.
+``theta_w`` [O] (weight precision), then the input quantizer's (``beta``,
+``theta_a``, or none for pixels).
 
 Clips are initialised from the data on the first non-float forward pass
-(``alpha[o] = max |w[o]|``, ``beta`` = the 99.9th percentile of ``max(x, 0)``),
-so a float warm-up can precede phase 1.
+(``alpha[o] = max |w[o]|``; the input quantizer's ``init_clip``), so a float
+warm-up can precede phase 1.
 """
 
 from __future__ import annotations
@@ -31,12 +38,12 @@ import numpy as np
 
 from .. import noise, ste
 from ..backend import get_backend
-from ..quantizers import act_ratio, act_step, quantize_acts, quantize_weights, weight_step
+from ..quantizers import quantize_weights, weight_step
+from .input_quantizers import LearnedActivations, PixelInput
 from .module import Module
+from .precision import MIN_CLIP, check_levels, check_palette
 
 MODES = ("float", "noise", "exact")
-PIXEL_STEP = np.float32(1.0 / 255.0)
-MIN_CLIP = 1e-6
 
 
 class FloatCache(NamedTuple):
@@ -48,14 +55,11 @@ class FloatCache(NamedTuple):
 class NoiseCache(NamedTuple):
     """What a noise-mode forward keeps for the backward (:mod:`soniq_ref.noise`)."""
 
-    x: np.ndarray                 # the layer's input
-    x_t: np.ndarray               # its noisy version x~ (the input itself for the first layer)
+    x_t: np.ndarray               # the input quantizer's x~
     w_t: np.ndarray               # the noisy weights w~
     bw: np.ndarray                # continuous weight bits b~ [O]
-    ba: np.ndarray | None         # continuous activation bits b~ [C] (None: first layer)
-    beta: np.ndarray | None       # the activation clip (None: first layer)
     u_w: np.ndarray               # the weight noise u
-    u_a: np.ndarray | None        # the activation noise u (None: first layer)
+    act: object                   # the input quantizer's cache for its noisy_backward
 
 
 class ExactCache(NamedTuple):
@@ -67,17 +71,6 @@ class ExactCache(NamedTuple):
     s_a: np.float32               # the activation step
 
 
-def check_palette(name: str, palette) -> tuple[int, int]:
-    """A palette is two bit widths ``(lo, hi)`` with ``1 <= lo <= hi <= 8``."""
-    try:
-        lo, hi = (int(v) for v in palette)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be two bit widths (lo, hi), got {palette!r}") from None
-    if not 1 <= lo <= hi <= 8:
-        raise ValueError(f"{name} levels must satisfy 1 <= lo <= hi <= 8, got ({lo}, {hi})")
-    return lo, hi
-
-
 class QuantLayer(Module):
     """Base class; subclasses supply the affine map and its integer version."""
 
@@ -86,9 +79,6 @@ class QuantLayer(Module):
                  theta_init=0.0):
         super().__init__()
         self.weight_palette = check_palette("weight_palette", weight_palette)
-        self.first_layer = bool(first_layer)
-        self.act_palette = (8, 8) if self.first_layer else check_palette("act_palette",
-                                                                         act_palette)
         self.dtype = np.dtype(dtype)
         init_rng, self.noise_rng = (np.random.default_rng(s)
                                     for s in np.random.SeedSequence(seed).spawn(2))
@@ -98,16 +88,14 @@ class QuantLayer(Module):
         self.params["bias"] = np.zeros(n_out, self.dtype)
         self.params["alpha"] = np.ones(n_out, self.dtype)
         self.params["theta_w"] = np.full(n_out, theta_init, self.dtype)
-        if not self.first_layer:
-            self.params["beta"] = np.ones(1, self.dtype)
-            self.params["theta_a"] = np.full(n_in, theta_init, self.dtype)
+        self.input_quantizer = PixelInput(n_in) if first_layer else \
+            LearnedActivations(self.params, n_in, act_palette, theta_init, self.dtype)
         self.mode = "float"
         self.backend = "ref"             # backend for the integer core in exact mode
         self.clips_ready = False
         self.fixed_noise = None          # (u_w, u_a) to replay instead of drawing
         self.last_noise = None
         self.w_bits = None
-        self.a_bits = np.full(n_in, 8, np.uint8) if self.first_layer else None
         self.weight_channel_size = fan_in
         self.act_channel_size = 1
         self._cache = None
@@ -122,43 +110,45 @@ class QuantLayer(Module):
         self.mode = mode
 
     @property
+    def first_layer(self) -> bool:
+        """Whether the layer reads pixels (its input quantizer is a ``PixelInput``)."""
+        return isinstance(self.input_quantizer, PixelInput)
+
+    @property
+    def act_palette(self) -> tuple[int, int]:
+        """The input's palette ``(lo, hi)``; (8, 8) for pixels."""
+        return self.input_quantizer.palette
+
+    @property
     def act_bits_hi(self) -> int:
         return self.act_palette[1]
+
+    @property
+    def a_bits(self):
+        """The input's fixed widths, uint8 [C] (None before ``set_bits``; all 8 for pixels)."""
+        return self.input_quantizer.bits
 
     def soft_weight_bits(self) -> np.ndarray:
         """Continuous weight precision b~ per output channel, [O]."""
         return noise.soft_bits(self.params["theta_w"], *self.weight_palette)
 
     def soft_act_bits(self):
-        """Continuous activation precision b~ per input channel, [C] (None: first layer)."""
-        if self.first_layer:
-            return None
-        return noise.soft_bits(self.params["theta_a"], *self.act_palette)
+        """Continuous activation precision b~ per input channel, [C] (None: pixels)."""
+        return self.input_quantizer.soft_bits()
 
     def set_bits(self, w_bits, a_bits=None) -> None:
-        """Fix the precisions (each entry one of the palette's two levels)."""
-        self.w_bits = self._check_levels("w_bits", w_bits, self.weight_palette,
-                                         self.params["weight"].shape[0])
-        if not self.first_layer:
-            self.a_bits = self._check_levels("a_bits", a_bits, self.act_palette,
-                                             self.params["theta_a"].shape[0])
-
-    @staticmethod
-    def _check_levels(name, bits, palette, length):
-        bits = np.asarray(bits)
-        if bits.shape != (length,):
-            raise ValueError(f"{name} must have shape ({length},), got {bits.shape}")
-        if not np.all(np.isin(bits, palette)):
-            raise ValueError(f"{name} entries must be palette levels {palette}")
-        return bits.astype(np.uint8)
+        """Fix the precisions (each entry one of the palette's two levels; ``a_bits``
+        may be None for pixels)."""
+        self.w_bits = check_levels("w_bits", w_bits, self.weight_palette,
+                                   self.params["weight"].shape[0])
+        self.input_quantizer.set_bits(a_bits)
 
     def init_clips(self, x: np.ndarray) -> None:
-        """alpha = max |w| per output channel; beta = 99.9th percentile of max(x, 0)."""
+        """alpha = max |w| per output channel; the input quantizer's clip from ``x``."""
         w = self.params["weight"]
         peak = np.abs(w).reshape(w.shape[0], -1).max(axis=1)
         self.params["alpha"][...] = np.maximum(peak, MIN_CLIP)
-        if not self.first_layer:
-            self.params["beta"][...] = max(float(np.percentile(np.maximum(x, 0), 99.9)), 1e-3)
+        self.input_quantizer.init_clip(x)
         self.clips_ready = True
 
     # ---------------------------------------------------------------- export
@@ -170,26 +160,21 @@ class QuantLayer(Module):
         return codes, self.w_bits, weight_step(alpha, self.w_bits)
 
     def act_step(self) -> np.float32:
-        """The input activation step s_a (1/255 for the first layer's pixels)."""
-        if self.first_layer:
-            return PIXEL_STEP
-        return act_step(self._beta(), self.act_bits_hi)
+        """The input activation step s_a (1/255 for pixels)."""
+        return self.input_quantizer.step()
 
     def act_ratio(self) -> np.ndarray:
-        """float32 [C]: ``2**a_bits / beta``, what quantizes this layer's input."""
-        if self.first_layer:
-            return np.full(self.a_bits.shape, 255.0, np.float32)
-        return act_ratio(self._beta(), self.a_bits)
+        """float32 [C]: ``2**a_bits / beta`` (255 for pixels), what quantizes this
+        layer's input."""
+        return self.input_quantizer.ratio()
 
-    def act_clip(self) -> np.float32:
-        """The input activation clip beta (float32) that :meth:`act_ratio` divides by."""
-        return self._beta()
+    def act_clip(self):
+        """The input activation clip beta (float32) that :meth:`act_ratio` divides by;
+        None for pixels."""
+        return self.input_quantizer.clip()
 
     def _alpha(self) -> np.ndarray:
         return np.maximum(self.params["alpha"], MIN_CLIP)
-
-    def _beta(self) -> np.float32:
-        return np.float32(max(float(self.params["beta"][0]), MIN_CLIP))
 
     # ---------------------------------------------------------------- forward / backward
 
@@ -228,20 +213,14 @@ class QuantLayer(Module):
         if self.fixed_noise is not None:
             return self.fixed_noise
         u_w = noise.uniform_noise(self.noise_rng, self.params["weight"].shape, self.dtype)
-        u_a = None if self.first_layer else noise.uniform_noise(self.noise_rng, x.shape,
-                                                                  self.dtype)
-        return u_w, u_a
+        return u_w, self.input_quantizer.draw_noise(self.noise_rng, x.shape, self.dtype)
 
     def _forward_noise(self, x):
         u_w, u_a = self.last_noise = self._draw_noise(x)
         bw = self.soft_weight_bits()
         w_t = noise.weight_noise(self.params["weight"], self.params["alpha"], bw, u_w)
-        if self.first_layer:
-            x_t, ba, beta = x, None, None
-        else:
-            ba, beta = self.soft_act_bits(), self.params["beta"][0]
-            x_t = noise.act_noise(x, beta, ba, u_a)
-        self._cache = NoiseCache(x, x_t, w_t, bw, ba, beta, u_w, u_a)
+        x_t, act = self.input_quantizer.noisy(x, u_a)
+        self._cache = NoiseCache(x_t, w_t, bw, u_w, act)
         return self._affine(x_t, w_t)
 
     def _backward_noise(self, dy, grads):
@@ -251,24 +230,14 @@ class QuantLayer(Module):
             dw_t, self.params["weight"], self.params["alpha"], c.bw, c.u_w)
         grads["theta_w"] = dbw * noise.soft_bits_grad(self.params["theta_w"],
                                                       *self.weight_palette)
-        if self.first_layer:
-            return dx_t
-        dx, dbeta, dba = noise.act_noise_backward(dx_t, c.x, c.beta, c.ba, c.u_a)
-        grads["beta"] = np.array([dbeta], self.dtype)
-        grads["theta_a"] = dba * noise.soft_bits_grad(self.params["theta_a"], *self.act_palette)
+        dx, act_grads = self.input_quantizer.noisy_backward(dx_t, c.act)
+        grads.update(act_grads)
         return dx
 
     # exact ----------------------------------------------------------------
 
-    def _input_codes(self, x):
-        """Quantize the input: pixels for the first layer, else the learned grid."""
-        x = np.asarray(x, np.float32)
-        if self.first_layer:
-            return np.clip(np.rint(x * np.float32(255.0)), 0, 255).astype(np.uint8)
-        return quantize_acts(x, self.a_bits, self._beta())
-
     def _forward_exact(self, x):
-        a_codes = self._input_codes(x)
+        a_codes = self.input_quantizer.codes(x)
         w_codes, w_bits, w_step = self.quantized_weights()
         s_a = self.act_step()
         backend = get_backend(self.backend)
@@ -280,21 +249,16 @@ class QuantLayer(Module):
 
     def _backward_exact(self, dy, grads):
         """Straight-through gradients (:mod:`soniq_ref.ste`) through the values the
-        codes stand for; the first layer's pixels are data, with no clip to learn."""
+        codes stand for (the input quantizer's ``dequantized`` / ``ste_backward``)."""
         c = self._cache
         alpha = self._alpha()
         w_hat = ste.dequantized_weights(c.w_codes, alpha, self.w_bits, dy.dtype)
-        if self.first_layer:
-            x_hat = (c.a_codes.astype(np.float32) * PIXEL_STEP).astype(dy.dtype)
-        else:
-            x_hat = ste.dequantized_acts(c.a_codes, self.a_bits, self._beta(),
-                                         self.act_bits_hi, dy.dtype)
+        x_hat = self.input_quantizer.dequantized(c.a_codes, dy.dtype)
         dx_hat, dw_hat = self._affine_backward(dy, x_hat, w_hat)
         grads["weight"], grads["alpha"] = ste.weight_ste_backward(
             dw_hat, self.params["weight"], w_hat, alpha)
-        if self.first_layer:
-            return dx_hat
-        dx, grads["beta"] = ste.act_ste_backward(dx_hat, c.x, x_hat, self._beta(), self.a_bits)
+        dx, act_grads = self.input_quantizer.ste_backward(dx_hat, c.x, x_hat)
+        grads.update(act_grads)
         return dx
 
     # subclass hooks ------------------------------------------------------------

@@ -12,19 +12,19 @@ model's arithmetic (docs/semantics.md, "Residual blocks"):
 
 ``float``  ``x^ = x``;
 ``noise``  ``x^ = clip(x, 0, beta) + (beta / 2**b~) u``: conv1's noisy input, the same
-           noise ``u`` (:func:`soniq_ref.noise.act_noise`);
+           noise ``u`` (its input quantizer's ``noisy``);
 ``exact``  ``x^ = s_a * float32(k << (A - b))`` with ``k`` conv1's input codes: the value
-           the codes stand for (:func:`soniq_ref.quantizers.dequantize_acts`); backward by
-           the straight-through rule (:func:`soniq_ref.ste.act_ste_backward`).
+           the codes stand for (its input quantizer's ``dequantized``); backward by the
+           straight-through rule (``ste_backward``).
 
-When conv1 reads pixels (``first_layer``) ``x^`` is the pixel value ``k / 255``
-(exact mode) or ``x`` itself.
+When conv1 reads pixels (a ``PixelInput``) that is ``x`` itself, or the pixel value
+``k / 255`` in exact mode (:mod:`soniq_ref.layers.input_quantizers`).
 
 The projection reads the block's input codes too, so it shares conv1's input
-quantizer: its ``beta`` and ``theta_a`` are conv1's arrays, its ``a_bits`` are
-conv1's (``input_source`` names conv1; the bit budget and snapping count the shared
-input once), and in noise mode it sees conv1's activation noise. Its gradients for
-the shared clip and precision are added to conv1's.
+quantizer object (its clip ``beta``, precision ``theta_a`` and bits; ``input_source``
+names conv1, and the bit budget and snapping count the shared input once), and in
+noise mode it sees conv1's activation noise. Its gradients for the shared clip and
+precision are added to conv1's.
 
 Parameters (``params``): every child's under ``"conv1.*"``, ``"bn1.*"``, ``"conv2.*"``,
 ``"bn2.*"`` and, with a projection, ``"proj.*"`` (without the shared ``beta``,
@@ -35,13 +35,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import noise, ste
-from ..quantizers import dequantize_acts, quantize_acts
+from .. import noise
 from .activations import ReLU
 from .batchnorm import BatchNorm2d
 from .module import Module
 from .quant_conv import QuantConv2d
-from .quant_layer import PIXEL_STEP, QuantLayer
+from .quant_layer import QuantLayer
 
 SHARED_INPUT = ("beta", "theta_a")     # the projection's parameters that are conv1's
 
@@ -77,6 +76,7 @@ class ResidualBlock(Module):
             self.proj = QuantConv2d(in_channels, out_channels, 1, stride=stride, padding=0,
                                     first_layer=first_layer, seed=seeds[2], **kw)
             self.bnp = BatchNorm2d(out_channels, dtype=dtype)
+            self.proj.input_quantizer = self.conv1.input_quantizer
             for name in SHARED_INPUT:
                 if name in self.conv1.params:
                     self.proj.params[name] = self.conv1.params[name]
@@ -119,12 +119,7 @@ class ResidualBlock(Module):
 
     # ---------------------------------------------------------------- forward / backward
 
-    def _sync_input_bits(self) -> None:
-        if self.proj is not None and self.conv1.a_bits is not None:
-            self.proj.a_bits = self.conv1.a_bits
-
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._sync_input_bits()
         main = self.bn2.forward(self.conv2.forward(
             self.relu1.forward(self.bn1.forward(self.conv1.forward(x)))))
         if self.proj is not None:
@@ -147,25 +142,16 @@ class ResidualBlock(Module):
 
     def _skip_value(self, x):
         """x^: the block's input as conv1 reads it (see the module docstring)."""
-        c1 = self.conv1
-        if c1.mode == "float" or (c1.mode == "noise" and c1.first_layer):
-            self._cache = ("float", x)
+        c1, quantizer = self.conv1, self.conv1.input_quantizer
+        if c1.mode == "float":
+            self._cache = ("float", None)
             return x
         if c1.mode == "noise":
-            u_a = c1.last_noise[1]
-            beta, bits = c1.params["beta"][0], c1.soft_act_bits()
-            self._cache = ("noise", x, beta, bits, u_a)
-            return noise.act_noise(x, beta, bits, u_a)
-        xf = np.asarray(x, np.float32)
-        if c1.first_layer:
-            codes = np.clip(np.rint(xf * np.float32(255.0)), 0, 255).astype(np.uint8)
-            x_hat = (codes.astype(np.float32) * PIXEL_STEP).astype(x.dtype)
-            self._cache = ("float", x)
-            return x_hat
-        beta = c1.act_clip()
-        codes = quantize_acts(xf, c1.a_bits, beta)
-        x_hat = dequantize_acts(codes, c1.a_bits, beta, c1.act_bits_hi).astype(x.dtype)
-        self._cache = ("exact", x, x_hat, beta)
+            x_t, cache = quantizer.noisy(x, c1.last_noise[1])
+            self._cache = ("noise", cache)
+            return x_t
+        x_hat = quantizer.dequantized(quantizer.codes(x), x.dtype)
+        self._cache = ("exact", (x, x_hat))
         return x_hat
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
@@ -188,15 +174,10 @@ class ResidualBlock(Module):
 
     def _skip_backward(self, dy):
         """-> (d x from the skip, gradients for conv1's shared input parameters)."""
-        kind = self._cache[0]
+        kind, cache = self._cache
+        quantizer = self.conv1.input_quantizer
         if kind == "float":
             return dy, {}
-        c1 = self.conv1
         if kind == "noise":
-            _, x, beta, bits, u_a = self._cache
-            dx, dbeta, dbits = noise.act_noise_backward(dy, x, beta, bits, u_a)
-            dtheta = dbits * noise.soft_bits_grad(c1.params["theta_a"], *c1.act_palette)
-            return dx, {"beta": np.array([dbeta]), "theta_a": dtheta}
-        _, x, x_hat, beta = self._cache
-        dx, dbeta = ste.act_ste_backward(dy, x, x_hat, beta, c1.a_bits)
-        return dx, {"beta": dbeta}
+            return quantizer.noisy_backward(dy, cache)
+        return quantizer.ste_backward(dy, *cache)

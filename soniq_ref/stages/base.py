@@ -22,6 +22,10 @@ A stage type is one class. It knows
   flattening): per-feature values at its output placed at the input positions
   they come from, which is how a per-feature precision reaches the producing
   convolution.
+* its ONNX form (:mod:`soniq_ref.onnx_export`): ``to_onnx(graph, codes, out_shape,
+  next_hi)`` adds its nodes to the graph and names the value it hands on, and
+  ``onnx_input_hi(next_hi)`` gives the grid ``A`` of the shifted codes it reads
+  (a stage that only moves codes reads them on the grid it hands them on).
 
 Registering the class in :data:`soniq_ref.stages.STAGE_TYPES` under its ``kind``
 makes the model, the file format and ``soniq info`` handle it.
@@ -96,6 +100,19 @@ class Stage:
 
     def spread_back(self, values, in_shape: tuple):
         raise ValueError(f"a per-feature precision cannot pass a {self.kind} stage")
+
+    def to_onnx(self, graph, codes: str, out_shape: tuple, next_hi):
+        """Add this stage to ``graph`` (:class:`soniq_ref.onnx_export.OnnxGraph`).
+
+        codes: the name of its input, uint8 shifted codes ``k << (A - bits)``;
+        out_shape: its per-sample output shape; next_hi: the grid ``A`` of the codes it
+        hands on, None when it hands on float32 values. Returns the name of its output.
+        """
+        raise ValueError(f"a {self.kind} stage has no ONNX form")
+
+    def onnx_input_hi(self, next_hi):
+        """The grid ``A`` of the shifted codes it reads, given that of those it hands on."""
+        return next_hi
 
     def float32_values(self) -> int:
         """Numbers a float32 model of this stage stores (weights and biases)."""

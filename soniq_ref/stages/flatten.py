@@ -24,6 +24,10 @@ class FlattenStage(Stage):
     def spread_back(self, values, in_shape):
         return values.reshape(in_shape)
 
+    def to_onnx(self, graph, codes, out_shape, next_hi):
+        """``Flatten`` from axis 1."""
+        return graph.op("Flatten", [codes], axis=1)
+
     @classmethod
     def from_file(cls, entry) -> "FlattenStage":
         return cls()

@@ -44,6 +44,11 @@ class PoolStage(Stage):
         pad = ((0, 0), (0, h - values.shape[1]), (0, w - values.shape[2]))
         return np.pad(values, pad, mode="edge")
 
+    def to_onnx(self, graph, codes, out_shape, next_hi):
+        """``MaxPool`` on the shifted codes (a shift is monotone, so it commutes)."""
+        return graph.op("MaxPool", [codes], kernel_shape=[self.kernel] * 2,
+                        strides=[self.stride] * 2)
+
     @classmethod
     def file_keys(cls, kind: str, last: bool) -> set:
         return {"type", "kernel", "stride"}

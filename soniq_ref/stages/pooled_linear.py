@@ -58,6 +58,9 @@ class PooledLinearStage(QuantStage):
             raise ValueError("an avgpool_linear stage must end the model")
         return out_code_bound(self, out_shape)
 
+    def to_onnx(self, graph, codes, out_shape, next_hi):
+        raise ValueError(f"a {self.kind} stage has no ONNX form")
+
     @classmethod
     def _check_fit(cls, entry, kind, wshape, stride, padding) -> None:
         shape = entry.shape

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import checks, compact
+from ..contract import INT32_EXACT_K
 from ..integer_core import conv_output_size
 from .base import Stage, check_size
 
@@ -148,6 +149,66 @@ class QuantStage(Stage):
         checks.check_float32("scale", self.scale, o)
         checks.check_float32("bias", self.bias, o)
         return out_code_bound(self, out_shape)
+
+    # ------------------------------------------------------------------ ONNX
+
+    def onnx_input_hi(self, next_hi) -> int:
+        """Its own grid: it reads ``k << (act_bits_hi - a_bits)``."""
+        return self.act_bits_hi
+
+    def to_onnx(self, graph, codes, out_shape, next_hi):
+        """Integer operators on the shifted codes ``a'`` (see :mod:`soniq_ref.onnx_export`)::
+
+            P   = ConvInteger(a', k_w)  or MatMulInteger(a', k_w^T)      int32
+            S   = ConvInteger(a', ones) or MatMulInteger(a', ones)       int32 (sum of a')
+            acc = 2 * P - (2^bw[o] - 1) * S                              int32, exact
+            y   = scale[o] * float32(acc) + bias[o]                      float32
+
+        then, unless ``next_hi`` is None, the next codes on the grid ``next_hi``:
+        ``Cast<uint8>(min(max(Round(y * out_ratio), 0), 2^out_bits - 1) *
+        2^(next_hi - out_bits))``. ValueError when K exceeds the int32 bound."""
+        k = int(np.prod(self.w_codes.shape[1:]))
+        if k > INT32_EXACT_K:
+            raise ValueError(f"a layer with K = {k} > {INT32_EXACT_K} inputs per output does "
+                             f"not fit the int32 accumulator of ONNX's integer operators")
+        ndim = 4 if self.kind == "conv" else 2
+        acc = graph.op("Cast", [self._onnx_accumulate(graph, codes)], to=1)   # 1: float32
+        y = graph.op("Add", [graph.op("Mul", [acc, graph.const(
+            "scale", _per_channel(self.scale, ndim))]),
+            graph.const("bias", _per_channel(self.bias, ndim))])
+        return y if next_hi is None else self._onnx_requantize(graph, y, out_shape, next_hi)
+
+    def _onnx_accumulate(self, g, codes: str) -> str:
+        """int32 ``acc = 2 * sum(k * a') - n * sum(a')``."""
+        if self.kind == "conv":
+            _, c, kh, kw = self.w_codes.shape
+            conv = dict(pads=[self.padding] * 4, strides=[self.stride] * 2)
+            p = g.op("ConvInteger", [codes, g.const("weight_codes", self.w_codes)], **conv)
+            s = g.op("ConvInteger", [codes, g.const("ones", np.ones((1, c, kh, kw), np.uint8))],
+                     **conv)
+        else:
+            k = self.w_codes.shape[1]
+            p = g.op("MatMulInteger", [codes, g.const("weight_codes", self.w_codes.T)])
+            s = g.op("MatMulInteger", [codes, g.const("ones", np.ones((k, 1), np.uint8))])
+        ndim = 4 if self.kind == "conv" else 2
+        n = _per_channel(((1 << self.w_bits.astype(np.int64)) - 1).astype(np.int32), ndim)
+        twice = g.op("Mul", [p, g.const("two", np.array(2, np.int32))])
+        return g.op("Sub", [twice, g.op("Mul", [s, g.const("levels", n)])])
+
+    def _onnx_requantize(self, g, y: str, out_shape: tuple, next_hi: int) -> str:
+        """uint8 shifted codes of the next stage from float32 ``y``."""
+        if self.per_feature:
+            shape = (1,) + tuple(out_shape)
+            bits, ratio = self.out_bits.reshape(shape), self.out_ratio.reshape(shape)
+        else:
+            ndim = 1 + len(out_shape)
+            bits, ratio = (_per_channel(self.out_bits, ndim), _per_channel(self.out_ratio, ndim))
+        top = ((1 << bits.astype(np.int64)) - 1).astype(np.float32)
+        shift = (1 << (next_hi - bits.astype(np.int64))).astype(np.float32)
+        t = g.op("Round", [g.op("Mul", [y, g.const("ratio", ratio.astype(np.float32))])])
+        t = g.op("Min", [g.op("Max", [t, g.const("zero", np.array(0, np.float32))]),
+                         g.const("top", top)])
+        return g.op("Cast", [g.op("Mul", [t, g.const("shift", shift)])], to=2)   # 2: uint8
 
     # ------------------------------------------------------------------ description
 
@@ -290,6 +351,11 @@ def out_code_bound(stage, out_shape):
         return top.reshape(out_shape)
     return np.ascontiguousarray(np.broadcast_to(
         top.reshape((o,) + (1,) * (len(out_shape) - 1)), out_shape))
+
+
+def _per_channel(values: np.ndarray, ndim: int) -> np.ndarray:
+    """[O] -> [1, O] (linear) or [1, O, 1, 1] (conv), for broadcasting."""
+    return values.reshape((1, -1) + (1,) * (ndim - 2))
 
 
 def _histogram(bits: np.ndarray) -> dict:

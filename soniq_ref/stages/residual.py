@@ -34,7 +34,7 @@ import numpy as np
 from .. import checks
 from ..container import fail
 from ..fileschema import StageEntry, exact_keys
-from ..layers.quant_layer import PIXEL_STEP
+from ..layers.input_quantizers import PIXEL_STEP
 from ..quantizers import act_ratio, act_step, codes_from_ratio, shifted_codes
 from .link import link
 from .base import Stage
