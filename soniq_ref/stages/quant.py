@@ -268,10 +268,7 @@ class QuantStage(Stage):
         if self.kind == "conv":
             entry.update(stride=self.stride, padding=self.padding)
         if not last:
-            if self.out_clip is None:
-                raise ValueError(f"{where}: its requantization has no out_clip, the clip "
-                                 f"out_ratio follows from")
-            entry["out_clip"] = float(np.float32(self.out_clip))
+            entry["out_clip"] = out_clip_field(self, where)
         return entry
 
     @classmethod
@@ -332,6 +329,15 @@ def check_fit(entry, kind: str, wshape: list, stride: int, padding: int) -> None
             shape[2] + 2 * padding < wshape[3]:
         entry.fail(f"kernel {wshape[2:]} with padding {padding} does not fit input "
                    f"{list(shape)}")
+
+
+def out_clip_field(stage, where: str) -> float:
+    """The manifest's ``out_clip`` of a stage that requantizes its output: its float32
+    clip as a JSON number; ValueError naming ``where`` when it has none."""
+    if stage.out_clip is None:
+        raise ValueError(f"{where}: its requantization has no out_clip, the clip out_ratio "
+                         f"follows from")
+    return float(np.float32(stage.out_clip))
 
 
 def out_code_bound(stage, out_shape):

@@ -38,7 +38,7 @@ from ..layers.input_quantizers import PIXEL_STEP
 from ..quantizers import act_ratio, act_step, codes_from_ratio, shifted_codes
 from .link import link
 from .base import Stage
-from .quant import QuantStage, out_code_bound
+from .quant import QuantStage, out_clip_field, out_code_bound
 
 
 @dataclass
@@ -172,10 +172,7 @@ class ResidualStage(Stage):
         if self.proj is not None:
             entry["projection"] = self.proj.to_file(f"{index}.projection", True, tensors)
         if not last:
-            if self.out_clip is None:
-                raise ValueError(f"stage {index} ({self.kind}): its requantization has no "
-                                 f"out_clip, the clip out_ratio follows from")
-            entry["out_clip"] = float(np.float32(self.out_clip))
+            entry["out_clip"] = out_clip_field(self, f"stage {index} ({self.kind})")
         return entry
 
     @classmethod
