@@ -126,3 +126,52 @@ def test_the_onnx_export_refuses_residual_stages_in_one_line(trained):
     from soniq_ref.onnx_export import to_onnx
     with pytest.raises(ValueError, match="residual stage has no ONNX form"):
         to_onnx(trained[0].deploy)
+
+
+@st.composite
+def residual_tails(draw):
+    """acc int64 [B, O, H, W] (some |acc| >= 2^31, odd sizes), per-channel scale, bias,
+    bits and ratio, a float32 skip of acc's shape."""
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 9)), draw(st.integers(1, 7)),
+             draw(st.integers(1, 7)))
+    big = draw(st.booleans())
+    acc = rng.integers(-(2 ** 34 if big else 5000), 2 ** 34 if big else 5000, shape)
+    o = shape[1]
+    scale = (rng.uniform(0.5, 2.0, o) * (2e-6 if big else 1e-3)).astype(np.float32)
+    bias = rng.standard_normal(o).astype(np.float32)
+    skip = np.abs(rng.standard_normal(shape)).astype(np.float32)
+    bits = rng.integers(1, 9, o).astype(np.uint8)
+    ratio = ((2.0 ** bits) / rng.uniform(0.5, 4.0, o)).astype(np.float32)
+    return acc, scale, bias, skip, bits, ratio
+
+
+@settings(max_examples=30, deadline=None)
+@given(case=residual_tails())
+def test_the_fused_residual_tail_equals_the_reference(backend, case):
+    """``residual_requantize`` (an optional kernel method) against the reference's
+    epilogue, one float32 add and ``codes_from_ratio``, bit for bit."""
+    from soniq_ref.contract import deploy_kernels
+    from soniq_ref.epilogue import epilogue
+    from soniq_ref.quantizers import codes_from_ratio
+    kernels = deploy_kernels(backend)
+    if kernels is None or not hasattr(kernels, "residual_requantize"):
+        pytest.skip(f"{backend.name} has no fused residual tail")
+    acc, scale, bias, skip, bits, ratio = case
+    want = codes_from_ratio(epilogue(acc, scale, bias) + skip, ratio, bits)
+    np.testing.assert_array_equal(
+        kernels.residual_requantize(acc, scale, bias, skip, bits, ratio), want)
+
+
+def test_the_deploy_model_uses_the_fused_tail_where_offered(trained, monkeypatch):
+    pytest.importorskip("soniq_fast.cpu._kernels")
+    from soniq_ref import get_backend
+    deploy, x = trained[0].deploy, trained[1]
+    kernels = get_backend("cpu").kernels
+    calls = []
+    original = type(kernels).residual_requantize
+    monkeypatch.setattr(type(kernels), "residual_requantize",
+                        lambda self, *a: calls.append(1) or original(self, *a))
+    got = deploy.forward(x, "cpu")
+    assert len(calls) == sum(s.kind.startswith("residual") for s in deploy.stages)
+    np.testing.assert_array_equal(got.view(np.uint32), deploy.forward(x, "ref").view(np.uint32))

@@ -250,6 +250,33 @@ def requantize(acc, int64_t channels, int64_t inner, scale, bias, bits, ratio, o
         raise MemoryError("the cpu kernels could not start their threads")
 
 
+cdef extern from "core/residual.h" nogil:
+    int soniq_residual_requantize(const int64_t *acc, const float *skip, int64_t total,
+                                  int64_t channels, int64_t inner, const float *scale,
+                                  const float *bias, const uint8_t *bits, const float *ratio,
+                                  uint8_t *out, int isa, int n_threads)
+
+
+def residual_requantize(acc, skip, int64_t channels, int64_t inner, scale, bias, bits, ratio,
+                        out, int isa, int n_threads):
+    """out uint8 = clip(rint(((scale * float32(acc) + bias) + skip) * ratio), 0, 2**bits - 1),
+    per channel o = (i // inner) % channels of flat element i (core/residual.h)."""
+    cdef const int64_t *pa = <const int64_t *>addr(acc)
+    cdef const float *pk = <const float *>addr(skip)
+    cdef const float *ps = <const float *>addr(scale)
+    cdef const float *pb = <const float *>addr(bias)
+    cdef const uint8_t *pbits = <const uint8_t *>addr(bits)
+    cdef const float *pr = <const float *>addr(ratio)
+    cdef uint8_t *po = <uint8_t *>addr(out)
+    cdef int64_t total = acc.size
+    cdef int rc
+    with nogil:
+        rc = soniq_residual_requantize(pa, pk, total, channels, inner, ps, pb, pbits, pr, po,
+                                       isa, n_threads)
+    if rc != 0:
+        raise MemoryError("the cpu kernels could not start their threads")
+
+
 def max_pool(x, int kernel, int stride, out, int isa, int n_threads):
     """out uint8 [B, C, Ho, Wo] = window maxima of x uint8 [B, C, H, W] (both C-contiguous)."""
     cdef const uint8_t *px = <const uint8_t *>addr(x)

@@ -233,6 +233,26 @@ class CpuKernels:
                             out, self.settings.isa_index, self._threads(8 * acc.size))
         return out
 
+    def residual_requantize(self, acc, scale, bias, skip, out_bits, out_ratio) -> np.ndarray:
+        """uint8 like acc [B, O, H, W]: the residual tail of
+        :mod:`soniq_ref.stages.residual`, ``clip(rint(((scale[o] * float32(acc) + bias[o])
+        + skip) * out_ratio[o]), 0, 2^out_bits[o] - 1)``, skip float32 like acc, every
+        parameter per channel (core/residual.h)."""
+        acc = np.ascontiguousarray(acc) if isinstance(acc, np.ndarray) else acc
+        _check_acc(acc)
+        o = acc.shape[1]
+        if acc.ndim != 4 or not isinstance(skip, np.ndarray) or skip.dtype != np.float32 \
+                or skip.shape != acc.shape:
+            raise ValueError("acc must be int64 [B, O, H, W] and skip float32 of its shape")
+        scale, bias, out_bits, out_ratio = _requant_args(o, 1, scale, bias, out_bits,
+                                                         out_ratio)[:4]
+        skip = np.ascontiguousarray(skip)
+        out = np.empty(acc.shape, np.uint8)
+        _kernels.residual_requantize(acc, skip, o, _inner(acc), scale, bias, out_bits,
+                                     out_ratio, out, self.settings.isa_index,
+                                     self._threads(8 * acc.size))
+        return out
+
     # ------------------------------------------------------------------------- pooling
 
     def max_pool_codes(self, codes, kernel, stride=None) -> np.ndarray:

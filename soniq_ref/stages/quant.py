@@ -109,6 +109,10 @@ class QuantStage(Stage):
             return run.kernels.epilogue(acc, self.scale, self.bias)
         return self._fused(run.kernels, packed, codes)
 
+    def accumulate(self, impl, packed, codes):
+        """int64 accumulator of ``codes`` through ``impl`` (the backend or its kernels)."""
+        return self._accumulate(impl, packed, codes)
+
     def _accumulate(self, impl, packed, codes):
         if self.kind == "linear":
             return impl.linear_int(codes, self.a_bits, packed, self.w_bits, self.act_bits_hi)

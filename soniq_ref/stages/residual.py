@@ -93,16 +93,26 @@ class ResidualStage(Stage):
         return self.conv2.output_shape(self.conv1.output_shape(shape))
 
     def run(self, codes, run):
+        """The next codes (float32 ``s`` when ``final``). With the backend's fused kernels,
+        when they offer ``residual_requantize`` (and the requantization is per channel),
+        conv2's epilogue, the add and the requantization are one kernel call."""
         h = self.conv1.run(codes, run)               # checks the input codes when needed
+        fused = getattr(run.kernels, "residual_requantize", None)
+        if fused is not None and not self.final and not self.per_feature:
+            acc = self.conv2.accumulate(run.kernels, next(run.packed), h)
+            return fused(acc, self.conv2.scale, self.conv2.bias, self._skip(codes, run),
+                         self.out_bits, self.out_ratio)
         y = self.conv2.run(h, run)
-        skip = self.proj.run(codes, run) if self.proj is not None else self.skip_value(codes)
-        s = y + skip
+        s = y + self._skip(codes, run)
         if self.final:
             return s
         if not self.per_feature:
             return codes_from_ratio(s, self.out_ratio, self.out_bits)
         return codes_from_ratio(s.reshape(len(s), -1), self.out_ratio,
                                 self.out_bits).reshape(s.shape)
+
+    def _skip(self, codes, run) -> np.ndarray:
+        return self.proj.run(codes, run) if self.proj is not None else self.skip_value(codes)
 
     def skip_value(self, codes) -> np.ndarray:
         """float32 ``s_a * float32(a << (A - a_bits[c]))`` (the identity skip)."""
