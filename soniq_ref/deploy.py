@@ -70,7 +70,8 @@ def _new_stage(layer: QuantLayer) -> QuantStage:
         weight_palette=tuple(layer.weight_palette), act_palette=tuple(layer.act_palette),
         stride=int(layer.stride) if conv else 1, padding=int(layer.padding) if conv else 0,
         scale=(w_step.astype(np.float64) * s_a).astype(np.float32),
-        bias=layer.params["bias"].astype(np.float32).copy())
+        bias=layer.params["bias"].astype(np.float32).copy(),
+        **({"positions": layer.positions} if pooled else {}))
 
 
 def _fold_bn(stage: QuantStage, bn: BatchNorm) -> None:

@@ -594,6 +594,7 @@ def _index(raw, kind):
     (lambda s: s["conv2"].update(padding=0), "cannot be added|does not fit"),
     (lambda s: s["conv1"].update(out_clip=-1.0), "out_clip"),
     (lambda s: s.update(out_clip=float("nan")), "out_clip"),
+    (lambda s: s["projection"].update(act_palette=[1, 8]), "act_palette and input bits"),
 ])
 def test_inconsistent_residual_stages_are_refused(resnet_raw, edit, match):
     raw = resnet_raw
@@ -615,7 +616,13 @@ def test_a_classifier_that_is_not_last_and_renamed_tensors_are_refused(resnet_ra
     raw = resnet_raw
     last = _index(raw, "avgpool_linear")
     assert_refused(_entry_edit(raw, last, lambda s: s.update(type="linear")),
-                   "weights expect input")
+                   "linear.: keys the format does not define: positions")
+    assert_refused(_entry_edit(raw, last, lambda s: s.pop("positions") and s.update(
+        type="linear")), "weights expect input")
+    assert_refused(_entry_edit(raw, last, lambda s: s.update(positions=s["positions"] + 1)),
+                   "averages")
+    assert_refused(_edit_manifest(raw, lambda m: m["input_shape"].__setitem__(1, 16)),
+                   "averages")
     header, manifest, tensors = _split(raw)
     header["1.conv2.scale_"] = header.pop("1.conv2.scale")
     assert_refused(_pack(header, manifest, tensors), "missing tensor '1.conv2.scale'")

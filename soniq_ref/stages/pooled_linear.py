@@ -10,7 +10,9 @@ order) summed exactly over the H*W positions
 (:func:`soniq_ref.layers.global_pool.pooled_accumulator`); the average's ``1 / (H W)``
 is folded into ``scale`` (``alpha / n * s_a / (H W)``, float32), so pooling adds
 no rounding and every backend's ``linear_int`` and ``epilogue`` give the same bits.
-It ends the model (float32 logits); stored like ``linear`` (weights [O, C]).
+It ends the model (float32 logits); stored like ``linear`` (weights [O, C]) plus
+``positions`` = H * W, the positions its ``scale`` averages over: the stage refuses an
+input of any other size (the average would be wrong).
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ from .quant import QuantStage, out_code_bound
 
 @dataclass
 class PooledLinearStage(QuantStage):
-    """A :class:`QuantStage` of kind ``avgpool_linear`` (see the module docstring)."""
+    """A :class:`QuantStage` of kind ``avgpool_linear`` (see the module docstring);
+    ``positions``: H * W of the [C, H, W] codes it reads."""
+
+    positions: int = 0
 
     KINDS = ("avgpool_linear",)
 
@@ -47,8 +52,9 @@ class PooledLinearStage(QuantStage):
         """As :meth:`QuantStage.code_bound` for input [C, H, W] and weights [O, C]; only
         as the stage that ends the model."""
         hi = checks.check_bits_value("act_bits_hi", self.act_bits_hi)
-        if len(shape) != 3 or self.w_codes.ndim != 2 or self.w_codes.shape[1] != shape[0]:
-            raise ValueError("weights do not fit the stage's input")
+        if len(shape) != 3 or self.w_codes.ndim != 2 or self.w_codes.shape[1] != shape[0] \
+                or shape[1] * shape[2] != self.positions:
+            raise ValueError("weights or positions do not fit the stage's input")
         a_bits = checks.check_bits("a_bits", self.a_bits, shape[0], hi=hi)
         if bound is not None:
             checks.check_codes("codes", bound[None], a_bits, axis=1)
@@ -62,10 +68,27 @@ class PooledLinearStage(QuantStage):
         raise ValueError(f"a {self.kind} stage has no ONNX form")
 
     @classmethod
+    def file_keys(cls, kind: str, last: bool) -> set:
+        return super().file_keys(kind, last) | {"positions"}
+
+    def to_file(self, index: int, last: bool, tensors: dict) -> dict:
+        return {**super().to_file(index, last, tensors), "positions": int(self.positions)}
+
+    @classmethod
+    def from_file(cls, entry) -> "PooledLinearStage":
+        stage = super().from_file(entry)          # _check_fit checked ``positions``
+        stage.positions = entry.fields["positions"]
+        return stage
+
+    @classmethod
     def _check_fit(cls, entry, kind, wshape, stride, padding) -> None:
         shape = entry.shape
         if len(shape) != 3 or shape[0] != wshape[1]:
             entry.fail(f"weights expect input [{wshape[1]}, H, W], the previous stage gives "
                        f"{list(shape)}")
+        positions = entry.int("positions", 1)
+        if shape[1] * shape[2] != positions:
+            entry.fail(f"its scale averages {positions} positions, the previous stage gives "
+                       f"{shape[1]} x {shape[2]}")
         if not entry.last:
             entry.fail("an avgpool_linear stage must be the last stage (the classifier)")

@@ -132,6 +132,8 @@ class ResidualStage(Stage):
         mid = self.conv1.output_shape(shape)
         self.conv2.code_bound(self.conv1.code_bound(bound, shape, mid), mid, out_shape)
         if self.proj is not None:
+            if not _same_input(self.conv1, self.proj):
+                raise ValueError("the projection's input bits and palette must be conv1's")
             if self.proj.output_shape(shape) != tuple(out_shape):
                 raise ValueError("the projection's output shape differs from conv2's")
             self.proj.code_bound(bound, shape, out_shape)
@@ -200,6 +202,9 @@ class ResidualStage(Stage):
         proj = _inner(entry, "projection", shape, last=True) \
             if entry.type == cls.KINDS[1] else None
         out = conv2.output_shape(mid)
+        if proj is not None and not _same_input(conv1, proj):
+            entry.fail("the projection reads the block's input codes: its act_palette and "
+                       "input bits must be conv1's")
         if proj is not None and proj.output_shape(shape) != out:
             entry.fail(f"the projection gives {list(proj.output_shape(shape))}, conv2 gives "
                        f"{list(out)}: the branches cannot be added")
@@ -212,6 +217,12 @@ class ResidualStage(Stage):
             entry.fail(f"conv1: {exc}")
         out_clip = None if entry.last else entry.float32("out_clip")
         return cls(conv1, conv2, proj, out_clip=out_clip)
+
+
+def _same_input(conv1: QuantStage, proj: QuantStage) -> bool:
+    """Whether the projection reads the block's input codes as conv1 does (same grid)."""
+    return tuple(proj.act_palette) == tuple(conv1.act_palette) and \
+        np.array_equal(proj.a_bits, conv1.a_bits)
 
 
 def _inner(entry, name: str, shape: tuple, last: bool) -> QuantStage:
