@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import budget
+from .. import budget, parallel
 from ..data import Dataset, hold_out_validation, load_dataset
 from ..deploy import DeployModel
 from ..loss import softmax_cross_entropy
@@ -357,7 +357,8 @@ def run_training(model: Sequential, data: Dataset, config: TrainConfig, *, progr
 
     if resume and run_dir is None:
         raise ValueError("resume needs the run folder that holds the checkpoint")
-    with threadpool_limits(limits=blas_threads(config), user_api="blas"):
+    threads = blas_threads(config)
+    with threadpool_limits(limits=threads, user_api="blas"), parallel.workers(threads):
         return _train(model, _no_validation(data), config, progress, run_dir, resume,
                       tuple(callbacks))
 
