@@ -96,7 +96,13 @@ def _shift_factors(a_bits: np.ndarray, act_bits_hi: int, repeat: int = 1,
 def _shifted_rows(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """``codes * factors`` in the dtype of ``factors`` (exact: shifted codes are integers
     <= 255); ``factors`` broadcasts against ``codes``."""
-    return parallel.elementwise(lambda k, f: k.astype(f.dtype) * f, codes, factors, axis=0)
+    return parallel.elementwise(_times_factors, codes, factors, axis=0)
+
+
+def _times_factors(codes, factors):
+    rows = codes.astype(factors.dtype)
+    rows *= factors
+    return rows
 
 
 def _float_levels(w_codes: np.ndarray, w_bits: np.ndarray, dtype=np.float64) -> np.ndarray:
@@ -268,7 +274,7 @@ def conv2d_acc(x_codes, a_bits, w_codes, w_bits, act_bits_hi, stride, padding) -
         # patches of the uint8 codes (8x less to move than int64), then shift per row
         cols = _shifted_rows(patches(x_codes[b0:b1], kh, kw, stride, padding), factors)
         product = _exact_matmul(q, cols.T, peak).reshape(o, b1 - b0, ho, wo)
-        parallel.elementwise(lambda p: p, product.transpose(1, 0, 2, 3), out=acc[b0:b1])
+        parallel.copy(product.transpose(1, 0, 2, 3), acc[b0:b1])
     return acc
 
 

@@ -90,6 +90,15 @@ def slices(length: int, parts: int) -> list[slice]:
     return [slice(length * i // parts, length * (i + 1) // parts) for i in range(parts)]
 
 
+def _parts(length: int, elements: int, min_items: int = 1) -> int:
+    """How many slices :func:`split` cuts ``range(length)`` into here."""
+    setting = _SETTING.get()
+    if setting is None or setting.count == 1:
+        return 1
+    return max(1, min(setting.count, length // max(1, min_items),
+                      elements // setting.min_slice))
+
+
 def split(body, length: int, elements: int, *, min_items: int = 1) -> None:
     """Call ``body(s)`` for contiguous slices ``s`` covering ``range(length)``, one per
     worker, concurrently, and return when all have returned (the first exception
@@ -99,16 +108,12 @@ def split(body, length: int, elements: int, *, min_items: int = 1) -> None:
     ``MIN_SLICE`` of them); ``min_items``: the fewest indices a slice may hold.
     ``body`` must write disjoint parts of its outputs for disjoint slices.
     """
-    setting = _SETTING.get()
-    parts = 1
-    if setting is not None and setting.count > 1:
-        parts = min(setting.count, length // max(1, min_items),
-                    max(1, elements // setting.min_slice))
+    parts = _parts(length, elements, min_items)
     if parts <= 1:
         body(slice(0, length))
         return
     cuts = slices(length, parts)
-    futures = [setting.pool.submit(body, s) for s in cuts[1:]]
+    futures = [_SETTING.get().pool.submit(body, s) for s in cuts[1:]]
     error = None
     try:
         body(cuts[0])
@@ -150,23 +155,39 @@ def elementwise(expr, *operands, axis: int = 1, out=None) -> np.ndarray:
     together (and scalars) -- computed on slices of ``axis`` in parallel, with the
     values and the memory layout of the whole-array expression.
 
-    With ``out`` (an array of the result's shape and dtype), the result is written
-    there and returned; ``out`` may be one of the operands (in place).
+    With ``out`` (an array of the result's shape, possibly one of the operands), ``expr``
+    is called as ``expr(*parts, out=part_of_out)`` and must write its result there, as
+    a ufunc does (``elementwise(np.multiply, x, s, out=x)`` is ``x *= s``); ``out`` is
+    returned. On one slice this is exactly ``expr(*operands)``: no copy, no overhead.
     """
     shape = np.broadcast_shapes(*(np.shape(v) for v in operands))
-    if out is None:
-        like = np.asarray(expr(*(_probe(v) for v in operands)))
-        out = np.empty_like(like, shape=shape)
-    if len(shape) <= axis:
-        out[...] = expr(*operands)
+    ndim = len(shape)
+    if ndim <= axis or _parts(shape[axis], int(np.prod(shape))) <= 1:
+        if out is None:
+            return expr(*operands)
+        expr(*operands, out=out)
         return out
+    if out is None:
+        out = np.empty_like(np.asarray(expr(*(_probe(v) for v in operands))), shape=shape)
 
-    def body(s):
-        out[_index(len(shape), axis, s)] = expr(*(_along(v, len(shape), axis, s)
-                                                   for v in operands))
+        def body(s):
+            out[_index(ndim, axis, s)] = expr(*(_along(v, ndim, axis, s) for v in operands))
+    else:
+        def body(s):
+            expr(*(_along(v, ndim, axis, s) for v in operands), out=out[_index(ndim, axis, s)])
 
     split(body, shape[axis], int(np.prod(shape)))
     return out
+
+
+def copy(src: np.ndarray, out: np.ndarray, *, axis: int = 1) -> np.ndarray:
+    """``out[...] = src`` (NumPy's assignment cast, e.g. float to int64) on slices of
+    ``axis`` in parallel; returns ``out``."""
+    return elementwise(_assign, src, axis=axis, out=out)
+
+
+def _assign(src, out):
+    out[...] = src
 
 
 def _index(ndim: int, axis: int, s: slice) -> tuple:

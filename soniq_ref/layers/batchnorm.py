@@ -59,19 +59,19 @@ class BatchNorm(Module):
         col = partial(self._col, ndim=x.ndim)
         if self.training:
             mu = per_channel(lambda x: x.sum(axis=axes) / n, x)
-            centered = elementwise(lambda x, mu: x - mu, x, col(mu.astype(x.dtype)))
+            centered = elementwise(np.subtract, x, col(mu.astype(x.dtype)))
             var = per_channel(lambda c: _channel_dot(c, c) / n, centered)
             m = self.momentum
             self.running_mean[...] = (1 - m) * self.running_mean + m * mu
             self.running_var[...] = (1 - m) * self.running_var + m * var * (n / max(n - 1, 1))
         else:
             mu, var = self.running_mean, self.running_var
-            centered = elementwise(lambda x, mu: x - mu, x, col(mu.astype(x.dtype)))
+            centered = elementwise(np.subtract, x, col(mu.astype(x.dtype)))
         inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
-        x_hat = elementwise(lambda c, s: c * s, centered, col(inv_std), out=centered)
+        x_hat = elementwise(np.multiply, centered, col(inv_std), out=centered)   # in place
         self._cache = (x_hat, inv_std, axes, self.training)
-        return elementwise(lambda x_hat, w, b: x_hat * w + b, x_hat,
-                           col(self.params["weight"]), col(self.params["bias"]))
+        return elementwise(_scale_shift, x_hat, col(self.params["weight"]),
+                           col(self.params["bias"]))
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         x_hat, inv_std, axes, training = self._cache
@@ -84,8 +84,7 @@ class BatchNorm(Module):
             return elementwise(lambda dy, g: dy * g, dy, g)
         # d/dx of the batch statistics: subtract the mean of dy and of dy * x_hat.
         n = dy.size // self.channels
-        return elementwise(lambda x_hat, dy, a, b, g: (dy - x_hat * a - b) * g,
-                           x_hat, dy, col((sum_dy_xhat / n).astype(dy.dtype)),
+        return elementwise(_input_grad, x_hat, dy, col((sum_dy_xhat / n).astype(dy.dtype)),
                            col((sum_dy / n).astype(dy.dtype)), g, out=np.empty_like(x_hat))
 
     def folded(self) -> tuple[np.ndarray, np.ndarray]:
@@ -93,6 +92,22 @@ class BatchNorm(Module):
         a = self.params["weight"].astype(np.float64) / np.sqrt(
             self.running_var.astype(np.float64) + self.eps)
         return a, self.params["bias"].astype(np.float64) - a * self.running_mean
+
+
+def _scale_shift(x_hat, weight, bias):
+    """``x_hat * weight + bias`` (one temporary)."""
+    y = x_hat * weight
+    y += bias
+    return y
+
+
+def _input_grad(x_hat, dy, mean_dy_xhat, mean_dy, g, out):
+    """``out = (dy - x_hat * mean_dy_xhat - mean_dy) * g``, in place in ``out``."""
+    np.multiply(x_hat, mean_dy_xhat, out=out)
+    np.subtract(dy, out, out=out)
+    out -= mean_dy
+    out *= g
+    return out
 
 
 def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
