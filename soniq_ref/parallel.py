@@ -40,17 +40,47 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
 from typing import NamedTuple
 
 import numpy as np
 
-MIN_SLICE = 1 << 15          # elements a slice must have to be given to a thread
+MIN_SLICE = 1 << 16          # elements a slice must have to be given to a thread
+
+
+class _Threads:
+    """``count`` threads, each waiting on its own queue for ``(body, s, reply)``: it
+    calls ``body(s)`` and puts None (or the exception raised) on ``reply``."""
+
+    def __init__(self, count: int):
+        self.inboxes = [queue.SimpleQueue() for _ in range(count)]
+        self.threads = [threading.Thread(target=self._serve, args=(inbox,), daemon=True,
+                                         name=f"soniq-worker-{i + 1}")
+                        for i, inbox in enumerate(self.inboxes)]
+        for thread in self.threads:
+            thread.start()
+
+    @staticmethod
+    def _serve(inbox):
+        while (job := inbox.get()) is not None:
+            body, s, reply = job
+            try:
+                body(s)
+                reply.put(None)
+            except BaseException as exc:        # handed to the caller
+                reply.put(exc)
+
+    def close(self):
+        for inbox in self.inboxes:
+            inbox.put(None)
+        for thread in self.threads:
+            thread.join()
 
 
 class _Setting(NamedTuple):
     count: int                            # workers, the calling thread included
-    pool: ThreadPoolExecutor | None       # count - 1 threads (None for one worker)
+    threads: _Threads | None              # count - 1 threads (None for one worker)
     min_slice: int                        # elements per slice, at least
 
 
@@ -67,15 +97,14 @@ def workers(count: int, *, min_slice: int = MIN_SLICE):
     if isinstance(min_slice, bool) or not isinstance(min_slice, (int, np.integer)) \
             or min_slice < 1:
         raise ValueError(f"min_slice must be an integer >= 1, got {min_slice!r}")
-    pool = (ThreadPoolExecutor(int(count) - 1, thread_name_prefix="soniq-worker")
-            if count > 1 else None)
-    token = _SETTING.set(_Setting(int(count), pool, int(min_slice)))
+    threads = _Threads(int(count) - 1) if count > 1 else None
+    token = _SETTING.set(_Setting(int(count), threads, int(min_slice)))
     try:
         yield int(count)
     finally:
         _SETTING.reset(token)
-        if pool is not None:
-            pool.shutdown()
+        if threads is not None:
+            threads.close()
 
 
 def worker_count() -> int:
@@ -113,19 +142,17 @@ def split(body, length: int, elements: int, *, min_items: int = 1) -> None:
         body(slice(0, length))
         return
     cuts = slices(length, parts)
-    futures = [_SETTING.get().pool.submit(body, s) for s in cuts[1:]]
-    error = None
+    reply = queue.SimpleQueue()
+    for inbox, s in zip(_SETTING.get().threads.inboxes, cuts[1:]):
+        inbox.put((body, s, reply))
+    errors = []
     try:
         body(cuts[0])
     except BaseException as exc:        # finish the others before raising
-        error = exc
-    for future in futures:
-        try:
-            future.result()
-        except BaseException as exc:
-            error = error or exc
-    if error is not None:
-        raise error
+        errors.append(exc)
+    errors += [e for e in (reply.get() for _ in cuts[1:]) if e is not None]
+    if errors:
+        raise errors[0]
 
 
 def _probe(value):
@@ -133,8 +160,7 @@ def _probe(value):
     the same memory layout for an expression of probes as for the full arrays)."""
     if not isinstance(value, np.ndarray) or value.ndim == 0:
         return value
-    shape = tuple(min(n, 2) for n in value.shape)
-    return np.lib.stride_tricks.as_strided(value, shape, value.strides, writeable=False)
+    return value[(slice(0, 2),) * value.ndim]
 
 
 def _along(value, ndim: int, axis: int, s: slice):

@@ -122,7 +122,7 @@ def test_split_runs_every_slice_on_threads_and_nested_splits_inline():
         parallel.split(body, 9, 9)
     assert sorted(names) == [0, 3, 6]
     assert names[0] == threading.current_thread().name
-    assert {names[3], names[6]} & set(names.values()) - {names[0]}      # pool threads
+    assert len(set(names.values())) == 3                # one slice per thread
     assert inner.count(1) == 2              # inside a worker, no further split
 
 
@@ -187,8 +187,8 @@ def test_relu(x):
     def run():
         relu = ReLU()
         y = relu.forward(x)
-        return y, relu._mask, relu.backward(_like(x, 3))
-    check_split(run, lambda: (np.maximum(x, 0), x > 0, _like(x, 3) * (x > 0)))
+        return y, relu.backward(_like(x, 3))
+    check_split(run, lambda: (np.maximum(x, 0), _like(x, 3) * (x > 0)))
 
 
 @pytest.mark.parametrize("training", [True, False])

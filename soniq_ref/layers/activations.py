@@ -19,8 +19,8 @@ class ReLU(Module):
     """Elementwise rectifier."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._mask = elementwise(lambda x: x > 0, x)
+        self._x = x
         return elementwise(lambda x: np.maximum(x, np.zeros((), x.dtype)), x)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        return elementwise(lambda dy, mask: dy * mask, dy, self._mask)
+        return elementwise(lambda dy, x: dy * (x > 0), dy, self._x)
