@@ -45,7 +45,8 @@ def check_requantize_args(acc, scale, bias, out_bits, out_ratio):
 
 def affine(acc: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """``scale[o] * float32(acc) + bias[o]`` of validated arguments (the reference kernel)."""
-    return elementwise(lambda acc, scale, bias: scale * acc.astype(np.float32) + bias,
+    return elementwise(lambda acc, scale, bias, out=None:
+                       np.add(scale * acc.astype(np.float32), bias, out=out),
                        acc, _per_channel(scale, acc.ndim), _per_channel(bias, acc.ndim))
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import checks, parallel
+from .parallel import into
 from .bitpack import (code_planes, pack_activations, pack_bits, unpack_weights)
 from .quantizers import shifted_codes, weight_levels
 
@@ -99,8 +100,8 @@ def _shifted_rows(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
     return parallel.elementwise(_times_factors, codes, factors, axis=0)
 
 
-def _times_factors(codes, factors):
-    rows = codes.astype(factors.dtype)
+def _times_factors(codes, factors, out=None):
+    rows = into(codes.astype(factors.dtype), out)
     rows *= factors
     return rows
 

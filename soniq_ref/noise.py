@@ -95,7 +95,8 @@ def act_noise(x, beta, bits, u):
     x, u: [M, C] or [B, C, H, W]; beta: scalar clip; bits (continuous b~): [C].
     """
     step = beta / 2.0 ** _cols(bits, x.ndim)
-    return elementwise(lambda x, step, u: np.clip(x, 0.0, beta) + step * u, x, step, u)
+    return elementwise(lambda x, step, u, out=None:
+                       np.add(np.clip(x, 0.0, beta), step * u, out=out), x, step, u)
 
 
 def act_noise_backward(dx_tilde, x, beta, bits, u):
@@ -106,9 +107,13 @@ def act_noise_backward(dx_tilde, x, beta, bits, u):
     d x~/d b    = -beta u ln2 / 2**b
     """
     p = 2.0 ** _cols(bits, x.ndim)
-    dx = elementwise(lambda d, x: d * ((x > 0) & (x < beta)), dx_tilde, x)
-    dbeta = np.sum(elementwise(lambda d, x, u, p: d * ((x >= beta) + u / p), dx_tilde, x, u, p))
-    dbits = per_channel(lambda d, u, p: _sum_except(d * (-beta * u * LN2 / p), 1), dx_tilde, u, p)
+    dx = elementwise(lambda d, x, out=None: np.multiply(d, (x > 0) & (x < beta), out=out),
+                     dx_tilde, x)
+    dbeta = np.sum(elementwise(
+        lambda d, x, u, p, out=None: np.multiply(d, (x >= beta) + u / p, out=out),
+        dx_tilde, x, u, p))
+    dbits = per_channel(lambda d, u, p: _sum_except(d * (-beta * u * LN2 / p), 1),
+                        dx_tilde, u, p)
     return dx, dbeta, dbits.astype(x.dtype)
 
 

@@ -181,10 +181,11 @@ def elementwise(expr, *operands, axis: int = 1, out=None) -> np.ndarray:
     together (and scalars) -- computed on slices of ``axis`` in parallel, with the
     values and the memory layout of the whole-array expression.
 
-    With ``out`` (an array of the result's shape, possibly one of the operands), ``expr``
-    is called as ``expr(*parts, out=part_of_out)`` and must write its result there, as
-    a ufunc does (``elementwise(np.multiply, x, s, out=x)`` is ``x *= s``); ``out`` is
-    returned. On one slice this is exactly ``expr(*operands)``: no copy, no overhead.
+    ``expr`` takes an ``out`` keyword, as a ufunc does: given an array, it writes its
+    result there (a slice of the result, allocated in the layout NumPy gives the
+    whole-array expression, or of ``out`` when one is passed -- possibly an operand:
+    ``elementwise(np.multiply, x, s, out=x)`` is ``x *= s``). On one slice this is
+    exactly ``expr(*operands)`` (or ``expr(*operands, out=out)``): no overhead.
     """
     shape = np.broadcast_shapes(*(np.shape(v) for v in operands))
     ndim = len(shape)
@@ -196,11 +197,8 @@ def elementwise(expr, *operands, axis: int = 1, out=None) -> np.ndarray:
     if out is None:
         out = np.empty_like(np.asarray(expr(*(_probe(v) for v in operands))), shape=shape)
 
-        def body(s):
-            out[_index(ndim, axis, s)] = expr(*(_along(v, ndim, axis, s) for v in operands))
-    else:
-        def body(s):
-            expr(*(_along(v, ndim, axis, s) for v in operands), out=out[_index(ndim, axis, s)])
+    def body(s):
+        expr(*(_along(v, ndim, axis, s) for v in operands), out=out[_index(ndim, axis, s)])
 
     split(body, shape[axis], int(np.prod(shape)))
     return out
@@ -214,6 +212,15 @@ def copy(src: np.ndarray, out: np.ndarray, *, axis: int = 1) -> np.ndarray:
 
 def _assign(src, out):
     out[...] = src
+
+
+def into(value: np.ndarray, out=None) -> np.ndarray:
+    """``value``, or with ``out`` a copy of it there (NumPy's assignment cast): the
+    ``out`` keyword for an expression whose last step is not a ufunc (e.g. ``astype``)."""
+    if out is None:
+        return value
+    out[...] = value
+    return out
 
 
 def _index(ndim: int, axis: int, s: slice) -> tuple:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import checks
-from .parallel import elementwise
+from .parallel import elementwise, into
 
 F32 = np.float32
 
@@ -171,7 +171,8 @@ def quantize_acts(x: np.ndarray, bits: np.ndarray, beta) -> np.ndarray:
 def codes_from_ratio(y: np.ndarray, ratio: np.ndarray, bits: np.ndarray) -> np.ndarray:
     """``clip(rint(y * ratio[c]), 0, 2**bits[c] - 1)`` as uint8 (float32 multiply)."""
     top = ((1 << bits.astype(np.int64)) - 1).astype(F32)
-    return elementwise(lambda y, r, top: np.clip(np.rint(y * r), F32(0), top).astype(np.uint8),
+    return elementwise(lambda y, r, top, out=None:
+                       into(np.clip(np.rint(y * r), F32(0), top).astype(np.uint8), out),
                        y, _per_channel(ratio, y.ndim), _per_channel(top, y.ndim))
 
 
@@ -185,5 +186,6 @@ def dequantize_acts(codes: np.ndarray, bits: np.ndarray, beta, act_bits_hi: int)
     """Codes -> float32 values ``s_a * float32(k << (A - bits[c]))``."""
     step = act_step(beta, act_bits_hi)
     shift = _per_channel(act_bits_hi - bits.astype(np.int64), codes.ndim)
-    return elementwise(lambda k, shift: step * (k.astype(np.int64) << shift).astype(F32),
+    return elementwise(lambda k, shift, out=None:
+                       np.multiply(step, (k.astype(np.int64) << shift).astype(F32), out=out),
                        codes, shift)

@@ -65,13 +65,16 @@ def act_ste_backward(dx_hat, x, x_hat, beta, bits):
     ratio = act_ratio(beta, bits).reshape([1, -1] + [1] * (x.ndim - 2))
     top = ((1 << bits.astype(np.int64)) - 1).reshape(ratio.shape)
     inside = elementwise(_inside, x, ratio, top)
-    dbeta = np.array([np.sum(elementwise(
-        lambda d, x_hat, x, inside: d * (x_hat / beta - np.where(inside, x / beta, 0.0)),
-        dx_hat, x_hat, x, inside))])
-    return elementwise(lambda d, inside: d * inside, dx_hat, inside), dbeta
+    dbeta = np.array([np.sum(elementwise(_clip_grad, dx_hat, x_hat, x, inside, beta))])
+    return elementwise(np.multiply, dx_hat, inside), dbeta
 
 
-def _inside(x, ratio, top):
+def _inside(x, ratio, top, out=None):
     """``0 <= x * ratio <= top`` (the product in float32), the STE's pass-through set."""
     scaled = np.asarray(x, np.float32) * ratio
-    return (scaled >= 0) & (scaled <= top)
+    return np.logical_and(scaled >= 0, scaled <= top, out=out)
+
+
+def _clip_grad(dx_hat, x_hat, x, inside, beta, out=None):
+    """``dx_hat * (x^ / beta - [inside] x / beta)``, the terms of ``d loss / d beta``."""
+    return np.multiply(dx_hat, x_hat / beta - np.where(inside, x / beta, 0.0), out=out)

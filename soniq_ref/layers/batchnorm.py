@@ -81,7 +81,7 @@ class BatchNorm(Module):
         self.grads = {"weight": sum_dy_xhat.astype(self.dtype), "bias": sum_dy.astype(self.dtype)}
         g = col(self.params["weight"] * inv_std)
         if not training:
-            return elementwise(lambda dy, g: dy * g, dy, g)
+            return elementwise(np.multiply, dy, g)
         # d/dx of the batch statistics: subtract the mean of dy and of dy * x_hat.
         n = dy.size // self.channels
         return elementwise(_input_grad, x_hat, dy, col((sum_dy_xhat / n).astype(dy.dtype)),
@@ -94,9 +94,9 @@ class BatchNorm(Module):
         return a, self.params["bias"].astype(np.float64) - a * self.running_mean
 
 
-def _scale_shift(x_hat, weight, bias):
-    """``x_hat * weight + bias`` (one temporary)."""
-    y = x_hat * weight
+def _scale_shift(x_hat, weight, bias, out=None):
+    """``x_hat * weight + bias`` (in ``out`` when given)."""
+    y = np.multiply(x_hat, weight, out=out)
     y += bias
     return y
 

@@ -19,8 +19,10 @@ test set is evaluated once, on the exported model, at the end.
 
 Every random choice (initialisation, noise, batch order) derives from
 ``config.seed``, so the same config gives the same metrics and model bytes.
-BLAS runs ``config.threads`` threads (default: one per core, :func:`blas_threads`); the
-same seed and thread count give the same bytes (docs/cli.md, "Reproducible runs").
+BLAS runs ``config.threads`` threads (default: one per core, :func:`blas_threads`), and
+the work between the matrix products as many workers (:mod:`soniq_ref.parallel`, set for
+the run and restored after it); the same seed and thread count give the same bytes
+(docs/cli.md, "Reproducible runs"), and the workers alone change no bit.
 """
 
 from __future__ import annotations
@@ -337,8 +339,8 @@ def train(config: TrainConfig, *, progress: bool = False, run_dir=None,
 
 
 def blas_threads(config: TrainConfig) -> int:
-    """The BLAS threads a run uses: ``config.threads``, else one per core the process
-    may run on. The default depends on the machine only, not on its load, because the
+    """The BLAS threads (and workers) a run uses: ``config.threads``, else one per core
+    the process may run on. The default depends on the machine only, not on its load, because the
     thread count can change float32 results (docs/cli.md, "Reproducible runs")."""
     if config.threads is not None:
         return config.threads
