@@ -32,8 +32,8 @@ these workers alike: the trainer and :func:`soniq_ref.fit` run training inside
 :func:`workers`, and the previous setting comes back when they return (a context
 variable: other threads and other runs are not affected). Outside it, and inside a
 worker, everything runs on the calling thread. Slices below ``MIN_SLICE`` elements do
-not pay for the hand-over to a thread (tens of microseconds), so a small array is cut
-into fewer slices, down to one.
+not pay for handing them to a thread and waiting for it, so a small array is cut into
+fewer slices, down to one (which runs the expression on the whole array, as before).
 """
 
 from __future__ import annotations
