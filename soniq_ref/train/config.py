@@ -68,8 +68,8 @@ class TrainConfig:
     limit_test: int | None = None
     channels: tuple = field(default=(32, 64))
     hidden: tuple = field(default=(128, 64))
-    threads: int | None = None          # BLAS threads (None: one per core); float32
-                                        # sums can depend on it (docs/cli.md)
+    threads: int | None = None          # BLAS threads and workers (None: one per core);
+                                        # float32 sums can depend on it (docs/cli.md)
 
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming the first bad field; returns self."""
