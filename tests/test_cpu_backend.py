@@ -235,7 +235,8 @@ def test_avx512_without_vbmi_packs_the_16_entry_tables(monkeypatch, policy):
     packed = backend.pack_weights(w, w_bits)
     got = backend.linear_int(a, a_bits, packed, None, 8)
     assert "lut" in backend.last_path[1]
-    assert all(b[7] == 16 for b in packed.plan(a_bits, 8, policy, "avx512")[1] if b[0] == 2)
+    assert all(b.lanes == 16 for b in packed.plan(a_bits, 8, policy, "avx512").blocks
+               if b.engine == engines.LUT)
     np.testing.assert_array_equal(got, independent.linear_acc(a, a_bits, w, w_bits, 8))
 
 

@@ -10,7 +10,8 @@ from cpython.buffer cimport PyBUF_ANY_CONTIGUOUS, PyBuffer_Release, PyObject_Get
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport calloc, free
 
-cdef extern from "core/soniq_cpu.h" nogil:
+cdef extern from "core/params.h" nogil:
+    # the records of soniq_fast/cpu/records.py, field for field (only what Python sets)
     ctypedef struct soniq_act_group:
         int bits
         int shift
@@ -42,6 +43,13 @@ cdef extern from "core/soniq_cpu.h" nogil:
     ctypedef struct soniq_conv_src:
         const uint8_t *x
         int64_t c, h, w, kh, kw, stride, padding, ho, wo
+    ctypedef struct soniq_requant_out:
+        const float *scale
+        const float *bias
+        const float *ratio
+        const uint8_t *bits
+        int per_position
+        uint8_t *codes
     ctypedef struct soniq_gemm_job:
         const uint8_t *a
         const soniq_conv_src *conv
@@ -56,17 +64,13 @@ cdef extern from "core/soniq_cpu.h" nogil:
         int isa
         const int16_t *direct
         int64_t direct_k
+    enum: SONIQ_MAX_GROUPS
+
+cdef extern from "core/soniq_cpu.h" nogil:
     int soniq_cpu_has(int isa)
     int64_t soniq_popcount_probe(int isa, int64_t iterations)
     int64_t soniq_engine_calls(int isa, int engine)
     int soniq_gemm_run(const soniq_gemm_job *job, int n_threads)
-    ctypedef struct soniq_requant_out:
-        const float *scale
-        const float *bias
-        const float *ratio
-        const uint8_t *bits
-        int per_position
-        uint8_t *codes
     int soniq_gemm_requantize_run(const soniq_gemm_job *job, const soniq_requant_out *rq,
                                   int n_threads)
     int soniq_pack_activations(const uint8_t *a, int64_t m, int64_t k, const uint8_t *a_bits,
@@ -97,91 +101,95 @@ def cpu_has(int isa):
     return bool(soniq_cpu_has(isa))
 
 
-def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n_out,
-         tuple layout, int isa, int n_threads, tuple requant=None, direct=None):
-    """Run one GEMM job (see core/soniq_cpu.h); every element of ``out`` (int64) is written.
+cdef inline size_t addr_or_null(arr) except? 0:
+    """addr(arr), or 0 (NULL) for None."""
+    return 0 if arr is None else addr(arr)
 
-    a: uint8 [M, K] or None; conv: None or (x uint8 [B, C, H, W], c, h, w, kh, kw, stride,
-    padding, ho, wo). groups: tuples (bits, shift, k, idx int32, start, contiguous, words,
-    kpad, need_planes, need_bytes, every_other, need_tables). blocks: tuples (engine, group,
-    wbits, n, cols int32, wplanes uint64 or None, wbytes int8 or None, lanes, wnibbles uint8 or
-    None, more: ((group, wnibbles), ...) of a lut block spanning more act groups; at most
-    7, one per other activation width). n_out: output channels. layout: (rows_per_image,
-    image_stride, row_stride, col_stride).
-    requant: None, or (scale, bias, bits, ratio, per_position) to requantize the sums right
-    away (see soniq_gemm_requantize_run): ``out`` is then the uint8 codes.
-    direct: None, or with requant on the AVX2 path the int16 [n_out, K rounded up to even]
-    weights q << (A - ba) of the direct conv (core/direct_conv_avx2.c).
-    """
-    cdef soniq_gemm_job job
+
+cdef void fill_group(soniq_act_group *cg, g) except *:
+    """An ActGroupRecord (records.py) into its C struct, by name."""
+    cg.bits, cg.shift, cg.k = g.bits, g.shift, g.k
+    cg.idx = <int32_t *>addr(g.idx)
+    cg.start, cg.contiguous, cg.every_other = g.start, g.contiguous, g.every_other
+    cg.words, cg.kpad = g.words, g.kpad
+    cg.need_planes, cg.need_bytes, cg.need_tables = g.need_planes, g.need_bytes, g.need_tables
+
+
+cdef void fill_block(soniq_block *cb, b) except *:
+    """A Block (records.py) into its C struct, by name."""
+    cb.engine, cb.group, cb.wbits, cb.n = b.engine, b.group, b.wbits, b.n
+    cb.cols = <int32_t *>addr(b.cols)
+    cb.lanes = b.lanes
+    cb.wplanes = <uint64_t *>addr_or_null(b.wplanes)
+    cb.wbytes = <int8_t *>addr_or_null(b.wbytes)
+    cb.wnibbles = <uint8_t *>addr_or_null(b.wnibbles)
+    if len(b.more) >= SONIQ_MAX_GROUPS:
+        raise ValueError("a lut block spans more act groups than there are activation widths")
+    cb.n_more = len(b.more)
+    for j, part in enumerate(b.more):
+        cb.more_group[j] = part.group
+        cb.more_wnibbles[j] = <uint8_t *>addr(part.wnibbles)
+
+
+def gemm(job, int n_threads):
+    """Run one GEMM job, a :class:`~soniq_fast.cpu.records.GemmJob` (C: soniq_gemm_job,
+    core/params.h), with ``n_threads`` threads; every element of ``job.out`` is written:
+    int64 sums, or with ``job.requant`` set the uint8 codes of the fused requantize
+    (soniq_gemm_requantize_run). Every record is read by field name."""
+    cdef soniq_gemm_job cjob
     cdef soniq_requant_out rq
     cdef soniq_conv_src src
-    cdef soniq_act_group *cg = <soniq_act_group *>calloc(max(len(groups), 1),
+    cdef int n_groups = len(job.groups), n_blocks = len(job.blocks)
+    cdef soniq_act_group *cg = <soniq_act_group *>calloc(max(n_groups, 1),
                                                          sizeof(soniq_act_group))
-    cdef soniq_block *cb = <soniq_block *>calloc(max(len(blocks), 1), sizeof(soniq_block))
+    cdef soniq_block *cb = <soniq_block *>calloc(max(n_blocks, 1), sizeof(soniq_block))
     cdef int rc
     if cg == NULL or cb == NULL:
         free(cg); free(cb)
         raise MemoryError("cannot allocate the job description")
     try:
-        for i, g in enumerate(groups):
-            cg[i].bits, cg[i].shift, cg[i].k = g[0], g[1], g[2]
-            cg[i].idx = <int32_t *>addr(g[3])
-            cg[i].start, cg[i].contiguous, cg[i].words, cg[i].kpad = g[4], g[5], g[6], g[7]
-            cg[i].need_planes, cg[i].need_bytes, cg[i].every_other = g[8], g[9], g[10]
-            cg[i].need_tables = g[11]
-        for i, b in enumerate(blocks):
-            cb[i].engine, cb[i].group, cb[i].wbits, cb[i].n = b[0], b[1], b[2], b[3]
-            cb[i].cols = <int32_t *>addr(b[4])
-            cb[i].lanes = b[7]
-            if b[5] is not None:
-                cb[i].wplanes = <uint64_t *>addr(b[5])
-            if b[6] is not None:
-                cb[i].wbytes = <int8_t *>addr(b[6])
-            if b[8] is not None:
-                cb[i].wnibbles = <uint8_t *>addr(b[8])
-            cb[i].n_more = len(b[9])
-            for j, (more_group, more_wnibbles) in enumerate(b[9]):
-                cb[i].more_group[j] = more_group
-                cb[i].more_wnibbles[j] = <uint8_t *>addr(more_wnibbles)
-        job.a = NULL
-        if a is not None:
-            job.a = <uint8_t *>addr(a)
-        job.conv = NULL
+        for i, g in enumerate(job.groups):
+            fill_group(&cg[i], g)
+        for i, b in enumerate(job.blocks):
+            fill_block(&cb[i], b)
+        cjob.a = <uint8_t *>addr_or_null(job.a)
+        cjob.conv = NULL
+        conv = job.conv
         if conv is not None:
-            src.x = <uint8_t *>addr(conv[0])
-            src.c, src.h, src.w, src.kh, src.kw = conv[1], conv[2], conv[3], conv[4], conv[5]
-            src.stride, src.padding, src.ho, src.wo = conv[6], conv[7], conv[8], conv[9]
-            job.conv = <const soniq_conv_src *>&src
-        job.m, job.k = m, k
-        job.n_groups, job.groups = len(groups), cg
-        job.n_blocks, job.blocks = len(blocks), cb
-        job.out = <int64_t *>addr(out)
-        job.n_out = n_out
-        job.layout.rows_per_image, job.layout.image_stride = layout[0], layout[1]
-        job.layout.row_stride, job.layout.col_stride = layout[2], layout[3]
-        job.isa = isa
-        job.direct = NULL
-        job.direct_k = 0
-        if direct is not None:
-            job.direct = <int16_t *>addr(direct)
-            job.direct_k = direct.shape[1]
+            src.x = <uint8_t *>addr(conv.x)
+            src.c, src.h, src.w, src.kh, src.kw = conv.c, conv.h, conv.w, conv.kh, conv.kw
+            src.stride, src.padding, src.ho, src.wo = conv.stride, conv.padding, conv.ho, conv.wo
+            cjob.conv = <const soniq_conv_src *>&src
+        cjob.m, cjob.k = job.m, job.k
+        cjob.n_groups, cjob.groups = n_groups, cg
+        cjob.n_blocks, cjob.blocks = n_blocks, cb
+        cjob.n_out = job.n_out
+        layout = job.layout
+        cjob.layout.rows_per_image, cjob.layout.image_stride = (layout.rows_per_image,
+                                                                layout.image_stride)
+        cjob.layout.row_stride, cjob.layout.col_stride = layout.row_stride, layout.col_stride
+        cjob.isa = job.isa
+        cjob.direct = <int16_t *>addr_or_null(job.direct)
+        cjob.direct_k = 0 if job.direct is None else job.direct.shape[1]
+        requant = job.requant
         if requant is None:
+            cjob.out = <int64_t *>addr(job.out)
             with nogil:
-                rc = soniq_gemm_run(&job, n_threads)
+                rc = soniq_gemm_run(&cjob, n_threads)
         else:
-            job.out = NULL
-            rq.scale, rq.bias = <float *>addr(requant[0]), <float *>addr(requant[1])
-            rq.bits, rq.ratio = <uint8_t *>addr(requant[2]), <float *>addr(requant[3])
-            rq.per_position, rq.codes = requant[4], <uint8_t *>addr(out)
+            cjob.out = NULL
+            rq.scale, rq.bias = <float *>addr(requant.scale), <float *>addr(requant.bias)
+            rq.bits, rq.ratio = <uint8_t *>addr(requant.bits), <float *>addr(requant.ratio)
+            rq.per_position, rq.codes = requant.per_position, <uint8_t *>addr(job.out)
             with nogil:
-                rc = soniq_gemm_requantize_run(&job, &rq, n_threads)
+                rc = soniq_gemm_requantize_run(&cjob, &rq, n_threads)
     finally:
         free(cg); free(cb)
     if rc == -2:
         raise ValueError("too many activation bit-width groups")
     if rc == -3:
-        raise ValueError("no fused requantize for this output layout or K")
+        raise ValueError("no fused requantize for this output layout or K, or the code path "
+                         "lacks a kernel the job needs")
     if rc != 0:
         raise MemoryError("the cpu kernels could not allocate their scratch buffers")
 
@@ -263,12 +271,29 @@ def max_pool(x, int kernel, int stride, out, int isa, int n_threads):
 
 
 # ------------------------------------------------ constants and rules of the C kernels
-# Written once, in core/soniq_cpu.h and core/lut.h; the Python side reads them from here.
+# Written once, in core/params.h, core/soniq_cpu.h and core/lut.h; the Python side reads
+# them from here.
 
-cdef extern from "core/soniq_cpu.h" nogil:
+cdef extern from "core/params.h" nogil:
+    enum: SONIQ_SCALAR
+    enum: SONIQ_AVX2
+    enum: SONIQ_AVX512
+    enum: SONIQ_ENGINE_POPCOUNT
+    enum: SONIQ_ENGINE_INT8
+    enum: SONIQ_ENGINE_LUT
     enum: SONIQ_MAX_EXACT_K
     enum: SONIQ_DIRECT_MAX_K
     enum: SONIQ_FEATURE_VBMI
+    enum: SONIQ_NEED_BYTES
+    enum: SONIQ_NEED_WIDE
+    enum: SONIQ_TABLES_16
+    enum: SONIQ_TABLES_64
+    enum: SONIQ_POPCOUNT_LANES_AVX2
+    enum: SONIQ_POPCOUNT_LANES_AVX512
+    enum: SONIQ_INT8_LANES_AVX2
+    enum: SONIQ_INT8_LANES_AVX512
+
+cdef extern from "core/soniq_cpu.h" nogil:
     int64_t soniq_int8_steps(int wbits, int abits, int shift)
 
 cdef extern from "core/lut.h" nogil:
@@ -276,6 +301,16 @@ cdef extern from "core/lut.h" nogil:
     enum: SONIQ_LUT64_LANES
     int soniq_lut_tables(int bits)
 
+# Code path ids (the index into isa.ISA_NAMES) and engine ids (engines.ENGINE_NAMES).
+ISA_SCALAR, ISA_AVX2, ISA_AVX512 = SONIQ_SCALAR, SONIQ_AVX2, SONIQ_AVX512
+ENGINE_POPCOUNT, ENGINE_INT8, ENGINE_LUT = (SONIQ_ENGINE_POPCOUNT, SONIQ_ENGINE_INT8,
+                                            SONIQ_ENGINE_LUT)
+# ActGroupRecord.need_bytes bits and need_tables values (records.py).
+NEED_BYTES, NEED_WIDE = SONIQ_NEED_BYTES, SONIQ_NEED_WIDE
+TABLES_16, TABLES_64 = SONIQ_TABLES_16, SONIQ_TABLES_64
+# Output channels interleaved per vector in a block's weights, per engine and vector path.
+POPCOUNT_LANES_AVX2, POPCOUNT_LANES_AVX512 = SONIQ_POPCOUNT_LANES_AVX2, SONIQ_POPCOUNT_LANES_AVX512
+INT8_LANES_AVX2, INT8_LANES_AVX512 = SONIQ_INT8_LANES_AVX2, SONIQ_INT8_LANES_AVX512
 # Largest K the int32 accumulators of the kernels sum exactly (|term| <= 255 * 255).
 MAX_EXACT_K = SONIQ_MAX_EXACT_K
 # Largest K of a stride-1 conv run as a direct convolution (core/direct_conv_avx2.c).
