@@ -294,7 +294,7 @@ class CpuPackedWeights:
 def _in_order(cols: np.ndarray, rank) -> np.ndarray:
     """A later act group's block columns in the order of act group 0's blocks (``rank``:
     each channel's place there; None: act group 0 itself, columns ascending). The kernels
-    stage the sums of a layer whose widths interleave in that order (core/gemm.c), where a
+    stage the sums of a layer whose widths interleave in that order (core/tile_output.c), where a
     block's columns are then consecutive and flushed with vector stores; any order is exact."""
     if rank is None:
         return cols

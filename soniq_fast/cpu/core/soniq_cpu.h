@@ -192,7 +192,7 @@ static inline void soniq_flush_tile(const soniq_gemm_job *job, const soniq_act_g
 
 /* Whether cols[0 .. n-1] are n consecutive channels, cols[i] = cols[0] + i. (A block's
  * columns ascend in a job's own output; in the channel order of a fused requantize's tile
- * buffer (gemm.c) only the blocks of the first act group are known to, so look at each.) */
+ * buffer (tile_output.c) only the blocks of the first act group are known to, so look at each.) */
 static inline int soniq_cols_consecutive(const int32_t *cols, int64_t n) {
     for (int64_t i = 1; i < n; i++)
         if (cols[i] != cols[0] + i)

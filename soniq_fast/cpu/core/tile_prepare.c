@@ -31,7 +31,7 @@ void soniq_find_runs(soniq_act_group *g) {
     g->run_stride = stride;
 }
 
-/* dst = k positions of src in runs (see find_runs); src holds n bytes. A run is copied as
+/* dst = k positions of src in runs (see soniq_find_runs); src holds n bytes. A run is copied as
  * whole 16-byte (or 8-byte) blocks where source and destination have room for them (the
  * bytes past the run are rewritten by the next run), else byte by byte. */
 static void gather_runs(const uint8_t *src, int64_t n, const soniq_act_group *g, uint8_t *dst) {
