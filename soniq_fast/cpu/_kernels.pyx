@@ -7,64 +7,7 @@ passed as C-contiguous NumPy arrays and reached through their data addresses.
 """
 
 from cpython.buffer cimport PyBUF_ANY_CONTIGUOUS, PyBuffer_Release, PyObject_GetBuffer
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport calloc, free
-
-cdef extern from "core/params.h" nogil:
-    # the records of soniq_fast/cpu/records.py, field for field (only what Python sets)
-    ctypedef struct soniq_act_group:
-        int bits
-        int shift
-        int64_t k
-        const int32_t *idx
-        int64_t start
-        int contiguous
-        int every_other
-        int64_t words
-        int64_t kpad
-        int need_planes
-        int need_bytes
-        int need_tables
-    ctypedef struct soniq_block:
-        int engine
-        int group
-        int wbits
-        int64_t n
-        const int32_t *cols
-        int lanes
-        const uint64_t *wplanes
-        const int8_t *wbytes
-        const uint8_t *wnibbles
-        int n_more
-        int more_group[8]
-        const uint8_t *more_wnibbles[8]
-    ctypedef struct soniq_out_layout:
-        int64_t rows_per_image, image_stride, row_stride, col_stride
-    ctypedef struct soniq_conv_src:
-        const uint8_t *x
-        int64_t c, h, w, kh, kw, stride, padding, ho, wo
-    ctypedef struct soniq_requant_out:
-        const float *scale
-        const float *bias
-        const float *ratio
-        const uint8_t *bits
-        int per_position
-        uint8_t *codes
-    ctypedef struct soniq_gemm_job:
-        const uint8_t *a
-        const soniq_conv_src *conv
-        int64_t m, k
-        int n_groups
-        soniq_act_group *groups
-        int n_blocks
-        const soniq_block *blocks
-        int64_t *out
-        int64_t n_out
-        soniq_out_layout layout
-        int isa
-        const int16_t *direct
-        int64_t direct_k
-    enum: SONIQ_MAX_GROUPS
 
 cdef extern from "core/soniq_cpu.h" nogil:
     int soniq_cpu_has(int isa)
@@ -131,60 +74,120 @@ cdef void fill_block(soniq_block *cb, b) except *:
         cb.more_wnibbles[j] = <uint8_t *>addr(part.wnibbles)
 
 
-def gemm(job, int n_threads):
-    """Run one GEMM job, a :class:`~soniq_fast.cpu.records.GemmJob` (C: soniq_gemm_job,
-    core/params.h), with ``n_threads`` threads; every element of ``job.out`` is written:
-    int64 sums, or with ``job.requant`` set the uint8 codes of the fused requantize
-    (soniq_gemm_requantize_run). Every record is read by field name."""
+cdef class KernelPlan:
+    """A GEMM plan's act groups (``ActGroupRecord``) and blocks (``Block``, records.py) as
+    the C records ``soniq_act_group`` / ``soniq_block`` of core/params.h, filled once, by
+    field name, when the plan is built (the plan is cached with the packed weights, so a
+    call fills nothing). Keeps the records, whose arrays the C records point into, alive."""
+
+    def __cinit__(self, tuple groups, tuple blocks):
+        self.groups = <soniq_act_group *>calloc(max(len(groups), 1), sizeof(soniq_act_group))
+        self.blocks = <soniq_block *>calloc(max(len(blocks), 1), sizeof(soniq_block))
+        if self.groups == NULL or self.blocks == NULL:
+            raise MemoryError("cannot allocate the plan's records")
+        if len(groups) > SONIQ_MAX_GROUPS:
+            raise ValueError("too many activation bit-width groups")
+        self.group_records, self.block_records = groups, blocks
+        for i, g in enumerate(groups):
+            fill_group(&self.groups[i], g)
+        for i, b in enumerate(blocks):
+            fill_block(&self.blocks[i], b)
+        self.n_groups, self.n_blocks = len(groups), len(blocks)
+
+    def __dealloc__(self):
+        free(self.groups)
+        free(self.blocks)
+
+
+cdef class OutLayout:
+    """Where ``acc[m, o]`` goes (``soniq_out_layout``): element
+    ``(m // rows_per_image) * image_stride + (m % rows_per_image) * row_stride
+    + o * col_stride`` of the output. Linear: (M, 0, N, 1); conv [B, O, Ho, Wo]:
+    (Ho Wo, O Ho Wo, 1, Ho Wo)."""
+
+    def __init__(self, *, int64_t rows_per_image, int64_t image_stride, int64_t row_stride,
+                 int64_t col_stride):
+        self.rows_per_image, self.image_stride = rows_per_image, image_stride
+        self.row_stride, self.col_stride = row_stride, col_stride
+
+
+cdef class ConvSource:
+    """GEMM rows as im2col patches of ``x`` uint8 [B, c, h, w] (``soniq_conv_src``): K
+    ordered (channel, kernel row, kernel column), window kh x kw, ``stride``, zero
+    ``padding``, output ho x wo per image."""
+
+    def __init__(self, *, x, int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw,
+                 int64_t stride, int64_t padding, int64_t ho, int64_t wo):
+        self.x = x
+        self.c, self.h, self.w, self.kh, self.kw = c, h, w, kh, kw
+        self.stride, self.padding, self.ho, self.wo = stride, padding, ho, wo
+
+
+cdef class Requantize:
+    """The fused requantize (``soniq_requant_out``): codes = ``clip(rint((scale[o] *
+    float32(acc) + bias[o]) * ratio), 0, 2^bits - 1)``; scale, bias float32 [O]; bits uint8
+    and ratio float32 per channel [O], or per (channel, position) [O Ho Wo] when
+    ``per_position``."""
+
+    def __init__(self, *, scale, bias, bits, ratio, bint per_position):
+        self.scale, self.bias, self.bits, self.ratio = scale, bias, bits, ratio
+        self.per_position = per_position
+
+
+cdef class GemmJob:
+    """One GEMM (``soniq_gemm_job``): rows of ``a`` uint8 [m, k] or of ``conv`` (the other
+    None), the act groups and blocks of ``plan``, ``out`` (int64 in ``layout``, every
+    element written; uint8 codes when ``requant`` is set), ``n_out`` output channels, code
+    path ``isa`` (its index). ``direct``: None, or with ``requant`` the int16
+    [n_out, k rounded up to even] weights ``q << (A - ba)`` of the direct conv."""
+
+    def __init__(self, *, a, ConvSource conv, int64_t m, int64_t k, KernelPlan plan not None,
+                 out, int64_t n_out, OutLayout layout not None, int isa,
+                 Requantize requant=None, direct=None):
+        self.a, self.conv, self.m, self.k, self.plan = a, conv, m, k, plan
+        self.out, self.n_out, self.layout, self.isa = out, n_out, layout, isa
+        self.requant, self.direct = requant, direct
+
+
+def gemm(GemmJob job not None, int n_threads):
+    """Run one GEMM job (C: soniq_gemm_job, core/params.h) with ``n_threads`` threads;
+    every element of ``job.out`` is written: int64 sums, or with ``job.requant`` set the
+    uint8 codes of the fused requantize (soniq_gemm_requantize_run)."""
     cdef soniq_gemm_job cjob
     cdef soniq_requant_out rq
     cdef soniq_conv_src src
-    cdef int n_groups = len(job.groups), n_blocks = len(job.blocks)
-    cdef soniq_act_group *cg = <soniq_act_group *>calloc(max(n_groups, 1),
-                                                         sizeof(soniq_act_group))
-    cdef soniq_block *cb = <soniq_block *>calloc(max(n_blocks, 1), sizeof(soniq_block))
+    cdef ConvSource conv = job.conv
+    cdef OutLayout layout = job.layout
+    cdef Requantize requant = job.requant
     cdef int rc
-    if cg == NULL or cb == NULL:
-        free(cg); free(cb)
-        raise MemoryError("cannot allocate the job description")
-    try:
-        for i, g in enumerate(job.groups):
-            fill_group(&cg[i], g)
-        for i, b in enumerate(job.blocks):
-            fill_block(&cb[i], b)
-        cjob.a = <uint8_t *>addr_or_null(job.a)
-        cjob.conv = NULL
-        conv = job.conv
-        if conv is not None:
-            src.x = <uint8_t *>addr(conv.x)
-            src.c, src.h, src.w, src.kh, src.kw = conv.c, conv.h, conv.w, conv.kh, conv.kw
-            src.stride, src.padding, src.ho, src.wo = conv.stride, conv.padding, conv.ho, conv.wo
-            cjob.conv = <const soniq_conv_src *>&src
-        cjob.m, cjob.k = job.m, job.k
-        cjob.n_groups, cjob.groups = n_groups, cg
-        cjob.n_blocks, cjob.blocks = n_blocks, cb
-        cjob.n_out = job.n_out
-        layout = job.layout
-        cjob.layout.rows_per_image, cjob.layout.image_stride = (layout.rows_per_image,
-                                                                layout.image_stride)
-        cjob.layout.row_stride, cjob.layout.col_stride = layout.row_stride, layout.col_stride
-        cjob.isa = job.isa
-        cjob.direct = <int16_t *>addr_or_null(job.direct)
-        cjob.direct_k = 0 if job.direct is None else job.direct.shape[1]
-        requant = job.requant
-        if requant is None:
-            cjob.out = <int64_t *>addr(job.out)
-            with nogil:
-                rc = soniq_gemm_run(&cjob, n_threads)
-        else:
-            cjob.out = NULL
-            rq.scale, rq.bias = <float *>addr(requant.scale), <float *>addr(requant.bias)
-            rq.bits, rq.ratio = <uint8_t *>addr(requant.bits), <float *>addr(requant.ratio)
-            rq.per_position, rq.codes = requant.per_position, <uint8_t *>addr(job.out)
-            with nogil:
-                rc = soniq_gemm_requantize_run(&cjob, &rq, n_threads)
-    finally:
-        free(cg); free(cb)
+    cjob.a = <uint8_t *>addr_or_null(job.a)
+    cjob.conv = NULL
+    if conv is not None:
+        src.x = <uint8_t *>addr(conv.x)
+        src.c, src.h, src.w, src.kh, src.kw = conv.c, conv.h, conv.w, conv.kh, conv.kw
+        src.stride, src.padding, src.ho, src.wo = conv.stride, conv.padding, conv.ho, conv.wo
+        cjob.conv = <const soniq_conv_src *>&src
+    cjob.m, cjob.k = job.m, job.k
+    cjob.n_groups, cjob.groups = job.plan.n_groups, job.plan.groups
+    cjob.n_blocks, cjob.blocks = job.plan.n_blocks, job.plan.blocks
+    cjob.n_out = job.n_out
+    cjob.layout.rows_per_image, cjob.layout.image_stride = (layout.rows_per_image,
+                                                            layout.image_stride)
+    cjob.layout.row_stride, cjob.layout.col_stride = layout.row_stride, layout.col_stride
+    cjob.isa = job.isa
+    cjob.direct = <int16_t *>addr_or_null(job.direct)
+    cjob.direct_k = 0 if job.direct is None else job.direct.shape[1]
+    if requant is None:
+        cjob.out = <int64_t *>addr(job.out)
+        with nogil:
+            rc = soniq_gemm_run(&cjob, n_threads)
+    else:
+        cjob.out = NULL
+        rq.scale, rq.bias = <float *>addr(requant.scale), <float *>addr(requant.bias)
+        rq.bits, rq.ratio = <uint8_t *>addr(requant.bits), <float *>addr(requant.ratio)
+        rq.per_position, rq.codes = requant.per_position, <uint8_t *>addr(job.out)
+        with nogil:
+            rc = soniq_gemm_requantize_run(&cjob, &rq, n_threads)
     if rc == -2:
         raise ValueError("too many activation bit-width groups")
     if rc == -3:
@@ -205,7 +208,7 @@ def popcount_probe(int isa, int64_t iterations):
 
 def engine_calls(int isa, int engine):
     """How many times engine ``engine`` (0 popcount, 1 int8, 2 lut) of code path ``isa`` has run."""
-    if not (0 <= isa <= 2 and 0 <= engine <= 2):
+    if not (0 <= isa < SONIQ_ISAS and 0 <= engine < SONIQ_ENGINES):
         raise ValueError(f"no engine ({isa}, {engine})")
     return soniq_engine_calls(isa, engine)
 

@@ -24,7 +24,7 @@ from ._kernels import MAX_EXACT_K
 from .engines import ENGINE_NAMES, ENGINE_POLICIES, direct_conv
 from .isa import ISA_NAMES, check_isa, check_threads, isa_from_env, threads_from_env
 from .packed import CpuPackedWeights
-from .records import ConvSource, GemmJob, OutLayout, Requantize
+from .records import ConvSource, GemmJob, KernelPlan, OutLayout, Requantize
 
 
 @dataclass
@@ -204,17 +204,15 @@ class CpuKernels:
         :class:`~.records.Requantize` (uint8 codes)."""
         settings = self.settings
         if direct is not None:
-            engines = ("direct",)
-            groups, blocks = (), ()
+            engines, plan = ("direct",), _NO_PLAN
         else:
-            groups, blocks, engines = packed.plan(k_bits, hi, settings.engine_policy,
-                                                  settings.isa)
+            found = packed.plan(k_bits, hi, settings.engine_policy, settings.isa)
+            engines, plan = found.engines, found.kernel
         settings.last_path = (settings.isa, tuple(sorted(engines)))
         threads = self._threads(m * max(packed.k, 64) * packed.shape[0])  # K: 64-byte rows
-        _kernels.gemm(GemmJob(a=a_codes, conv=conv, m=m, k=packed.k, groups=groups,
-                              blocks=blocks, out=out, n_out=packed.shape[0], layout=layout,
-                              isa=settings.isa_index, requant=requant, direct=direct),
-                      threads)
+        _kernels.gemm(GemmJob(a=a_codes, conv=conv, m=m, k=packed.k, plan=plan, out=out,
+                              n_out=packed.shape[0], layout=layout, isa=settings.isa_index,
+                              requant=requant, direct=direct), threads)
 
     # --------------------------------------------------------------------------- epilogue
 
@@ -257,6 +255,10 @@ class CpuKernels:
             _kernels.max_pool(codes, kernel, stride, out, self.settings.isa_index,
                               self._threads(2 * codes.size))
         return out
+
+
+# The plan of a direct conv: no act groups, no blocks (the job's `direct` weights instead).
+_NO_PLAN = KernelPlan((), ())
 
 
 def _check_packed(packed, a_bits, ndim: int, channels: int, expected: int) -> None:

@@ -49,7 +49,7 @@ from ._kernels import (INT8_LANES_AVX2, INT8_LANES_AVX512, LUT64_LANES, LUT_LANE
 from .act_groups import ActGroup, act_groups
 from .engines import (ENGINE_NAMES, INT8, LUT, POPCOUNT, choose_engine,
                       int8_split_by_value_width, lut_lanes)
-from .records import ActGroupRecord, Block, LutPart
+from .records import ActGroupRecord, Block, KernelPlan, LutPart
 
 # per code path: (words alignment of plane rows, popcount lanes, int8 lanes)
 LAYOUTS = {"scalar": (1, 1, 1), "avx2": (1, POPCOUNT_LANES_AVX2, INT8_LANES_AVX2),
@@ -64,12 +64,14 @@ MAX_PLANS = 16      # activation layouts whose blocks a packed object keeps (LRU
 
 
 class Plan(NamedTuple):
-    """The GEMM plan of one activation layout: the act groups and blocks handed to
-    ``_kernels.gemm`` (records.py) and the names of the engines its blocks run on."""
+    """The GEMM plan of one activation layout: its act groups and blocks (records.py), the
+    names of the engines its blocks run on, and the same groups and blocks as the C records
+    ``_kernels.gemm`` runs (``kernel``)."""
 
     groups: tuple[ActGroupRecord, ...]
     blocks: tuple[Block, ...]
     engines: frozenset
+    kernel: KernelPlan
 
 
 class CpuPackedWeights:
@@ -197,7 +199,8 @@ class CpuPackedWeights:
         blocks = _merge_lut_parts(blocks)
         records = tuple(_group_record(g, n) for g, n in zip(groups, need))
         engines = frozenset(ENGINE_NAMES[b.engine] for b in blocks)
-        return Plan(records, tuple(blocks), engines)
+        blocks = tuple(blocks)
+        return Plan(records, blocks, engines, KernelPlan(records, blocks))
 
     def _gathered(self, group: ActGroup, cols: np.ndarray, lanes: int) -> np.ndarray:
         """uint8 [n rounded up to lanes, k_group]: the block's codes, zero rows as padding."""

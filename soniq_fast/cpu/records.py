@@ -1,12 +1,17 @@
-"""The named records the cpu kernels receive: one frozen dataclass per C struct.
+"""The named records the cpu kernels receive, one per C struct of ``core/params.h``.
 
-``_kernels.gemm`` reads these by field name and fills the C structs of
-``core/params.h`` (same names, same fields) with them; nothing crosses the
-Python/Cython/C boundary as a positional tuple. Arrays are C-contiguous NumPy arrays
-that the record keeps alive for the call; their dtypes and shapes are the ones the C
-comments give (``core/params.h``). The records hold no logic: the GEMM plan that fills
-:class:`ActGroupRecord` and :class:`Block` is built in :mod:`.packed`, the engine rules in
-:mod:`.engines`.
+A GEMM plan's records are frozen dataclasses, built once per activation layout by
+:mod:`.packed` and cached with the packed weights: :class:`ActGroupRecord`
+(``soniq_act_group``), :class:`Block` (``soniq_block``) with its :class:`LutPart`\ s.
+:class:`KernelPlan` fills their C structs once, by field name, when the plan is built.
+The records of one call are immutable extension types of ``_kernels`` (declared in
+``_kernels.pxd``, cheap to build and read there as C fields): :class:`OutLayout`
+(``soniq_out_layout``), :class:`ConvSource` (``soniq_conv_src``), :class:`Requantize`
+(``soniq_requant_out``) and :class:`GemmJob` (``soniq_gemm_job``), which ``_kernels.gemm``
+runs. Nothing crosses the Python/Cython/C boundary as a positional tuple. Arrays are
+C-contiguous NumPy arrays that the records keep alive; their dtypes and shapes are the ones
+the C comments give. The records hold no logic: the plan is built in :mod:`.packed`, the
+engine rules are in :mod:`.engines`.
 """
 
 from __future__ import annotations
@@ -14,6 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from ._kernels import ConvSource, GemmJob, KernelPlan, OutLayout, Requantize
+
+__all__ = ["ActGroupRecord", "LutPart", "Block", "KernelPlan", "OutLayout", "ConvSource",
+           "Requantize", "GemmJob"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -76,70 +86,3 @@ class Block:
     wbytes: np.ndarray | None = None
     wnibbles: np.ndarray | None = None
     more: tuple[LutPart, ...] = ()
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class ConvSource:
-    """GEMM rows as im2col patches of ``x`` uint8 [B, c, h, w] (``soniq_conv_src``): K
-    ordered (channel, kernel row, kernel column), window kh x kw, ``stride``, zero
-    ``padding``, output ho x wo per image."""
-
-    x: np.ndarray
-    c: int
-    h: int
-    w: int
-    kh: int
-    kw: int
-    stride: int
-    padding: int
-    ho: int
-    wo: int
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class OutLayout:
-    """Where ``acc[m, o]`` goes (``soniq_out_layout``): element
-    ``(m // rows_per_image) * image_stride + (m % rows_per_image) * row_stride
-    + o * col_stride`` of the output. Linear: (M, 0, N, 1); conv [B, O, Ho, Wo]:
-    (Ho Wo, O Ho Wo, 1, Ho Wo)."""
-
-    rows_per_image: int
-    image_stride: int
-    row_stride: int
-    col_stride: int
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Requantize:
-    """The fused requantize (``soniq_requant_out``): codes = ``clip(rint((scale[o] *
-    float32(acc) + bias[o]) * ratio), 0, 2^bits - 1)``; scale, bias float32 [O]; bits uint8 and
-    ratio float32 per channel [O], or per (channel, position) [O Ho Wo] when
-    ``per_position``."""
-
-    scale: np.ndarray
-    bias: np.ndarray
-    bits: np.ndarray
-    ratio: np.ndarray
-    per_position: bool
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class GemmJob:
-    """One GEMM (``soniq_gemm_job``): rows of ``a`` uint8 [m, k] or of ``conv`` (the other
-    None), the plan's ``groups`` and ``blocks``, ``out`` (int64 in ``layout``, every element
-    written; uint8 codes when ``requant`` is set), ``n_out`` output channels, code path
-    ``isa`` (its index). ``direct``: None, or with ``requant`` the int16
-    [n_out, k rounded up to even] weights ``q << (A - ba)`` of the direct conv."""
-
-    a: np.ndarray | None
-    conv: ConvSource | None
-    m: int
-    k: int
-    groups: tuple[ActGroupRecord, ...]
-    blocks: tuple[Block, ...]
-    out: np.ndarray
-    n_out: int
-    layout: OutLayout
-    isa: int
-    requant: Requantize | None = None
-    direct: np.ndarray | None = None

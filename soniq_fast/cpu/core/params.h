@@ -1,10 +1,10 @@
 /* What the C kernels receive from Python, and the values both languages rely on.
  *
  * Every record here is filled field by field, by name, in soniq_fast/cpu/_kernels.pyx from
- * the named records of soniq_fast/cpu/records.py (ActGroupRecord -> soniq_act_group,
- * BlockRecord -> soniq_block, ConvSource -> soniq_conv_src, OutLayout -> soniq_out_layout,
- * Requantize -> soniq_requant_out, GemmJob -> soniq_gemm_job); no positional tuple crosses
- * the boundary. Each constant Python reads is defined here once and exported by
+ * the named records listed in soniq_fast/cpu/records.py (ActGroupRecord -> soniq_act_group,
+ * Block -> soniq_block, ConvSource -> soniq_conv_src, OutLayout -> soniq_out_layout,
+ * Requantize -> soniq_requant_out, GemmJob -> soniq_gemm_job; _kernels.pxd declares the
+ * Cython side); no positional tuple crosses the boundary. Each constant Python reads is defined here once and exported by
  * _kernels.pyx; the _Static_asserts at the end state what the Python side assumes of them.
  */
 #ifndef SONIQ_PARAMS_H
@@ -118,7 +118,7 @@ typedef struct {
     const soniq_conv_src *conv;
     int64_t m, k;
     int n_groups;
-    soniq_act_group *groups;
+    const soniq_act_group *groups;
     int n_blocks;
     const soniq_block *blocks;
     int64_t *out;           /* written only by the kernels: every element set, never read first */
