@@ -2,7 +2,7 @@
 
 A GEMM plan's records are frozen dataclasses, built once per activation layout by
 :mod:`.packed` and cached with the packed weights: :class:`ActGroupRecord`
-(``soniq_act_group``), :class:`Block` (``soniq_block``) with its :class:`LutPart`\ s.
+(``soniq_act_group``), :class:`Block` (``soniq_block``) with its :class:`LutPart` parts.
 :class:`KernelPlan` fills their C structs once, by field name, when the plan is built.
 The records of one call are immutable extension types of ``_kernels`` (declared in
 ``_kernels.pxd``, cheap to build and read there as C fields): :class:`OutLayout`
