@@ -66,7 +66,8 @@ def cpu_extension() -> Extension:
         "soniq_fast.cpu._kernels",
         sources=["soniq_fast/cpu/_kernels.pyx"] + sorted(glob("soniq_fast/cpu/core/*.c")),
         include_dirs=["soniq_fast/cpu"],
-        depends=sorted(glob("soniq_fast/cpu/core/*.h")),
+        # the C records and the Cython ones (_kernels.pxd) the glue is built against
+        depends=sorted(glob("soniq_fast/cpu/core/*.h")) + ["soniq_fast/cpu/_kernels.pxd"],
         extra_compile_args=cflags,
         extra_link_args=ldflags,
     )

@@ -10,8 +10,9 @@ the 8x8 digits, 3136->10 on the 28x28 Fashion-MNIST images) -- in one process:
   core, bits snapped to the default palettes);
 * PyTorch float32 on CPU (torch.nn, same shapes, same batch size, same optimizer).
 
-For each thread count in ``--threads`` (BLAS threads for soniq_ref, intra-op
-threads for PyTorch) the implementations take turns, one epoch each, ``--repeats``
+For each thread count in ``--threads`` (for soniq_ref BLAS threads and as many
+workers for the work between the matrix products, as ``soniq train --threads``
+runs; intra-op threads for PyTorch) the implementations take turns, one epoch each, ``--repeats``
 times after a few warm-up batches each, and each figure is the best of its repeats:
 a burst of load elsewhere on the machine then slows all of them alike.
 ``--clock thread`` measures the CPU time of the calling thread (robust on a busy
@@ -161,6 +162,7 @@ def main(argv=None) -> int:
         return 2
     from threadpoolctl import threadpool_limits
 
+    from soniq_ref import parallel
     from soniq_ref.data import load_dataset
 
     data = load_dataset(args.dataset, args.data_dir)
@@ -171,7 +173,7 @@ def main(argv=None) -> int:
     seconds = {}
     for count in threads:
         torch.set_num_threads(count)
-        with threadpool_limits(limits=count, user_api="blas"):
+        with threadpool_limits(limits=count, user_api="blas"), parallel.workers(count):
             epochs = {"PyTorch float32": _torch_epoch(torch, x, y), **_soniq_epochs(x, y)}
             seconds[count] = _best_of_turns(epochs, args.repeats, CLOCKS[clocks[count]])
     machine = (f"{_cpu_model()}, {platform.machine()}, {os.cpu_count()} logical CPUs")

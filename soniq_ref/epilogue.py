@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import checks
+from .parallel import elementwise
 from .quantizers import _per_channel, codes_from_ratio
 
 
@@ -44,8 +45,9 @@ def check_requantize_args(acc, scale, bias, out_bits, out_ratio):
 
 def affine(acc: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """``scale[o] * float32(acc) + bias[o]`` of validated arguments (the reference kernel)."""
-    y = _per_channel(scale, acc.ndim) * acc.astype(np.float32)
-    return y + _per_channel(bias, acc.ndim)
+    return elementwise(lambda acc, scale, bias, out=None:
+                       np.add(scale * acc.astype(np.float32), bias, out=out),
+                       acc, _per_channel(scale, acc.ndim), _per_channel(bias, acc.ndim))
 
 
 def epilogue(acc, scale, bias) -> np.ndarray:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import checks
+from . import checks, parallel
+from .parallel import into
 from .bitpack import (code_planes, pack_activations, pack_bits, unpack_weights)
 from .quantizers import shifted_codes, weight_levels
 
@@ -96,7 +97,11 @@ def _shift_factors(a_bits: np.ndarray, act_bits_hi: int, repeat: int = 1,
 def _shifted_rows(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """``codes * factors`` in the dtype of ``factors`` (exact: shifted codes are integers
     <= 255); ``factors`` broadcasts against ``codes``."""
-    rows = codes.astype(factors.dtype)
+    return parallel.elementwise(_times_factors, codes, factors, axis=0)
+
+
+def _times_factors(codes, factors, out=None):
+    rows = into(codes.astype(factors.dtype), out)
     rows *= factors
     return rows
 
@@ -175,11 +180,15 @@ def patches(x: np.ndarray, kh: int, kw: int, stride: int, padding: int) -> np.nd
     ho = conv_output_size(h, kh, stride, padding)
     wo = conv_output_size(w, kw, stride, padding)
     xp = np.zeros((c, b, h + 2 * padding, w + 2 * padding), dtype=x.dtype)  # channel-major
-    xp[:, :, padding:padding + h, padding:padding + w] = x.transpose(1, 0, 2, 3)
     cols = np.empty((c, kh, kw, b, ho, wo), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, i, j] = xp[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride]
+
+    def copy(s):                         # the samples s (copies: exact in any split)
+        xp[:, s, padding:padding + h, padding:padding + w] = x[s].transpose(1, 0, 2, 3)
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, i, j, s] = xp[:, s, i:i + stride * ho:stride, j:j + stride * wo:stride]
+
+    parallel.split(copy, b, cols.size)
     return cols.reshape(c * kh * kw, b * ho * wo)
 
 
@@ -193,9 +202,13 @@ def patches_adjoint(cols: np.ndarray, x_shape: tuple, kh: int, kw: int, stride: 
     wo = conv_output_size(w, kw, stride, padding)
     cols = cols.reshape(c, kh, kw, b, ho, wo)
     xp = np.zeros((c, b, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            xp[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride] += cols[:, i, j]
+
+    def scatter(s):                      # the samples s, each sum in the same (i, j) order
+        for i in range(kh):
+            for j in range(kw):
+                xp[:, s, i:i + stride * ho:stride, j:j + stride * wo:stride] += cols[:, i, j, s]
+
+    parallel.split(scatter, b, cols.size)
     return xp[:, :, padding:padding + h, padding:padding + w].transpose(1, 0, 2, 3)
 
 
@@ -261,8 +274,8 @@ def conv2d_acc(x_codes, a_bits, w_codes, w_bits, act_bits_hi, stride, padding) -
     for b0, b1 in _blocks(b, 8 * ho * wo * max(q.shape)):
         # patches of the uint8 codes (8x less to move than int64), then shift per row
         cols = _shifted_rows(patches(x_codes[b0:b1], kh, kw, stride, padding), factors)
-        acc[b0:b1] = _exact_matmul(q, cols.T, peak).reshape(o, b1 - b0, ho, wo
-                                                            ).transpose(1, 0, 2, 3)
+        product = _exact_matmul(q, cols.T, peak).reshape(o, b1 - b0, ho, wo)
+        parallel.copy(product.transpose(1, 0, 2, 3), acc[b0:b1])
     return acc
 
 

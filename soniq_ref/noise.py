@@ -17,12 +17,16 @@ means more noise, hence a higher task loss: that is the force pushing bits up,
 against the bit-budget penalty pushing them down.
 
 Each function works in the dtype of its inputs (float32 for training, float64
-for gradient checks). Channel axis: 0 for weights, 1 for activations.
+for gradient checks). Channel axis: 0 for weights, 1 for activations. The
+activation functions split their channels between workers
+(:mod:`soniq_ref.parallel`); the noise itself is drawn in one call.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .parallel import elementwise, per_channel
 
 LN2 = np.log(2.0)
 
@@ -91,7 +95,8 @@ def act_noise(x, beta, bits, u):
     x, u: [M, C] or [B, C, H, W]; beta: scalar clip; bits (continuous b~): [C].
     """
     step = beta / 2.0 ** _cols(bits, x.ndim)
-    return np.clip(x, 0.0, beta) + step * u
+    return elementwise(lambda x, step, u, out=None:
+                       np.add(np.clip(x, 0.0, beta), step * u, out=out), x, step, u)
 
 
 def act_noise_backward(dx_tilde, x, beta, bits, u):
@@ -102,13 +107,19 @@ def act_noise_backward(dx_tilde, x, beta, bits, u):
     d x~/d b    = -beta u ln2 / 2**b
     """
     p = 2.0 ** _cols(bits, x.ndim)
-    dx = dx_tilde * ((x > 0) & (x < beta))
-    dbeta = np.sum(dx_tilde * ((x >= beta) + u / p))
-    dbits = _sum_except(dx_tilde * (-beta * u * LN2 / p), 1)
+    dx = elementwise(lambda d, x, out=None: np.multiply(d, (x > 0) & (x < beta), out=out),
+                     dx_tilde, x)
+    dbeta = np.sum(elementwise(
+        lambda d, x, u, p, out=None: np.multiply(d, (x >= beta) + u / p, out=out),
+        dx_tilde, x, u, p))
+    dbits = per_channel(lambda d, u, p: _sum_except(d * (-beta * u * LN2 / p), 1),
+                        dx_tilde, u, p)
     return dx, dbeta, dbits.astype(x.dtype)
 
 
 def uniform_noise(rng: np.random.Generator, shape, dtype) -> np.ndarray:
     """``u ~ U[-1/2, 1/2)`` of the given shape and dtype (float32 or float64), from ``rng``."""
     dt = np.float32 if np.dtype(dtype) == np.float32 else np.float64
-    return rng.random(shape, dtype=dt) - dt(0.5)
+    u = rng.random(shape, dtype=dt)          # drawn in one call, on the calling thread
+    u -= dt(0.5)
+    return u

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import checks
+from .parallel import elementwise, into
 
 F32 = np.float32
 
@@ -170,8 +171,9 @@ def quantize_acts(x: np.ndarray, bits: np.ndarray, beta) -> np.ndarray:
 def codes_from_ratio(y: np.ndarray, ratio: np.ndarray, bits: np.ndarray) -> np.ndarray:
     """``clip(rint(y * ratio[c]), 0, 2**bits[c] - 1)`` as uint8 (float32 multiply)."""
     top = ((1 << bits.astype(np.int64)) - 1).astype(F32)
-    t = np.rint(y * _per_channel(ratio, y.ndim))
-    return np.clip(t, F32(0), _per_channel(top, y.ndim)).astype(np.uint8)
+    return elementwise(lambda y, r, top, out=None:
+                       into(np.clip(np.rint(y * r), F32(0), top).astype(np.uint8), out),
+                       y, _per_channel(ratio, y.ndim), _per_channel(top, y.ndim))
 
 
 def shifted_codes(codes: np.ndarray, bits: np.ndarray, act_bits_hi: int) -> np.ndarray:
@@ -182,4 +184,8 @@ def shifted_codes(codes: np.ndarray, bits: np.ndarray, act_bits_hi: int) -> np.n
 
 def dequantize_acts(codes: np.ndarray, bits: np.ndarray, beta, act_bits_hi: int) -> np.ndarray:
     """Codes -> float32 values ``s_a * float32(k << (A - bits[c]))``."""
-    return act_step(beta, act_bits_hi) * shifted_codes(codes, bits, act_bits_hi).astype(F32)
+    step = act_step(beta, act_bits_hi)
+    shift = _per_channel(act_bits_hi - bits.astype(np.int64), codes.ndim)
+    return elementwise(lambda k, shift, out=None:
+                       np.multiply(step, (k.astype(np.int64) << shift).astype(F32), out=out),
+                       codes, shift)

@@ -21,13 +21,15 @@ with that rule::
     d x^ / d beta  = x^ / beta - [inside] x / beta        (above the clip: x^ / beta)
 
 Each function works in the dtype of its inputs (float32 for training, float64 for
-gradient checks). Channel axis: 0 for weights, 1 for activations.
+gradient checks). Channel axis: 0 for weights, 1 for activations. The activation
+functions split their channels between workers (:mod:`soniq_ref.parallel`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .parallel import elementwise
 from .quantizers import act_ratio, dequantize_acts, dequantize_weights
 
 
@@ -62,7 +64,17 @@ def act_ste_backward(dx_hat, x, x_hat, beta, bits):
     """
     ratio = act_ratio(beta, bits).reshape([1, -1] + [1] * (x.ndim - 2))
     top = ((1 << bits.astype(np.int64)) - 1).reshape(ratio.shape)
+    inside = elementwise(_inside, x, ratio, top)
+    dbeta = np.array([np.sum(elementwise(_clip_grad, dx_hat, x_hat, x, inside, beta))])
+    return elementwise(np.multiply, dx_hat, inside), dbeta
+
+
+def _inside(x, ratio, top, out=None):
+    """``0 <= x * ratio <= top`` (the product in float32), the STE's pass-through set."""
     scaled = np.asarray(x, np.float32) * ratio
-    inside = (scaled >= 0) & (scaled <= top)
-    dbeta = np.array([np.sum(dx_hat * (x_hat / beta - np.where(inside, x / beta, 0.0)))])
-    return dx_hat * inside, dbeta
+    return np.logical_and(scaled >= 0, scaled <= top, out=out)
+
+
+def _clip_grad(dx_hat, x_hat, x, inside, beta, out=None):
+    """``dx_hat * (x^ / beta - [inside] x / beta)``, the terms of ``d loss / d beta``."""
+    return np.multiply(dx_hat, x_hat / beta - np.where(inside, x / beta, 0.0), out=out)

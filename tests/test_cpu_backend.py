@@ -235,7 +235,8 @@ def test_avx512_without_vbmi_packs_the_16_entry_tables(monkeypatch, policy):
     packed = backend.pack_weights(w, w_bits)
     got = backend.linear_int(a, a_bits, packed, None, 8)
     assert "lut" in backend.last_path[1]
-    assert all(b[7] == 16 for b in packed.plan(a_bits, 8, policy, "avx512")[1] if b[0] == 2)
+    assert all(b.lanes == 16 for b in packed.plan(a_bits, 8, policy, "avx512").blocks
+               if b.engine == engines.LUT)
     np.testing.assert_array_equal(got, independent.linear_acc(a, a_bits, w, w_bits, 8))
 
 
@@ -428,6 +429,31 @@ def test_constants_of_the_c_kernels_equal_their_mirrors():
     assert _kernels.MAX_EXACT_K == INT32_EXACT_K == CudaKernels.max_k == onnx_export.MAX_K
     assert cpu.backend.CpuKernels.max_k == _kernels.MAX_EXACT_K
     assert INT32_EXACT_K * 255 * 255 < 2 ** 31 <= (INT32_EXACT_K + 1) * 255 * 255
+
+
+def test_ids_python_indexes_by_are_those_of_the_c_kernels():
+    """Code paths and engines are named in Python and numbered in core/params.h: the names
+    are indexed by the C ids (which params.h asserts are 0, 1, 2)."""
+    from soniq_fast.cpu import _kernels, engines
+    from soniq_fast.cpu.isa import ISA_NAMES
+    assert [ISA_NAMES[_kernels.ISA_SCALAR], ISA_NAMES[_kernels.ISA_AVX2],
+            ISA_NAMES[_kernels.ISA_AVX512]] == ["scalar", "avx2", "avx512"]
+    assert [engines.ENGINE_NAMES[_kernels.ENGINE_POPCOUNT],
+            engines.ENGINE_NAMES[_kernels.ENGINE_INT8],
+            engines.ENGINE_NAMES[_kernels.ENGINE_LUT]] == ["popcount", "int8", "lut"]
+
+
+def test_gemm_records_are_named_and_frozen():
+    """What crosses into the kernels is named records (records.py), never tuples."""
+    import dataclasses
+    from soniq_fast.cpu.records import ActGroupRecord, Block
+    a, a_bits, w, w_bits = _case_arrays(5, 30, 200, 12, 4)
+    packed = cpu.BACKEND.pack_weights(w, w_bits)
+    plan = packed.plan(a_bits, 4, "auto", cpu.BACKEND.isa)
+    assert plan.groups and all(isinstance(g, ActGroupRecord) for g in plan.groups)
+    assert plan.blocks and all(isinstance(b, Block) for b in plan.blocks)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.blocks[0].n = 0
 
 
 def test_k_at_the_int32_limit_is_exact_and_beyond_is_refused():

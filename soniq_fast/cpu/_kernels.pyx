@@ -7,66 +7,13 @@ passed as C-contiguous NumPy arrays and reached through their data addresses.
 """
 
 from cpython.buffer cimport PyBUF_ANY_CONTIGUOUS, PyBuffer_Release, PyObject_GetBuffer
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport calloc, free
 
 cdef extern from "core/soniq_cpu.h" nogil:
-    ctypedef struct soniq_act_group:
-        int bits
-        int shift
-        int64_t k
-        const int32_t *idx
-        int64_t start
-        int contiguous
-        int every_other
-        int64_t words
-        int64_t kpad
-        int need_planes
-        int need_bytes
-        int need_tables
-    ctypedef struct soniq_block:
-        int engine
-        int group
-        int wbits
-        int64_t n
-        const int32_t *cols
-        int lanes
-        const uint64_t *wplanes
-        const int8_t *wbytes
-        const uint8_t *wnibbles
-        int n_more
-        int more_group[8]
-        const uint8_t *more_wnibbles[8]
-    ctypedef struct soniq_out_layout:
-        int64_t rows_per_image, image_stride, row_stride, col_stride
-    ctypedef struct soniq_conv_src:
-        const uint8_t *x
-        int64_t c, h, w, kh, kw, stride, padding, ho, wo
-    ctypedef struct soniq_gemm_job:
-        const uint8_t *a
-        const soniq_conv_src *conv
-        int64_t m, k
-        int n_groups
-        soniq_act_group *groups
-        int n_blocks
-        const soniq_block *blocks
-        int64_t *out
-        int64_t n_out
-        soniq_out_layout layout
-        int isa
-        const int16_t *direct
-        int64_t direct_k
     int soniq_cpu_has(int isa)
     int64_t soniq_popcount_probe(int isa, int64_t iterations)
     int64_t soniq_engine_calls(int isa, int engine)
     int soniq_gemm_run(const soniq_gemm_job *job, int n_threads)
-    ctypedef struct soniq_requant_out:
-        const float *scale
-        const float *bias
-        const float *ratio
-        const uint8_t *bits
-        int per_position
-        uint8_t *codes
     int soniq_gemm_requantize_run(const soniq_gemm_job *job, const soniq_requant_out *rq,
                                   int n_threads)
     int soniq_pack_activations(const uint8_t *a, int64_t m, int64_t k, const uint8_t *a_bits,
@@ -97,91 +44,155 @@ def cpu_has(int isa):
     return bool(soniq_cpu_has(isa))
 
 
-def gemm(a, conv, int64_t m, int64_t k, list groups, list blocks, out, int64_t n_out,
-         tuple layout, int isa, int n_threads, tuple requant=None, direct=None):
-    """Run one GEMM job (see core/soniq_cpu.h); every element of ``out`` (int64) is written.
+cdef inline size_t addr_or_null(arr) except? 0:
+    """addr(arr), or 0 (NULL) for None."""
+    return 0 if arr is None else addr(arr)
 
-    a: uint8 [M, K] or None; conv: None or (x uint8 [B, C, H, W], c, h, w, kh, kw, stride,
-    padding, ho, wo). groups: tuples (bits, shift, k, idx int32, start, contiguous, words,
-    kpad, need_planes, need_bytes, every_other, need_tables). blocks: tuples (engine, group,
-    wbits, n, cols int32, wplanes uint64 or None, wbytes int8 or None, lanes, wnibbles uint8 or
-    None, more: ((group, wnibbles), ...) of a lut block spanning more act groups; at most
-    7, one per other activation width). n_out: output channels. layout: (rows_per_image,
-    image_stride, row_stride, col_stride).
-    requant: None, or (scale, bias, bits, ratio, per_position) to requantize the sums right
-    away (see soniq_gemm_requantize_run): ``out`` is then the uint8 codes.
-    direct: None, or with requant on the AVX2 path the int16 [n_out, K rounded up to even]
-    weights q << (A - ba) of the direct conv (core/direct_conv_avx2.c).
-    """
-    cdef soniq_gemm_job job
+
+cdef void fill_group(soniq_act_group *cg, g) except *:
+    """An ActGroupRecord (records.py) into its C struct, by name."""
+    cg.bits, cg.shift, cg.k = g.bits, g.shift, g.k
+    cg.idx = <int32_t *>addr(g.idx)
+    cg.start, cg.contiguous, cg.every_other = g.start, g.contiguous, g.every_other
+    cg.words, cg.kpad = g.words, g.kpad
+    cg.need_planes, cg.need_bytes, cg.need_tables = g.need_planes, g.need_bytes, g.need_tables
+
+
+cdef void fill_block(soniq_block *cb, b) except *:
+    """A Block (records.py) into its C struct, by name."""
+    cb.engine, cb.group, cb.wbits, cb.n = b.engine, b.group, b.wbits, b.n
+    cb.cols = <int32_t *>addr(b.cols)
+    cb.lanes = b.lanes
+    cb.wplanes = <uint64_t *>addr_or_null(b.wplanes)
+    cb.wbytes = <int8_t *>addr_or_null(b.wbytes)
+    cb.wnibbles = <uint8_t *>addr_or_null(b.wnibbles)
+    if len(b.more) >= SONIQ_MAX_GROUPS:
+        raise ValueError("a lut block spans more act groups than there are activation widths")
+    cb.n_more = len(b.more)
+    for j, part in enumerate(b.more):
+        cb.more_group[j] = part.group
+        cb.more_wnibbles[j] = <uint8_t *>addr(part.wnibbles)
+
+
+cdef class KernelPlan:
+    """A GEMM plan's act groups (``ActGroupRecord``) and blocks (``Block``, records.py) as
+    the C records ``soniq_act_group`` / ``soniq_block`` of core/params.h, filled once, by
+    field name, when the plan is built (the plan is cached with the packed weights, so a
+    call fills nothing). Keeps the records, whose arrays the C records point into, alive."""
+
+    def __cinit__(self, tuple groups, tuple blocks):
+        self.groups = <soniq_act_group *>calloc(max(len(groups), 1), sizeof(soniq_act_group))
+        self.blocks = <soniq_block *>calloc(max(len(blocks), 1), sizeof(soniq_block))
+        if self.groups == NULL or self.blocks == NULL:
+            raise MemoryError("cannot allocate the plan's records")
+        if len(groups) > SONIQ_MAX_GROUPS:
+            raise ValueError("too many activation bit-width groups")
+        self.group_records, self.block_records = groups, blocks
+        for i, g in enumerate(groups):
+            fill_group(&self.groups[i], g)
+        for i, b in enumerate(blocks):
+            fill_block(&self.blocks[i], b)
+        self.n_groups, self.n_blocks = len(groups), len(blocks)
+
+    def __dealloc__(self):
+        free(self.groups)
+        free(self.blocks)
+
+
+cdef class OutLayout:
+    """Where ``acc[m, o]`` goes (``soniq_out_layout``): element
+    ``(m // rows_per_image) * image_stride + (m % rows_per_image) * row_stride
+    + o * col_stride`` of the output. Linear: (M, 0, N, 1); conv [B, O, Ho, Wo]:
+    (Ho Wo, O Ho Wo, 1, Ho Wo)."""
+
+    def __init__(self, *, int64_t rows_per_image, int64_t image_stride, int64_t row_stride,
+                 int64_t col_stride):
+        self.rows_per_image, self.image_stride = rows_per_image, image_stride
+        self.row_stride, self.col_stride = row_stride, col_stride
+
+
+cdef class ConvSource:
+    """GEMM rows as im2col patches of ``x`` uint8 [B, c, h, w] (``soniq_conv_src``): K
+    ordered (channel, kernel row, kernel column), window kh x kw, ``stride``, zero
+    ``padding``, output ho x wo per image."""
+
+    def __init__(self, *, x, int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw,
+                 int64_t stride, int64_t padding, int64_t ho, int64_t wo):
+        self.x = x
+        self.c, self.h, self.w, self.kh, self.kw = c, h, w, kh, kw
+        self.stride, self.padding, self.ho, self.wo = stride, padding, ho, wo
+
+
+cdef class Requantize:
+    """The fused requantize (``soniq_requant_out``): codes = ``clip(rint((scale[o] *
+    float32(acc) + bias[o]) * ratio), 0, 2^bits - 1)``; scale, bias float32 [O]; bits uint8
+    and ratio float32 per channel [O], or per (channel, position) [O Ho Wo] when
+    ``per_position``."""
+
+    def __init__(self, *, scale, bias, bits, ratio, bint per_position):
+        self.scale, self.bias, self.bits, self.ratio = scale, bias, bits, ratio
+        self.per_position = per_position
+
+
+cdef class GemmJob:
+    """One GEMM (``soniq_gemm_job``): rows of ``a`` uint8 [m, k] or of ``conv`` (the other
+    None), the act groups and blocks of ``plan``, ``out`` (int64 in ``layout``, every
+    element written; uint8 codes when ``requant`` is set), ``n_out`` output channels, code
+    path ``isa`` (its index). ``direct``: None, or with ``requant`` the int16
+    [n_out, k rounded up to even] weights ``q << (A - ba)`` of the direct conv."""
+
+    def __init__(self, *, a, ConvSource conv, int64_t m, int64_t k, KernelPlan plan not None,
+                 out, int64_t n_out, OutLayout layout not None, int isa,
+                 Requantize requant=None, direct=None):
+        self.a, self.conv, self.m, self.k, self.plan = a, conv, m, k, plan
+        self.out, self.n_out, self.layout, self.isa = out, n_out, layout, isa
+        self.requant, self.direct = requant, direct
+
+
+def gemm(GemmJob job not None, int n_threads):
+    """Run one GEMM job (C: soniq_gemm_job, core/params.h) with ``n_threads`` threads;
+    every element of ``job.out`` is written: int64 sums, or with ``job.requant`` set the
+    uint8 codes of the fused requantize (soniq_gemm_requantize_run)."""
+    cdef soniq_gemm_job cjob
     cdef soniq_requant_out rq
     cdef soniq_conv_src src
-    cdef soniq_act_group *cg = <soniq_act_group *>calloc(max(len(groups), 1),
-                                                         sizeof(soniq_act_group))
-    cdef soniq_block *cb = <soniq_block *>calloc(max(len(blocks), 1), sizeof(soniq_block))
+    cdef ConvSource conv = job.conv
+    cdef OutLayout layout = job.layout
+    cdef Requantize requant = job.requant
     cdef int rc
-    if cg == NULL or cb == NULL:
-        free(cg); free(cb)
-        raise MemoryError("cannot allocate the job description")
-    try:
-        for i, g in enumerate(groups):
-            cg[i].bits, cg[i].shift, cg[i].k = g[0], g[1], g[2]
-            cg[i].idx = <int32_t *>addr(g[3])
-            cg[i].start, cg[i].contiguous, cg[i].words, cg[i].kpad = g[4], g[5], g[6], g[7]
-            cg[i].need_planes, cg[i].need_bytes, cg[i].every_other = g[8], g[9], g[10]
-            cg[i].need_tables = g[11]
-        for i, b in enumerate(blocks):
-            cb[i].engine, cb[i].group, cb[i].wbits, cb[i].n = b[0], b[1], b[2], b[3]
-            cb[i].cols = <int32_t *>addr(b[4])
-            cb[i].lanes = b[7]
-            if b[5] is not None:
-                cb[i].wplanes = <uint64_t *>addr(b[5])
-            if b[6] is not None:
-                cb[i].wbytes = <int8_t *>addr(b[6])
-            if b[8] is not None:
-                cb[i].wnibbles = <uint8_t *>addr(b[8])
-            cb[i].n_more = len(b[9])
-            for j, (more_group, more_wnibbles) in enumerate(b[9]):
-                cb[i].more_group[j] = more_group
-                cb[i].more_wnibbles[j] = <uint8_t *>addr(more_wnibbles)
-        job.a = NULL
-        if a is not None:
-            job.a = <uint8_t *>addr(a)
-        job.conv = NULL
-        if conv is not None:
-            src.x = <uint8_t *>addr(conv[0])
-            src.c, src.h, src.w, src.kh, src.kw = conv[1], conv[2], conv[3], conv[4], conv[5]
-            src.stride, src.padding, src.ho, src.wo = conv[6], conv[7], conv[8], conv[9]
-            job.conv = <const soniq_conv_src *>&src
-        job.m, job.k = m, k
-        job.n_groups, job.groups = len(groups), cg
-        job.n_blocks, job.blocks = len(blocks), cb
-        job.out = <int64_t *>addr(out)
-        job.n_out = n_out
-        job.layout.rows_per_image, job.layout.image_stride = layout[0], layout[1]
-        job.layout.row_stride, job.layout.col_stride = layout[2], layout[3]
-        job.isa = isa
-        job.direct = NULL
-        job.direct_k = 0
-        if direct is not None:
-            job.direct = <int16_t *>addr(direct)
-            job.direct_k = direct.shape[1]
-        if requant is None:
-            with nogil:
-                rc = soniq_gemm_run(&job, n_threads)
-        else:
-            job.out = NULL
-            rq.scale, rq.bias = <float *>addr(requant[0]), <float *>addr(requant[1])
-            rq.bits, rq.ratio = <uint8_t *>addr(requant[2]), <float *>addr(requant[3])
-            rq.per_position, rq.codes = requant[4], <uint8_t *>addr(out)
-            with nogil:
-                rc = soniq_gemm_requantize_run(&job, &rq, n_threads)
-    finally:
-        free(cg); free(cb)
+    cjob.a = <uint8_t *>addr_or_null(job.a)
+    cjob.conv = NULL
+    if conv is not None:
+        src.x = <uint8_t *>addr(conv.x)
+        src.c, src.h, src.w, src.kh, src.kw = conv.c, conv.h, conv.w, conv.kh, conv.kw
+        src.stride, src.padding, src.ho, src.wo = conv.stride, conv.padding, conv.ho, conv.wo
+        cjob.conv = <const soniq_conv_src *>&src
+    cjob.m, cjob.k = job.m, job.k
+    cjob.n_groups, cjob.groups = job.plan.n_groups, job.plan.groups
+    cjob.n_blocks, cjob.blocks = job.plan.n_blocks, job.plan.blocks
+    cjob.n_out = job.n_out
+    cjob.layout.rows_per_image, cjob.layout.image_stride = (layout.rows_per_image,
+                                                            layout.image_stride)
+    cjob.layout.row_stride, cjob.layout.col_stride = layout.row_stride, layout.col_stride
+    cjob.isa = job.isa
+    cjob.direct = <int16_t *>addr_or_null(job.direct)
+    cjob.direct_k = 0 if job.direct is None else job.direct.shape[1]
+    if requant is None:
+        cjob.out = <int64_t *>addr(job.out)
+        with nogil:
+            rc = soniq_gemm_run(&cjob, n_threads)
+    else:
+        cjob.out = NULL
+        rq.scale, rq.bias = <float *>addr(requant.scale), <float *>addr(requant.bias)
+        rq.bits, rq.ratio = <uint8_t *>addr(requant.bits), <float *>addr(requant.ratio)
+        rq.per_position, rq.codes = requant.per_position, <uint8_t *>addr(job.out)
+        with nogil:
+            rc = soniq_gemm_requantize_run(&cjob, &rq, n_threads)
     if rc == -2:
         raise ValueError("too many activation bit-width groups")
     if rc == -3:
-        raise ValueError("no fused requantize for this output layout or K")
+        raise ValueError("no fused requantize for this output layout or K, or the code path "
+                         "lacks a kernel the job needs")
     if rc != 0:
         raise MemoryError("the cpu kernels could not allocate their scratch buffers")
 
@@ -197,7 +208,7 @@ def popcount_probe(int isa, int64_t iterations):
 
 def engine_calls(int isa, int engine):
     """How many times engine ``engine`` (0 popcount, 1 int8, 2 lut) of code path ``isa`` has run."""
-    if not (0 <= isa <= 2 and 0 <= engine <= 2):
+    if not (0 <= isa < SONIQ_ISAS and 0 <= engine < SONIQ_ENGINES):
         raise ValueError(f"no engine ({isa}, {engine})")
     return soniq_engine_calls(isa, engine)
 
@@ -290,12 +301,29 @@ def max_pool(x, int kernel, int stride, out, int isa, int n_threads):
 
 
 # ------------------------------------------------ constants and rules of the C kernels
-# Written once, in core/soniq_cpu.h and core/lut.h; the Python side reads them from here.
+# Written once, in core/params.h, core/soniq_cpu.h and core/lut.h; the Python side reads
+# them from here.
 
-cdef extern from "core/soniq_cpu.h" nogil:
+cdef extern from "core/params.h" nogil:
+    enum: SONIQ_SCALAR
+    enum: SONIQ_AVX2
+    enum: SONIQ_AVX512
+    enum: SONIQ_ENGINE_POPCOUNT
+    enum: SONIQ_ENGINE_INT8
+    enum: SONIQ_ENGINE_LUT
     enum: SONIQ_MAX_EXACT_K
     enum: SONIQ_DIRECT_MAX_K
     enum: SONIQ_FEATURE_VBMI
+    enum: SONIQ_NEED_BYTES
+    enum: SONIQ_NEED_WIDE
+    enum: SONIQ_TABLES_16
+    enum: SONIQ_TABLES_64
+    enum: SONIQ_POPCOUNT_LANES_AVX2
+    enum: SONIQ_POPCOUNT_LANES_AVX512
+    enum: SONIQ_INT8_LANES_AVX2
+    enum: SONIQ_INT8_LANES_AVX512
+
+cdef extern from "core/soniq_cpu.h" nogil:
     int64_t soniq_int8_steps(int wbits, int abits, int shift)
 
 cdef extern from "core/lut.h" nogil:
@@ -303,6 +331,16 @@ cdef extern from "core/lut.h" nogil:
     enum: SONIQ_LUT64_LANES
     int soniq_lut_tables(int bits)
 
+# Code path ids (the index into isa.ISA_NAMES) and engine ids (engines.ENGINE_NAMES).
+ISA_SCALAR, ISA_AVX2, ISA_AVX512 = SONIQ_SCALAR, SONIQ_AVX2, SONIQ_AVX512
+ENGINE_POPCOUNT, ENGINE_INT8, ENGINE_LUT = (SONIQ_ENGINE_POPCOUNT, SONIQ_ENGINE_INT8,
+                                            SONIQ_ENGINE_LUT)
+# ActGroupRecord.need_bytes bits and need_tables values (records.py).
+NEED_BYTES, NEED_WIDE = SONIQ_NEED_BYTES, SONIQ_NEED_WIDE
+TABLES_16, TABLES_64 = SONIQ_TABLES_16, SONIQ_TABLES_64
+# Output channels interleaved per vector in a block's weights, per engine and vector path.
+POPCOUNT_LANES_AVX2, POPCOUNT_LANES_AVX512 = SONIQ_POPCOUNT_LANES_AVX2, SONIQ_POPCOUNT_LANES_AVX512
+INT8_LANES_AVX2, INT8_LANES_AVX512 = SONIQ_INT8_LANES_AVX2, SONIQ_INT8_LANES_AVX512
 # Largest K the int32 accumulators of the kernels sum exactly (|term| <= 255 * 255).
 MAX_EXACT_K = SONIQ_MAX_EXACT_K
 # Largest K of a stride-1 conv run as a direct convolution (core/direct_conv_avx2.c).

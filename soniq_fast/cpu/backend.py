@@ -24,6 +24,7 @@ from ._kernels import MAX_EXACT_K
 from .engines import ENGINE_NAMES, ENGINE_POLICIES, direct_conv
 from .isa import ISA_NAMES, check_isa, check_threads, isa_from_env, threads_from_env
 from .packed import CpuPackedWeights
+from .records import ConvSource, GemmJob, KernelPlan, OutLayout, Requantize
 
 
 @dataclass
@@ -170,7 +171,9 @@ class CpuKernels:
             _check_packed(packed, a_bits, 2, a_codes.shape[1], packed.k)
         m, n = a_codes.shape[0], packed.shape[0]
         out = np.empty((m, n), np.int64 if requant is None else np.uint8)
-        self._gemm(packed, a_bits, hi, a_codes, None, m, out, (max(m, 1), 0, n, 1), requant)
+        self._gemm(packed, a_bits, hi, a_codes, None, m, out,
+                   OutLayout(rows_per_image=max(m, 1), image_stride=0, row_stride=n,
+                             col_stride=1), requant)
         return out
 
     def _conv(self, x_codes, a_bits, packed, hi, stride, padding, requant):
@@ -184,30 +187,32 @@ class CpuKernels:
         b, c, h, w = x_codes.shape
         o, _, kh, kw = packed.shape
         out = np.empty((b, o, ho, wo), np.int64 if requant is None else np.uint8)
-        conv = (x_codes, c, h, w, kh, kw, stride, padding, ho, wo)
+        conv = ConvSource(x=x_codes, c=c, h=h, w=w, kh=kh, kw=kw, stride=stride,
+                          padding=padding, ho=ho, wo=wo)
         k_bits = np.repeat(a_bits, kh * kw)
         direct = None
         if requant is not None and stride == 1 and \
                 direct_conv(self.settings.isa, self.settings.engine_policy, packed.k):
             direct = packed.direct(k_bits, hi)
         self._gemm(packed, k_bits, hi, None, conv, b * ho * wo, out,
-                   (ho * wo, o * ho * wo, 1, ho * wo), requant, direct)
+                   OutLayout(rows_per_image=ho * wo, image_stride=o * ho * wo, row_stride=1,
+                             col_stride=ho * wo), requant, direct)
         return out
 
     def _gemm(self, packed, k_bits, hi, a_codes, conv, m, out, layout, requant, direct=None):
-        """Run the GEMM. requant: None (int64 sums) or the fused requantize's (scale, bias,
-        bits, ratio, per_position) (uint8 codes)."""
+        """Run the GEMM. requant: None (int64 sums) or the fused requantize's
+        :class:`~.records.Requantize` (uint8 codes)."""
         settings = self.settings
         if direct is not None:
-            engines = ("direct",)
-            groups, blocks = [], []
+            engines, plan = ("direct",), _NO_PLAN
         else:
-            groups, blocks, engines = packed.plan(k_bits, hi, settings.engine_policy,
-                                                  settings.isa)
+            found = packed.plan(k_bits, hi, settings.engine_policy, settings.isa)
+            engines, plan = found.engines, found.kernel
         settings.last_path = (settings.isa, tuple(sorted(engines)))
         threads = self._threads(m * max(packed.k, 64) * packed.shape[0])  # K: 64-byte rows
-        _kernels.gemm(a_codes, conv, m, packed.k, list(groups), list(blocks), out,
-                      packed.shape[0], layout, settings.isa_index, threads, requant, direct)
+        _kernels.gemm(GemmJob(a=a_codes, conv=conv, m=m, k=packed.k, plan=plan, out=out,
+                              n_out=packed.shape[0], layout=layout, isa=settings.isa_index,
+                              requant=requant, direct=direct), threads)
 
     # --------------------------------------------------------------------------- epilogue
 
@@ -226,11 +231,11 @@ class CpuKernels:
     def requantize(self, acc, scale, bias, out_bits, out_ratio) -> np.ndarray:
         """uint8 like acc: ``clip(rint(epilogue * out_ratio[o]), 0, 2^out_bits[o] - 1)``."""
         _check_acc(acc)
-        scale, bias, out_bits, out_ratio = _requant_args(acc.shape[1], 1, scale, bias,
-                                                         out_bits, out_ratio)[:4]
+        args = _requant_args(acc.shape[1], 1, scale, bias, out_bits, out_ratio)
         out = np.empty(acc.shape, np.uint8)
-        _kernels.requantize(acc, acc.shape[1], _inner(acc), scale, bias, out_bits, out_ratio,
-                            out, self.settings.isa_index, self._threads(8 * acc.size))
+        _kernels.requantize(acc, acc.shape[1], _inner(acc), args.scale, args.bias, args.bits,
+                            args.ratio, out, self.settings.isa_index,
+                            self._threads(8 * acc.size))
         return out
 
     def residual_requantize(self, acc, scale, bias, skip, out_bits, out_ratio) -> np.ndarray:
@@ -244,12 +249,11 @@ class CpuKernels:
         if acc.ndim != 4 or not isinstance(skip, np.ndarray) or skip.dtype != np.float32 \
                 or skip.shape != acc.shape:
             raise ValueError("acc must be int64 [B, O, H, W] and skip float32 of its shape")
-        scale, bias, out_bits, out_ratio = _requant_args(o, 1, scale, bias, out_bits,
-                                                         out_ratio)[:4]
+        args = _requant_args(o, 1, scale, bias, out_bits, out_ratio)
         skip = np.ascontiguousarray(skip)
         out = np.empty(acc.shape, np.uint8)
-        _kernels.residual_requantize(acc, skip, o, _inner(acc), scale, bias, out_bits,
-                                     out_ratio, out, self.settings.isa_index,
+        _kernels.residual_requantize(acc, skip, o, _inner(acc), args.scale, args.bias,
+                                     args.bits, args.ratio, out, self.settings.isa_index,
                                      self._threads(8 * acc.size))
         return out
 
@@ -272,6 +276,10 @@ class CpuKernels:
         return out
 
 
+# The plan of a direct conv: no act groups, no blocks (the job's `direct` weights instead).
+_NO_PLAN = KernelPlan((), ())
+
+
 def _check_packed(packed, a_bits, ndim: int, channels: int, expected: int) -> None:
     """Shapes only (what memory safety needs); the values were checked by the caller."""
     if not isinstance(packed, CpuPackedWeights) or len(packed.check().shape) != ndim:
@@ -286,9 +294,10 @@ def _check_packed(packed, a_bits, ndim: int, channels: int, expected: int) -> No
                          f"exact only up to K = {MAX_EXACT_K}")
 
 
-def _requant_args(channels: int, positions: int, scale, bias, out_bits, out_ratio) -> tuple:
-    """(scale, bias, bits, ratio, per_position) for the fused requantize; only lengths are
-    checked here (the values were checked by the caller)."""
+def _requant_args(channels: int, positions: int, scale, bias, out_bits,
+                  out_ratio) -> Requantize:
+    """The fused requantize's record; only lengths are checked here (the values were checked
+    by the caller)."""
     floats = (scale, bias, out_ratio)
     if any(v.dtype != np.float32 for v in floats) or out_bits.dtype != np.uint8 \
             or scale.shape != (channels,) or bias.shape != (channels,) \
@@ -297,8 +306,9 @@ def _requant_args(channels: int, positions: int, scale, bias, out_bits, out_rati
         raise ValueError("scale, bias: float32, one per channel; out_bits (uint8), out_ratio "
                          "(float32): one per channel or per position")
     per_position = positions > 1 and out_bits.shape[0] == channels * positions
-    return (np.ascontiguousarray(scale), np.ascontiguousarray(bias),
-            np.ascontiguousarray(out_bits), np.ascontiguousarray(out_ratio), per_position)
+    return Requantize(scale=np.ascontiguousarray(scale), bias=np.ascontiguousarray(bias),
+                      bits=np.ascontiguousarray(out_bits), ratio=np.ascontiguousarray(out_ratio),
+                      per_position=per_position)
 
 
 def _contiguous_codes(codes, ndim: int) -> np.ndarray:

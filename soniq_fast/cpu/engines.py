@@ -100,11 +100,14 @@ columns of a group form one block.
 
 from __future__ import annotations
 
-from ._kernels import DIRECT_MAX_K, LUT64_LANES, LUT_LANES, lut_tables
+from ._kernels import (DIRECT_MAX_K, ENGINE_INT8, ENGINE_LUT, ENGINE_POPCOUNT, LUT64_LANES,
+                       LUT_LANES, lut_tables)
 from .isa import has_vbmi
 
-POPCOUNT, INT8, LUT = 0, 1, 2
-ENGINE_NAMES = ("popcount", "int8", "lut")
+# engine ids (core/params.h), and their names indexed by id
+POPCOUNT, INT8, LUT = ENGINE_POPCOUNT, ENGINE_INT8, ENGINE_LUT
+ENGINE_NAMES = tuple(name for _, name in sorted({POPCOUNT: "popcount", INT8: "int8",
+                                                 LUT: "lut"}.items()))
 ENGINE_POLICIES = ("auto", "popcount", "int8", "lut")
 
 # per rule key (see rule_key): plane pairs up to which popcount is chosen before any other

@@ -35,27 +35,43 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
 from soniq_ref import checks
 from soniq_ref.bitpack import check_weights, code_planes, pack_bits
 
-from ._kernels import LUT64_LANES, LUT_LANES, int8_steps
+from ._kernels import (INT8_LANES_AVX2, INT8_LANES_AVX512, LUT64_LANES, LUT_LANES,
+                       NEED_BYTES, NEED_WIDE, POPCOUNT_LANES_AVX2, POPCOUNT_LANES_AVX512,
+                       TABLES_16, TABLES_64, int8_steps)
 from .act_groups import ActGroup, act_groups
 from .engines import (ENGINE_NAMES, INT8, LUT, POPCOUNT, choose_engine,
                       int8_split_by_value_width, lut_lanes)
+from .records import ActGroupRecord, Block, KernelPlan, LutPart
 
 # per code path: (words alignment of plane rows, popcount lanes, int8 lanes)
-LAYOUTS = {"scalar": (1, 1, 1), "avx2": (1, 4, 8), "avx512": (1, 8, 16)}
+LAYOUTS = {"scalar": (1, 1, 1), "avx2": (1, POPCOUNT_LANES_AVX2, INT8_LANES_AVX2),
+           "avx512": (1, POPCOUNT_LANES_AVX512, INT8_LANES_AVX512)}
 # code paths whose popcount weights are stored split into nibbles (counted by table lookup)
 NIBBLE_SPLIT = {"avx2"}
-AVX2_INT8_LANES = 8
+AVX2_INT8_LANES = INT8_LANES_AVX2
 # bytes per int8 row, by int8 lanes: the AVX2 kernel steps through K 4 bytes at a time
-INT8_BYTE_ALIGN = {1: 64, AVX2_INT8_LANES: 4, 16: 64}
-NEED_BYTES, NEED_WIDE = 1, 2    # need_bytes bits: uint8 rows; int16 rows too
+INT8_BYTE_ALIGN = {1: 64, INT8_LANES_AVX2: 4, INT8_LANES_AVX512: 64}
 
 MAX_PLANS = 16      # activation layouts whose blocks a packed object keeps (LRU)
+
+
+class Plan(NamedTuple):
+    """The GEMM plan of one activation layout: its act groups and blocks (records.py), the
+    names of the engines its blocks run on, and the same groups and blocks as the C records
+    ``_kernels.gemm`` runs (``kernel``)."""
+
+    groups: tuple[ActGroupRecord, ...]
+    blocks: tuple[Block, ...]
+    engines: frozenset
+    kernel: KernelPlan
 
 
 class CpuPackedWeights:
@@ -111,7 +127,7 @@ class CpuPackedWeights:
 
     def plan(self, k_bits: np.ndarray, act_bits_hi: int, policy: str = "auto",
              isa: str = "scalar"):
-        """(groups, blocks, engines) for activations whose K positions have widths ``k_bits``."""
+        """The :class:`Plan` for activations whose K positions have widths ``k_bits``."""
         return self._cached((act_bits_hi, policy, isa, k_bits.tobytes()),
                             lambda: self._build(k_bits, act_bits_hi, policy, isa))
 
@@ -147,7 +163,7 @@ class CpuPackedWeights:
         word_align, pop_lanes, int8_lanes = LAYOUTS[isa]
         nibbles = isa in NIBBLE_SPLIT
         groups = act_groups(k_bits, act_bits_hi, word_align, INT8_BYTE_ALIGN[int8_lanes])
-        blocks, need = [], [[False, 0, False] for _ in groups]
+        blocks, need = [], [_Needs() for _ in groups]
         rank = None     # after act group 0: each channel's place in its blocks' column order
         for gi, group in enumerate(groups):
             int8_cols = []
@@ -156,12 +172,12 @@ class CpuPackedWeights:
                 engine = choose_engine(w_bits, group.bits, policy, isa, len(cols), group.k)
                 if engine == LUT:
                     lanes = lut_lanes(isa)
-                    need[gi][LUT] = 2 if lanes == LUT64_LANES else 1
+                    need[gi].tables = TABLES_64 if lanes == LUT64_LANES else TABLES_16
                     blocks.append(self._lut64_block(gi, group, w_bits, cols)
                                   if lanes == LUT64_LANES else
                                   self._lut_block(gi, group, w_bits, cols))
                 elif engine == POPCOUNT:
-                    need[gi][POPCOUNT] = True
+                    need[gi].planes = True
                     blocks.append(self._popcount_block(gi, group, w_bits, cols, pop_lanes,
                                                        nibbles))
                 else:
@@ -169,21 +185,22 @@ class CpuPackedWeights:
             if int8_cols and int8_split_by_value_width(isa):   # one block per value width
                 for v_bits, cols in _merge_short(self._value_widths(group, int8_cols), group):
                     wide = int8_steps(v_bits, group.bits, group.shift) == 0
-                    need[gi][INT8] |= NEED_BYTES | (NEED_WIDE if wide else 0)
+                    need[gi].bytes |= NEED_BYTES | (NEED_WIDE if wide else 0)
                     blocks.append(self._avx2_int8_block(gi, group, v_bits,
                                                         _in_order(cols, rank), wide))
             elif int8_cols:   # the int8 term does not depend on bw: one block for all widths
-                need[gi][INT8] |= NEED_BYTES
+                need[gi].bytes |= NEED_BYTES
                 cols = np.sort(np.concatenate([c for _, c in int8_cols])).astype(np.int32)
                 blocks.append(self._int8_block(gi, group, _in_order(cols, rank), int8_lanes))
             if gi == 0 and blocks:
                 rank = np.empty(self._codes.shape[0], np.int64)
-                order = np.concatenate([b[4] for b in blocks])
+                order = np.concatenate([b.cols for b in blocks])
                 rank[order] = np.arange(len(order))
         blocks = _merge_lut_parts(blocks)
-        group_args = tuple(_group_args(g, *n) for g, n in zip(groups, need))
-        engines = frozenset(ENGINE_NAMES[b[0]] for b in blocks)
-        return group_args, tuple(blocks), engines
+        records = tuple(_group_record(g, n) for g, n in zip(groups, need))
+        engines = frozenset(ENGINE_NAMES[b.engine] for b in blocks)
+        blocks = tuple(blocks)
+        return Plan(records, blocks, engines, KernelPlan(records, blocks))
 
     def _gathered(self, group: ActGroup, cols: np.ndarray, lanes: int) -> np.ndarray:
         """uint8 [n rounded up to lanes, k_group]: the block's codes, zero rows as padding."""
@@ -193,7 +210,7 @@ class CpuPackedWeights:
         return w
 
     def _popcount_block(self, gi: int, group: ActGroup, w_bits: int, cols: np.ndarray,
-                        lanes: int, nibbles: bool = False) -> tuple:
+                        lanes: int, nibbles: bool = False) -> Block:
         w = self._gathered(group, cols, lanes)
         n_pad = w.shape[0]
         packed = pack_bits(code_planes(w, w_bits))                   # [n_pad, bw, ceil(k/64)]
@@ -206,9 +223,9 @@ class CpuPackedWeights:
             low = np.uint64(0x0F0F0F0F0F0F0F0F)
             wplanes = np.ascontiguousarray(
                 np.stack([wplanes & low, (wplanes >> np.uint64(4)) & low], axis=-2))
-        return (POPCOUNT, gi, w_bits, len(cols), cols, wplanes, None, lanes, None, ())
+        return Block(POPCOUNT, gi, w_bits, len(cols), cols, lanes, wplanes=wplanes)
 
-    def _lut_block(self, gi: int, group: ActGroup, w_bits: int, cols: np.ndarray) -> tuple:
+    def _lut_block(self, gi: int, group: ActGroup, w_bits: int, cols: np.ndarray) -> Block:
         """uint8 [n/16, bw, ceil(k/8), 2, 16]: per weight plane j and group of 4 K positions
         q = 2 p + h, the table index sum_t bit_j(w[4 q + t]) 2^t of each channel (core/lut.h)."""
         w = self._gathered(group, cols, LUT_LANES)
@@ -220,10 +237,10 @@ class CpuPackedWeights:
                  << np.arange(4, dtype=np.uint8)).sum(axis=-1, dtype=np.uint8)
         # [n/16, 16, bw, groups/2, 2] -> [n/16, bw, groups/2, 2, 16]
         index = index.reshape(n_pad // LUT_LANES, LUT_LANES, w_bits, groups // 2, 2)
-        return (LUT, gi, w_bits, len(cols), cols, None, None, LUT_LANES,
-                np.ascontiguousarray(index.transpose(0, 2, 3, 4, 1)), ())
+        return Block(LUT, gi, w_bits, len(cols), cols, LUT_LANES,
+                     wnibbles=np.ascontiguousarray(index.transpose(0, 2, 3, 4, 1)))
 
-    def _lut64_block(self, gi: int, group: ActGroup, w_bits: int, cols: np.ndarray) -> tuple:
+    def _lut64_block(self, gi: int, group: ActGroup, w_bits: int, cols: np.ndarray) -> Block:
         """uint8 [n/64, bw, ceil(k/6), 64]: per weight plane j and group of 6 K positions q,
         the table index sum_u bit_j(w[6 q + u]) 2^u of each channel (core/lut_avx512.c)."""
         w = self._gathered(group, cols, LUT64_LANES)
@@ -235,8 +252,8 @@ class CpuPackedWeights:
                  << np.arange(6, dtype=np.uint8)).sum(axis=-1, dtype=np.uint8)
         # [n/64, 64, bw, groups] -> [n/64, bw, groups, 64]
         index = index.reshape(n_pad // LUT64_LANES, LUT64_LANES, w_bits, groups)
-        return (LUT, gi, w_bits, len(cols), cols, None, None, LUT64_LANES,
-                np.ascontiguousarray(index.transpose(0, 2, 3, 1)), ())
+        return Block(LUT, gi, w_bits, len(cols), cols, LUT64_LANES,
+                     wnibbles=np.ascontiguousarray(index.transpose(0, 2, 3, 1)))
 
     def _int8_values(self, group: ActGroup, cols: np.ndarray, lanes: int) -> np.ndarray:
         """int8 [n rounded up to lanes, kpad]: v = w - 2^(bw-1), zero rows and tail as padding."""
@@ -248,11 +265,11 @@ class CpuPackedWeights:
         values[:, :group.k] = (w - half[:, None]).astype(np.int8)    # v = w - 2^(bw-1)
         return values
 
-    def _int8_block(self, gi: int, group: ActGroup, cols: np.ndarray, lanes: int) -> tuple:
+    def _int8_block(self, gi: int, group: ActGroup, cols: np.ndarray, lanes: int) -> Block:
         values = self._int8_values(group, cols, lanes)
         if lanes > 1:   # [n/16, 16, kpad/4, 4] -> [n/16, kpad/4, 16, 4]
             values = _interleave(values, lanes, 4)
-        return (INT8, gi, 0, len(cols), cols, None, values, lanes, None, ())
+        return Block(INT8, gi, 0, len(cols), cols, lanes, wbytes=values)
 
     def _value_widths(self, group: ActGroup, int8_cols: list) -> list:
         """[(e, cols)]: the int8 columns by the smallest e with -2^(e-1) <= v < 2^(e-1) for
@@ -268,19 +285,19 @@ class CpuPackedWeights:
         return [(int(e), np.sort(cols[width == e]).astype(np.int32)) for e in np.unique(width)]
 
     def _avx2_int8_block(self, gi: int, group: ActGroup, v_bits: int, cols: np.ndarray,
-                         wide: bool) -> tuple:
+                         wide: bool) -> Block:
         """One value width: int8 [n/8, kpad/4, 8, 4], or int16 [n/8, kpad/2, 8, 2] if wide."""
         lanes = AVX2_INT8_LANES
         values = self._int8_values(group, cols, lanes)
         values = _interleave(values.astype(np.int16), lanes, 2) if wide \
             else _interleave(values, lanes, 4)
-        return (INT8, gi, v_bits, len(cols), cols, None, values, lanes, None, ())
+        return Block(INT8, gi, v_bits, len(cols), cols, lanes, wbytes=values)
 
 
 def _in_order(cols: np.ndarray, rank) -> np.ndarray:
     """A later act group's block columns in the order of act group 0's blocks (``rank``:
     each channel's place there; None: act group 0 itself, columns ascending). The kernels
-    stage the sums of a layer whose widths interleave in that order (core/gemm.c), where a
+    stage the sums of a layer whose widths interleave in that order (core/tile_output.c), where a
     block's columns are then consecutive and flushed with vector stores; any order is exact."""
     if rank is None:
         return cols
@@ -309,17 +326,17 @@ def _merge_lut_parts(blocks: list) -> list:
     add into the same tile cells and the output is written once (core/lut.h)."""
     first, merged = {}, []
     for block in blocks:
-        if block[0] != LUT:
+        if block.engine != LUT:
             merged.append(block)
             continue
-        key = (block[2], block[4].tobytes())
+        key = (block.wbits, block.cols.tobytes())
         if key not in first:
             first[key] = len(merged)
             merged.append(block)
             continue
         at = first[key]
         head = merged[at]
-        merged[at] = head[:9] + (head[9] + ((block[1], block[8]),),)
+        merged[at] = replace(head, more=head.more + (LutPart(block.group, block.wnibbles),))
     return merged
 
 
@@ -330,8 +347,20 @@ def _interleave(values: np.ndarray, lanes: int, group: int) -> np.ndarray:
     return np.ascontiguousarray(values.transpose(0, 2, 1, 3))
 
 
-def _group_args(group: ActGroup, need_planes: bool, need_bytes: int, need_tables: bool) -> tuple:
-    start = int(group.idx[0]) if group.k else 0
-    return (group.bits, group.shift, group.k, group.idx, start, int(group.contiguous),
-            group.words, group.kpad, int(need_planes), int(need_bytes), int(group.every_other),
-            int(need_tables))
+@dataclass
+class _Needs:
+    """What an act group's blocks need prepared per row, gathered while they are built:
+    bit planes (popcount), NEED_BYTES / NEED_WIDE rows (int8), TABLES_16 / TABLES_64 (lut)."""
+
+    planes: bool = False
+    bytes: int = 0
+    tables: int = 0
+
+
+def _group_record(group: ActGroup, need: _Needs) -> ActGroupRecord:
+    """The act group as the kernels see it, with what its blocks need prepared per row."""
+    return ActGroupRecord(bits=group.bits, shift=group.shift, k=group.k, idx=group.idx,
+                          start=int(group.idx[0]) if group.k else 0,
+                          contiguous=group.contiguous, every_other=group.every_other,
+                          words=group.words, kpad=group.kpad, need_planes=need.planes,
+                          need_bytes=need.bytes, need_tables=need.tables)

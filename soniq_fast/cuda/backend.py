@@ -137,6 +137,19 @@ class CudaKernels:
         return self.runtime.to_host(
             epilogue_launch.requantize(self.runtime, acc, scale, bias, out_bits, out_ratio))
 
+    def residual_requantize(self, acc, scale, bias, skip, out_bits, out_ratio) -> np.ndarray:
+        """uint8 like acc [B, O, H, W]: the residual tail of
+        :mod:`soniq_ref.stages.residual`, ``clip(rint(((scale[o] * float32(acc) + bias[o])
+        + skip) * out_ratio[o]), 0, 2^out_bits[o] - 1)``, skip float32 like acc."""
+        if acc.ndim != 4 or not isinstance(skip, np.ndarray) or skip.dtype != np.float32 \
+                or skip.shape != acc.shape:
+            raise ValueError("acc must be int64 [B, O, H, W] and skip float32 of its shape")
+        if acc.size == 0:
+            return np.zeros(acc.shape, np.uint8)
+        return self.runtime.to_host(epilogue_launch.residual_requantize(
+            self.runtime, np.ascontiguousarray(acc), scale, bias, np.ascontiguousarray(skip),
+            out_bits, out_ratio))
+
 
 def _shape(weights) -> tuple:
     """The code shape of packed weights or of a (codes, bits) pair."""

@@ -151,7 +151,8 @@ def _train_parser(sub) -> None:
                         "that every epoch reports; the test set is evaluated once, at the "
                         f"end; 0: no validation set (default: {d.val_fraction:g})")
     t.add_argument("--threads", metavar="N", type=integer(1), default=None,
-                   help="BLAS threads for training; the model file records it, and the same "
+                   help="threads for training (BLAS and the work between its products); the "
+                        "model file records it, and the same "
                         "seed and thread count reproduce a run byte for byte (default: "
                         "one per core)")
     t.add_argument("--fp32", action="store_true",

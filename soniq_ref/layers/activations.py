@@ -3,13 +3,15 @@
 Before a quantized layer the ReLU changes nothing in noise or exact mode (the
 layer's input clip ``clip(x, 0, beta)`` already zeroes negatives); it is what
 makes the float baseline a ReLU network, and at deploy time it is the clip at 0
-of the fused requantization.
+of the fused requantization. Channels are split between workers
+(:func:`soniq_ref.parallel.elementwise`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..parallel import elementwise
 from .module import Module
 
 
@@ -17,8 +19,8 @@ class ReLU(Module):
     """Elementwise rectifier."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._mask = x > 0
-        return np.maximum(x, np.zeros((), x.dtype))
+        self._x = x
+        return elementwise(lambda x, out=None: np.maximum(x, np.zeros((), x.dtype), out=out), x)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        return dy * self._mask
+        return elementwise(lambda dy, x, out=None: np.multiply(dy, x > 0, out=out), dy, self._x)

@@ -17,8 +17,11 @@ previous layer's epilogue.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
+from ..parallel import elementwise, per_channel
 from .module import Module
 
 
@@ -46,51 +49,65 @@ class BatchNorm(Module):
                              f"on axis 1, got shape {x.shape}")
         return (0,) + tuple(range(2, x.ndim))
 
-    def _col(self, v, ndim):
+    @staticmethod
+    def _col(v, ndim):
         return v.reshape([1, -1] + [1] * (ndim - 2))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         axes = self._axes(x)
         n = x.size // self.channels
+        col = partial(self._col, ndim=x.ndim)
         if self.training:
-            mu = x.sum(axis=axes) / n
-            centered = x - self._col(mu.astype(x.dtype), x.ndim)
-            var = _channel_dot(centered, centered) / n
+            mu = per_channel(lambda x: x.sum(axis=axes) / n, x)
+            centered = elementwise(np.subtract, x, col(mu.astype(x.dtype)))
+            var = per_channel(lambda c: _channel_dot(c, c) / n, centered)
             m = self.momentum
             self.running_mean[...] = (1 - m) * self.running_mean + m * mu
             self.running_var[...] = (1 - m) * self.running_var + m * var * (n / max(n - 1, 1))
         else:
             mu, var = self.running_mean, self.running_var
-            centered = x - self._col(mu.astype(x.dtype), x.ndim)
+            centered = elementwise(np.subtract, x, col(mu.astype(x.dtype)))
         inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
-        x_hat = centered
-        x_hat *= self._col(inv_std, x.ndim)             # in place: one temporary less
+        x_hat = elementwise(np.multiply, centered, col(inv_std), out=centered)   # in place
         self._cache = (x_hat, inv_std, axes, self.training)
-        y = x_hat * self._col(self.params["weight"], x.ndim)
-        y += self._col(self.params["bias"], x.ndim)
-        return y
+        return elementwise(_scale_shift, x_hat, col(self.params["weight"]),
+                           col(self.params["bias"]))
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         x_hat, inv_std, axes, training = self._cache
-        sum_dy = dy.sum(axis=axes)
-        sum_dy_xhat = _channel_dot(dy, x_hat)
+        col = partial(self._col, ndim=dy.ndim)
+        sum_dy = per_channel(lambda dy: dy.sum(axis=axes), dy)
+        sum_dy_xhat = per_channel(_channel_dot, dy, x_hat)
         self.grads = {"weight": sum_dy_xhat.astype(self.dtype), "bias": sum_dy.astype(self.dtype)}
-        g = self._col(self.params["weight"] * inv_std, dy.ndim)
+        g = col(self.params["weight"] * inv_std)
         if not training:
-            return dy * g
+            return elementwise(np.multiply, dy, g)
         # d/dx of the batch statistics: subtract the mean of dy and of dy * x_hat.
         n = dy.size // self.channels
-        dx = x_hat * self._col((sum_dy_xhat / n).astype(dy.dtype), dy.ndim)
-        np.subtract(dy, dx, out=dx)
-        dx -= self._col((sum_dy / n).astype(dy.dtype), dy.ndim)
-        dx *= g
-        return dx
+        return elementwise(_input_grad, x_hat, dy, col((sum_dy_xhat / n).astype(dy.dtype)),
+                           col((sum_dy / n).astype(dy.dtype)), g, out=np.empty_like(x_hat))
 
     def folded(self) -> tuple[np.ndarray, np.ndarray]:
         """Eval-mode affine map as float64 ``(a, b)``: ``y = a * x + b`` per channel."""
         a = self.params["weight"].astype(np.float64) / np.sqrt(
             self.running_var.astype(np.float64) + self.eps)
         return a, self.params["bias"].astype(np.float64) - a * self.running_mean
+
+
+def _scale_shift(x_hat, weight, bias, out=None):
+    """``x_hat * weight + bias`` (in ``out`` when given)."""
+    y = np.multiply(x_hat, weight, out=out)
+    y += bias
+    return y
+
+
+def _input_grad(x_hat, dy, mean_dy_xhat, mean_dy, g, out):
+    """``out = (dy - x_hat * mean_dy_xhat - mean_dy) * g``, in place in ``out``."""
+    np.multiply(x_hat, mean_dy_xhat, out=out)
+    np.subtract(dy, out, out=out)
+    out -= mean_dy
+    out *= g
+    return out
 
 
 def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:

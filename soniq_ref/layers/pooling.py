@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import checks
+from .. import checks, parallel
 from .module import Module
 
 
@@ -98,29 +98,46 @@ class MaxPool2d(Module):
         """Non-overlapping windows: a running max over the k*k window offsets, each a
         strided view; then, for the backward, a 0/1 mask per offset marking where it
         holds its window's first maximum (row-major order; a window whose max is NaN
-        routes to offset 0). Every array keeps the memory layout of ``x``."""
+        routes to offset 0). Every array keeps the memory layout of ``x``; channels
+        are split between workers (:mod:`soniq_ref.parallel`)."""
         k = self.kernel
         ho, wo = x.shape[2] // k, x.shape[3] // k
         offsets = [x[:, :, u:u + ho * k:k, v:v + wo * k:k] for u in range(k) for v in range(k)]
-        y = offsets[0].copy(order="K")
-        for view in offsets[1:]:
-            np.maximum(y, view, out=y)
-        taken = np.zeros_like(y, dtype=bool)
-        first = []
-        for view in offsets:
-            hit = view == y
-            hit &= ~taken
-            taken |= hit
-            first.append(hit)
-        first[0] |= ~taken
-        self._first_max = [hit.astype(x.dtype) for hit in first]
+        y = np.empty_like(offsets[0])
+        self._first_max = [np.empty_like(y) for _ in offsets]
+
+        def pool(c):                     # the channels c
+            views = [view[:, c] for view in offsets]
+            out = y[:, c]
+            np.copyto(out, views[0])
+            for view in views[1:]:
+                np.maximum(out, view, out=out)
+            taken = np.zeros_like(out, dtype=bool)
+            first = []
+            for view in views:
+                hit = view == out
+                hit &= ~taken
+                taken |= hit
+                first.append(hit)
+            first[0] |= ~taken
+            for mask, hit in zip(self._first_max, first):
+                mask[:, c] = hit
+
+        parallel.split(pool, x.shape[1], x.size)
         return y
 
     def _backward_tiled(self, dy: np.ndarray) -> np.ndarray:
         k = self.kernel
-        b, c, ho, wo = dy.shape
-        dx = np.zeros_like(self._first_max[0], dtype=dy.dtype, shape=self._shape)  # x's layout
-        for index, mask in enumerate(self._first_max):
-            u, v = divmod(index, k)
-            np.multiply(dy, mask, out=dx[:, :, u:u + ho * k:k, v:v + wo * k:k])
+        ho, wo = dy.shape[2:]
+        dx = np.empty_like(self._first_max[0], dtype=dy.dtype, shape=self._shape)  # x's layout
+        covered = self._shape[2] == ho * k and self._shape[3] == wo * k
+
+        def route(c):                    # the channels c
+            if not covered:
+                dx[:, c] = 0
+            for index, mask in enumerate(self._first_max):
+                u, v = divmod(index, k)
+                np.multiply(dy[:, c], mask[:, c], out=dx[:, c, u:u + ho * k:k, v:v + wo * k:k])
+
+        parallel.split(route, dy.shape[1], dx.size)
         return dx

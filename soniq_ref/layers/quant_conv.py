@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..integer_core import check_conv_geometry, patches, patches_adjoint
+from ..parallel import copy, elementwise, per_channel
 from .quant_layer import QuantLayer
 
 
@@ -39,7 +40,7 @@ class QuantConv2d(QuantLayer):
         cols = patches(x, kh, kw, self.stride, self.padding)       # [K, B * Ho * Wo]
         self._patches = (x, cols)          # reused by backward when it sees the same x
         y = w.reshape(o, -1) @ cols                                 # [O, B * Ho * Wo]
-        y += self.params["bias"][:, None]
+        elementwise(np.add, y, self.params["bias"][:, None], axis=0, out=y)     # y += bias
         return y.reshape(o, x.shape[0], ho, wo).transpose(1, 0, 2, 3)
 
     def _affine_backward(self, dy, x, w):
@@ -54,7 +55,7 @@ class QuantConv2d(QuantLayer):
         return dx, dw
 
     def _bias_grad(self, dy):
-        return dy.sum(axis=(0, 2, 3))
+        return per_channel(lambda dy: dy.sum(axis=(0, 2, 3)), dy)
 
     def _integer_affine(self, backend, a_codes, w_codes):
         return backend.conv2d_int(a_codes, self.a_bits, w_codes, self.w_bits, self.act_bits_hi,
@@ -67,4 +68,5 @@ class QuantConv2d(QuantLayer):
 def channel_major(y: np.ndarray) -> np.ndarray:
     """The same [B, C, H, W] values stored channel by channel (the layout of
     :meth:`QuantConv2d._affine`'s output, which the layers after it keep)."""
-    return np.ascontiguousarray(y.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    out = np.empty((y.shape[1], y.shape[0]) + y.shape[2:], y.dtype)
+    return copy(y.transpose(1, 0, 2, 3), out, axis=0).transpose(1, 0, 2, 3)

@@ -70,8 +70,8 @@ class TrainConfig:
     hidden: tuple = field(default=(128, 64))
     depth: int = 8                      # resnet: quantized layers, 6 n + 2
     width: int = 16                     # resnet: channels of the first stage
-    threads: int | None = None          # BLAS threads (None: one per core); float32
-                                        # sums can depend on it (docs/cli.md)
+    threads: int | None = None          # BLAS threads and workers (None: one per core);
+                                        # float32 sums can depend on it (docs/cli.md)
 
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming the first bad field; returns self."""

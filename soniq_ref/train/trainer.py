@@ -19,8 +19,10 @@ test set is evaluated once, on the exported model, at the end.
 
 Every random choice (initialisation, noise, batch order) derives from
 ``config.seed``, so the same config gives the same metrics and model bytes.
-BLAS runs ``config.threads`` threads (default: one per core, :func:`blas_threads`); the
-same seed and thread count give the same bytes (docs/cli.md, "Reproducible runs").
+BLAS runs ``config.threads`` threads (default: one per core, :func:`blas_threads`), and
+the work between the matrix products as many workers (:mod:`soniq_ref.parallel`, set for
+the run and restored after it); the same seed and thread count give the same bytes
+(docs/cli.md, "Reproducible runs"), and the workers alone change no bit.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import budget
+from .. import budget, parallel
 from ..data import Dataset, hold_out_validation, load_dataset
 from ..deploy import DeployModel
 from ..loss import softmax_cross_entropy
@@ -337,8 +339,8 @@ def train(config: TrainConfig, *, progress: bool = False, run_dir=None,
 
 
 def blas_threads(config: TrainConfig) -> int:
-    """The BLAS threads a run uses: ``config.threads``, else one per core the process
-    may run on. The default depends on the machine only, not on its load, because the
+    """The BLAS threads (and workers) a run uses: ``config.threads``, else one per core
+    the process may run on. The default depends on the machine only, not on its load, because the
     thread count can change float32 results (docs/cli.md, "Reproducible runs")."""
     if config.threads is not None:
         return config.threads
@@ -357,7 +359,8 @@ def run_training(model: Sequential, data: Dataset, config: TrainConfig, *, progr
 
     if resume and run_dir is None:
         raise ValueError("resume needs the run folder that holds the checkpoint")
-    with threadpool_limits(limits=blas_threads(config), user_api="blas"):
+    threads = blas_threads(config)
+    with threadpool_limits(limits=threads, user_api="blas"), parallel.workers(threads):
         return _train(model, _no_validation(data), config, progress, run_dir, resume,
                       tuple(callbacks))
 

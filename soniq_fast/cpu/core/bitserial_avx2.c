@@ -26,7 +26,7 @@
 #ifndef BS_NR
 #define BS_NR 8            /* expanded vectors per register tile */
 #endif
-#define LANES 4
+#define LANES SONIQ_POPCOUNT_LANES_AVX2   /* 4: the weight layout packed.py builds */
 #define BYTE_WORDS 31   /* words whose byte counts fit a byte: 31 * 8 <= 255 */
 #define CHUNK_VECTORS (SONIQ_TILE_COLS / LANES)
 

@@ -96,3 +96,4 @@ void soniq_bitserial_avx512(const soniq_gemm_job *job, const soniq_act_group *g,
 }
 
 _Static_assert(CHUNK_VECTORS * 8 == SONIQ_TILE_COLS, "a chunk's sums fill the tile scratch");
+_Static_assert(SONIQ_POPCOUNT_LANES_AVX512 == 8, "packed.py interleaves 8 channels per vector");

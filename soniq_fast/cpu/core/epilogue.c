@@ -13,7 +13,7 @@ typedef struct {
     int64_t channels, inner;
     const float *scale, *bias, *ratio;
     const uint8_t *bits;
-    int isa;
+    const soniq_isa_ops *ops;
     float *yout;
     uint8_t *kout;
 } epi_ctx;
@@ -35,10 +35,7 @@ static void epilogue_range(void *arg, int64_t lo, int64_t hi) {
     soniq_epi_params p;
     for (int64_t i = lo; i < hi; i++) {
         int64_t len = span_params(c, i, &p);
-        if (c->isa >= SONIQ_AVX2)
-            soniq_epilogue_span_avx2(c->acc + i * len, len, &p, c->yout + i * len);
-        else
-            soniq_epilogue_span_scalar(c->acc + i * len, len, &p, c->yout + i * len);
+        c->ops->epilogue_span(c->acc + i * len, len, &p, c->yout + i * len);
     }
 }
 
@@ -47,10 +44,7 @@ static void requantize_range(void *arg, int64_t lo, int64_t hi) {
     soniq_epi_params p;
     for (int64_t i = lo; i < hi; i++) {
         int64_t len = span_params(c, i, &p);
-        if (c->isa >= SONIQ_AVX2)
-            soniq_requantize_span_avx2(c->acc + i * len, len, &p, c->kout + i * len);
-        else
-            soniq_requantize_span_scalar(c->acc + i * len, len, &p, c->kout + i * len);
+        c->ops->requantize_span(c->acc + i * len, len, &p, c->kout + i * len);
     }
 }
 
@@ -62,7 +56,9 @@ static int64_t spans(int64_t total, int64_t channels, int64_t inner) {
 
 int soniq_epilogue(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
                    const float *scale, const float *bias, float *out, int isa, int n_threads) {
-    epi_ctx c = {acc, channels, inner, scale, bias, 0, 0, isa, out, 0};
+    epi_ctx c = {acc, channels, inner, scale, bias, 0, 0, soniq_isa_ops_for(isa), out, 0};
+    if (!c.ops)
+        return -3;
     return soniq_parallel_for(n_threads, spans(total, channels, inner),
                               epilogue_range, &c);
 }
@@ -70,7 +66,10 @@ int soniq_epilogue(const int64_t *acc, int64_t total, int64_t channels, int64_t 
 int soniq_requantize(const int64_t *acc, int64_t total, int64_t channels, int64_t inner,
                      const float *scale, const float *bias, const uint8_t *bits,
                      const float *ratio, uint8_t *out, int isa, int n_threads) {
-    epi_ctx c = {acc, channels, inner, scale, bias, ratio, bits, isa, 0, out};
+    epi_ctx c = {acc, channels, inner, scale, bias, ratio, bits, soniq_isa_ops_for(isa), 0,
+                 out};
+    if (!c.ops)
+        return -3;
     return soniq_parallel_for(n_threads, spans(total, channels, inner),
                               requantize_range, &c);
 }

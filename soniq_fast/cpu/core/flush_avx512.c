@@ -99,7 +99,7 @@ void soniq_flush_avx512(const soniq_gemm_job *job, const soniq_act_group *g, con
                         int64_t m0, int64_t rows, const int64_t *tile, int64_t ld, int64_t o0,
                         int64_t o1) {
     const int popcount = b->engine != SONIQ_ENGINE_INT8;
-    if (b->assign)      /* the AVX-512 engines add (see engine_assigns in gemm.c) */
+    if (b->assign)      /* the AVX-512 engines add (flush_assigns 0 in dispatch.c) */
         soniq_flush_tile(job, g, b, m0, 0, rows, tile, ld, o0, o1);
     else if (soniq_flush_contiguous(job, b, o0, o1))
         flush_rows(job, g, b, m0, rows, tile, ld, o0, o1, popcount);

@@ -139,3 +139,4 @@ void soniq_int8_avx2_bytes(const soniq_gemm_job *job, const soniq_act_group *g,
 }
 
 _Static_assert(MR_SUM <= SONIQ_ROW_PAD && MR_ONE <= SONIQ_ROW_PAD, "tiles past rows: spare rows");
+_Static_assert(SONIQ_INT8_LANES_AVX2 == 8, "packed.py interleaves 8 channels per vector");

@@ -98,3 +98,4 @@ _Static_assert(NR == 2 && MR <= SONIQ_ROW_PAD, "partial tiles: nr is NR or 1; sp
 _Static_assert(SONIQ_ROW_TILE % MR == 0, "micro tiles end inside the row tile");
 _Static_assert(SONIQ_ROW_TILE * NR * 8 * 4 <= SONIQ_ROW_TILE * SONIQ_TILE_COLS * 8,
                "partial sums fit the tile scratch");
+_Static_assert(SONIQ_INT8_LANES_AVX2 == 8, "packed.py interleaves 8 channels per vector");

@@ -67,3 +67,4 @@ void soniq_int8_vnni(const soniq_gemm_job *job, const soniq_act_group *g, const 
 }
 
 _Static_assert(NR * 16 == SONIQ_TILE_COLS, "a chunk's sums fill the tile scratch");
+_Static_assert(SONIQ_INT8_LANES_AVX512 == 16, "packed.py interleaves 16 channels per vector");

@@ -10,7 +10,7 @@
 #include "soniq_cpu.h"
 
 __attribute__((target("avx512f,avx512vpopcntdq")))
-static int64_t probe_avx512(int64_t iterations) {
+int64_t soniq_popcount_probe_avx512(int64_t iterations) {
     enum { ACCS = 24 };
     __m512i acc[ACCS], a[6], w[4];
     for (int i = 0; i < ACCS; i++)
@@ -37,7 +37,7 @@ static int64_t probe_avx512(int64_t iterations) {
 }
 
 __attribute__((target("avx2")))
-static int64_t probe_avx2(int64_t iterations) {
+int64_t soniq_popcount_probe_avx2(int64_t iterations) {
     enum { MR = 2, NR = 4 };
     const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                            0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
@@ -72,11 +72,8 @@ static int64_t probe_avx2(int64_t iterations) {
 }
 
 int64_t soniq_popcount_probe(int isa, int64_t iterations) {
-    if (!soniq_cpu_has(isa))
+    const soniq_isa_ops *ops = soniq_isa_ops_for(isa);
+    if (!ops || !ops->popcount_probe || !soniq_cpu_has(isa))
         return 0;
-    if (isa == SONIQ_AVX512)
-        return probe_avx512(iterations);
-    if (isa == SONIQ_AVX2)
-        return probe_avx2(iterations);
-    return 0;
+    return ops->popcount_probe(iterations);
 }

@@ -4,15 +4,6 @@
 
 #include "soniq_cpu.h"
 
-int64_t soniq_pack_planes(int isa, const uint8_t *src, int64_t k, int bits, uint64_t *dst,
-                          int64_t words) {
-    if (isa == SONIQ_AVX512)
-        return soniq_pack_planes_avx512(src, k, bits, dst, words);
-    if (isa == SONIQ_AVX2)
-        return soniq_pack_planes_avx2(src, k, bits, dst, words);
-    return soniq_pack_planes_scalar(src, k, bits, dst, words);
-}
-
 /* Row m = (b, oy, ox) of the im2col matrix, K ordered (c, r, s); padding reads code 0. */
 void soniq_im2col_row(const soniq_conv_src *s, int64_t m, uint8_t *row) {
     int64_t per_image = s->ho * s->wo;
@@ -120,7 +111,8 @@ typedef struct {
     const uint8_t *a;
     int64_t k;
     const uint8_t *a_bits;
-    int hi, isa;
+    int hi;
+    soniq_pack_fn pack_planes;
     int64_t words;
     uint64_t *out;
     int failed;
@@ -139,7 +131,7 @@ static void pack_rows(void *arg, int64_t lo, int64_t hi_row) {
         const uint8_t *row = c->a + m * c->k;
         for (int64_t t = 0; t < c->k; t++)
             shifted[t] = (uint8_t)(row[t] << (c->hi - c->a_bits[t]));
-        soniq_pack_planes(c->isa, shifted, c->k, c->hi, planes, c->words);
+        c->pack_planes(shifted, c->k, c->hi, planes, c->words);
         memcpy(c->out + m * c->hi * c->words, planes,
                sizeof(uint64_t) * (size_t)(c->hi * c->words));
     }
@@ -149,7 +141,10 @@ static void pack_rows(void *arg, int64_t lo, int64_t hi_row) {
 /* out: uint64 [m][hi][ceil(k/64)], plane i = bit i of a << (hi - a_bits). */
 int soniq_pack_activations(const uint8_t *a, int64_t m, int64_t k, const uint8_t *a_bits,
                            int hi, uint64_t *out, int isa, int n_threads) {
-    pack_ctx c = {a, k, a_bits, hi, isa, (k + 63) / 64, out, 0};
+    const soniq_isa_ops *ops = soniq_isa_ops_for(isa);
+    if (!ops)
+        return -3;
+    pack_ctx c = {a, k, a_bits, hi, ops->pack_planes, (k + 63) / 64, out, 0};
     if (soniq_parallel_for(n_threads, m, pack_rows, &c) != 0)
         return -1;
     return c.failed ? -1 : 0;

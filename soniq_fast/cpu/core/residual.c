@@ -1,6 +1,8 @@
 /* The residual tail (residual.h): spans of `inner` elements sharing one channel's
  * parameters, threads over contiguous ranges of spans, each element computed the same way
  * on every path. */
+#include <stddef.h>
+
 #include "residual.h"
 #include "soniq_cpu.h"
 
@@ -10,7 +12,7 @@ typedef struct {
     int64_t channels, inner;
     const float *scale, *bias, *ratio;
     const uint8_t *bits;
-    int isa;
+    const soniq_isa_ops *ops;
     uint8_t *out;
 } residual_ctx;
 
@@ -20,10 +22,7 @@ static void residual_range(void *arg, int64_t lo, int64_t hi) {
         const int64_t o = i % c->channels, at = i * c->inner;
         const soniq_residual_params p = {c->scale[o], c->bias[o], c->ratio[o],
                                          (float)((1 << c->bits[o]) - 1)};
-        if (c->isa >= SONIQ_AVX2)
-            soniq_residual_span_avx2(c->acc + at, c->skip + at, c->inner, &p, c->out + at);
-        else
-            soniq_residual_span_scalar(c->acc + at, c->skip + at, c->inner, &p, c->out + at);
+        c->ops->residual_span(c->acc + at, c->skip + at, c->inner, &p, c->out + at);
     }
 }
 
@@ -31,7 +30,10 @@ int soniq_residual_requantize(const int64_t *acc, const float *skip, int64_t tot
                               int64_t channels, int64_t inner, const float *scale,
                               const float *bias, const uint8_t *bits, const float *ratio,
                               uint8_t *out, int isa, int n_threads) {
-    residual_ctx c = {acc, skip, channels, inner, scale, bias, ratio, bits, isa, out};
+    residual_ctx c = {acc, skip, channels, inner, scale, bias, ratio, bits,
+                      soniq_isa_ops_for(isa), out};
+    if (c.ops == NULL)
+        return -1;              /* Python checked isa: not reached */
     if (channels <= 0 || inner <= 0)
         return 0;
     return soniq_parallel_for(n_threads, total / inner, residual_range, &c);

@@ -4,7 +4,8 @@
  *   s = y + skip                               the skip branch's float32 value: one add
  *   k = clip(rint(s * ratio[o]), 0, 2^bits[o] - 1)   the next layer's codes (the ReLU)
  * acc int64 and skip float32 are [units][channels][inner], every parameter per channel.
- * Paths: residual_scalar.c (the reference path) and residual_avx2.c (also run on avx512);
+ * Paths (each table of dispatch.c names one): residual_scalar.c (the reference path) and
+ * residual_avx2.c (also run on avx512);
  * spans of `inner` elements sharing a channel, threads over contiguous ranges of spans. */
 #ifndef SONIQ_RESIDUAL_H
 #define SONIQ_RESIDUAL_H

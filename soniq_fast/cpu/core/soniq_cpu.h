@@ -26,102 +26,26 @@
 
 #include <stdint.h>
 
-enum { SONIQ_SCALAR = 0, SONIQ_AVX2 = 1, SONIQ_AVX512 = 2 };
-enum { SONIQ_FEATURE_VBMI = 3 };   /* soniq_cpu_has: AVX-512 VBMI (lut_avx512.c) */
-enum { SONIQ_ENGINE_POPCOUNT = 0, SONIQ_ENGINE_INT8 = 1, SONIQ_ENGINE_LUT = 2 };
-#define SONIQ_ENGINES 3
+#include "params.h"   /* the records from Python, the ids and constants Python relies on */
+#include "residual.h"
 
-#define SONIQ_MAX_EXACT_K 33025
 #define SONIQ_ROW_TILE 48       /* rows prepared and multiplied together by one thread */
-#define SONIQ_MAX_GROUPS 8
-
-typedef struct {
-    int bits;               /* activation bit width of the group */
-    int shift;              /* A - bits */
-    int64_t k;              /* channels in the group */
-    const int32_t *idx;     /* their positions in a row, [k] */
-    int64_t start;          /* idx is start, start+1, ... when contiguous != 0 */
-    int contiguous;
-    int every_other;        /* idx is start, start+2, start+4, ... */
-    int64_t words;          /* uint64 words per plane row, ceil(k / 64) */
-    int64_t kpad;           /* bytes per int8 row (multiple of 64; of 4 on the avx2 path) */
-    int need_planes;
-    int need_bytes;         /* bit 0: bytes; bit 1: wide too (avx2 int16 int8 blocks) */
-    int need_tables;        /* lut blocks: the row tables (1: lut.h, 2: lut_avx512.c) */
-    /* per-thread scratch for one tile of rows r = 0 .. SONIQ_ROW_TILE - 1 (set by gemm.c) */
-    uint64_t *planes;       /* [rows][bits][words], planes of the unshifted codes */
-    uint8_t *bytes;         /* [rows][kpad], shifted codes a << shift, zero tail */
-    int64_t *rowsum;        /* [rows], sum of unshifted codes */
-    int16_t *wide;          /* [rows][kpad], the bytes widened to int16 (need_bytes & 2) */
-    uint8_t *tables;        /* [rows][soniq_lut_row_bytes(k, bits)], need_tables */
-    int64_t run, run_stride;/* set by gemm.c: idx is runs of `run` consecutive positions,
-                               run_stride apart (a conv's kernel window of one input channel
-                               per run, channels alternating widths); run 0: not so */
-} soniq_act_group;
-
-typedef struct {
-    int engine;             /* SONIQ_ENGINE_* */
-    int group;              /* act group index */
-    int wbits;              /* popcount: weight bit width of every column; avx2 int8: e, every
-                               value v fits e signed bits (e <= bw); other int8: 0 */
-    int64_t n;              /* columns */
-    const int32_t *cols;    /* output channel of each column, [n] */
-    int lanes;              /* output channels interleaved per vector (1: plain rows) */
-    const uint64_t *wplanes;/* popcount: [ceil(n/lanes)][wbits][words][lanes] */
-    const int8_t *wbytes;   /* int8, v = w - 2^(bw[o]-1): lanes 1: [n][kpad];
-                               lanes 16: [ceil(n/16)][kpad/4][16][4];
-                               lanes 8 (avx2, one e): [ceil(n/8)][kpad/4][8][4], or when
-                               soniq_int8_steps() is 0 int16 [ceil(n/8)][kpad/2][8][2] */
-    const uint8_t *wnibbles;/* lut: [ceil(n/16)][wbits][ceil(k/8)][2][16]: byte c of half h of
-                               pair p of plane j of vector v is bits j of the codes of
-                               channel 16 v + c at K positions 4 q .. 4 q + 3, q = 2 p + h */
-    int n_more;             /* lut: more act groups over the same columns, whose sums add into
-                               the same tile cells before the one flush (0: none) */
-    int more_group[SONIQ_MAX_GROUPS];
-    const uint8_t *more_wnibbles[SONIQ_MAX_GROUPS];
-    int assign;             /* set by gemm.c: this block's flush stores its contribution
-                               instead of adding it (the output rows were not zeroed) */
-} soniq_block;
-
-/* acc[m, o] lives at out[(m / rpi) * istride + (m % rpi) * rstride + o * cstride] */
-typedef struct {
-    int64_t rows_per_image, image_stride, row_stride, col_stride;
-} soniq_out_layout;
-
-typedef struct {            /* rows are im2col patches of x [B, C, H, W], K ordered (c, r, s) */
-    const uint8_t *x;
-    int64_t c, h, w, kh, kw, stride, padding, ho, wo;
-} soniq_conv_src;
-
-typedef struct {
-    const uint8_t *a;       /* [M, K] codes, or NULL when conv is set */
-    const soniq_conv_src *conv;
-    int64_t m, k;
-    int n_groups;
-    soniq_act_group *groups;
-    int n_blocks;
-    const soniq_block *blocks;
-    int64_t *out;           /* written only by the kernels: every element set, never read first */
-    int64_t n_out;          /* output channels */
-    soniq_out_layout layout;
-    int isa;
-    /* direct conv (direct_conv_avx2.c), or NULL: q << (A - ba) per output channel and K
-     * position, int16 [n_out][direct_k] (direct_k = K rounded up to even, zero padded) */
-    const int16_t *direct;
-    int64_t direct_k;
-} soniq_gemm_job;
 
 /* isa.c */
 int soniq_cpu_has(int isa);
 
-/* popcount_probe.c */
+/* popcount_probe.c: the AND + popcount peak probe of a code path (its dispatch table's
+ * popcount_probe), returning the binary multiply-accumulates done */
 int64_t soniq_popcount_probe(int isa, int64_t iterations);
+int64_t soniq_popcount_probe_avx2(int64_t iterations);
+int64_t soniq_popcount_probe_avx512(int64_t iterations);
 
 /* threads.c: calls fn(ctx, lo, hi) on n_threads disjoint contiguous ranges of [0, total). */
 typedef void (*soniq_range_fn)(void *ctx, int64_t lo, int64_t hi);
 int soniq_parallel_for(int n_threads, int64_t total, soniq_range_fn fn, void *ctx);
 
-/* gemm.c: returns 0, -1 when scratch cannot be allocated, -2 for too many act groups */
+/* gemm.c: returns 0, -1 when scratch cannot be allocated, -2 for too many act groups, -3
+ * for a job the code path cannot run (64-entry lut tables without AVX-512) */
 int soniq_gemm_run(const soniq_gemm_job *job, int n_threads);
 int64_t soniq_engine_calls(int isa, int engine);   /* engine runs so far, for tests */
 /* Output row m; rows of the first image (every row of a linear layer or of a fused tile)
@@ -146,8 +70,6 @@ int64_t soniq_padded_bytes(const soniq_conv_src *src);
 void soniq_pad_image(const soniq_conv_src *src, int64_t b, uint8_t *padded);
 void soniq_im2col_tile(const soniq_conv_src *src, int64_t m0, int64_t rows, uint8_t *patch,
                        uint8_t *padded, int64_t *image);
-int64_t soniq_pack_planes(int isa, const uint8_t *src, int64_t k, int bits, uint64_t *dst,
-                       int64_t words);
 int soniq_pack_activations(const uint8_t *a, int64_t m, int64_t k, const uint8_t *a_bits,
                            int hi, uint64_t *out, int isa, int n_threads);
 int64_t soniq_pack_planes_scalar(const uint8_t *src, int64_t k, int bits, uint64_t *dst,
@@ -271,7 +193,7 @@ static inline void soniq_flush_tile(const soniq_gemm_job *job, const soniq_act_g
 
 /* Whether cols[0 .. n-1] are n consecutive channels, cols[i] = cols[0] + i. (A block's
  * columns ascend in a job's own output; in the channel order of a fused requantize's tile
- * buffer (gemm.c) only the blocks of the first act group are known to, so look at each.) */
+ * buffer (tile_output.c) only the blocks of the first act group are known to, so look at each.) */
 static inline int soniq_cols_consecutive(const int32_t *cols, int64_t n) {
     for (int64_t i = 1; i < n; i++)
         if (cols[i] != cols[0] + i)
@@ -325,17 +247,10 @@ void soniq_requantize_columns_avx2(const int64_t *acc, int64_t ld, int64_t cols,
  * (then the rows of a column must be consecutive: row_stride 1). Returns as soniq_gemm_run,
  * or -3 for a layout that is neither row-major nor column-consecutive, or K above
  * SONIQ_MAX_EXACT_K. */
-typedef struct {
-    const float *scale, *bias, *ratio;
-    const uint8_t *bits;
-    int per_position;
-    uint8_t *codes;
-} soniq_requant_out;
 int soniq_gemm_requantize_run(const soniq_gemm_job *job, const soniq_requant_out *rq,
                               int n_threads);
 /* direct_conv_avx2.c: the same for a conv job with `direct` set, stride 1 and K <= 64:
  * no im2col, no packing; returns 0, or -1 when scratch cannot be allocated. */
-#define SONIQ_DIRECT_MAX_K 64
 int soniq_direct_conv_requantize_avx2(const soniq_gemm_job *job, const soniq_requant_out *rq,
                                       int n_threads);
 
@@ -344,5 +259,56 @@ int soniq_max_pool(const uint8_t *x, int64_t planes, int64_t h, int64_t w, int k
                    int stride, uint8_t *out, int isa, int n_threads);
 void soniq_max_pool2_avx2(const uint8_t *x, int64_t h, int64_t w, int64_t ho, int64_t wo,
                           int64_t lo, int64_t hi, uint8_t *out);
+
+/* dispatch.c: one table of kernels per code path, filled at compile time and chosen once per
+ * call from the code path Python detected or was told to use (job->isa, or the isa argument
+ * of the other entries). The scalar table is the reference every other one must equal; a
+ * NULL entry means the path has no kernel of that kind and the caller uses the portable C
+ * (or, for the direct conv and the 64-entry tables, refuses the job). Callers read only
+ * the table: no code outside dispatch.c compares code paths. */
+typedef int64_t (*soniq_pack_fn)(const uint8_t *src, int64_t k, int bits, uint64_t *dst,
+                                 int64_t words);
+typedef int64_t (*soniq_int8_prepare_fn)(const uint8_t *src, int64_t k, int shift,
+                                         uint8_t *dst, int16_t *wide, int64_t kpad);
+typedef int64_t (*soniq_tables_fn)(const uint8_t *src, int64_t k, int bits, uint8_t *dst);
+typedef void (*soniq_gather_fn)(const uint8_t *src, int64_t n, int64_t k, uint8_t *dst);
+typedef void (*soniq_epilogue_span_fn)(const int64_t *acc, int64_t n,
+                                       const soniq_epi_params *p, float *y);
+typedef void (*soniq_requantize_span_fn)(const int64_t *acc, int64_t n,
+                                         const soniq_epi_params *p, uint8_t *k);
+typedef void (*soniq_requantize_columns_fn)(const int64_t *acc, int64_t ld, int64_t cols,
+                                            int64_t n, const soniq_epi_params *p,
+                                            int64_t param_ld, uint8_t *k, int64_t ks,
+                                            const int32_t *perm);
+typedef int (*soniq_direct_conv_fn)(const soniq_gemm_job *job, const soniq_requant_out *rq,
+                                    int n_threads);
+typedef void (*soniq_max_pool2_fn)(const uint8_t *x, int64_t h, int64_t w, int64_t ho,
+                                   int64_t wo, int64_t lo, int64_t hi, uint8_t *out);
+typedef void (*soniq_residual_span_fn)(const int64_t *acc, const float *skip, int64_t n,
+                                       const soniq_residual_params *p, uint8_t *k);
+typedef int64_t (*soniq_probe_fn)(int64_t iterations);
+typedef struct {
+    int isa;                                /* SONIQ_SCALAR, SONIQ_AVX2, SONIQ_AVX512 */
+    soniq_block_fn engine[SONIQ_ENGINES];   /* by SONIQ_ENGINE_* */
+    int flush_assigns;        /* every engine's flush can store instead of add (b->assign) */
+    /* tile preparation (tile_prepare.c) */
+    soniq_pack_fn pack_planes;              /* planes of a row, returning its sum */
+    soniq_int8_prepare_fn int8_prepare;
+    soniq_tables_fn lut_tables;             /* 16-entry tables (lut.h) */
+    soniq_tables_fn lut64_tables;           /* 64-entry tables (lut_avx512.c), or NULL */
+    soniq_gather_fn gather_every_other;     /* idx = start, start + 2, ...; NULL: by index */
+    int gather_runs;          /* gather runs of consecutive positions a run at a time */
+    int pad_images;           /* conv rows a tile at a time from a padded image copy */
+    /* tile output (tile_output.c) and the epilogue (epilogue.c) */
+    soniq_epilogue_span_fn epilogue_span;
+    soniq_requantize_span_fn requantize_span;
+    soniq_requantize_columns_fn requantize_columns;
+    soniq_direct_conv_fn direct_conv;       /* fused direct conv, or NULL */
+    soniq_residual_span_fn residual_span;   /* the fused residual tail (residual.h) */
+    soniq_max_pool2_fn max_pool2;           /* 2 x 2 windows at stride 2, or NULL */
+    soniq_probe_fn popcount_probe;          /* or NULL */
+} soniq_isa_ops;
+/* The table of code path `isa`, or NULL for an unknown one. */
+const soniq_isa_ops *soniq_isa_ops_for(int isa);
 
 #endif

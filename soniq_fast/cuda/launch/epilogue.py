@@ -26,3 +26,10 @@ def epilogue(rt, acc, scale, bias):
 def requantize(rt, acc, scale, bias, out_bits, out_ratio):
     """uint8 like acc: clip(rint(epilogue * out_ratio[o]), 0, 2^out_bits[o] - 1)."""
     return _launch(rt, "requantize_u8", acc, (scale, bias, out_bits, out_ratio), np.uint8)
+
+
+def residual_requantize(rt, acc, scale, bias, skip, out_bits, out_ratio):
+    """uint8 like acc: clip(rint((epilogue + skip) * out_ratio[o]), 0, 2^out_bits[o] - 1),
+    skip float32 like acc (the residual tail)."""
+    return _launch(rt, "residual_requantize_u8", acc, (scale, bias, skip, out_bits, out_ratio),
+                   np.uint8)
