@@ -34,6 +34,7 @@ import os
 import platform
 import sys
 
+import soniq_ref  # noqa: F401 -- first: sets OpenBLAS's idle wait, as `soniq train` runs
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -6,6 +6,7 @@ Read it top to bottom: :mod:`quantizers` (values <-> codes), :mod:`bitpack`
 (phase-1 noise injection), :mod:`layers` (forward and backward).
 """
 
+from . import blas_wait  # noqa: F401 -- before anything imports NumPy
 from . import budget, fileformat, noise
 from .backend import CONTRACT, NAMES as BACKENDS, get_backend
 from .contract import CheckedBackend

@@ -8,6 +8,7 @@ the function outside :func:`parallel.workers` and, where a function sums over a 
 also the whole-array NumPy expression it replaced.
 """
 
+import os
 import threading
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from soniq_ref import integer_core, noise, parallel, quantizers, ste
+from soniq_ref import blas_wait, integer_core, noise, parallel, quantizers, ste
 from soniq_ref.epilogue import epilogue
 from soniq_ref.layers import BatchNorm1d, BatchNorm2d, MaxPool2d, QuantConv2d, ReLU
 from soniq_ref.layers.quant_conv import channel_major
@@ -347,3 +348,19 @@ def test_fit_and_train_run_with_the_threads_setting():
         callbacks=[lambda *args: seen.append(parallel.worker_count())])
     assert seen and set(seen) == {2}
     assert parallel.worker_count() == 1
+
+
+def test_importing_soniq_ref_sets_openblas_idle_wait_unless_given():
+    import subprocess
+    import sys
+
+    probe = ("import soniq_ref, os, numpy; "
+             "print(os.environ['OPENBLAS_THREAD_TIMEOUT'])")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == blas_wait.THREAD_TIMEOUT == "16"
+    out = subprocess.run([sys.executable, "-c", probe],
+                         env={**env, "OPENBLAS_THREAD_TIMEOUT": "3"}, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "3"
