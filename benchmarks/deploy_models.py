@@ -4,7 +4,7 @@ The model is ``--model PATH`` (a ``.soniq`` file, e.g. from ``soniq train --data
 fashion-mnist``), or by default the network ``soniq train --dataset fashion-mnist``
 builds -- conv 3x3 1->32, batch norm, ReLU, max pool 2, conv 3x3 32->64, batch norm,
 ReLU, max pool 2, linear 3136->10; weight palette (1, 4), activation palette (2, 8) --
-made deterministically without training (:func:`fashion_cnn_deploy`, seed 0): random
+made deterministically without training (:func:`fashion_deploy`, seed 0): random
 precision scores and batch norm statistics, then the trainer's own snapping to its
 default budget (2.0 mean weight bits, 4.0 mean activation bits), which puts about a
 third of each kind of channel at the high level, scattered over the layers as after
@@ -45,7 +45,12 @@ comparable only when both use wall time (``--clock wall``) on an otherwise idle 
 PyTorch's OpenMP workers are told not to spin between calls (``OMP_WAIT_POLICY=PASSIVE``
 unless set), as ONNX Runtime's are (``session.intra_op.allow_spinning = 0``).
 
-Usage:  python benchmarks/deploy_models.py [--model PATH] [--batches 1,256] [--threads 1,2]
+``--network resnet [--width W]`` builds the untrained ResNet of ``soniq train --model resnet
+--dataset fashion-mnist`` the same way (residual blocks and the pooled classifier; the
+fbgemm baseline is not built for it).
+
+Usage:  python benchmarks/deploy_models.py [--model PATH | --network resnet [--width W]]
+            [--batches 1,256] [--threads 1,2]
             [--repeats 9] [--clock thread] [--stages] [--json out.json]
 Needs onnx, onnxruntime (``pip install -e ".[bench]"``) and torch
 (``pip install -e ".[bench-torch]"``); without them it says so and exits 2.
@@ -64,15 +69,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 from baselines import (_session, add_clock_option, clock_for, machine,  # noqa: E402
                        markdown_table, paired_median_seconds, write_json)
-from int8_network import fbgemm_model, qdq_model  # noqa: E402
+from int8_network import fbgemm_maps, fbgemm_model, qdq_model  # noqa: E402
 
 FASHION_SHAPE = (1, 28, 28)
 FASHION_CLASSES = 10
 BASELINES = ("ORT QDQ", "ORT exact", "fbgemm INT8")
 
 
-def fashion_cnn_deploy(seed: int = 0):
-    """The default Fashion-MNIST CNN of ``soniq train`` as a DeployModel, untrained.
+def fashion_deploy(seed: int = 0, network: str = "cnn", width: int | None = None):
+    """The default Fashion-MNIST network of ``soniq train --model NETWORK`` (``cnn``, or
+    ``resnet`` at ``width``, default the trainer's) as a DeployModel, untrained.
 
     Built like the trainer builds it (same architecture, palettes and seed), with
     seeded random precision scores ``theta`` and batch norm statistics; the clips are
@@ -80,13 +86,17 @@ def fashion_cnn_deploy(seed: int = 0):
     trainer's default budget (see the module docstring)."""
     from soniq_ref.deploy import DeployModel
     from soniq_ref.layers.batchnorm import BatchNorm
-    from soniq_ref.models import cnn
+    from soniq_ref.models import cnn, resnet
     from soniq_ref.train import TrainConfig, snap
 
-    config = TrainConfig(dataset="fashion-mnist")
+    config = TrainConfig(dataset="fashion-mnist", width=width or TrainConfig.width)
     rng = np.random.default_rng(seed)
-    net = cnn(FASHION_SHAPE, FASHION_CLASSES, channels=config.channels,
-              weight_palette=config.weight_palette, act_palette=config.act_palette, seed=seed)
+    palettes = dict(weight_palette=config.weight_palette, act_palette=config.act_palette,
+                    seed=seed)
+    net = cnn(FASHION_SHAPE, FASHION_CLASSES, channels=config.channels, **palettes) \
+        if network == "cnn" else \
+        resnet(FASHION_SHAPE, FASHION_CLASSES, depth=config.depth, width=config.width,
+               **palettes)
     net.set_mode("noise")
     net.eval()
     pixels = rng.integers(0, 256, (config.batch_size,) + FASHION_SHAPE).astype(np.uint8)
@@ -149,11 +159,13 @@ def baseline_runners(deploy, x: np.ndarray, threads: int, torch, logits: np.ndar
 
     qdq = _session(qdq_model(deploy, x.shape[0]), threads)
     exact = _session(to_onnx(deploy), threads)
-    torch.set_num_threads(threads)
-    fbgemm = fbgemm_model(deploy, logits)
-    return {"ORT QDQ": lambda: qdq.run(None, {"x": x})[0],
-            "ORT exact": lambda: exact.run(None, {"pixels": x})[0],
-            "fbgemm INT8": lambda: fbgemm(x)}
+    runners = {"ORT QDQ": lambda: qdq.run(None, {"x": x})[0],
+               "ORT exact": lambda: exact.run(None, {"pixels": x})[0]}
+    if fbgemm_maps(deploy):
+        torch.set_num_threads(threads)
+        fbgemm = fbgemm_model(deploy, logits)
+        runners["fbgemm INT8"] = lambda: fbgemm(x)
+    return runners
 
 
 def bench_row(deploy, x, threads: int, repeats: int, clock_name: str, torch) -> tuple:
@@ -183,7 +195,8 @@ def timing_table(rows: list) -> str:
     for r in rows:
         cells = [r["batch"], f"{r['threads']} ({r['clock']})", f"{r['soniq_s'] * 1e3:.3f}"]
         for name in BASELINES:
-            cells += [f"{r[name + '_s'] * 1e3:.3f}", f"{r[name + '_s'] / r['soniq_s']:.2f}x"]
+            t = r.get(name + "_s")
+            cells += ["-", "-"] if t is None else [f"{t * 1e3:.3f}", f"{t / r['soniq_s']:.2f}x"]
         body.append(cells)
     return markdown_table(header, body)
 
@@ -207,7 +220,12 @@ def missing_packages() -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a .soniq deploy model (default: the untrained "
-                                        "Fashion-MNIST CNN described above)")
+                                        "Fashion-MNIST network described above)")
+    parser.add_argument("--network", choices=("cnn", "resnet"), default="cnn",
+                        help="without --model: which untrained Fashion-MNIST network")
+    parser.add_argument("--width", type=int, default=None,
+                        help="--network resnet: channels of the first stage (default: "
+                             "soniq train's)")
     parser.add_argument("--batches", default="1,256", help="comma-separated batch sizes")
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     parser.add_argument("--repeats", type=int, default=9)
@@ -235,10 +253,16 @@ def main(argv=None) -> int:
     from soniq_fast.cpu import BACKEND
     from soniq_ref import load_model
 
-    deploy = load_model(args.model) if args.model else fashion_cnn_deploy()
+    deploy = load_model(args.model) if args.model else \
+        fashion_deploy(network=args.network, width=args.width)
     batches = [int(b) for b in args.batches.split(",")]
     threads_list = [int(t) for t in args.threads.split(",")]
-    print(f"model: {args.model or 'untrained default Fashion-MNIST CNN (seed 0)'}; "
+    what = f"untrained default Fashion-MNIST {args.network} (seed 0" + \
+        (f", width {args.width})" if args.width and args.network == "resnet" else ")")
+    if not fbgemm_maps(deploy):
+        print("fbgemm INT8: not built for this model (int8_network maps plain conv/linear "
+              "stacks to PyTorch's quantized modules only)", file=sys.stderr)
+    print(f"model: {args.model or what}; "
           f"cpu backend ISA {BACKEND.isa}; torch {torch.__version__}", file=sys.stderr)
     for line in bits_summary(deploy):
         print(f"  {line}", file=sys.stderr)

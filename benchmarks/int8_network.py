@@ -47,6 +47,21 @@ class Int8Layer:
     out_scale: float | None
     stride: int
     padding: int
+    relu: bool = True           # False: conv2 and the projection of a residual block
+    zero_point: int = 0         # of the uint8 output (128 for a residual branch's signed y)
+
+
+@dataclass
+class Int8Residual:
+    """A residual block as INT8 layers: ``conv1`` (ReLU, requantized to conv2's input),
+    ``conv2`` and the ``proj``ection (no ReLU, their signed outputs quantized at the
+    block's ``out_scale`` around zero point 128), the identity skip read from the input
+    tensor, one add, ReLU, and the block's output at ``out_scale``."""
+
+    conv1: Int8Layer
+    conv2: Int8Layer
+    proj: Int8Layer | None
+    out_scale: float
 
 
 def act_scale(ratio: np.ndarray, bits: np.ndarray, act_bits_hi: int) -> float:
@@ -69,31 +84,70 @@ def int8_weights(stage, in_scale: float) -> tuple[np.ndarray, np.ndarray]:
 
 def int8_plan(deploy) -> list:
     """The deploy model's stages with every QuantStage replaced by an :class:`Int8Layer`
-    (PoolStage and FlattenStage kept as they are)."""
+    and every ResidualStage by an :class:`Int8Residual` (PoolStage and FlattenStage kept
+    as they are). ``avgpool_linear`` becomes a layer of that kind: ONNX Runtime's average
+    divides by H * W, so its weight scales take back the ``1 / (H W)`` folded into
+    ``scale``."""
     from soniq_ref.deploy import QuantStage
+    from soniq_ref.stages.residual import ResidualStage
 
-    quant = deploy.quant_stages
-    plan, in_scale, seen = [], 1 / 255, 0
+    quantized = [s for s in deploy.stages if isinstance(s, (QuantStage, ResidualStage))]
+    plan, in_scale = [], 1 / 255
     for stage in deploy.stages:
-        if not isinstance(stage, QuantStage):
+        if not isinstance(stage, (QuantStage, ResidualStage)):
             plan.append(stage)
             continue
-        seen += 1
-        out_scale = None if seen == len(quant) else \
-            act_scale(stage.out_ratio, stage.out_bits, quant[seen].act_bits_hi)
-        weight, weight_scale = int8_weights(stage, in_scale)
-        plan.append(Int8Layer(stage.kind, weight, weight_scale, stage.bias.astype(np.float32),
-                              in_scale, out_scale, stage.stride, stage.padding))
+        reader = _next_reader(quantized, stage)
+        out_scale = None if stage.final else \
+            act_scale(stage.out_ratio, stage.out_bits, reader.act_bits_hi)
+        if isinstance(stage, ResidualStage):
+            if out_scale is None:
+                raise ValueError("a residual block that ends the model has no INT8 form here")
+            mid = act_scale(stage.conv1.out_ratio, stage.conv1.out_bits,
+                            stage.conv2.act_bits_hi)
+            branch = dict(relu=False, zero_point=128)
+            plan.append(Int8Residual(
+                _layer(stage.conv1, in_scale, mid), _layer(stage.conv2, mid, out_scale, **branch),
+                None if stage.proj is None else _layer(stage.proj, in_scale, out_scale, **branch),
+                out_scale))
+        else:
+            plan.append(_layer(stage, in_scale, out_scale))
         in_scale = out_scale
     return plan
+
+
+def _next_reader(quantized: list, stage):
+    """The quantized stage after ``stage`` (by identity), or None."""
+    at = next(i for i, s in enumerate(quantized) if s is stage)
+    return quantized[at + 1] if at + 1 < len(quantized) else None
+
+
+def _layer(stage, in_scale: float, out_scale: float | None, **kind) -> Int8Layer:
+    weight, weight_scale = int8_weights(stage, in_scale)
+    if stage.kind == "avgpool_linear":
+        weight_scale = (weight_scale * np.float32(stage.positions)).astype(np.float32)
+    return Int8Layer(stage.kind, weight, weight_scale, stage.bias.astype(np.float32), in_scale,
+                     out_scale, stage.stride, stage.padding, **kind)
+
+
+def fbgemm_maps(deploy) -> bool:
+    """Whether :func:`fbgemm_model` can build ``deploy`` (plain conv / linear stacks with
+    pooling and flattening; not residual blocks or the pooled classifier)."""
+    from soniq_ref.deploy import FlattenStage, PoolStage, QuantStage
+    return all(isinstance(s, (PoolStage, FlattenStage)) or
+               (isinstance(s, QuantStage) and s.kind in ("conv", "linear"))
+               for s in deploy.stages)
 
 
 def qdq_model(deploy, batch):
     """The plan as an ONNX QDQ graph (opset 13): uint8 pixels [batch, *input_shape] ->
     DequantizeLinear -> per layer [Conv or MatMul on DequantizeLinear'd int8 weights and
     int32 bias -> Relu -> QuantizeLinear/DequantizeLinear], MaxPool and Flatten between
-    -> float32 logits. ONNX Runtime fuses the pattern into QLinearConv and integer
-    matmuls. ``batch``: an int, or a name for a free batch dimension."""
+    -> float32 logits. A residual block is conv1, conv2 and the projection so, the two
+    branches added (``Add``, then ``Relu`` and Q/DQ); the pooled classifier is
+    ``GlobalAveragePool`` (Q/DQ at its input's scale), ``Flatten`` and the MatMul. ONNX
+    Runtime fuses the pattern into QLinearConv, QLinearAdd and integer matmuls.
+    ``batch``: an int, or a name for a free batch dimension."""
     from onnx import TensorProto, helper, numpy_helper
     from soniq_ref.deploy import FlattenStage, PoolStage
 
@@ -103,52 +157,64 @@ def qdq_model(deploy, batch):
         inits.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    def qdq(src, scale, tag):
-        s, z = const(f"{tag}_s", np.float32(scale)), const(f"{tag}_z", np.uint8(0))
-        nodes.append(helper.make_node("QuantizeLinear", [src, s, z], [f"{tag}_q"]))
-        nodes.append(helper.make_node("DequantizeLinear", [f"{tag}_q", s, z], [f"{tag}_dq"]))
-        return f"{tag}_dq"
+    def node(kind, inputs, out, **attrs):
+        nodes.append(helper.make_node(kind, inputs, [out], **attrs))
+        return out
 
-    nodes.append(helper.make_node("DequantizeLinear", ["x", const("x_s", np.float32(1 / 255)),
-                                                       const("x_z", np.uint8(0))], ["x_dq"]))
-    cur, s_act = "x_dq", 1 / 255
-    for i, layer in enumerate(int8_plan(deploy)):
-        if isinstance(layer, PoolStage):
-            nodes.append(helper.make_node("MaxPool", [cur], [f"pool{i}"],
-                                          kernel_shape=[layer.kernel] * 2,
-                                          strides=[layer.stride] * 2))
-            cur = qdq(f"pool{i}", s_act, f"pool{i}")
-            continue
-        if isinstance(layer, FlattenStage):
-            nodes.append(helper.make_node("Flatten", [cur], [f"flat{i}"], axis=1))
-            cur = f"flat{i}"
-            continue
+    def qdq(src, scale, tag, zero_point=0):
+        s, z = const(f"{tag}_s", np.float32(scale)), const(f"{tag}_z", np.uint8(zero_point))
+        return node("DequantizeLinear", [node("QuantizeLinear", [src, s, z], f"{tag}_q"), s, z],
+                    f"{tag}_dq")
+
+    def layer_nodes(layer, cur, i):
+        """One Int8Layer on the dequantized tensor ``cur``; the name of its output."""
         ws = const(f"w{i}_s", layer.weight_scale)
         wz = const(f"w{i}_z", np.zeros(len(layer.weight_scale), np.int8))
-        last = layer.out_scale is None
         if layer.kind == "conv":
-            w = const(f"w{i}", layer.weight)
-            nodes.append(helper.make_node("DequantizeLinear", [w, ws, wz], [f"w{i}_dq"], axis=0))
+            w_dq = node("DequantizeLinear", [const(f"w{i}", layer.weight), ws, wz],
+                        f"w{i}_dq", axis=0)
             b_step = (layer.in_scale * layer.weight_scale).astype(np.float32)
             bias_q = np.rint(layer.bias / b_step).astype(np.int32)
-            b_scale = const(f"b{i}_s", b_step)
-            nodes.append(helper.make_node(
-                "DequantizeLinear", [const(f"b{i}", bias_q), b_scale,
-                                     const(f"b{i}_z", np.zeros(len(bias_q), np.int32))],
-                [f"b{i}_dq"], axis=0))
-            nodes.append(helper.make_node("Conv", [cur, f"w{i}_dq", f"b{i}_dq"], [f"y{i}"],
-                                          pads=[layer.padding] * 4,
-                                          strides=[layer.stride] * 2))
+            b_dq = node("DequantizeLinear", [const(f"b{i}", bias_q), const(f"b{i}_s", b_step),
+                                             const(f"b{i}_z", np.zeros(len(bias_q), np.int32))],
+                        f"b{i}_dq", axis=0)
+            y = node("Conv", [cur, w_dq, b_dq], f"y{i}", pads=[layer.padding] * 4,
+                     strides=[layer.stride] * 2)
         else:
-            w = const(f"w{i}", np.ascontiguousarray(layer.weight.T))
-            nodes.append(helper.make_node("DequantizeLinear", [w, ws, wz], [f"w{i}_dq"], axis=1))
-            nodes.append(helper.make_node("MatMul", [cur, f"w{i}_dq"], [f"mm{i}"]))
-            nodes.append(helper.make_node("Add", [f"mm{i}", const(f"bias{i}", layer.bias)],
-                                          ["logits" if last else f"y{i}"]))
-        if not last:
-            nodes.append(helper.make_node("Relu", [f"y{i}"], [f"relu{i}"]))
+            if layer.kind == "avgpool_linear":
+                pooled = node("GlobalAveragePool", [cur], f"gap{i}")
+                cur = node("Flatten", [qdq(pooled, layer.in_scale, f"gap{i}")], f"gapflat{i}",
+                           axis=1)
+            w_dq = node("DequantizeLinear", [const(f"w{i}", np.ascontiguousarray(layer.weight.T)),
+                                             ws, wz], f"w{i}_dq", axis=1)
+            y = node("Add", [node("MatMul", [cur, w_dq], f"mm{i}"),
+                             const(f"bias{i}", layer.bias)], f"y{i}")
+        if layer.out_scale is None:
+            return y
+        if layer.relu:
+            y = node("Relu", [y], f"relu{i}")
+        return qdq(y, layer.out_scale, f"act{i}", layer.zero_point)
+
+    cur = node("DequantizeLinear", ["x", const("x_s", np.float32(1 / 255)),
+                                    const("x_z", np.uint8(0))], "x_dq")
+    s_act = 1 / 255
+    for i, layer in enumerate(int8_plan(deploy)):
+        if isinstance(layer, PoolStage):
+            pooled = node("MaxPool", [cur], f"pool{i}", kernel_shape=[layer.kernel] * 2,
+                          strides=[layer.stride] * 2)
+            cur = qdq(pooled, s_act, f"pool{i}")
+        elif isinstance(layer, FlattenStage):
+            cur = node("Flatten", [cur], f"flat{i}", axis=1)
+        elif isinstance(layer, Int8Residual):
+            y = layer_nodes(layer.conv2, layer_nodes(layer.conv1, cur, f"{i}a"), f"{i}b")
+            skip = cur if layer.proj is None else layer_nodes(layer.proj, cur, f"{i}p")
+            added = node("Relu", [node("Add", [y, skip], f"add{i}")], f"addrelu{i}")
             s_act = layer.out_scale
-            cur = qdq(f"relu{i}", s_act, f"act{i}")
+            cur = qdq(added, s_act, f"out{i}")
+        else:
+            cur = layer_nodes(layer, cur, i)
+            s_act = layer.out_scale
+    nodes.append(helper.make_node("Identity", [cur], ["logits"]))
     shape = [batch] + list(deploy.input_shape)
     graph = helper.make_graph(
         nodes, "deploy_qdq", [helper.make_tensor_value_info("x", TensorProto.UINT8, shape)],

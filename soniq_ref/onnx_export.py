@@ -15,6 +15,9 @@ a signed 8-bit type, so 8-bit weights export too). A stage that feeds another en
 with that stage's codes, ``Cast<uint8>(min(max(Round(y * ratio), 0), 2^bits - 1) *
 2^(A_next - bits))``; ONNX's ``Round`` rounds half to even, like the reference.
 Max pooling and flattening act on the codes, as in :class:`~soniq_ref.deploy.DeployModel`.
+A residual block adds its float32 skip (the projection's ``y``, or ``s_a * float32(a')``)
+to conv2's ``y`` with one ``Add`` before requantizing; the pooled classifier sums its
+per-position int32 accumulators with ``ReduceSum`` before the epilogue.
 The accumulator needs ``K <= 33025`` to fit int32 (the same bound as the kernels').
 
 Each stage type emits its own nodes (``to_onnx`` of :class:`soniq_ref.stages.base.Stage`,

@@ -37,6 +37,17 @@ def test_deploy_models_default_network():
     assert "| ORT QDQ | 1 | no |" in out
 
 
+def test_deploy_models_resnet_against_onnx_runtime():
+    """The residual network: soniq's logits equal the reference's (the script asserts it),
+    the exact ONNX export's equal soniq's bit for bit, the QDQ network runs beside them,
+    and the fbgemm columns say it was not built."""
+    needs_baselines()
+    out = run_script("deploy_models.py", "--network", "resnet", "--width", "4", "--batches",
+                     "2", "--threads", "1", "--repeats", "1", "--clock", "thread")
+    assert "| 2 | 1 (thread) |" in out and "| - | - |" in out
+    assert "| ORT exact | 1 | yes |" in out and "| ORT QDQ | 1 | no |" in out
+
+
 def test_deploy_models_reads_a_model_file(tmp_path):
     needs_baselines()
     from random_deploy import random_cnn_deploy

@@ -19,6 +19,8 @@ CONFIGS = {
     "mlp-w8": TrainConfig(model="mlp", hidden=(32,), weight_palette=(2, 8),
                           target_weight_bits=5.0, act_palette=(3, 8), target_act_bits=6.0,
                           epochs_phase1=2, epochs_phase2=1, seed=6),
+    # residual blocks (identity and projection skips) and the pooled classifier
+    "resnet": TrainConfig(model="resnet", epochs_phase1=2, epochs_phase2=1, seed=5),
 }
 
 

@@ -121,13 +121,6 @@ def test_a_resnet_run_resumes_byte_identically(tmp_path):
     assert fileformat.to_bytes(resumed.deploy) == fileformat.to_bytes(whole.deploy)
 
 
-def test_the_onnx_export_refuses_residual_stages_in_one_line(trained):
-    pytest.importorskip("onnx")
-    from soniq_ref.onnx_export import to_onnx
-    with pytest.raises(ValueError, match="residual stage has no ONNX form"):
-        to_onnx(trained[0].deploy)
-
-
 @st.composite
 def residual_tails(draw):
     """acc int64 [B, O, H, W] (some |acc| >= 2^31, odd sizes), per-channel scale, bias,
@@ -201,3 +194,25 @@ def test_the_fused_residual_tail_adds_bias_then_skip(backend):
     want = codes_from_ratio(epilogue(acc4, scale, bias[pick]) + skip4, ratio, bits)
     np.testing.assert_array_equal(
         kernels.residual_requantize(acc4, scale, bias[pick], skip4, bits, ratio), want)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1),
+       step=st.sampled_from([0.0123, 1.0, 2.0 ** -140, 1e-42, 3e36, 3.4e38]))
+def test_the_identity_skip_is_the_shifted_codes_times_the_step(seed, step):
+    """``skip_value`` multiplies the uint8 codes by ``s_a * 2^(A - bits)``; the bits must
+    be those of ``s_a * float32(a << (A - bits))`` -- subnormal and huge steps included."""
+    from soniq_ref.quantizers import shifted_codes
+    from soniq_ref.stages.residual import ResidualStage
+    rng = np.random.default_rng(seed)
+    c, hi = int(rng.integers(1, 9)), int(rng.integers(1, 9))
+    bits = rng.integers(1, hi + 1, c).astype(np.uint8)
+    codes = np.stack([rng.integers(0, 2 ** int(b), (2, 3, 4)) for b in bits], 1).astype(np.uint8)
+    stage = ResidualStage.__new__(ResidualStage)
+    stage.skip_step, stage.conv1 = np.float32(step), type("Conv1", (), {"a_bits": bits,
+                                                                         "act_bits_hi": hi})()
+    with np.errstate(over="ignore"):
+        want = np.float32(step) * shifted_codes(codes, bits, hi).astype(np.float32)
+    got = stage.skip_value(codes)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))

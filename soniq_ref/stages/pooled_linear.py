@@ -19,9 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .. import checks
 from ..layers.global_pool import pooled_accumulator
-from .quant import QuantStage, out_code_bound
+from .quant import QuantStage, onnx_check_k, out_code_bound
 
 
 @dataclass
@@ -65,7 +67,19 @@ class PooledLinearStage(QuantStage):
         return out_code_bound(self, out_shape)
 
     def to_onnx(self, graph, codes, out_shape, next_hi):
-        raise ValueError(f"a {self.kind} stage has no ONNX form")
+        """The reference's accumulator on integer operators: the codes as [B, H*W, C]
+        rows, ``2 * MatMulInteger(rows, k_w^T) - n * MatMulInteger(rows, ones)`` per
+        position (int32), ``ReduceSum`` over the positions (int32, exact), then the
+        epilogue -- float32 logits [B, O]."""
+        channels = self.w_codes.shape[1]
+        onnx_check_k(channels * self.positions)     # the int32 sum over every position
+        flat = graph.op("Reshape", [codes, graph.const(
+            "rows_shape", np.array([0, channels, -1], np.int64))])
+        rows = graph.op("Transpose", [flat], perm=[0, 2, 1])
+        acc = graph.op("ReduceSum", [self._onnx_accumulate(graph, rows),
+                                     graph.const("positions_axis", np.array([1], np.int64))],
+                       keepdims=0)
+        return self._onnx_epilogue(graph, acc, 2)
 
     @classmethod
     def file_keys(cls, kind: str, last: bool) -> set:

@@ -171,16 +171,18 @@ class QuantStage(Stage):
         then, unless ``next_hi`` is None, the next codes on the grid ``next_hi``:
         ``Cast<uint8>(min(max(Round(y * out_ratio), 0), 2^out_bits - 1) *
         2^(next_hi - out_bits))``. ValueError when K exceeds the int32 bound."""
-        k = int(np.prod(self.w_codes.shape[1:]))
-        if k > INT32_EXACT_K:
-            raise ValueError(f"a layer with K = {k} > {INT32_EXACT_K} inputs per output does "
-                             f"not fit the int32 accumulator of ONNX's integer operators")
-        ndim = 4 if self.kind == "conv" else 2
-        acc = graph.op("Cast", [self._onnx_accumulate(graph, codes)], to=1)   # 1: float32
-        y = graph.op("Add", [graph.op("Mul", [acc, graph.const(
-            "scale", _per_channel(self.scale, ndim))]),
-            graph.const("bias", _per_channel(self.bias, ndim))])
-        return y if next_hi is None else self._onnx_requantize(graph, y, out_shape, next_hi)
+        onnx_check_k(int(np.prod(self.w_codes.shape[1:])))
+        y = self._onnx_epilogue(graph, self._onnx_accumulate(graph, codes),
+                                4 if self.kind == "conv" else 2)
+        return y if next_hi is None else onnx_requantize(graph, y, out_shape, next_hi,
+                                                         self.out_bits, self.out_ratio,
+                                                         self.per_feature)
+
+    def _onnx_epilogue(self, g, acc: str, ndim: int) -> str:
+        """float32 ``scale[o] * float32(acc) + bias[o]`` of the int32 ``acc``."""
+        acc = g.op("Cast", [acc], to=1)                                        # 1: float32
+        return g.op("Add", [g.op("Mul", [acc, g.const("scale", _per_channel(self.scale, ndim))]),
+                            g.const("bias", _per_channel(self.bias, ndim))])
 
     def _onnx_accumulate(self, g, codes: str) -> str:
         """int32 ``acc = 2 * sum(k * a') - n * sum(a')``."""
@@ -198,21 +200,6 @@ class QuantStage(Stage):
         n = _per_channel(((1 << self.w_bits.astype(np.int64)) - 1).astype(np.int32), ndim)
         twice = g.op("Mul", [p, g.const("two", np.array(2, np.int32))])
         return g.op("Sub", [twice, g.op("Mul", [s, g.const("levels", n)])])
-
-    def _onnx_requantize(self, g, y: str, out_shape: tuple, next_hi: int) -> str:
-        """uint8 shifted codes of the next stage from float32 ``y``."""
-        if self.per_feature:
-            shape = (1,) + tuple(out_shape)
-            bits, ratio = self.out_bits.reshape(shape), self.out_ratio.reshape(shape)
-        else:
-            ndim = 1 + len(out_shape)
-            bits, ratio = (_per_channel(self.out_bits, ndim), _per_channel(self.out_ratio, ndim))
-        top = ((1 << bits.astype(np.int64)) - 1).astype(np.float32)
-        shift = (1 << (next_hi - bits.astype(np.int64))).astype(np.float32)
-        t = g.op("Round", [g.op("Mul", [y, g.const("ratio", ratio.astype(np.float32))])])
-        t = g.op("Min", [g.op("Max", [t, g.const("zero", np.array(0, np.float32))]),
-                         g.const("top", top)])
-        return g.op("Cast", [g.op("Mul", [t, g.const("shift", shift)])], to=2)   # 2: uint8
 
     # ------------------------------------------------------------------ description
 
@@ -371,3 +358,29 @@ def _per_channel(values: np.ndarray, ndim: int) -> np.ndarray:
 def _histogram(bits: np.ndarray) -> dict:
     values, counts = np.unique(bits, return_counts=True)
     return {int(v): int(c) for v, c in zip(values, counts)}
+
+
+def onnx_check_k(k: int) -> None:
+    """ValueError unless ``K`` products per output fit ONNX's int32 accumulator."""
+    if k > INT32_EXACT_K:
+        raise ValueError(f"a layer with K = {k} > {INT32_EXACT_K} inputs per output does "
+                         f"not fit the int32 accumulator of ONNX's integer operators")
+
+
+def onnx_requantize(g, y: str, out_shape: tuple, next_hi: int, out_bits, out_ratio,
+                    per_feature: bool) -> str:
+    """uint8 shifted codes on the grid ``next_hi`` from float32 ``y``:
+    ``Cast<uint8>(min(max(Round(y * out_ratio), 0), 2^out_bits - 1) * 2^(next_hi - out_bits))``,
+    the parameters per channel (or per feature of ``out_shape``)."""
+    if per_feature:
+        shape = (1,) + tuple(out_shape)
+        bits, ratio = out_bits.reshape(shape), out_ratio.reshape(shape)
+    else:
+        ndim = 1 + len(out_shape)
+        bits, ratio = _per_channel(out_bits, ndim), _per_channel(out_ratio, ndim)
+    top = ((1 << bits.astype(np.int64)) - 1).astype(np.float32)
+    shift = (1 << (next_hi - bits.astype(np.int64))).astype(np.float32)
+    t = g.op("Round", [g.op("Mul", [y, g.const("ratio", ratio.astype(np.float32))])])
+    t = g.op("Min", [g.op("Max", [t, g.const("zero", np.array(0, np.float32))]),
+                     g.const("top", top)])
+    return g.op("Cast", [g.op("Mul", [t, g.const("shift", shift)])], to=2)   # 2: uint8

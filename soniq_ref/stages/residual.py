@@ -38,7 +38,7 @@ from ..layers.input_quantizers import PIXEL_STEP
 from ..quantizers import act_ratio, act_step, codes_from_ratio, shifted_codes
 from .link import link
 from .base import Stage
-from .quant import QuantStage, out_clip_field, out_code_bound
+from .quant import QuantStage, onnx_requantize, out_clip_field, out_code_bound
 
 
 @dataclass
@@ -115,9 +115,19 @@ class ResidualStage(Stage):
         return self.proj.run(codes, run) if self.proj is not None else self.skip_value(codes)
 
     def skip_value(self, codes) -> np.ndarray:
-        """float32 ``s_a * float32(a << (A - a_bits[c]))`` (the identity skip)."""
-        return np.float32(self.skip_step) * shifted_codes(codes, self.a_bits,
-                                                          self.act_bits_hi).astype(np.float32)
+        """float32 ``s_a * float32(a << (A - a_bits[c]))`` (the identity skip).
+
+        Computed as ``float32(a) * (s_a * 2^(A - a_bits[c]))``: scaling by a power of two
+        is exact, so both are the one rounding of the same real product ``s_a * a *
+        2^(A - a_bits[c])`` -- the same bits, from one multiply on the uint8 codes instead
+        of a shift in int64 (whenever the per-channel factor is finite)."""
+        step = np.float32(self.skip_step)
+        shift = (self.act_bits_hi - self.a_bits.astype(np.int64)).astype(np.float32)
+        with np.errstate(over="ignore"):                 # an infinite factor: the long way
+            factor = (step * np.exp2(shift)).astype(np.float32)
+        if not np.all(np.isfinite(factor)):
+            return step * shifted_codes(codes, self.a_bits, self.act_bits_hi).astype(np.float32)
+        return codes.astype(np.float32) * factor.reshape((1, -1) + (1,) * (codes.ndim - 2))
 
     def code_bound(self, bound, shape, out_shape):
         """Checks every inner layer, the shapes of both branches and the skip step; the
@@ -145,6 +155,30 @@ class ResidualStage(Stage):
             if not step[0] > 0:
                 raise ValueError("skip_step must be > 0")
         return out_code_bound(self, out_shape)
+
+    # ------------------------------------------------------------------ ONNX
+
+    def onnx_input_hi(self, next_hi) -> int:
+        """Its own grid: conv1 (and the projection) read ``k << (A - a_bits)``."""
+        return self.act_bits_hi
+
+    def to_onnx(self, graph, codes, out_shape, next_hi):
+        """conv1 (requantized to conv2's grid) and conv2 as :meth:`QuantStage.to_onnx`
+        gives them, the skip -- the projection's float32 output, or ``s_a *
+        float32(a')`` of the shifted input codes ``a'`` themselves -- one ``Add``, and
+        the block's requantization to the grid ``next_hi`` (float32 ``s`` when None)."""
+        mid = (self.conv1.out_channels,) + tuple(out_shape[1:])    # conv1 requantizes per
+        # channel, so only the rank of its output shape is read
+        h = self.conv1.to_onnx(graph, codes, mid, self.conv2.act_bits_hi)
+        y = self.conv2.to_onnx(graph, h, out_shape, None)
+        if self.proj is not None:
+            skip = self.proj.to_onnx(graph, codes, out_shape, None)
+        else:
+            skip = graph.op("Mul", [graph.op("Cast", [codes], to=1),        # 1: float32
+                                    graph.const("skip_step", np.float32(self.skip_step))])
+        s = graph.op("Add", [y, skip])
+        return s if next_hi is None else onnx_requantize(
+            graph, s, out_shape, next_hi, self.out_bits, self.out_ratio, self.per_feature)
 
     # ------------------------------------------------------------------ description
 
