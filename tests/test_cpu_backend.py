@@ -47,20 +47,35 @@ def _case_arrays(seed, m, k, n, hi):
 # ------------------------------------------------------------------------ engines
 
 @pytest.mark.parametrize("isa", ISAS)
-def test_mixed_palette_splits_engines_and_stays_exact(isa):
-    # W{1,4} x A{2,8}: the W1 x A2 block runs on popcount (lut on AVX2: enough channels to
-    # pay for its tables), the rest on int8, A = 8 included.
+@pytest.mark.parametrize("act_widths", [(2,), (2, 8)], ids=["A2", "A2+A8"])
+def test_mixed_palette_picks_engines_and_stays_exact(isa, act_widths):
+    # W{1,4} x A2: the W1 block runs on popcount (lut on AVX2: enough channels to pay for
+    # its tables), the W4 block on int8. W{1,4} x A{2,8}: the plan per input width has an
+    # int8 block; at this K (517) the linear layer keeps it on avx2 and scalar, and runs as
+    # one group at A = 8 on int8 on avx512, as does the convolution (K = 54) on avx2 and
+    # avx512 (engines.one_width_for_mixed_inputs): the codes shifted first, the same sums.
     rng = np.random.default_rng(7)
     m, k, n = 101, 517, 301
-    a_bits = np.where(rng.random(k) < 0.5, 2, 8).astype(np.uint8)
+    a_bits = rng.choice(np.array(act_widths, np.uint8), k)
     w_bits = np.where(rng.random(n) < 0.75, 1, 4).astype(np.uint8)
     a = np.where(rng.random((m, k)) < 0.3, (1 << a_bits) - 1,
                  rng.random((m, k)) * (2.0 ** a_bits)).astype(np.uint8)
     w = (rng.random((n, k)) * (2.0 ** w_bits[:, None])).astype(np.uint8)
     backend = _backend(isa, "auto", 2)
     got = backend.linear_int(a, a_bits, w, w_bits, 8)
-    assert backend.last_path == (isa, ("int8", "lut" if isa == "avx2" else "popcount"))
+    split = ("int8", "lut" if isa == "avx2" else "popcount")
+    one = len(act_widths) > 1
+    assert backend.last_path == (isa, ("int8",) if one and isa == "avx512" else split)
     np.testing.assert_array_equal(got, independent.linear_acc(a, a_bits, w, w_bits, 8))
+    x = rng.integers(0, 256, (2, 6, 9, 7)).astype(np.uint8)
+    x_bits = np.array([act_widths[i % len(act_widths)] for i in range(6)], np.uint8)
+    x = np.minimum(x, (1 << x_bits.astype(np.int64))[None, :, None, None] - 1).astype(np.uint8)
+    wc = w[:, :6 * 9].reshape(n, 6, 3, 3)
+    got = backend.conv2d_int(x, x_bits, wc, w_bits, 8, stride=2, padding=1)
+    if one:     # at A = 8 avx2's W1 block is W1 x A8: lut (two nibble tables), not popcount
+        assert backend.last_path[1] == {"avx512": ("int8",), "avx2": ("int8", "lut"),
+                                        "scalar": split}[isa]
+    np.testing.assert_array_equal(got, independent.conv_acc(x, x_bits, wc, w_bits, 8, 2, 1))
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -226,7 +241,7 @@ def test_avx512_without_vbmi_packs_the_16_entry_tables(monkeypatch, policy):
     monkeypatch.setattr(engines, "has_vbmi", lambda: False)
     assert engines.lut_lanes("avx512") == 16 and engines.rule_key("avx512") == "avx512"
     rng = np.random.default_rng(11)
-    m, k, n = 53, 301, 70
+    m, k, n = 53, 1031, 70      # K above ONE_WIDTH_MAX_K: one act group per width
     a_bits = np.where(np.arange(k) % 3 == 0, 3, 6).astype(np.uint8)
     w_bits = np.where(rng.random(n) < 0.7, 1, 2).astype(np.uint8)
     a = (rng.random((m, k)) * (2.0 ** a_bits)).astype(np.uint8)

@@ -21,7 +21,7 @@ from soniq_ref.layers.pooling import check_pool_input
 
 from . import _kernels
 from ._kernels import MAX_EXACT_K
-from .engines import ENGINE_NAMES, ENGINE_POLICIES, direct_conv
+from .engines import ENGINE_NAMES, ENGINE_POLICIES, direct_conv, one_width_for_mixed_inputs
 from .isa import ISA_NAMES, check_isa, check_threads, isa_from_env, threads_from_env
 from .packed import CpuPackedWeights
 from .records import ConvSource, GemmJob, KernelPlan, OutLayout, Requantize
@@ -165,10 +165,25 @@ class CpuKernels:
         return self._conv(x_codes, a_bits, packed, act_bits_hi, stride, padding,
                           (scale, bias, out_bits, out_ratio))
 
+    def _one_width(self, codes, a_bits, k_bits, packed, hi):
+        """(codes, k_bits) to run: as given, or for inputs of several widths whose plan
+        has an int8 block (:func:`~.engines.one_width_for_mixed_inputs`) the codes shifted
+        to ``a << (A - a_bits)`` with every K position at width A (the same sums)."""
+        settings = self.settings
+        if codes.size == 0 or a_bits.size == 0 or a_bits.min() == a_bits.max() or \
+                not one_width_for_mixed_inputs(
+                    settings.isa, settings.engine_policy,
+                    packed.plan(k_bits, hi, settings.engine_policy, settings.isa).engines,
+                    packed.k, conv=codes.ndim == 4):
+            return codes, k_bits
+        shift = (hi - a_bits.astype(np.uint8)).reshape((1, -1) + (1,) * (codes.ndim - 2))
+        return np.left_shift(codes, shift), np.full_like(k_bits, hi)
+
     def _linear(self, a_codes, a_bits, packed, hi, requant):
         if self.guarded:
             a_codes = _contiguous_codes(a_codes, 2)
             _check_packed(packed, a_bits, 2, a_codes.shape[1], packed.k)
+        a_codes, a_bits = self._one_width(a_codes, a_bits, a_bits, packed, hi)
         m, n = a_codes.shape[0], packed.shape[0]
         out = np.empty((m, n), np.int64 if requant is None else np.uint8)
         self._gemm(packed, a_bits, hi, a_codes, None, m, out,
@@ -187,9 +202,10 @@ class CpuKernels:
         b, c, h, w = x_codes.shape
         o, _, kh, kw = packed.shape
         out = np.empty((b, o, ho, wo), np.int64 if requant is None else np.uint8)
+        x_codes, k_bits = self._one_width(x_codes, a_bits, np.repeat(a_bits, kh * kw),
+                                          packed, hi)
         conv = ConvSource(x=x_codes, c=c, h=h, w=w, kh=kh, kw=kw, stride=stride,
                           padding=padding, ho=ho, wo=wo)
-        k_bits = np.repeat(a_bits, kh * kw)
         direct = None
         if requant is not None and stride == 1 and \
                 direct_conv(self.settings.isa, self.settings.engine_policy, packed.k):

@@ -174,3 +174,36 @@ def direct_conv(isa: str, policy: str, k: int) -> bool:
 def int8_split_by_value_width(isa: str) -> bool:
     """Whether the int8 columns of an activation group form one block per value width."""
     return isa in INT8_VALUE_WIDTH_ISAS
+
+
+# The largest K per output at which a layer whose inputs have several widths runs as one
+# group at width A (one_width_for_mixed_inputs), per ISA, for convolutions and for linear
+# layers; an ISA not listed never does. Figures in that function's docstring.
+ONE_WIDTH_MAX_K = {"conv": {"avx2": 1024, "avx512": 1024}, "linear": {"avx512": 768}}
+
+
+def one_width_for_mixed_inputs(isa: str, policy: str, engines, k: int, conv: bool) -> bool:
+    """Whether a layer whose input channels have several widths runs as one activation
+    group at the high width ``A`` -- its codes shifted to ``a << (A - a_bits[c])`` first,
+    which gives the same accumulator -- instead of one group per width: under policy
+    ``auto``, when the per-width plan (``engines``, engine names) already has an int8 block
+    and ``k`` (K per output) is at most ``ONE_WIDTH_MAX_K``.
+
+    An int8 pass costs the same at any width, and one pass over all K positions replaces a
+    pass per group and engine, each with its own per-output costs (row sums, flush, the
+    output) and, for a convolution, its own gathering of the patches. It wins while K is
+    short; for long K the cheaper engines of the narrow groups win back their passes.
+    Measured on the Zen 4 machine (thread CPU time, best of 5-7, both code paths run on
+    it; not yet on an AVX2-only CPU), one group at A / one group per width:
+
+    * convolutions of the Fashion-MNIST ResNet (width 24, batch 256, W1/W4 weights, A2/A8
+      inputs, 3x3, K = 216 / 216 / 432 / 864): avx512 20.4 / 54.9, 20.2 / 54.6, 11.7 /
+      25.3, 8.5 / 15.1 ms; avx2 24.4 / 60.3, 24.9 / 56.9, 13.6 / 27.0, 11.3 / 16.4 ms;
+    * linear, 75 % W1 / 25 % W4 outputs, half A2 / half A8 inputs, M x K x N: avx512
+      1024x256x256 0.53 / 0.75, 4096x288x64 0.83 / 1.08, 2048x512x128 0.98 / 1.09,
+      3136x576x64 1.02 / 1.03, 1024^3 5.48 / 5.33, 256x1024x1024 1.38 / 1.30, 512x2048x256
+      1.48 / 1.25, 64x4096x4096 5.67 / 4.78 ms; avx2 (lut for W1 x A2) 4096x288x64 1.68 /
+      1.84, 2048x512x128 2.12 / 1.26, 3136x576x64 1.36 / 1.18, 1024^3 7.68 / 6.48 ms.
+    """
+    limit = ONE_WIDTH_MAX_K["conv" if conv else "linear"].get(isa, 0)
+    return policy == "auto" and "int8" in engines and 0 < k <= limit
