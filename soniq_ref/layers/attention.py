@@ -1,0 +1,103 @@
+"""Multi-head self-attention: x [B, T, D] -> y [B, T, D] (x's dtype).
+
+``H`` heads of width ``d = D / H``. Two affine maps, each a :class:`.Linear` child on
+the [B*T, D] rows (the place a ``QuantLinear`` will take): ``qkv`` (weight [3D, D],
+bias [3D]) and ``out`` (weight [D, D], bias [D]). Forward, per batch and head::
+
+    [q | k | v] = x @ W_qkv.T + b_qkv                       each [B, H, T, d]
+    S = q @ k.T / sqrt(d)                                   [B, H, T, T]
+    P = softmax(S) over the last axis, as exp(S - max S) / sum   (stable)
+    O = P @ v, heads concatenated back to [B, T, D]
+    y = O @ W_out.T + b_out
+
+Backward, from dO (the ``out`` child's dx)::
+
+    dv = P.T @ dO,   dP = dO @ v.T
+    dS = P * (dP - sum(dP * P, axis=-1))                    softmax backward
+    dq = dS @ k / sqrt(d),   dk = dS.T @ q / sqrt(d)
+    dx = the ``qkv`` child's backward of [dq | dk | dv]
+
+Within the 3D features of ``qkv``, the layout is (q, k, v) then head then feature:
+feature ``j * D + h * d + i`` is element ``i`` of head ``h`` of q (j = 0), k or v.
+
+Parameters (``params``): ``"qkv.weight"``, ``"qkv.bias"``, ``"out.weight"``,
+``"out.bias"`` (the children's arrays); ``grads`` uses the same names.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .linear import Linear
+from .module import Module
+
+
+def softmax(s: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis; the row maximum is subtracted first, so large
+    entries do not overflow ``exp``."""
+    e = np.exp(s - s.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def softmax_backward(p: np.ndarray, dp: np.ndarray) -> np.ndarray:
+    """dS = P * (dP - sum(dP * P, axis=-1)), for P = softmax(S)."""
+    return p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+
+
+class MultiHeadSelfAttention(Module):
+    """Scaled dot-product self-attention with ``heads`` heads (see the module docstring)."""
+
+    def __init__(self, dim: int, heads: int, seed=0, *, dtype=np.float32):
+        super().__init__()
+        if heads < 1 or dim % heads:
+            raise ValueError(f"dim must be a multiple of heads, got dim={dim}, heads={heads}")
+        self.dim, self.heads = int(dim), int(heads)
+        seeds = [[int(v) for v in np.atleast_1d(seed)] + [j] for j in range(2)]
+        self.qkv = Linear(dim, 3 * dim, seed=seeds[0], dtype=dtype)
+        self.out = Linear(dim, dim, seed=seeds[1], dtype=dtype)
+        self.params = {f"{n}.{k}": p for n, layer in self.named_layers()
+                       for k, p in layer.params.items()}
+        self._cache = None
+
+    def named_layers(self) -> list:
+        """(name, layer) of the two projections."""
+        return [("qkv", self.qkv), ("out", self.out)]
+
+    @property
+    def grads(self) -> dict:
+        """The children's gradients under the layer's parameter names."""
+        return {f"{n}.{k}": g for n, layer in self.named_layers()
+                for k, g in layer.grads.items()}
+
+    @grads.setter
+    def grads(self, value) -> None:      # Module.__init__ sets {}; the children hold them
+        pass
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim != 3 or x.shape[2] != self.dim:
+            raise ValueError(f"x must be [B, T, {self.dim}], got shape {x.shape}")
+        b, t, _ = x.shape
+        q, k, v = self._split_heads(self.qkv.forward(x.reshape(b * t, self.dim)), b, t)
+        scale = 1 / math.sqrt(self.dim // self.heads)
+        p = softmax(q @ k.swapaxes(-1, -2) * scale)
+        self._cache = (q, k, v, p, scale)
+        o = (p @ v).transpose(0, 2, 1, 3).reshape(b * t, self.dim)
+        return self.out.forward(o).reshape(b, t, self.dim)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        q, k, v, p, scale = self._cache
+        b, h, t, d = q.shape
+        d_o = self.out.backward(dy.reshape(b * t, self.dim))
+        d_o = d_o.reshape(b, t, h, d).transpose(0, 2, 1, 3)
+        dv = p.swapaxes(-1, -2) @ d_o
+        ds = softmax_backward(p, d_o @ v.swapaxes(-1, -2)) * scale
+        dq, dk = ds @ k, ds.swapaxes(-1, -2) @ q
+        d_qkv = np.stack([dq, dk, dv]).transpose(1, 3, 0, 2, 4).reshape(b * t, 3 * self.dim)
+        return self.qkv.backward(d_qkv).reshape(b, t, self.dim)
+
+    def _split_heads(self, qkv: np.ndarray, b: int, t: int):
+        """[B*T, 3D] -> q, k, v, each [B, H, T, d]."""
+        h = self.heads
+        return qkv.reshape(b, t, 3, h, self.dim // h).transpose(2, 0, 3, 1, 4)
