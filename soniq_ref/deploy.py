@@ -240,19 +240,23 @@ class DeployModel:
                 return codes
         raise ValueError("the deploy model has no final quantized stage")
 
+    def logits(self, x, backend="ref", batch: int = 512) -> np.ndarray:
+        """float32 logits [B, n_classes] of uint8 images ``x`` [B, *input_shape], in
+        batches of ``batch`` (the same bits at any batch size and on every backend)."""
+        if len(x) == 0:
+            return np.zeros((0, self.n_classes), np.float32)
+        return np.concatenate([_logits(self.forward(x[i:i + batch], backend))
+                               for i in range(0, len(x), batch)])
+
     def predict(self, x, backend="ref", batch: int = 512) -> np.ndarray:
         """Class indices int64 [B] of uint8 images ``x`` [B, *input_shape]."""
-        if len(x) == 0:
-            return np.zeros(0, np.int64)
-        return np.concatenate([_logits(self.forward(x[i:i + batch], backend)).argmax(axis=1)
-                               for i in range(0, len(x), batch)])
+        return self.logits(x, backend, batch).argmax(axis=1).astype(np.int64)
 
     def predict_proba(self, x, backend="ref", batch: int = 512) -> np.ndarray:
         """Class probabilities float64 [B, n_classes]: the softmax of the logits."""
-        if len(x) == 0:
-            return np.zeros((0, self.n_classes))
-        logits = np.concatenate([self.forward(x[i:i + batch], backend)
-                                 for i in range(0, len(x), batch)]).astype(np.float64)
+        logits = self.logits(x, backend, batch).astype(np.float64)
+        if len(logits) == 0:
+            return logits
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
 

@@ -1,6 +1,7 @@
 """The ``soniq`` command: train -> eval reproduces test_accuracy exactly, info, the fp32
 baseline, seeded byte-identical output, and one-line user errors without a traceback."""
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -9,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from soniq_ref import get_backend
 from soniq_ref.cli import main
+from soniq_ref.data import load_dataset
+from soniq_ref.fileformat import load
 from soniq_ref.train.outputs import METRIC_KEYS
 
 QUICK = ["--epochs-phase1", "1", "--epochs-phase2", "1", "--quiet"]
@@ -42,8 +46,24 @@ def test_eval_reproduces_test_accuracy_exactly(run_dir, capsys):
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["test_accuracy"] == metrics["test_accuracy"]
+    model = load(run_dir / "model.soniq")
+    logits = model.logits(load_dataset("digits").x_test)
+    assert report["logits_sha256"] == hashlib.sha256(logits.astype("<f4").tobytes()).hexdigest()
     assert main(["eval", str(run_dir / "model.soniq"), "--dataset", "digits"]) == 0
     assert f"test accuracy {metrics['test_accuracy']:.2f}% " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("backend", ["cpu", "cuda-emu"])
+def test_eval_logits_digest_is_the_same_on_every_backend(run_dir, backend, capsys):
+    try:
+        get_backend(backend)
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    digests = []
+    for name in ("ref", backend):
+        assert main(["eval", str(run_dir / "model.soniq"), "--backend", name, "--json"]) == 0
+        digests.append(json.loads(capsys.readouterr().out)["logits_sha256"])
+    assert digests[0] == digests[1]
 
 
 def test_info_describes_the_model(run_dir, capsys):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+
+import numpy as np
 
 from .parser import UsageError
 from .train_command import percent
@@ -38,10 +41,13 @@ def run_eval(args) -> None:
     if data.input_shape != model.input_shape:
         raise ValueError(f"dataset {name} has images {list(data.input_shape)} but the "
                          f"model expects {list(model.input_shape)}")
-    acc = accuracy(model.predict(data.x_test, backend=args.backend), data.y_test)
+    logits = model.logits(data.x_test, backend=args.backend)
+    acc = accuracy(logits.argmax(axis=1), data.y_test)
     if args.json:
         print(json.dumps({"test_accuracy": acc, "dataset": name,
-                          "backend": args.backend, "samples": int(len(data.y_test))}))
+                          "backend": args.backend, "samples": int(len(data.y_test)),
+                          "logits_sha256": hashlib.sha256(
+                              np.ascontiguousarray(logits, "<f4").tobytes()).hexdigest()}))
     else:
         print(f"test accuracy {percent(acc)} ({len(data.y_test)} images, {name}, "
               f"backend {args.backend})")
