@@ -8,6 +8,16 @@ weight codes ``w[o, c]`` (bits ``bw[o]``, level ``q = 2w - n``)::
 Conv2d is the same sum over im2col patches, K ordered by input channel, then
 kernel row, then kernel column. Zero padding is activation code 0.
 
+A linear layer with *signed* inputs (codes with the zero point ``2**(ba-1)``,
+:func:`soniq_ref.quantizers.quantize_signed_acts`) needs the sum over the signed
+levels ``(a << (A - ba)) - 2**(A-1)``; that is the same accumulator less one
+integer per output channel::
+
+    acc_signed[m, o] = acc[m, o] - 2**(A-1) * sum_c q[o, c]       (signed_input_offset)
+
+so every backend's ``linear_int`` serves signed inputs unchanged, and the
+subtraction, exact in int64, is shared code.
+
 The bit-serial form, with weight planes ``W_j`` and activation planes ``A_i``
 packed along K (see :mod:`soniq_ref.bitpack`)::
 
@@ -151,6 +161,21 @@ def linear_acc(a_codes, a_bits, w_codes, w_bits, act_bits_hi) -> np.ndarray:
     for r0, r1 in _blocks(a_codes.shape[0], 8 * max(q.shape)):
         acc[r0:r1] = _exact_matmul(_shifted_rows(a_codes[r0:r1], factors), q, peak)
     return acc
+
+
+def signed_input_offset(w_codes, w_bits, act_bits_hi) -> np.ndarray:
+    """int64 [N]: ``2**(A-1) * sum_c q[o, c]``, what a signed input's zero point adds to
+    :func:`linear_int`'s accumulator (subtract it to get the sum over signed levels).
+
+    w_codes: uint8 [N, K]; w_bits: uint8 [N] in 1..8; act_bits_hi: A in 2..8."""
+    act_bits_hi = checks.check_bits_value("act_bits_hi", act_bits_hi)
+    if act_bits_hi < 2:
+        raise ValueError(f"signed inputs need act_bits_hi >= 2, got {act_bits_hi}")
+    w_codes = checks.as_array("w_codes", w_codes, np.uint8, ndim=2)
+    w_bits = checks.check_bits("w_bits", w_bits, w_codes.shape[0])
+    checks.check_codes("w_codes", w_codes, w_bits, axis=0)
+    q_sum = 2 * w_codes.astype(np.int64).sum(axis=1) - weight_levels(w_bits) * w_codes.shape[1]
+    return q_sum << (act_bits_hi - 1)
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:

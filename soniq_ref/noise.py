@@ -10,6 +10,7 @@ scaled to the step a ``b~``-bit quantizer would have::
 
     weights      w~ = clip(w, -alpha, alpha) + (2 alpha / (2**b~ - 1)) * u    (per output channel)
     activations  x~ = clip(x, 0, beta)      + (beta / 2**b~) * u              (per input channel)
+    signed       x~ = clip(x, -beta, beta)  + (2 beta / 2**b~) * u            (per input channel)
 
 Everything is differentiable, so ``w``, ``alpha``, ``beta`` and ``theta`` get
 exact gradients -- no straight-through estimator. A wider step (fewer bits)
@@ -113,6 +114,36 @@ def act_noise_backward(dx_tilde, x, beta, bits, u):
         lambda d, x, u, p, out=None: np.multiply(d, (x >= beta) + u / p, out=out),
         dx_tilde, x, u, p))
     dbits = per_channel(lambda d, u, p: _sum_except(d * (-beta * u * LN2 / p), 1),
+                        dx_tilde, u, p)
+    return dx, dbeta, dbits.astype(x.dtype)
+
+
+def signed_act_noise(x, beta, bits, u):
+    """x~ = clip(x, -beta, beta) + (2 beta / 2**b) u: a signed input, the same number of
+    levels spread over twice the range.
+
+    x, u: [M, C] or [B, C, H, W]; beta: scalar clip; bits (continuous b~): [C].
+    """
+    step = 2.0 * beta / 2.0 ** _cols(bits, x.ndim)
+    return elementwise(lambda x, step, u, out=None:
+                       np.add(np.clip(x, -beta, beta), step * u, out=out), x, step, u)
+
+
+def signed_act_noise_backward(dx_tilde, x, beta, bits, u):
+    """Gradients of :func:`signed_act_noise` -> (dx, dbeta (scalar), dbits [C]).
+
+    d x~/d x    = 1 where -beta < x < beta, else 0
+    d x~/d beta = sign(x) [|x| >= beta] + 2 u / 2**b
+    d x~/d b    = -2 beta u ln2 / 2**b
+    """
+    p = 2.0 ** _cols(bits, x.ndim)
+    dx = elementwise(lambda d, x, out=None: np.multiply(d, np.abs(x) < beta, out=out),
+                     dx_tilde, x)
+    dbeta = np.sum(elementwise(
+        lambda d, x, u, p, out=None:
+            np.multiply(d, np.sign(x) * (np.abs(x) >= beta) + 2.0 * u / p, out=out),
+        dx_tilde, x, u, p))
+    dbits = per_channel(lambda d, u, p: _sum_except(d * (-2.0 * beta * u * LN2 / p), 1),
                         dx_tilde, u, p)
     return dx, dbeta, dbits.astype(x.dtype)
 

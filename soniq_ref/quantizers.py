@@ -12,6 +12,13 @@ layer's activation palette). A ``ba[c]``-bit code ``k`` stands for
 ``s_a * (k << (A - ba[c]))``: a low-precision channel is a high-precision one
 whose low bit planes are missing.
 
+Signed activations -- the same nested grid with a zero point, for inputs that
+are signed (a LayerNorm's output): a ``ba[c]``-bit code ``k`` in ``[0, 2**ba - 1]``
+stands for ``s_a * ((k << (A - ba[c])) - 2**(A-1))`` with ``s_a = beta / 2**(A-1)``,
+the levels ``-beta .. beta - step`` around an exact zero (code ``2**(ba-1)``).
+Codes stay unsigned, so the integer core is the same; see
+:func:`soniq_ref.integer_core.signed_input_offset` for the one constant it adds.
+
 All arithmetic is float32 in the order written in each docstring; rounding is
 round-half-to-even (``np.rint``). Weights are per output channel, axis 0
 (``[N, K]``, ``[O, C, kh, kw]``); activations are per input channel, axis 1
@@ -188,4 +195,63 @@ def dequantize_acts(codes: np.ndarray, bits: np.ndarray, beta, act_bits_hi: int)
     shift = _per_channel(act_bits_hi - bits.astype(np.int64), codes.ndim)
     return elementwise(lambda k, shift, out=None:
                        np.multiply(step, (k.astype(np.int64) << shift).astype(F32), out=out),
+                       codes, shift)
+
+
+# ------------------------------------------------------------------- signed activations
+
+SIGNED_MIN_BITS = 2       # at 1 bit the offset grid is {-beta, 0}: no positive level
+
+
+def signed_act_step(beta, act_bits_hi: int) -> np.float32:
+    """The signed activation step ``s_a = beta / 2**(A-1)`` in float32 (``A >= 2``)."""
+    act_bits_hi = checks.check_bits_value("act_bits_hi", act_bits_hi)
+    if act_bits_hi < SIGNED_MIN_BITS:
+        raise ValueError(f"signed activations need at least {SIGNED_MIN_BITS} bits, got "
+                         f"act_bits_hi = {act_bits_hi}")
+    return act_step(beta, act_bits_hi - 1)
+
+
+def signed_act_ratio(beta, bits: np.ndarray) -> np.ndarray:
+    """float32 [C]: ``r_c = 2**(bits[c] - 1) / beta``, what turns a signed ``x`` into the
+    level ``rint(x * r_c)``; bits uint8 [C] in 2..8."""
+    bits = checks.as_array("bits", bits, np.uint8, ndim=1)
+    bits = checks.check_bits("bits", bits, bits.shape[0])
+    if bits.size and bits.min() < SIGNED_MIN_BITS:
+        raise ValueError(f"signed activations need at least {SIGNED_MIN_BITS} bits per "
+                         f"channel, got {int(bits.min())}")
+    return act_ratio(beta, bits - np.uint8(1))
+
+
+def quantize_signed_acts(x: np.ndarray, bits: np.ndarray, beta) -> np.ndarray:
+    """Signed activations -> codes.
+
+    x: float32 [M, C]; bits: uint8 [C] in 2..8; beta: float32 clip > 0. Returns uint8
+    codes ``k = clip(rint(x * r_c) + 2**(bits[c]-1), 0, 2**bits[c] - 1)``: the level
+    ``rint(x * r_c)`` (float32 multiply, half to even) moved up by the zero point.
+    """
+    x = checks.as_array("x", x, np.float32)
+    if x.ndim < 2:
+        raise ValueError(f"x must be [M, C] or [B, C, H, W], got shape {x.shape}")
+    bits = checks.check_bits("bits", bits, x.shape[1])
+    checks.check_finite("x", x)
+    ratio = signed_act_ratio(beta, bits)
+    zero = (1 << (bits.astype(np.int64) - 1)).astype(F32)
+    top = ((1 << bits.astype(np.int64)) - 1).astype(F32)
+    return elementwise(lambda y, r, zero, top, out=None:
+                       into(np.clip(np.rint(y * r) + zero, F32(0), top).astype(np.uint8),
+                            out),
+                       x, _per_channel(ratio, x.ndim), _per_channel(zero, x.ndim),
+                       _per_channel(top, x.ndim))
+
+
+def dequantize_signed_acts(codes: np.ndarray, bits: np.ndarray, beta,
+                           act_bits_hi: int) -> np.ndarray:
+    """Codes -> float32 values ``s_a * float32((k << (A - bits[c])) - 2**(A-1))``."""
+    step = signed_act_step(beta, act_bits_hi)
+    shift = _per_channel(act_bits_hi - bits.astype(np.int64), codes.ndim)
+    zero = np.int64(1) << (act_bits_hi - 1)
+    return elementwise(lambda k, shift, out=None:
+                       np.multiply(step, ((k.astype(np.int64) << shift) - zero).astype(F32),
+                                   out=out),
                        codes, shift)

@@ -6,12 +6,14 @@ the values those codes stand for::
 
     weights      w^ = alpha * Q_w(w / alpha)        Q_w: the odd grid of 2**bw - 1 levels in [-1, 1]
     activations  x^ = beta * Q_a(x / beta)          Q_a: the grid k * 2**-ba, k in 0..2**ba - 1
+    signed       x^ = beta * Q_s(x / beta)          Q_s: the grid l * 2**(1-ba), l in -2**(ba-1)..2**(ba-1) - 1
 
 (:func:`dequantized_weights`, :func:`dequantized_acts`). Rounding has no useful
 derivative, so the backward treats ``Q`` as the identity inside its clip range --
 the straight-through estimator -- and differentiates the clip exactly. Inside
 means the closed range: ``|w| <= alpha`` for weights; ``0 <= x * r_c <= 2**ba - 1``
-for activations, with ``r_c = 2**ba / beta`` the float32 ratio that quantizes them.
+for activations, with ``r_c = 2**ba / beta`` the float32 ratio that quantizes them;
+``-2**(ba-1) <= x * r_c <= 2**(ba-1) - 1`` for signed ones (``r_c = 2**(ba-1) / beta``).
 The clips get the LSQ-style gradient, the derivative of ``alpha * Q(w / alpha)``
 with that rule::
 
@@ -30,7 +32,8 @@ from __future__ import annotations
 import numpy as np
 
 from .parallel import elementwise
-from .quantizers import act_ratio, dequantize_acts, dequantize_weights
+from .quantizers import (act_ratio, dequantize_acts, dequantize_signed_acts, dequantize_weights,
+                         signed_act_ratio)
 
 
 def dequantized_weights(codes, alpha, bits, dtype) -> np.ndarray:
@@ -67,6 +70,28 @@ def act_ste_backward(dx_hat, x, x_hat, beta, bits):
     inside = elementwise(_inside, x, ratio, top)
     dbeta = np.array([np.sum(elementwise(_clip_grad, dx_hat, x_hat, x, inside, beta))])
     return elementwise(np.multiply, dx_hat, inside), dbeta
+
+
+def dequantized_signed_acts(codes, bits, beta, act_bits_hi, dtype) -> np.ndarray:
+    """x^ = s_a * ((k << (A - ba)) - 2**(A-1)) from signed activation codes (float32,
+    then ``dtype``)."""
+    return dequantize_signed_acts(codes, bits, beta, act_bits_hi).astype(dtype, copy=False)
+
+
+def signed_act_ste_backward(dx_hat, x, x_hat, beta, bits):
+    """Gradients through x^ = beta * Q_s(x / beta) -> (dx, dbeta [1]); arguments as
+    :func:`act_ste_backward`. Inside: ``-2**(ba-1) <= x * r_c <= 2**(ba-1) - 1``."""
+    ratio = signed_act_ratio(beta, bits).reshape([1, -1] + [1] * (x.ndim - 2))
+    half = (1 << (bits.astype(np.int64) - 1)).reshape(ratio.shape)
+    inside = elementwise(_inside_signed, x, ratio, half)
+    dbeta = np.array([np.sum(elementwise(_clip_grad, dx_hat, x_hat, x, inside, beta))])
+    return elementwise(np.multiply, dx_hat, inside), dbeta
+
+
+def _inside_signed(x, ratio, half, out=None):
+    """``-half <= x * ratio <= half - 1`` (the product in float32)."""
+    scaled = np.asarray(x, np.float32) * ratio
+    return np.logical_and(scaled >= -half, scaled <= half - 1, out=out)
 
 
 def _inside(x, ratio, top, out=None):

@@ -31,6 +31,14 @@ The interface (each forward with its backward beside it)::
     dequantized(codes, dtype)          x^ (phase 2)
     ste_backward(dx^, x, x^)           (dx, {name: grad}) (phase 2)
 
+:class:`SignedActivations`  a learned quantizer for *signed* inputs (a LayerNorm's
+    output), the same per-channel precision and one clip with the grid moved to
+    ``[-beta, beta)`` by a zero point::
+
+        noise   x~ = clip(x, -beta, beta) + (2 beta / 2**b~_c) * u
+        exact   k  = clip(rint(x * r_c) + 2**(ba[c]-1), 0, 2**ba[c] - 1)    r_c = float32(2**(ba[c]-1) / beta)
+                x^ = s_a * ((k << (A - ba[c])) - 2**(A-1))                  s_a = beta / 2**(A-1)
+
 A quantizer keeps its parameters (``beta``, ``theta_a``) in the layer's ``params``
 dict, under those names, so optimizers, checkpoints and the budget see them like
 the layer's own.
@@ -43,7 +51,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import noise, ste
-from ..quantizers import act_ratio, act_step, quantize_acts
+from ..quantizers import (SIGNED_MIN_BITS, act_ratio, act_step, quantize_acts,
+                          quantize_signed_acts, signed_act_ratio, signed_act_step)
 from .precision import MIN_CLIP, check_levels, check_palette
 
 PIXEL_STEP = np.float32(1.0 / 255.0)
@@ -59,6 +68,7 @@ class PixelInput:
     """
 
     palette = (PIXEL_BITS, PIXEL_BITS)
+    signed = False
 
     def __init__(self, n_in: int):
         self.bits = np.full(n_in, PIXEL_BITS, np.uint8)
@@ -149,6 +159,8 @@ class LearnedActivations:
     (at least 1e-3).
     """
 
+    signed = False
+
     def __init__(self, params: dict, n_in: int, palette, theta_init: float, dtype):
         self.palette = check_palette("act_palette", palette)
         self.params, self.dtype = params, np.dtype(dtype)
@@ -212,4 +224,76 @@ class LearnedActivations:
     def ste_backward(self, dx_hat, x, x_hat):
         """-> (dx, {"beta": [1]}) by :func:`soniq_ref.ste.act_ste_backward`."""
         dx, dbeta = ste.act_ste_backward(dx_hat, x, x_hat, self.clip(), self.bits)
+        return dx, {"beta": dbeta}
+
+
+class SignedActivations(LearnedActivations):
+    """Like :class:`LearnedActivations` (``theta_a`` [C], one clip ``beta``), for signed
+    inputs: the grid is ``[-beta, beta)`` with an exact zero. Every width is at least 2
+    (at 1 bit the grid would be {-beta, 0}); codes stay unsigned, the zero point
+    ``2**(ba-1)`` is subtracted where they are read.
+
+    Phase 1 (:func:`soniq_ref.noise.signed_act_noise`)::
+
+        x~ = clip(x, -beta, beta) + (2 beta / 2**b~) u
+        dx = dx~ [|x| < beta]
+        dbeta = sum dx~ (sign(x) [|x| >= beta] + 2 u / 2**b~)
+        dtheta_a[c] = (d b~_c / d theta_a[c]) * sum_c dx~ (-2 beta u ln2 / 2**b~_c)
+
+    Phase 2 (:func:`soniq_ref.ste.signed_act_ste_backward`), ``r_c = 2**(ba-1) / beta``::
+
+        k  = clip(rint(x * r_c) + 2**(ba-1), 0, 2**ba - 1)
+        x^ = (beta / 2**(A-1)) ((k << (A - ba)) - 2**(A-1))
+        dx = dx^ [-2**(ba-1) <= x r_c <= 2**(ba-1) - 1]
+        dbeta = sum dx^ (x^ / beta - [inside] x / beta)
+
+    The clip starts at the 99.9th percentile of ``|x|`` of the first batch (at least
+    1e-3).
+    """
+
+    signed = True
+
+    def __init__(self, params: dict, n_in: int, palette, theta_init: float, dtype):
+        super().__init__(params, n_in, palette, theta_init, dtype)
+        if self.palette[0] < SIGNED_MIN_BITS:
+            raise ValueError(f"act_palette for signed inputs needs lo >= {SIGNED_MIN_BITS} "
+                             f"(at 1 bit the grid is {{-beta, 0}}), got {self.palette}")
+
+    def init_clip(self, x) -> None:
+        """``beta`` = the 99.9th percentile of ``|x|``, at least 1e-3."""
+        self.params["beta"][...] = max(float(np.percentile(np.abs(x), 99.9)), 1e-3)
+
+    def noisy(self, x, u):
+        """-> (x~, :class:`ActNoiseCache`)."""
+        bits, beta = self.soft_bits(), self.params["beta"][0]
+        return noise.signed_act_noise(x, beta, bits, u), ActNoiseCache(x, bits, beta, u)
+
+    def noisy_backward(self, dx_tilde, cache: ActNoiseCache):
+        """-> (dx, {"beta": [1], "theta_a": [C]})."""
+        dx, dbeta, dbits = noise.signed_act_noise_backward(dx_tilde, cache.x, cache.beta,
+                                                           cache.bits, cache.u)
+        return dx, {"beta": np.array([dbeta], self.dtype),
+                    "theta_a": dbits * noise.soft_bits_grad(self.params["theta_a"],
+                                                            *self.palette)}
+
+    def codes(self, x) -> np.ndarray:
+        """uint8 ``clip(rint(x * r_c) + 2**(ba-1), 0, 2**ba - 1)`` (``quantize_signed_acts``)."""
+        return quantize_signed_acts(np.asarray(x, np.float32), self.bits, self.clip())
+
+    def step(self) -> np.float32:
+        """``s_a = beta / 2**(A-1)`` (``signed_act_step``)."""
+        return signed_act_step(self.clip(), self.palette[1])
+
+    def ratio(self) -> np.ndarray:
+        """float32 [C]: ``r_c = 2**(ba-1) / beta`` (``signed_act_ratio``)."""
+        return signed_act_ratio(self.clip(), self.bits)
+
+    def dequantized(self, codes, dtype) -> np.ndarray:
+        """``x^ = s_a * ((k << (A - ba)) - 2**(A-1))`` (float32, then ``dtype``)."""
+        return ste.dequantized_signed_acts(codes, self.bits, self.clip(), self.palette[1],
+                                           dtype)
+
+    def ste_backward(self, dx_hat, x, x_hat):
+        """-> (dx, {"beta": [1]}) by :func:`soniq_ref.ste.signed_act_ste_backward`."""
+        dx, dbeta = ste.signed_act_ste_backward(dx_hat, x, x_hat, self.clip(), self.bits)
         return dx, {"beta": dbeta}

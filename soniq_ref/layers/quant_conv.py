@@ -21,6 +21,9 @@ class QuantConv2d(QuantLayer):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride=1,
                  padding=0, **kwargs):
+        if kwargs.get("signed_input"):
+            raise ValueError("QuantConv2d takes unsigned inputs only (its zero padding is "
+                             "code 0); signed_input is for QuantLinear")
         kh, kw = (kernel_size, kernel_size) if np.isscalar(kernel_size) else kernel_size
         super().__init__(in_channels, out_channels, (out_channels, in_channels, kh, kw),
                          **kwargs)

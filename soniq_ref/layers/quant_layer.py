@@ -19,7 +19,10 @@ The weight side is written here; the input side is the layer's *input quantizer*
            ``theta_a`` [C] per input channel;
 ``PixelInput``  (``first_layer=True``, the network's first layer) reads pixels
            ``k / 255`` as 8-bit codes with ``s_a = 1/255``: no activation clip, no
-           noise, no precision to learn.
+           noise, no precision to learn;
+``SignedActivations``  (``signed_input=True``, linear layers only) like the default
+           on the grid ``[-beta, beta)`` with a zero point, for signed inputs such as
+           a LayerNorm's output.
 
 Parameters (``params``): ``weight``, ``bias``, ``alpha`` [O] (weight clip),
 ``theta_w`` [O] (weight precision), then the input quantizer's (``beta``,
@@ -39,7 +42,7 @@ import numpy as np
 from .. import noise, ste
 from ..backend import get_backend
 from ..quantizers import quantize_weights, weight_step
-from .input_quantizers import LearnedActivations, PixelInput
+from .input_quantizers import LearnedActivations, PixelInput, SignedActivations
 from .module import Module
 from .precision import MIN_CLIP, check_levels, check_palette
 
@@ -75,8 +78,8 @@ class QuantLayer(Module):
     """Base class; subclasses supply the affine map and its integer version."""
 
     def __init__(self, n_in: int, n_out: int, weight_shape: tuple, *, weight_palette=(1, 4),
-                 act_palette=(2, 8), first_layer=False, seed=0, dtype=np.float32,
-                 theta_init=0.0):
+                 act_palette=(2, 8), first_layer=False, signed_input=False, seed=0,
+                 dtype=np.float32, theta_init=0.0):
         super().__init__()
         self.weight_palette = check_palette("weight_palette", weight_palette)
         self.dtype = np.dtype(dtype)
@@ -88,8 +91,14 @@ class QuantLayer(Module):
         self.params["bias"] = np.zeros(n_out, self.dtype)
         self.params["alpha"] = np.ones(n_out, self.dtype)
         self.params["theta_w"] = np.full(n_out, theta_init, self.dtype)
-        self.input_quantizer = PixelInput(n_in) if first_layer else \
-            LearnedActivations(self.params, n_in, act_palette, theta_init, self.dtype)
+        if first_layer and signed_input:
+            raise ValueError("first_layer reads pixels, which are not signed: pass one of "
+                             "first_layer, signed_input")
+        if first_layer:
+            self.input_quantizer = PixelInput(n_in)
+        else:
+            kind = SignedActivations if signed_input else LearnedActivations
+            self.input_quantizer = kind(self.params, n_in, act_palette, theta_init, self.dtype)
         self.mode = "float"
         self.backend = "ref"             # backend for the integer core in exact mode
         self.clips_ready = False
@@ -113,6 +122,11 @@ class QuantLayer(Module):
     def first_layer(self) -> bool:
         """Whether the layer reads pixels (its input quantizer is a ``PixelInput``)."""
         return isinstance(self.input_quantizer, PixelInput)
+
+    @property
+    def signed_input(self) -> bool:
+        """Whether the input is quantized on the signed grid (``SignedActivations``)."""
+        return self.input_quantizer.signed
 
     @property
     def act_palette(self) -> tuple[int, int]:

@@ -1,10 +1,13 @@
 """QuantLinear: ``y = x~ @ w~.T + bias`` with x [M, C], w [O, C], y [M, O].
 
-The quantizers, modes and parameters are described in :mod:`.quant_layer`.
+The quantizers, modes and parameters are described in :mod:`.quant_layer`. With
+``signed_input=True`` the integer accumulator is taken over the signed levels:
+``linear_int`` on the (unsigned) codes less :func:`soniq_ref.integer_core.signed_input_offset`.
 """
 
 from __future__ import annotations
 
+from ..integer_core import signed_input_offset
 from .quant_layer import QuantLayer
 
 
@@ -26,4 +29,7 @@ class QuantLinear(QuantLayer):
         return dy.sum(axis=0)
 
     def _integer_affine(self, backend, a_codes, w_codes):
-        return backend.linear_int(a_codes, self.a_bits, w_codes, self.w_bits, self.act_bits_hi)
+        acc = backend.linear_int(a_codes, self.a_bits, w_codes, self.w_bits, self.act_bits_hi)
+        if self.signed_input:
+            acc = acc - signed_input_offset(w_codes, self.w_bits, self.act_bits_hi)
+        return acc
