@@ -227,3 +227,28 @@ def test_signed_clip_starts_at_the_magnitude_percentile():
     layer.forward(x)
     assert layer.params["beta"][0] == pytest.approx(np.percentile(np.abs(x), 99.9))
     assert layer.signed_input and not QuantLinear(4, 2).signed_input
+
+
+def test_the_worked_example_of_docs_semantics():
+    """docs/semantics.md, "Signed inputs", by hand: acc -20, offset -4, signed sum -16."""
+    from soniq_ref.quantizers import quantize_weights
+    w_bits = np.array([2], np.uint8)
+    w_codes = quantize_weights(np.array([[0.5, -0.1, -0.6]], np.float32),
+                               np.array([0.6], np.float32), w_bits)
+    assert w_codes.tolist() == [[3, 1, 0]]
+    a_bits = np.array([2, 3, 3], np.uint8)
+    codes = quantize_signed_acts(np.array([[-0.7, 0.3, 1.2]], np.float32), a_bits, 1.0)
+    assert codes.tolist() == [[1, 5, 7]]
+    assert dequantize_signed_acts(codes, a_bits, 1.0, 3).tolist() == [[-0.5, 0.25, 0.75]]
+    acc = linear_int(codes, a_bits, w_codes, w_bits, 3)
+    offset = signed_input_offset(w_codes, w_bits, 3)
+    assert (int(acc[0, 0]), int(offset[0])) == (-20, -4)
+    layer = QuantLinear(3, 1, weight_palette=(2, 2), act_palette=(2, 3), signed_input=True)
+    layer.params["weight"][...] = [[0.5, -0.1, -0.6]]
+    layer.params["alpha"][...] = 0.6
+    layer.params["beta"][...] = 1.0
+    layer.clips_ready = True
+    layer.set_bits(w_bits, a_bits)
+    layer.set_mode("exact")
+    y = layer.forward(np.array([[-0.7, 0.3, 1.2]], np.float32))
+    assert y[0, 0] == np.float32(np.float32(0.2) * np.float32(0.25)) * np.float32(-16)
