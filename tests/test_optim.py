@@ -86,3 +86,17 @@ def test_cosine_schedule():
     assert cosine_lr(3, 0, 0.2) == 0.2
     lrs = [cosine_lr(t, 40, 1.0) for t in range(41)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet"])
+def test_every_parameter_has_exactly_one_optimizer(name):
+    """The precisions (theta_w, theta_a), nested in blocks or not, go to their own Adam
+    and nowhere else; every other parameter to the main optimizer."""
+    from soniq_ref.models import build_model
+    from soniq_ref.train.trainer import TrainConfig, _optimizers
+    model = build_model(name, (1, 8, 8), 3)
+    opt, theta_opt, _ = _optimizers(model, TrainConfig(), 1.0)
+    main, theta = set(opt.params), set(theta_opt.params)
+    assert not main & theta and main | theta == set(model.params)
+    assert theta == {k for k in model.params if k.endswith((".theta_w", ".theta_a"))}
+    assert any(k.count(".") > 1 for k in theta) == (name == "resnet")

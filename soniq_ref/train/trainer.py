@@ -117,9 +117,15 @@ def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
     return 100.0 * float(np.mean(pred == labels)) if len(labels) else float("nan")
 
 
+def _is_precision(name: str) -> bool:
+    """Whether a registry name (``"3.theta_w"``, ``"2.conv1.theta_a"``) is a precision."""
+    return name.rsplit(".", 1)[-1] in THETA_NAMES
+
+
 def _optimizers(model: Sequential, config: TrainConfig, lr_scale: float):
-    main = {k: p for k, p in model.params.items() if k.split(".", 1)[1] not in THETA_NAMES}
-    theta = {k: p for k, p in model.params.items() if k.rsplit(".", 1)[1] in THETA_NAMES}
+    """The main optimizer over every parameter but the precisions; Adam over those."""
+    main = {k: p for k, p in model.params.items() if not _is_precision(k)}
+    theta = {k: p for k, p in model.params.items() if _is_precision(k)}
     opt = (Adam(main, weight_decay=config.weight_decay) if config.optimizer == "adam"
            else SGD(main, momentum=0.9, weight_decay=config.weight_decay))
     return opt, Adam(theta), config.lr * lr_scale
