@@ -171,6 +171,65 @@ def resnet(input_shape, n_classes: int, *, depth: int = 8, width: int = 16,
     return Sequential(layers)
 
 
+VIT_POOLS = ("mean", "cls")
+
+
+def vit(input_shape, n_classes: int, *, patch: int | None = None, dim: int = 64,
+        heads: int = 4, depth: int = 4, mlp_ratio: int = 2, pool: str = "mean",
+        activation: str = "relu", weight_palette=(1, 4), act_palette=(2, 8), seed: int = 0,
+        dtype=np.float32) -> Sequential:
+    """A Vision Transformer whose every affine map is a ``QuantLinear``.
+
+    PatchEmbedding (p x p patches, its projection reads the pixels; ``patch`` defaults
+    to H / 4, a 4 x 4 grid of 16 tokens) -> [ClassToken, with ``pool="cls"``] ->
+    PositionEmbedding -> ``depth`` :class:`~soniq_ref.layers.transformer_block.TransformerBlock`
+    (``heads`` heads, MLP ``mlp_ratio * dim`` wide, ``activation`` relu or gelu) ->
+    LayerNorm -> TokenMean (``pool="mean"``) or FirstToken (``"cls"``) -> QuantLinear
+    classifier. Every map that reads a LayerNorm's output, the attention's output or a
+    GELU's has a signed input (``signed_input=True``); the ReLU's reader and the patch
+    projection read non-negative values.
+    """
+    from .layers.layernorm import LayerNorm
+    from .layers.tokens import (ClassToken, FirstToken, PatchEmbedding, PositionEmbedding,
+                                TokenMean)
+    from .layers.transformer_block import TransformerBlock
+
+    c, h, w = _check_shape(input_shape)
+    if patch is None:
+        if h % 4 or w % 4:
+            raise ValueError(f"the default patch is H / 4, but H = {h}, W = {w} are not "
+                             f"multiples of 4: pass patch")
+        patch = h // 4
+    if type(patch) is not int or patch < 1 or h % patch or w % patch:
+        raise ValueError(f"patch must be a positive integer dividing H = {h} and W = {w}, "
+                         f"got {patch!r}")
+    for name, value in (("dim", dim), ("heads", heads), ("depth", depth)):
+        if type(value) is not int or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if pool not in VIT_POOLS:
+        raise ValueError(f"pool must be one of {', '.join(VIT_POOLS)}, got {pool!r}")
+    palettes = dict(weight_palette=weight_palette, act_palette=act_palette)
+
+    def quant(**fixed):
+        return lambda n_in, n_out, *, seed, dtype: QuantLinear(n_in, n_out, seed=seed,
+                                                               dtype=dtype, **palettes, **fixed)
+
+    tokens = (h // patch) * (w // patch) + (pool == "cls")
+    layers = [PatchEmbedding(c, patch, dim, [int(seed), 0], dtype=dtype,
+                             linear=quant(first_layer=True))]
+    if pool == "cls":
+        layers.append(ClassToken(dim, dtype=dtype))
+    layers.append(PositionEmbedding(tokens, dim, [int(seed), 1], dtype=dtype))
+    layers += [TransformerBlock(dim, heads, mlp_ratio=mlp_ratio, activation=activation,
+                                seed=[int(seed), 2 + i], dtype=dtype, linear=quant(),
+                                signed_linear=quant(signed_input=True))
+               for i in range(depth)]
+    layers += [LayerNorm(dim, dtype=dtype), TokenMean() if pool == "mean" else FirstToken(),
+               quant(signed_input=True)(dim, int(n_classes), seed=[int(seed), 2 + depth],
+                                        dtype=dtype)]
+    return Sequential(layers)
+
+
 def build_model(name: str, input_shape, n_classes: int, **kwargs) -> Sequential:
     """``mlp``, ``cnn`` or ``resnet`` by name."""
     if name not in MODEL_NAMES:

@@ -1,8 +1,10 @@
 """Multi-head self-attention: x [B, T, D] -> y [B, T, D] (x's dtype).
 
-``H`` heads of width ``d = D / H``. Two affine maps, each a :class:`.Linear` child on
-the [B*T, D] rows (the place a ``QuantLinear`` will take): ``qkv`` (weight [3D, D],
-bias [3D]) and ``out`` (weight [D, D], bias [D]). Forward, per batch and head::
+``H`` heads of width ``d = D / H``. Two affine maps on the [B*T, D] rows, each built by
+the ``linear`` factory (:class:`.Linear` by default; the ViT passes a signed-input
+``QuantLinear``: both read signed values): ``qkv`` (weight [3D, D], bias [3D]) and
+``out`` (weight [D, D], bias [D]). Q K^T and P V are float products. Forward, per
+batch and head::
 
     [q | k | v] = x @ W_qkv.T + b_qkv                       each [B, H, T, d]
     S = q @ k.T / sqrt(d)                                   [B, H, T, T]
@@ -30,7 +32,7 @@ import math
 
 import numpy as np
 
-from .linear import Linear
+from .linear import Linear, on_tokens, on_tokens_backward
 from .module import Module
 
 
@@ -49,14 +51,14 @@ def softmax_backward(p: np.ndarray, dp: np.ndarray) -> np.ndarray:
 class MultiHeadSelfAttention(Module):
     """Scaled dot-product self-attention with ``heads`` heads (see the module docstring)."""
 
-    def __init__(self, dim: int, heads: int, seed=0, *, dtype=np.float32):
+    def __init__(self, dim: int, heads: int, seed=0, *, dtype=np.float32, linear=Linear):
         super().__init__()
         if heads < 1 or dim % heads:
             raise ValueError(f"dim must be a multiple of heads, got dim={dim}, heads={heads}")
         self.dim, self.heads = int(dim), int(heads)
         seeds = [[int(v) for v in np.atleast_1d(seed)] + [j] for j in range(2)]
-        self.qkv = Linear(dim, 3 * dim, seed=seeds[0], dtype=dtype)
-        self.out = Linear(dim, dim, seed=seeds[1], dtype=dtype)
+        self.qkv = linear(dim, 3 * dim, seed=seeds[0], dtype=dtype)
+        self.out = linear(dim, dim, seed=seeds[1], dtype=dtype)
         self.params = {f"{n}.{k}": p for n, layer in self.named_layers()
                        for k, p in layer.params.items()}
         self._cache = None
@@ -79,25 +81,25 @@ class MultiHeadSelfAttention(Module):
         if x.ndim != 3 or x.shape[2] != self.dim:
             raise ValueError(f"x must be [B, T, {self.dim}], got shape {x.shape}")
         b, t, _ = x.shape
-        q, k, v = self._split_heads(self.qkv.forward(x.reshape(b * t, self.dim)), b, t)
+        q, k, v = self._split_heads(on_tokens(self.qkv, x), b, t)
         scale = 1 / math.sqrt(self.dim // self.heads)
         p = softmax(q @ k.swapaxes(-1, -2) * scale)
         self._cache = (q, k, v, p, scale)
-        o = (p @ v).transpose(0, 2, 1, 3).reshape(b * t, self.dim)
-        return self.out.forward(o).reshape(b, t, self.dim)
+        o = (p @ v).transpose(0, 2, 1, 3).reshape(b, t, self.dim)
+        return on_tokens(self.out, o)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         q, k, v, p, scale = self._cache
         b, h, t, d = q.shape
-        d_o = self.out.backward(dy.reshape(b * t, self.dim))
+        d_o = on_tokens_backward(self.out, dy)
         d_o = d_o.reshape(b, t, h, d).transpose(0, 2, 1, 3)
         dv = p.swapaxes(-1, -2) @ d_o
         ds = softmax_backward(p, d_o @ v.swapaxes(-1, -2)) * scale
         dq, dk = ds @ k, ds.swapaxes(-1, -2) @ q
-        d_qkv = np.stack([dq, dk, dv]).transpose(1, 3, 0, 2, 4).reshape(b * t, 3 * self.dim)
-        return self.qkv.backward(d_qkv).reshape(b, t, self.dim)
+        d_qkv = np.stack([dq, dk, dv]).transpose(1, 3, 0, 2, 4).reshape(b, t, 3 * self.dim)
+        return on_tokens_backward(self.qkv, d_qkv)
 
     def _split_heads(self, qkv: np.ndarray, b: int, t: int):
-        """[B*T, 3D] -> q, k, v, each [B, H, T, d]."""
+        """[B, T, 3D] -> q, k, v, each [B, H, T, d]."""
         h = self.heads
         return qkv.reshape(b, t, 3, h, self.dim // h).transpose(2, 0, 3, 1, 4)

@@ -7,10 +7,11 @@ gradient checks)::
     backward:  dx = dy @ weight,   d weight = dy.T @ x,   d bias = sum_m dy[m]
 
 It is the float stand-in for :class:`.QuantLinear` inside the Transformer layers
-(:mod:`.attention`, :mod:`.tokens`): the same constructor, parameter names ``weight`` /
-``bias`` and initialisation (He normal, ``sqrt(2 / C)``, from the first stream of
-``SeedSequence(seed).spawn(2)``), so a ``QuantLinear`` with the same seed can take its
-place and start from the same weights.
+(:mod:`.attention`, :mod:`.tokens`, :mod:`.transformer_block`): the same constructor,
+parameter names ``weight`` / ``bias`` and initialisation (He normal, ``sqrt(2 / C)``,
+from the first stream of ``SeedSequence(seed).spawn(2)``), so a ``QuantLinear`` with the
+same seed takes its place (each of those layers has a ``linear`` argument, the factory
+that builds its affine maps) and starts from the same weights.
 """
 
 from __future__ import annotations
@@ -43,3 +44,21 @@ class Linear(Module):
         self.grads = {"weight": (dy.T @ self._x).astype(self.dtype),
                       "bias": dy.sum(axis=0).astype(self.dtype)}
         return dy @ self.params["weight"]
+
+
+def on_tokens(layer: Module, x: np.ndarray) -> np.ndarray:
+    """Apply a row layer (``Linear`` or ``QuantLinear``) to every token: x [B, T, C] ->
+    [B, T, O], through the [B*T, C] rows. A quantized layer then counts ``T`` values per
+    input channel and sample (``act_channel_size``, what the bit budget weighs its
+    activation precision by), as a convolution counts its H*W positions."""
+    b, t, c = x.shape
+    y = layer.forward(x.reshape(b * t, c))
+    if hasattr(layer, "act_channel_size"):
+        layer.act_channel_size = t
+    return y.reshape(b, t, -1)
+
+
+def on_tokens_backward(layer: Module, dy: np.ndarray) -> np.ndarray:
+    """The backward of :func:`on_tokens`: dy [B, T, O] -> dx [B, T, C]."""
+    b, t, o = dy.shape
+    return layer.backward(dy.reshape(b * t, o)).reshape(b, t, -1)

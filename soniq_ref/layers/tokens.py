@@ -6,8 +6,9 @@ gradient checks).
 
 ``PatchEmbedding``  x [B, C, H, W] -> [B, T, D], ``T = (H / p) (W / p)``: cut the image
     into non-overlapping p x p patches, row by row over the patch grid; flatten each in
-    (channel, row, column) order to a vector of ``C p p``; apply the :class:`.Linear`
-    child ``proj`` (weight [D, C p p], bias [D]). That is a p x p convolution with stride
+    (channel, row, column) order to a vector of ``C p p``; apply the child
+    ``proj`` (weight [D, C p p], bias [D]), built by the ``linear`` factory
+    (:class:`.Linear` by default; the ViT's is a ``QuantLinear`` that reads the pixels). That is a p x p convolution with stride
     p, its weight reshaped to [D, C, p, p]. Backward: ``proj``'s backward, then the
     patches put back in place (they do not overlap, so nothing is summed).
 ``PositionEmbedding``  x [B, T, D] -> ``x + table``, learned ``table`` [T, D] (initial
@@ -17,13 +18,15 @@ gradient checks).
     ``d token = sum_b dy[b, :1]``.
 ``TokenMean``  x [B, T, D] -> [B, D], the mean over tokens. Backward: ``dy / T`` copied
     to every token.
+``FirstToken``  x [B, T, D] -> [B, D], token 0 (the class token). Backward: ``dy`` into
+    token 0, zeros elsewhere.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .linear import Linear
+from .linear import Linear, on_tokens, on_tokens_backward
 from .module import Module
 
 
@@ -36,12 +39,13 @@ def _check_tokens(x: np.ndarray, dim: int, tokens: int | None = None) -> None:
 class PatchEmbedding(Module):
     """Non-overlapping p x p patches, each mapped linearly to D features."""
 
-    def __init__(self, in_channels: int, patch: int, dim: int, seed=0, *, dtype=np.float32):
+    def __init__(self, in_channels: int, patch: int, dim: int, seed=0, *, dtype=np.float32,
+                 linear=Linear):
         super().__init__()
         if patch < 1:
             raise ValueError(f"patch must be >= 1, got {patch!r}")
         self.in_channels, self.patch, self.dim = int(in_channels), int(patch), int(dim)
-        self.proj = Linear(in_channels * patch * patch, dim, seed=seed, dtype=dtype)
+        self.proj = linear(in_channels * patch * patch, dim, seed=seed, dtype=dtype)
         self.params = {f"proj.{k}": p for k, p in self.proj.params.items()}
         self._shape = None
 
@@ -64,12 +68,12 @@ class PatchEmbedding(Module):
         self._shape = x.shape
         rows = x.reshape(b, c, h // p, p, w // p, p).transpose(0, 2, 4, 1, 3, 5)
         t = (h // p) * (w // p)
-        return self.proj.forward(rows.reshape(b * t, c * p * p)).reshape(b, t, self.dim)
+        return on_tokens(self.proj, rows.reshape(b, t, c * p * p))
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         b, c, h, w = self._shape
         p = self.patch
-        d_rows = self.proj.backward(dy.reshape(-1, self.dim))
+        d_rows = on_tokens_backward(self.proj, dy)
         d_rows = d_rows.reshape(b, h // p, w // p, c, p, p).transpose(0, 3, 1, 4, 2, 5)
         return d_rows.reshape(b, c, h, w)
 
@@ -133,3 +137,18 @@ class TokenMean(Module):
     def backward(self, dy: np.ndarray) -> np.ndarray:
         t = self._shape[1]
         return np.ascontiguousarray(np.broadcast_to((dy / t)[:, None, :], self._shape))
+
+
+class FirstToken(Module):
+    """Token 0 of every sample: [B, T, D] -> [B, D]."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim != 3:
+            raise ValueError(f"x must be [B, T, D], got shape {x.shape}")
+        self._shape = x.shape
+        return np.ascontiguousarray(x[:, 0])
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        dx = np.zeros(self._shape, dy.dtype)
+        dx[:, 0] = dy
+        return dx
