@@ -1,9 +1,13 @@
-"""Training speed: one epoch of the default CNN in soniq_ref vs PyTorch on CPU.
+"""Training speed: one epoch of the default CNN or ViT in soniq_ref vs PyTorch on CPU.
 
 Times one training epoch (forward, cross-entropy, backward, Adam step; batch 64)
-of the network ``soniq train`` builds for the dataset -- conv 3x3 1->32, BN, ReLU,
-maxpool 2, conv 3x3 32->64, BN, ReLU, maxpool 2, linear -> 10 (linear 256->10 on
-the 8x8 digits, 3136->10 on the 28x28 Fashion-MNIST images) -- in one process:
+of the network ``soniq train`` builds for the dataset, in one process. ``--model cnn``
+(the default): conv 3x3 1->32, BN, ReLU, maxpool 2, conv 3x3 32->64, BN, ReLU,
+maxpool 2, linear -> 10 (linear 256->10 on the 8x8 digits, 3136->10 on the 28x28
+Fashion-MNIST images). ``--model vit``: ``soniq_ref.models.vit`` with its defaults --
+a 4x4 grid of patches (7x7 on Fashion-MNIST) projected to 64 features, a learned
+position table, 4 pre-norm blocks (LayerNorm, 4-head self-attention, LayerNorm, MLP
+64->128->64 with ReLU, residual adds), LayerNorm, the mean over tokens, linear -> 10:
 
 * soniq_ref in float mode (the --fp32 baseline), noise mode (phase 1, with the
   bit-budget penalty and the precision optimizer) and exact mode (phase 2, integer
@@ -22,8 +26,8 @@ markdown table with each ratio to PyTorch at the same thread count and each
 speed-up of the last thread count over the first; ``--json`` writes the figures. PyTorch is a benchmark-only extra
 (``pip install -e ".[bench-torch]"``); without it the script says so and exits 2.
 
-    python benchmarks/train_speed.py [--dataset digits|fashion-mnist] [--data-dir DIR]
-        [--batches N] [--repeats 3] [--threads 1,all] [--clock wall|thread] [--json out.json]
+    python benchmarks/train_speed.py [--model cnn|vit] [--dataset digits|fashion-mnist]
+        [--data-dir DIR] [--batches N] [--repeats 3] [--threads 1,all] [--clock wall|thread] [--json out.json]
 """
 
 from __future__ import annotations
@@ -73,27 +77,71 @@ def _numpy_epoch(model, mode, x, y):
     return epoch
 
 
-def _soniq_epochs(x, y) -> dict:
+def _soniq_epochs(name, x, y) -> dict:
     """{"soniq_ref <mode>": epoch function}; the modes share one model, bits snapped
     (after one noise-mode batch has set the clips) before exact mode runs."""
-    from soniq_ref.models import cnn
+    from soniq_ref.models import cnn, vit
     from soniq_ref.train import snap
 
-    model = cnn(x.shape[1:], 10, seed=0)
+    model = (cnn if name == "cnn" else vit)(x.shape[1:], 10, seed=0)
     model.set_mode("noise")
     model.forward(x[:BATCH])
     snap(model.quant_layers(), 2.0, 4.0)
     return {f"soniq_ref {mode}": _numpy_epoch(model, mode, x, y) for mode in MODES}
 
 
-def _torch_epoch(torch, x, y):
+def _torch_cnn(torch, shape):
+    nn = torch.nn
+    c, h, w = shape
+    flat = 64 * (h // 4) * (w // 4)
+    return nn.Sequential(nn.Conv2d(c, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64),
+                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(flat, 10))
+
+
+def _torch_vit(torch, shape, dim=64, heads=4, depth=4, mlp_ratio=2):
+    """soniq_ref.models.vit's network in torch.nn (same shapes, same order of layers)."""
+    nn = torch.nn
+    c, h, w = shape
+    p = h // 4
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+            self.qkv, self.out = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+            self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.ReLU(),
+                                     nn.Linear(mlp_ratio * dim, dim))
+
+        def forward(self, x):
+            b, t, _ = x.shape
+            q, k, v = self.qkv(self.ln1(x)).reshape(b, t, 3, heads, dim // heads) \
+                .permute(2, 0, 3, 1, 4)
+            att = torch.softmax(q @ k.transpose(-1, -2) * (dim // heads) ** -0.5, dim=-1)
+            x = x + self.out((att @ v).transpose(1, 2).reshape(b, t, dim))
+            return x + self.mlp(self.ln2(x))
+
+    class ViT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(c * p * p, dim)
+            self.table = nn.Parameter(0.02 * torch.randn((h // p) * (w // p), dim))
+            self.blocks = nn.Sequential(*[Block() for _ in range(depth)])
+            self.ln, self.head = nn.LayerNorm(dim), nn.Linear(dim, 10)
+
+        def forward(self, x):
+            b = x.shape[0]
+            rows = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
+            tokens = self.proj(rows.reshape(b, -1, c * p * p)) + self.table
+            return self.head(self.ln(self.blocks(tokens)).mean(dim=1))
+
+    return ViT()
+
+
+def _torch_epoch(name, torch, x, y):
     nn = torch.nn
     torch.manual_seed(0)
-    c, h, w = x.shape[1:]
-    flat = 64 * (h // 4) * (w // 4)
-    net = nn.Sequential(nn.Conv2d(c, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-                        nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64),
-                        nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(flat, 10))
+    net = (_torch_cnn if name == "cnn" else _torch_vit)(torch, x.shape[1:])
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
@@ -140,6 +188,7 @@ def _cpu_model() -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("cnn", "vit"), default="cnn")
     parser.add_argument("--dataset", choices=("digits", "fashion-mnist"), default="digits")
     parser.add_argument("--data-dir", default=None,
                         help="folder of the Fashion-MNIST files (default: where soniq finds "
@@ -175,10 +224,11 @@ def main(argv=None) -> int:
     for count in threads:
         torch.set_num_threads(count)
         with threadpool_limits(limits=count, user_api="blas"), parallel.workers(count):
-            epochs = {"PyTorch float32": _torch_epoch(torch, x, y), **_soniq_epochs(x, y)}
+            epochs = {"PyTorch float32": _torch_epoch(args.model, torch, x, y),
+                      **_soniq_epochs(args.model, x, y)}
             seconds[count] = _best_of_turns(epochs, args.repeats, CLOCKS[clocks[count]])
     machine = (f"{_cpu_model()}, {platform.machine()}, {os.cpu_count()} logical CPUs")
-    print(f"one epoch, {args.dataset} ({len(x)} training images), batch {BATCH}, best of "
+    print(f"one epoch, {args.model}, {args.dataset} ({len(x)} training images), batch {BATCH}, best of "
           f"{args.repeats}; torch {torch.__version__}; numpy {np.__version__}; {machine}\n")
     names = list(seconds[threads[0]])
     heads = " | ".join(f"{t} thread{'s' * (t > 1)} ({clocks[t]}): s / epoch | ratio to PyTorch"
@@ -194,7 +244,7 @@ def main(argv=None) -> int:
                 if speedup else "")
         print(f"| {name} | {cells}{gain} |")
     if args.json:
-        report = {"dataset": args.dataset, "batch": BATCH, "images": int(len(x)),
+        report = {"model": args.model, "dataset": args.dataset, "batch": BATCH, "images": int(len(x)),
                   "repeats": args.repeats, "clocks": {str(t): c for t, c in clocks.items()},
                   "torch": torch.__version__,
                   "numpy": np.__version__, "machine": machine,

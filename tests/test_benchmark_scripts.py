@@ -61,10 +61,12 @@ def test_deploy_models_reads_a_model_file(tmp_path):
     assert "| 2 | 1 (wall) |" in out and "conv + requantize" in out
 
 
-def test_train_speed_times_every_mode_and_pytorch():
+@pytest.mark.parametrize("model", ["cnn", "vit"])
+def test_train_speed_times_every_mode_and_pytorch(model):
     pytest.importorskip("torch", reason="torch is not installed: pip install -e '.[bench-torch]'")
-    out = run_script("train_speed.py", "--batches", "2", "--repeats", "1", "--threads", "1",
-                     "--clock", "thread")
+    out = run_script("train_speed.py", "--model", model, "--batches", "2", "--repeats", "1",
+                     "--threads", "1", "--clock", "thread")
+    assert f"one epoch, {model}, digits" in out
     rows = [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ")]
     assert rows[1:] == ["PyTorch float32", "soniq_ref float", "soniq_ref noise",
                         "soniq_ref exact"]
