@@ -137,3 +137,40 @@ def test_soniq_info_shows_the_stages(tmp_path):
     assert [row["kind"] for row in info["stages"]] == ["patch_embed_cls", "transformer_block",
                                                        "transformer_block", "token_head"]
     assert info["n_classes"] == 3 and info["stages"][1]["output_shape"] == [17, 8]
+
+
+def test_soniq_train_vit_then_eval_on_two_backends(tmp_path):
+    """``soniq train --model vit``: the run's accuracy is the saved model's on ref and cpu,
+    with the same logits bit for bit; the shape options are recorded."""
+    from soniq_ref.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--model", "vit", "--dataset", "digits", "--epochs-phase1", "1",
+                 "--epochs-phase2", "1", "--dim", "8", "--heads", "2", "--depth", "1",
+                 "--pool", "cls", "--mlp-activation", "gelu", "--seed", "3", "--quiet",
+                 "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["model"], metrics["depth"], metrics["dim"], metrics["heads"],
+            metrics["patch"], metrics["pool"], metrics["mlp_activation"]) == \
+        ("vit", 1, 8, 2, 2, "cls", "gelu")
+    model = fileformat.load(out / "model.soniq")
+    assert model.metadata["training"]["pool"] == "cls"
+    assert [s.kind for s in model.stages] == ["patch_embed_cls", "transformer_block",
+                                              "token_head"]
+    runs = [json.loads(subprocess.run(
+        [sys.executable, "-m", "soniq_ref.cli", "eval", str(out / "model.soniq"), "--json",
+         "--backend", backend], capture_output=True, text=True, check=True).stdout)
+        for backend in ("ref", "cpu")]
+    assert runs[0]["test_accuracy"] == runs[1]["test_accuracy"] == metrics["test_accuracy"]
+    assert runs[0]["logits_sha256"] == runs[1]["logits_sha256"]
+
+
+def test_soniq_train_vit_fp32(tmp_path):
+    from soniq_ref.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--model", "vit", "--fp32", "--epochs-phase1", "1",
+                 "--epochs-phase2", "0", "--dim", "8", "--heads", "2", "--depth", "1",
+                 "--quiet", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mean_weight_bits"] == 32 and (out / "model_fp32.npz").is_file()
