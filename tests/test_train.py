@@ -110,7 +110,7 @@ def test_phase2_only_snaps_untrained_precisions():
     ("lambda_w", -1.0, "lambda_w"), ("limit_train", 0, "limit_train"),
     ("heads", 3, "multiple of heads"), ("dim", 0, "dim"), ("pool", "max", "pool"),
     ("mlp_activation", "tanh", "mlp_activation"), ("patch", 0, "patch"),
-    ("depth", 9, "depth"),
+    ("depth", 0, "depth"),
 ])
 def test_config_is_validated(field, value, message):
     with pytest.raises(ValueError, match=message):
