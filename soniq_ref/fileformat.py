@@ -26,7 +26,10 @@ The file stores only what cannot be derived (:mod:`soniq_ref.compact`): a
 quantized stage ``i`` keeps its weight planes at their bit widths as one bit
 stream (``i.weight_planes``), its weight and input bit widths as one palette-level
 bit each (``i.weight_levels``, ``i.input_levels``), ``i.scale`` and ``i.bias``, and
-(all but the last stage) the float32 clip ``out_clip`` in its manifest entry. Its
+(all but the last stage) the float32 clip ``out_clip`` in its manifest entry (the
+token stages of a Transformer store their maps the same way, each with its input
+clip, and their LayerNorms, position table and class token as float32 tensors;
+docs/file-format.md, "Transformer stages"). Its
 requantization (``out_bits``, ``out_ratio``, per channel or per position) follows
 from the next quantized stage's input bits and that clip and is rebuilt on load
 (:mod:`soniq_ref.stages.link`); the writer refuses a model where it would not.
