@@ -771,3 +771,13 @@ def test_bad_float_tensors_of_token_stages_are_refused(vit_raw, name, change, ma
         blob = arr.tobytes()
     assert_refused(_replace_tensor(vit_raw, name, "U8" if change == "dtype" else "F32",
                                    shape, blob), match)
+
+
+def test_attention_scores_beyond_the_geometry_limit_are_refused(vit_raw):
+    """A 364 x 364 image in 2 x 2 patches: 33,125 tokens, and 2 heads of 33,125^2 scores
+    per sample, more than any backend runs; the table is there, so only that is wrong."""
+    side, tokens = 364, (364 // 2) ** 2 + 1
+    table = np.zeros((tokens, 8), "<f4").tobytes()
+    raw = _replace_tensor(vit_raw, "0.position.table", "F32", [tokens, 8], table)
+    assert_refused(_edit_manifest(raw, lambda m: m.update(input_shape=[1, side, side])),
+                   "attention scores")
