@@ -81,8 +81,8 @@ def to_onnx(model):
 
     for stage in model.stages:
         if type(stage).to_onnx is Stage.to_onnx:
-            raise ValueError(f"this model has a {stage.kind} stage, which has no ONNX form: "
-                             f"only convolutional and fully connected models export to ONNX")
+            raise ValueError(f"a {stage.kind} stage has no ONNX form: only convolutional and "
+                             f"fully connected models export to ONNX")
     from onnx import TensorProto, checker, helper
 
     g = OnnxGraph()

@@ -15,6 +15,7 @@ LayerNorms, the position table and the class token are copied as float32.
 from __future__ import annotations
 
 from .layers.layernorm import LayerNorm
+from .layers.quant_linear import QuantLinear
 from .layers.tokens import ClassToken, FirstToken, PatchEmbedding, PositionEmbedding, TokenMean
 from .layers.transformer_block import TransformerBlock
 from .stages.layer_norm import LayerNormParams
@@ -39,7 +40,7 @@ def _refuse(layer) -> None:
 
 def _map(layer, where: str, want: str) -> TokenLinear:
     """The map of ``layer``, checked to read what its place in the stage says (``want``)."""
-    if type(layer).__name__ != "QuantLinear":
+    if not isinstance(layer, QuantLinear):
         raise ValueError(f"{where}: expected a QuantLinear, got {type(layer).__name__}")
     mapping = TokenLinear.from_layer(layer, where)
     if mapping.input != want:
