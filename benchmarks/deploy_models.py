@@ -86,7 +86,7 @@ def fashion_deploy(seed: int = 0, network: str = "cnn", width: int | None = None
     trainer's default budget (see the module docstring)."""
     from soniq_ref.deploy import DeployModel
     from soniq_ref.layers.batchnorm import BatchNorm
-    from soniq_ref.models import cnn, resnet
+    from soniq_ref.models import DEFAULT_DEPTHS, cnn, resnet
     from soniq_ref.train import TrainConfig, snap
 
     config = TrainConfig(dataset="fashion-mnist", width=width or TrainConfig.width)
@@ -95,8 +95,8 @@ def fashion_deploy(seed: int = 0, network: str = "cnn", width: int | None = None
                     seed=seed)
     net = cnn(FASHION_SHAPE, FASHION_CLASSES, channels=config.channels, **palettes) \
         if network == "cnn" else \
-        resnet(FASHION_SHAPE, FASHION_CLASSES, depth=config.depth, width=config.width,
-               **palettes)
+        resnet(FASHION_SHAPE, FASHION_CLASSES, depth=DEFAULT_DEPTHS["resnet"],
+               width=config.width, **palettes)
     net.set_mode("noise")
     net.eval()
     pixels = rng.integers(0, 256, (config.batch_size,) + FASHION_SHAPE).astype(np.uint8)

@@ -67,9 +67,19 @@ def _trained_resnet() -> DeployModel:
     return train(config).deploy
 
 
+def _trained_vit() -> DeployModel:
+    """patch_embed_cls, transformer_block (GELU), token_head."""
+    from soniq_ref.train import TrainConfig, train
+    config = TrainConfig(model="vit", dim=8, heads=2, depth=1, pool="cls",
+                         mlp_activation="gelu", epochs_phase1=1, epochs_phase2=1,
+                         limit_train=64, batch_size=32, seed=1)
+    return train(config).deploy
+
+
 SEEDS = {"linear.soniq": fileformat.to_bytes(_linear_model()),
          "cnn.soniq": fileformat.to_bytes(_trained_cnn()),
-         "resnet.soniq": fileformat.to_bytes(_trained_resnet())}
+         "resnet.soniq": fileformat.to_bytes(_trained_resnet()),
+         "vit.soniq": fileformat.to_bytes(_trained_vit())}
 IMAGES = {}
 LOGITS = {}
 for _name, _raw in SEEDS.items():

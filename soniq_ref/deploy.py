@@ -7,7 +7,10 @@ norm folded into its epilogue, its output requantized to the next layer's input
 codes), ``PoolStage`` (max pooling on the codes), ``FlattenStage``,
 ``ResidualStage`` (a residual block: two convolutions, the skip, the add and the
 requantization) and ``PooledLinearStage`` (global average pooling and the
-classifier). Each stage type
+classifier). A Vision Transformer becomes ``PatchEmbedStage``,
+``TransformerBlockStage`` per block and ``TokenHeadStage``
+(:mod:`soniq_ref.token_export`): after the first, its stages hand float32 tokens
+[B, T, D] from one to the next instead of uint8 codes. Each stage type
 knows its shapes, how it runs on a backend, its description and its part of the
 ``.soniq`` file, so a new stage type is one class registered in
 ``soniq_ref.stages.STAGE_TYPES``.
@@ -151,8 +154,17 @@ class DeployModel:
 
         Supported pattern: ``{QuantLayer [BatchNorm] [ReLU] | ResidualBlock}
         {MaxPool2d | Flatten} ...``, ending with a QuantLayer (the classifier: a
-        QuantLinear, or a PooledQuantLinear reading [C, H, W]).
+        QuantLinear, or a PooledQuantLinear reading [C, H, W]); or a Vision Transformer
+        as :func:`soniq_ref.models.vit` builds it (:mod:`soniq_ref.token_export`).
         """
+        from .token_export import is_token_model, token_stages
+
+        if is_token_model(model):
+            model_stages = token_stages(model)
+            shape = tuple(int(v) for v in input_shape)
+            for stage in model_stages:          # shapes checked before anything runs
+                shape = stage.output_shape(shape)
+            return cls(input_shape, model_stages)
         stages, shape = [], tuple(int(v) for v in input_shape)
         current, out_shape, between = None, None, []
         for layer in model.layers:
@@ -208,7 +220,11 @@ class DeployModel:
     def _checked_chain(self) -> bool:
         """Whether every stage's parameters are valid and the codes reaching each quantized
         stage after the first are within its ``a_bits``: the clip bound ``2^out_bits - 1``
-        of the producing stage, carried through the stages between like codes."""
+        of the producing stage, carried through the stages between like codes. False
+        for a model with a stage the fused kernels do not run (``fusable``: the token
+        stages of a Transformer)."""
+        if not all(stage.fusable for stage in self.stages):
+            return False
         try:
             bound, shape = None, self.input_shape
             for stage in self.stages:
@@ -221,6 +237,9 @@ class DeployModel:
 
     def forward(self, x, backend="ref") -> np.ndarray:
         """x: uint8 [B, *input_shape] pixel codes -> float32 logits [B, n_classes].
+
+        Each stage's output is the next one's input: uint8 codes, or float32 tokens
+        [B, T, D] between the stages of a Transformer.
 
         ``backend``: a name for :func:`soniq_ref.get_backend`, or a backend object
         (e.g. one pinned to a code path with ``variant``).

@@ -26,7 +26,10 @@ The file stores only what cannot be derived (:mod:`soniq_ref.compact`): a
 quantized stage ``i`` keeps its weight planes at their bit widths as one bit
 stream (``i.weight_planes``), its weight and input bit widths as one palette-level
 bit each (``i.weight_levels``, ``i.input_levels``), ``i.scale`` and ``i.bias``, and
-(all but the last stage) the float32 clip ``out_clip`` in its manifest entry. Its
+(all but the last stage) the float32 clip ``out_clip`` in its manifest entry (the
+token stages of a Transformer store their maps the same way, each with its input
+clip, and their LayerNorms, position table and class token as float32 tensors;
+docs/file-format.md, "Transformer stages"). Its
 requantization (``out_bits``, ``out_ratio``, per channel or per position) follows
 from the next quantized stage's input bits and that clip and is rebuilt on load
 (:mod:`soniq_ref.stages.link`); the writer refuses a model where it would not.
@@ -259,12 +262,18 @@ def _check_digest(manifest: dict, header: dict, data) -> None:
               f"or tampered with")
 
 
-def _stage(i: int, fields, tensors: dict, shape: tuple, last: bool):
-    """The stage ``fields`` describes (its keys, values and tensors checked)."""
+def _stage(i: int, fields, tensors: dict, shape: tuple, last: bool, tokens: bool):
+    """The stage ``fields`` describes (its keys, values and tensors checked); ``tokens``:
+    whether the previous stage gives float32 tokens (then this one must read them)."""
     kind = fields.get("type") if isinstance(fields, dict) else None
     if not isinstance(kind, str) or kind not in STAGE_TYPES:
         _fail(f"stage {i}: unknown type {kind!r}"[:200])
     stage_type = STAGE_TYPES[kind]
+    if stage_type.reads_tokens != tokens:
+        _fail(f"stage {i} ({kind}): " + ("the previous stage gives float32 tokens, which only "
+                                         "a transformer_block or token_head reads" if tokens
+                                         else "it reads tokens, which only a patch_embed or "
+                                         "transformer_block gives"))
     exact_keys(fields, stage_type.file_keys(kind, last), f"stage {i} ({kind})")
     return stage_type.from_file(StageEntry(i, fields, tensors, shape, last))
 
@@ -279,7 +288,8 @@ def _stages(manifest: dict, tensors: dict) -> list:
     expected, stages, shape = set(), [], input_shape
     for i, fields in enumerate(entries):
         last = i == len(entries) - 1
-        stage = _stage(i, fields, tensors, shape, last)
+        stage = _stage(i, fields, tensors, shape, last,
+                       bool(stages) and stages[-1].gives_tokens)
         out_shape = stage.output_shape(shape)
         check_size(out_shape, f"stage {i} output")
         expected |= type(stage).file_tensors(i, fields["type"], last)
@@ -309,9 +319,10 @@ def _stages(manifest: dict, tensors: dict) -> list:
 
 
 def _check_pixels(stages: list) -> None:
-    """The first quantized stage reads 8-bit pixels."""
-    first = next(i for i, s in enumerate(stages) if s.quantized)
-    if np.any(stages[first].a_bits != 8):
+    """The first quantized stage reads 8-bit pixels (a model of token stages has none:
+    its ``patch_embed`` checks its own)."""
+    first = next((i for i, s in enumerate(stages) if s.quantized), None)
+    if first is not None and np.any(stages[first].a_bits != 8):
         _fail(f"stage {first}: input bits must all be 8 (the first layer reads 8-bit pixels)")
 
 

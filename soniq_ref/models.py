@@ -5,7 +5,7 @@ parameter ``name`` of layer ``i`` is registered as ``"i.name"`` (``"3.weight"``,
 ``"3.theta_w"``), pointing at the layer's own array, so an optimizer that
 updates the registry in place updates the layers.
 
-``mlp``, ``cnn`` and ``resnet`` build the networks the trainer knows by name. All take
+``mlp``, ``cnn``, ``resnet`` and ``vit`` build the networks the trainer knows by name. All take
 8-bit images ``[B, C, H, W]`` (as float ``k / 255``): the first quantized layer
 reads the pixels as 8-bit codes; every later quantized layer learns its own
 input precision per channel (a ReLU in front of it makes the float baseline a
@@ -25,8 +25,9 @@ from .layers.module import Module
 from .layers.pooling import MaxPool2d, pool_output_size
 from .layers.residual import ResidualBlock
 
-MODEL_NAMES = ("cnn", "mlp", "resnet")
+MODEL_NAMES = ("cnn", "mlp", "resnet", "vit")
 RESNET_DEPTHS = (8, 14, 20, 26, 32)     # 6 n + 2: n blocks per stage, three stages
+DEFAULT_DEPTHS = {"resnet": 8, "vit": 4}   # resnet: quantized layers; vit: blocks
 
 
 class Sequential(Module):
@@ -133,7 +134,7 @@ def cnn(input_shape, n_classes: int, *, channels=(32, 64), weight_palette=(1, 4)
     return Sequential(layers)
 
 
-def resnet(input_shape, n_classes: int, *, depth: int = 8, width: int = 16,
+def resnet(input_shape, n_classes: int, *, depth: int = DEFAULT_DEPTHS["resnet"], width: int = 16,
            weight_palette=(1, 4), act_palette=(2, 8), seed: int = 0) -> Sequential:
     """A CIFAR-style ResNet of ``depth = 6 n + 2`` quantized layers (ResNet-8/14/20...).
 
@@ -175,7 +176,7 @@ VIT_POOLS = ("mean", "cls")
 
 
 def vit(input_shape, n_classes: int, *, patch: int | None = None, dim: int = 64,
-        heads: int = 4, depth: int = 4, mlp_ratio: int = 2, pool: str = "mean",
+        heads: int = 4, depth: int = DEFAULT_DEPTHS["vit"], mlp_ratio: int = 2, pool: str = "mean",
         activation: str = "relu", weight_palette=(1, 4), act_palette=(2, 8), seed: int = 0,
         dtype=np.float32) -> Sequential:
     """A Vision Transformer whose every affine map is a ``QuantLinear``.
@@ -231,7 +232,8 @@ def vit(input_shape, n_classes: int, *, patch: int | None = None, dim: int = 64,
 
 
 def build_model(name: str, input_shape, n_classes: int, **kwargs) -> Sequential:
-    """``mlp``, ``cnn`` or ``resnet`` by name."""
+    """``mlp``, ``cnn``, ``resnet`` or ``vit`` by name."""
     if name not in MODEL_NAMES:
         raise ValueError(f"model must be one of {', '.join(MODEL_NAMES)}, got {name!r}")
-    return {"cnn": cnn, "mlp": mlp, "resnet": resnet}[name](input_shape, n_classes, **kwargs)
+    return {"cnn": cnn, "mlp": mlp, "resnet": resnet, "vit": vit}[name](input_shape, n_classes,
+                                                                         **kwargs)

@@ -75,7 +75,14 @@ def next_grids(stages) -> list:
 
 
 def to_onnx(model):
-    """The ``onnx.ModelProto`` of a :class:`~soniq_ref.deploy.DeployModel`."""
+    """The ``onnx.ModelProto`` of a :class:`~soniq_ref.deploy.DeployModel`; ValueError
+    for a model with a stage that has no ONNX form (a Vision Transformer's)."""
+    from .stages.base import Stage
+
+    for stage in model.stages:
+        if type(stage).to_onnx is Stage.to_onnx:
+            raise ValueError(f"a {stage.kind} stage has no ONNX form: only convolutional and "
+                             f"fully connected models export to ONNX")
     from onnx import TensorProto, checker, helper
 
     g = OnnxGraph()

@@ -59,3 +59,32 @@ def random_resnet_deploy(seed: int, shape: tuple, classes: int, *, width: int, d
         layer.set_bits(w_bits.astype(np.uint8), a_bits)
     net.set_mode("exact")
     return DeployModel.from_model(net, shape), x
+
+
+def random_vit(seed: int, pool: str = "mean", activation: str = "relu", shape=(1, 8, 8),
+               classes: int = 3, dim: int = 8, heads: int = 2, depth: int = 2,
+               act_palette=(2, 6), batch: int = 5):
+    """(the ViT Sequential in exact mode, uint8 inputs [batch, *shape]): clips from one
+    noise forward, random bits from the palettes, LayerNorms, the position table and
+    the class token moved off their initial values."""
+    from soniq_ref.models import vit
+
+    rng = np.random.default_rng(seed)
+    net = vit(shape, classes, dim=dim, heads=heads, depth=depth, pool=pool,
+              activation=activation, act_palette=act_palette, seed=seed)
+    x = rng.integers(0, 256, (batch,) + tuple(shape)).astype(np.uint8)
+    net.set_mode("noise")
+    net.forward(x.astype(np.float32) / np.float32(255))     # initialises the clips
+    norms = {f"{name}.weight" for name, layer in net.named_layers()
+             if type(layer).__name__ == "LayerNorm"}
+    for name, p in net.params.items():
+        if name.endswith(("table", "token", "bias")) or name in norms:
+            p[...] += (0.3 * rng.standard_normal(p.shape)).astype(p.dtype)
+    for layer in net.quant_layers():
+        w_bits = rng.choice(layer.weight_palette, layer.params["weight"].shape[0])
+        a_bits = None if layer.first_layer else \
+            rng.choice(layer.act_palette, layer.params["theta_a"].shape[0]).astype(np.uint8)
+        layer.set_bits(w_bits.astype(np.uint8), a_bits)
+    net.set_mode("exact")
+    net.eval()
+    return net, x

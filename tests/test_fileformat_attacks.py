@@ -638,3 +638,146 @@ def test_a_save_refuses_a_skip_step_the_file_cannot_rebuild(resnet_model):
             fileformat.to_bytes(deploy)
     finally:
         stage.skip_step = keep
+
+
+# ------------------------------------------------------------------------- a ViT file
+
+@pytest.fixture(scope="module")
+def vit_model():
+    """A small ViT in exact mode (class token, GELU, two blocks): patch_embed_cls,
+    transformer_block x 2, token_head."""
+    from random_deploy import random_vit
+    net, x = random_vit(2, "cls", "gelu", depth=2)
+    return DeployModel.from_model(net, x.shape[1:])
+
+
+@pytest.fixture(scope="module")
+def vit_raw(vit_model):
+    return fileformat.to_bytes(vit_model)
+
+
+@pytest.fixture(scope="module")
+def vit_logits(vit_model):
+    return vit_model.forward(_images(vit_model.input_shape))
+
+
+def test_the_vit_file_loads_round_trips_and_is_cut_everywhere(vit_raw, vit_logits):
+    loaded, message = attempt(vit_raw)
+    assert message is None and fileformat.to_bytes(loaded) == vit_raw
+    np.testing.assert_array_equal(loaded.forward(_images(loaded.input_shape)).view(np.uint32),
+                                  vit_logits.view(np.uint32))
+    for cut in _boundaries(vit_raw):
+        assert_refused(vit_raw[:cut])
+
+
+@given(st.lists(st.tuples(st.integers(0, 2 ** 31), st.integers(0, 7)), min_size=1,
+                max_size=3))
+def test_flipped_bits_in_a_vit_file(vit_raw, vit_logits, flips):
+    test_flipped_bits_anywhere.hypothesis.inner_test(vit_raw, vit_logits, flips)
+
+
+@given(st.data())
+def test_any_changed_tensor_byte_of_a_vit_file_is_refused(vit_raw, data):
+    test_any_changed_tensor_byte_is_refused.hypothesis.inner_test(vit_raw, data)
+
+
+@MORE_EXAMPLES
+@given(st.data())
+def test_edited_vit_fields_without_fresh_digests_are_refused(vit_raw, data):
+    test_edited_manifest_fields_without_fresh_digests_are_refused.hypothesis.inner_test(
+        vit_raw, data)
+
+
+@MORE_EXAMPLES
+@given(st.data())
+def test_edited_vit_fields_with_fresh_digests(vit_raw, vit_logits, data):
+    """The forger's edits aimed at the token stages: refused, or a model that runs."""
+    test_edited_manifest_fields_with_fresh_digests.hypothesis.inner_test(
+        vit_raw, vit_logits, data)
+
+
+@MORE_EXAMPLES
+@given(st.data())
+def test_edited_vit_tensor_entries(vit_raw, vit_logits, data):
+    test_edited_tensor_entries.hypothesis.inner_test(vit_raw, vit_logits, data)
+
+
+@pytest.mark.parametrize("index, edit, match", [
+    (1, lambda s: s.update(heads=3), "not divisible by heads = 3"),
+    (1, lambda s: s.update(heads=0), "'heads' must be an integer"),
+    (1, lambda s: s.update(heads=2 ** 20), "not divisible|'heads'"),
+    (1, lambda s: s.update(activation="tanh"), "'activation' must be one of relu, gelu"),
+    (1, lambda s: s.update(activation=["gelu"]), "'activation' must be one of"),
+    (1, lambda s: s.update(ln_eps=0.0), "ln_eps"),
+    (1, lambda s: s.update(ln_eps=1e-5), "ln_eps"),               # not a float32
+    (1, lambda s: s["qkv"].update(input_clip=-1.0), "input_clip"),
+    (1, lambda s: s["qkv"].update(input_clip=float(np.float32(1e-40))),
+     "input_clip: beta .* too small"),
+    (1, lambda s: s["qkv"].pop("input_clip"), "qkv: missing input_clip"),
+    (1, lambda s: s["fc1"].update(act_palette=[1, 6]), "signed values.*lo >= 2"),
+    (1, lambda s: s["fc1"].update(act_palette=[2, 9]), "act_palette"),
+    (1, lambda s: s["fc2"].update(type="conv"), "fc2 must be an object of type 'linear'"),
+    (1, lambda s: s["out"].update(weight_shape=[9, 8]), "weight_levels"),
+    (1, lambda s: s["fc1"].update(out_clip=1.0), "keys the format does not define: out_clip"),
+    (1, lambda s: s.pop("fc2"), "missing fc2"),
+    (0, lambda s: s.update(patch=4), "weights expect input"),
+    (0, lambda s: s.update(patch=3), "does not divide"),
+    (0, lambda s: s.update(type="patch_embed"), "position.table' must be F32 \\[16, 8\\]"),
+    (0, lambda s: s["proj"].update(input_clip=1.0), "keys the format does not define"),
+    (0, lambda s: s["proj"].update(act_palette=[2, 8]), "act_palette must be \\[8, 8\\]"),
+    (3, lambda s: s.update(pool="max"), "'pool' must be one of mean, cls"),
+    (3, lambda s: s.update(pool=[]), "'pool' must be one of"),
+    (3, lambda s: s["classifier"].update(act_palette=[1, 6]), "lo >= 2"),
+])
+def test_inconsistent_token_stages_are_refused(vit_raw, index, edit, match):
+    assert_refused(_entry_edit(vit_raw, index, edit), match)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m["stages"].insert(1, {"type": "flatten"}), "gives float32 tokens"),
+    (lambda m: m["stages"].insert(0, m["stages"].pop(1)), "reads tokens"),
+    (lambda m: m["stages"].insert(1, m["stages"].pop(3)), "must be the last stage"),
+    (lambda m: m["stages"].pop(3), "cannot end the model"),
+    (lambda m: m["stages"].pop(0), "reads tokens"),
+    (lambda m: m.update(input_shape=[64]), "patch_embed.*3-D input"),
+    (lambda m: m.update(input_shape=[1, 10, 10]), "does not divide|position.table"),
+    (lambda m: m.update(n_classes=4), "n_classes"),
+])
+def test_token_stages_in_the_wrong_places_are_refused(vit_raw, edit, match):
+    assert_refused(_edit_manifest(vit_raw, edit), match)
+
+
+@pytest.mark.parametrize("name, change, match", [
+    ("0.position.table", "rows", "0.position.table' must be F32"),
+    ("1.ln1.weight", "length", "1.ln1.weight' must be F32"),
+    ("3.ln.bias", "dtype", "3.ln.bias' must be F32"),
+    ("0.class_token.token", "nan", "0.class_token.token' must be finite"),
+    ("0.position.table", "inf", "0.position.table' must be finite"),
+    ("2.ln2.bias", "nan", "2.ln2.bias' must be finite"),
+    ("1.qkv.scale", "inf", "1.qkv.scale' must be finite"),
+])
+def test_bad_float_tensors_of_token_stages_are_refused(vit_raw, name, change, match):
+    header, tensors, begin, end = _tensor_data(vit_raw, name)
+    arr = np.frombuffer(tensors[begin:end], "<f4").copy()
+    shape = header[name]["shape"]
+    if change == "rows":
+        blob, shape = arr[:-shape[-1]].tobytes(), [shape[0] - 1] + shape[1:]
+    elif change == "length":
+        blob, shape = np.append(arr, 1).astype("<f4").tobytes(), [shape[0] + 1]
+    elif change == "dtype":
+        blob, shape, dtype = arr.tobytes(), [len(arr) * 4], "U8"
+    else:
+        arr[-1] = np.nan if change == "nan" else np.inf
+        blob = arr.tobytes()
+    assert_refused(_replace_tensor(vit_raw, name, "U8" if change == "dtype" else "F32",
+                                   shape, blob), match)
+
+
+def test_attention_scores_beyond_the_geometry_limit_are_refused(vit_raw):
+    """A 364 x 364 image in 2 x 2 patches: 33,125 tokens, and 2 heads of 33,125^2 scores
+    per sample, more than any backend runs; the table is there, so only that is wrong."""
+    side, tokens = 364, (364 // 2) ** 2 + 1
+    table = np.zeros((tokens, 8), "<f4").tobytes()
+    raw = _replace_tensor(vit_raw, "0.position.table", "F32", [tokens, 8], table)
+    assert_refused(_edit_manifest(raw, lambda m: m.update(input_shape=[1, side, side])),
+                   "attention scores")

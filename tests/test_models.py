@@ -87,8 +87,9 @@ def test_same_seed_same_model_and_different_seed_differs():
 def test_build_model_by_name():
     assert isinstance(build_model("mlp", (1, 8, 8), 10), Sequential)
     assert isinstance(build_model("resnet", (1, 8, 8), 10, depth=8, width=2), Sequential)
+    assert isinstance(build_model("vit", (1, 8, 8), 10, dim=8, heads=2, depth=1), Sequential)
     with pytest.raises(ValueError, match="model"):
-        build_model("vit", (1, 8, 8), 10)
+        build_model("transformer", (1, 8, 8), 10)
     with pytest.raises(ValueError, match="input_shape"):
         cnn((8, 8), 10)
     with pytest.raises(TypeError, match="Module"):

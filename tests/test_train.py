@@ -102,12 +102,15 @@ def test_phase2_only_snaps_untrained_precisions():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("dataset", "imagenet", "dataset"), ("model", "vit", "model"),
+    ("dataset", "imagenet", "dataset"), ("model", "transformer", "model"),
     ("weight_palette", (0, 4), "weight_palette"), ("act_palette", (4, 2), "act_palette"),
     ("target_weight_bits", 0.0, "target_weight_bits"), ("lr", float("nan"), "lr"),
     ("epochs_phase1", -1, "epochs_phase1"), ("batch_size", 0, "batch_size"),
     ("seed", 1.5, "seed"), ("optimizer", "lbfgs", "optimizer"),
     ("lambda_w", -1.0, "lambda_w"), ("limit_train", 0, "limit_train"),
+    ("heads", 3, "multiple of heads"), ("dim", 0, "dim"), ("pool", "max", "pool"),
+    ("mlp_activation", "tanh", "mlp_activation"), ("patch", 0, "patch"),
+    ("depth", 0, "depth"),
 ])
 def test_config_is_validated(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -13,7 +13,8 @@ import math
 
 from ..backend import NAMES as BACKEND_NAMES
 from ..data import DATASET_NAMES
-from ..models import MODEL_NAMES
+from ..layers.transformer_block import ACTIVATIONS
+from ..models import DEFAULT_DEPTHS, MODEL_NAMES, VIT_POOLS
 from ..train.config import TrainConfig
 
 
@@ -112,14 +113,29 @@ def _train_parser(sub) -> None:
                    help="folder of the mnist IDX files or the cifar10 python batches "
                         "(default: none; digits needs none)")
     t.add_argument("--model", choices=MODEL_NAMES, default=None,
-                   help=f"network: cnn (conv blocks), mlp or resnet (residual blocks, "
-                        f"global average pooling) (default: {d.model})")
-    t.add_argument("--depth", metavar="N", type=integer(8), default=None,
+                   help=f"network: cnn (conv blocks), mlp, resnet (residual blocks, "
+                        f"global average pooling) or vit (a Vision Transformer) "
+                        f"(default: {d.model})")
+    t.add_argument("--depth", metavar="N", type=integer(1), default=None,
                    help=f"resnet: quantized layers, 6 n + 2 (8, 14, 20, ...; n residual "
-                        f"blocks per stage) (default: {d.depth})")
+                        f"blocks per stage) (default: {DEFAULT_DEPTHS['resnet']}); vit: "
+                        f"Transformer blocks (default: {DEFAULT_DEPTHS['vit']})")
     t.add_argument("--width", metavar="N", type=integer(1), default=None,
                    help=f"resnet: channels of the first stage; the next two have 2x and 4x "
                         f"(default: {d.width})")
+    t.add_argument("--dim", metavar="N", type=integer(1), default=None,
+                   help=f"vit: features per token (default: {d.dim})")
+    t.add_argument("--heads", metavar="N", type=integer(1), default=None,
+                   help=f"vit: attention heads, dividing --dim (default: {d.heads})")
+    t.add_argument("--patch", metavar="P", type=integer(1), default=None,
+                   help="vit: side of the square patches, dividing the image's height and "
+                        "width (default: a quarter of the height, 4 x 4 patches)")
+    t.add_argument("--pool", choices=VIT_POOLS, default=None,
+                   help=f"vit: classify the mean of the tokens or a class token "
+                        f"(default: {d.pool})")
+    t.add_argument("--mlp-activation", choices=ACTIVATIONS, default=None,
+                   help=f"vit: the activation inside each block's MLP "
+                        f"(default: {d.mlp_activation})")
     t.add_argument("--weight-palette", metavar="LO,HI", type=palette, default=None,
                    help="the two weight bit widths, 1 <= LO <= HI <= 8 "
                         f"(default: {_pair(d.weight_palette)})")

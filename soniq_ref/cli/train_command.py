@@ -25,7 +25,8 @@ RESUME_OPTIONS = ("resume", "lr", "quiet")          # what --resume accepts
 CONFIG_OPTIONS = ("dataset", "data_dir", "model", "weight_palette", "act_palette",
                   "target_weight_bits", "target_act_bits", "epochs_phase1", "epochs_phase2",
                   "seed", "val_fraction", "batch_size", "lr", "fp32", "threads", "depth",
-                  "width")
+                  "width", "dim", "heads", "patch", "pool", "mlp_activation")
+VIT_OPTIONS = ("dim", "heads", "patch", "pool", "mlp_activation")   # only with --model vit
 
 
 class Interrupted(Exception):
@@ -68,6 +69,10 @@ def config_from_args(args) -> TrainConfig:
     """The run's TrainConfig: the options given, the dataset's defaults for the rest
     (:meth:`TrainConfig.for_dataset`)."""
     given = {k: getattr(args, k) for k in CONFIG_OPTIONS if _given(getattr(args, k))}
+    vit_only = [k for k in VIT_OPTIONS if k in given]
+    if vit_only and given.get("model") != "vit":
+        raise UsageError(f"argument {option(vit_only[0])}: shapes a Vision Transformer; it "
+                         f"needs --model vit")
     config = TrainConfig.for_dataset(given.pop("dataset", TrainConfig.dataset), **given)
     if not config.fp32:
         _check_budgets(config)

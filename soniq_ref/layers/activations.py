@@ -15,12 +15,17 @@ from ..parallel import elementwise
 from .module import Module
 
 
+def relu(x: np.ndarray) -> np.ndarray:
+    """``max(x, 0)`` in x's dtype: what :meth:`ReLU.forward` computes."""
+    return elementwise(lambda x, out=None: np.maximum(x, np.zeros((), x.dtype), out=out), x)
+
+
 class ReLU(Module):
     """Elementwise rectifier."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x
-        return elementwise(lambda x, out=None: np.maximum(x, np.zeros((), x.dtype), out=out), x)
+        return relu(x)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         return elementwise(lambda dy, x, out=None: np.multiply(dy, x > 0, out=out), dy, self._x)

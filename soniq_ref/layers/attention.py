@@ -29,6 +29,7 @@ Parameters (``params``): ``"qkv.weight"``, ``"qkv.bias"``, ``"out.weight"``,
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -46,6 +47,42 @@ def softmax(s: np.ndarray) -> np.ndarray:
 def softmax_backward(p: np.ndarray, dp: np.ndarray) -> np.ndarray:
     """dS = P * (dP - sum(dP * P, axis=-1)), for P = softmax(S)."""
     return p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+
+
+class AttentionCore(NamedTuple):
+    """What :func:`attention_core` computes (the forward's values, kept for the backward)."""
+
+    q: np.ndarray                 # [B, H, T, d] (views into the qkv output)
+    k: np.ndarray                 # [B, H, T, d]
+    v: np.ndarray                 # [B, H, T, d]
+    p: np.ndarray                 # softmax(S) [B, H, T, T]
+    scale: float                  # 1 / sqrt(d)
+    o: np.ndarray                 # the heads concatenated, [B, T, D]
+
+
+def split_heads(qkv: np.ndarray, heads: int):
+    """[B, T, 3D] -> q, k, v, each [B, H, T, d] (``d = D / H``; views, no copy)."""
+    b, t, three_d = qkv.shape
+    dim = three_d // 3
+    return qkv.reshape(b, t, 3, heads, dim // heads).transpose(2, 0, 3, 1, 4)
+
+
+def attention_core(qkv: np.ndarray, heads: int) -> AttentionCore:
+    """From the ``qkv`` map's output [B, T, 3D] to the heads' output [B, T, D], in the
+    dtype of ``qkv`` and in this order: ``S = (q @ k^T) * scale`` (``scale = 1 /
+    sqrt(d)``, a Python float), ``P = softmax(S)``, ``O = P @ v``, heads concatenated
+    (feature ``h * d + i``). What :meth:`MultiHeadSelfAttention.forward` computes between
+    its two maps, and the deploy model with it."""
+    if qkv.ndim != 3 or qkv.shape[2] % (3 * heads):
+        raise ValueError(f"qkv must be [B, T, 3 D] with D a multiple of heads={heads}, got "
+                         f"shape {qkv.shape}")
+    b, t, three_d = qkv.shape
+    dim = three_d // 3
+    q, k, v = split_heads(qkv, heads)
+    scale = 1 / math.sqrt(dim // heads)
+    p = softmax(q @ k.swapaxes(-1, -2) * scale)
+    o = (p @ v).transpose(0, 2, 1, 3).reshape(b, t, dim)
+    return AttentionCore(q, k, v, p, scale, o)
 
 
 class MultiHeadSelfAttention(Module):
@@ -80,13 +117,9 @@ class MultiHeadSelfAttention(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         if x.ndim != 3 or x.shape[2] != self.dim:
             raise ValueError(f"x must be [B, T, {self.dim}], got shape {x.shape}")
-        b, t, _ = x.shape
-        q, k, v = self._split_heads(on_tokens(self.qkv, x), b, t)
-        scale = 1 / math.sqrt(self.dim // self.heads)
-        p = softmax(q @ k.swapaxes(-1, -2) * scale)
-        self._cache = (q, k, v, p, scale)
-        o = (p @ v).transpose(0, 2, 1, 3).reshape(b, t, self.dim)
-        return on_tokens(self.out, o)
+        core = attention_core(on_tokens(self.qkv, x), self.heads)
+        self._cache = core[:5]
+        return on_tokens(self.out, core.o)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         q, k, v, p, scale = self._cache
@@ -98,8 +131,3 @@ class MultiHeadSelfAttention(Module):
         dq, dk = ds @ k, ds.swapaxes(-1, -2) @ q
         d_qkv = np.stack([dq, dk, dv]).transpose(1, 3, 0, 2, 4).reshape(b, t, 3 * self.dim)
         return on_tokens_backward(self.qkv, d_qkv)
-
-    def _split_heads(self, qkv: np.ndarray, b: int, t: int):
-        """[B, T, 3D] -> q, k, v, each [B, H, T, d]."""
-        h = self.heads
-        return qkv.reshape(b, t, 3, h, self.dim // h).transpose(2, 0, 3, 1, 4)

@@ -25,13 +25,25 @@ C = math.sqrt(2.0 / math.pi)
 K = 0.044715
 
 
+def gelu_parts(x: np.ndarray):
+    """(y, t) of the forward: ``t = tanh(C * (x + K * x**3))``, ``y = 0.5 * x * (1 + t)``,
+    in x's dtype, in this order."""
+    t = np.tanh(C * (x + K * x ** 3))
+    return 0.5 * x * (1 + t), t
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """``y`` of :func:`gelu_parts`: what :meth:`GELU.forward` computes."""
+    return gelu_parts(x)[0]
+
+
 class GELU(Module):
     """Gaussian error linear unit, tanh approximation (see the module docstring)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        t = np.tanh(C * (x + K * x ** 3))
+        y, t = gelu_parts(x)
         self._cache = (x, t)
-        return 0.5 * x * (1 + t)
+        return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         x, t = self._cache

@@ -30,6 +30,22 @@ import numpy as np
 from .module import Module
 
 
+def layer_norm_parts(x: np.ndarray, eps: float):
+    """(x^, 1 / sigma) of ``x`` [..., D] in x's dtype, per token over the last axis, in
+    this order: ``mu = mean(x)``, ``c = x - mu``, ``var = mean(c * c)``,
+    ``inv_sigma = 1 / sqrt(var + eps)`` (eps in x's dtype), ``x^ = c * inv_sigma``."""
+    centered = x - x.mean(axis=-1, keepdims=True)
+    var = (centered * centered).mean(axis=-1, keepdims=True)
+    inv_sigma = 1 / np.sqrt(var + x.dtype.type(eps))
+    return centered * inv_sigma, inv_sigma
+
+
+def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    """``x^ * weight + bias`` (:func:`layer_norm_parts`), x [..., D], weight and bias [D]:
+    what :meth:`LayerNorm.forward` computes, and the deploy model with it."""
+    return layer_norm_parts(x, eps)[0] * weight + bias
+
+
 class LayerNorm(Module):
     """Normalize each token over its ``dim`` features, then scale and shift."""
 
@@ -46,10 +62,7 @@ class LayerNorm(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         if x.ndim < 1 or x.shape[-1] != self.dim:
             raise ValueError(f"x must be [..., {self.dim}], got shape {x.shape}")
-        centered = x - x.mean(axis=-1, keepdims=True)
-        var = (centered * centered).mean(axis=-1, keepdims=True)
-        inv_sigma = 1 / np.sqrt(var + x.dtype.type(self.eps))
-        x_hat = centered * inv_sigma
+        x_hat, inv_sigma = layer_norm_parts(x, self.eps)
         self._cache = (x_hat, inv_sigma)
         return x_hat * self.params["weight"] + self.params["bias"]
 

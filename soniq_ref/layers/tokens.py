@@ -36,6 +36,40 @@ def _check_tokens(x: np.ndarray, dim: int, tokens: int | None = None) -> None:
         raise ValueError(f"x must be {want}, got shape {x.shape}")
 
 
+def patch_rows(x: np.ndarray, patch: int) -> np.ndarray:
+    """x [B, C, H, W] (any dtype) -> [B, T, C p p]: the p x p patches row by row over the
+    patch grid, each flattened in (channel, row, column) order (a copy, x's dtype)."""
+    b, c, h, w = x.shape
+    p = patch
+    rows = x.reshape(b, c, h // p, p, w // p, p).transpose(0, 2, 4, 1, 3, 5)
+    return rows.reshape(b, (h // p) * (w // p), c * p * p)
+
+
+def prepend_token(x: np.ndarray, token: np.ndarray) -> np.ndarray:
+    """x [B, T, D], token [1, D] -> [B, T + 1, D] in x's dtype, the token first."""
+    token = np.broadcast_to(token.astype(x.dtype), (x.shape[0], 1, x.shape[2]))
+    return np.concatenate([token, x], axis=1)
+
+
+def add_positions(x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``x + table``: x [B, T, D], table [T, D], one add per element."""
+    return x + table
+
+
+def token_mean(x: np.ndarray) -> np.ndarray:
+    """x [B, T, D] -> [B, D]: ``x.mean(axis=1)`` (NumPy's sum over the tokens, then the
+    division by T, in x's dtype)."""
+    return x.mean(axis=1)
+
+
+def first_token(x: np.ndarray) -> np.ndarray:
+    """x [B, T, D] -> [B, D]: token 0, contiguous."""
+    return np.ascontiguousarray(x[:, 0])
+
+
+POOLS = {"mean": token_mean, "cls": first_token}   # the ViT's pooling, by its name
+
+
 class PatchEmbedding(Module):
     """Non-overlapping p x p patches, each mapped linearly to D features."""
 
@@ -63,12 +97,9 @@ class PatchEmbedding(Module):
         pass
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        b, c, h, w = self._check(x)
-        p = self.patch
+        self._check(x)
         self._shape = x.shape
-        rows = x.reshape(b, c, h // p, p, w // p, p).transpose(0, 2, 4, 1, 3, 5)
-        t = (h // p) * (w // p)
-        return on_tokens(self.proj, rows.reshape(b, t, c * p * p))
+        return on_tokens(self.proj, patch_rows(x, self.patch))
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         b, c, h, w = self._shape
@@ -98,7 +129,7 @@ class PositionEmbedding(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         _check_tokens(x, self.dim, self.tokens)
-        return x + self.params["table"]
+        return add_positions(x, self.params["table"])
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         table = self.params["table"]
@@ -116,8 +147,7 @@ class ClassToken(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         _check_tokens(x, self.dim)
-        token = np.broadcast_to(self.params["token"].astype(x.dtype), (x.shape[0], 1, self.dim))
-        return np.concatenate([token, x], axis=1)
+        return prepend_token(x, self.params["token"])
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         token = self.params["token"]
@@ -132,7 +162,7 @@ class TokenMean(Module):
         if x.ndim != 3:
             raise ValueError(f"x must be [B, T, D], got shape {x.shape}")
         self._shape = x.shape
-        return x.mean(axis=1)
+        return token_mean(x)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         t = self._shape[1]
@@ -146,7 +176,7 @@ class FirstToken(Module):
         if x.ndim != 3:
             raise ValueError(f"x must be [B, T, D], got shape {x.shape}")
         self._shape = x.shape
-        return np.ascontiguousarray(x[:, 0])
+        return first_token(x)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         dx = np.zeros(self._shape, dy.dtype)

@@ -22,6 +22,12 @@ A stage type is one class. It knows
   flattening): per-feature values at its output placed at the input positions
   they come from, which is how a per-feature precision reaches the producing
   convolution.
+* whether it reads or gives float32 tokens (``reads_tokens``, ``gives_tokens``: the
+  stages of a Transformer hand float32 [B, T, D] from one to the next, see
+  :mod:`soniq_ref.stages.transformer_block`); a stage that reads tokens follows
+  exactly one that gives them;
+* whether the backend's fused kernels may run it (``fusable``; a model with any
+  stage that is not runs on the contract functions only);
 * its ONNX form (:mod:`soniq_ref.onnx_export`): ``to_onnx(graph, codes, out_shape,
   next_hi)`` adds its nodes to the graph and names the value it hands on, and
   ``onnx_input_hi(next_hi)`` gives the grid ``A`` of the shifted codes it reads
@@ -83,6 +89,9 @@ class Stage:
     quantized = False      # whether it reads codes on a learned grid (``a_bits``) and
                            # requantizes its output (``out_bits``, ``out_ratio``, ``out_clip``)
     gives_logits = False   # whether it can end the model (a classifier)
+    reads_tokens = False   # whether its input is float32 tokens [B, T, D], not codes
+    gives_tokens = False   # whether its output is float32 tokens [B, T, D]
+    fusable = True         # whether the backend's fused kernels may run it
 
     def quant_parts(self) -> list:
         """The quantized layers (:class:`QuantStage`) whose packed weights ``run`` takes

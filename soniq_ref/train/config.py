@@ -14,7 +14,8 @@ import numpy as np
 
 from ..data import DATASET_NAMES
 from ..layers import check_palette
-from ..models import MODEL_NAMES, RESNET_DEPTHS
+from ..layers.transformer_block import ACTIVATIONS
+from ..models import DEFAULT_DEPTHS, MODEL_NAMES, RESNET_DEPTHS, VIT_POOLS
 
 OPTIMIZERS = ("adam", "sgd")
 MAX_LAYERS = 16       # hidden layers of the built-in models
@@ -68,8 +69,14 @@ class TrainConfig:
     limit_test: int | None = None
     channels: tuple = field(default=(32, 64))
     hidden: tuple = field(default=(128, 64))
-    depth: int = 8                      # resnet: quantized layers, 6 n + 2
+    depth: int | None = None            # resnet: quantized layers, 6 n + 2; vit: blocks;
+                                        # None: the model's default (DEFAULT_DEPTHS)
     width: int = 16                     # resnet: channels of the first stage
+    dim: int = 64                       # vit: features per token
+    heads: int = 4                      # vit: attention heads (dim a multiple of heads)
+    patch: int | None = None            # vit: patch side (None: H / 4, a 4 x 4 grid)
+    pool: str = "mean"                  # vit: "mean" of the tokens or the "cls" token
+    mlp_activation: str = "relu"        # vit: the MLP's "relu" or "gelu"
     threads: int | None = None          # BLAS threads and workers (None: one per core);
                                         # float32 sums can depend on it (docs/cli.md)
 
@@ -120,9 +127,7 @@ class TrainConfig:
                     type(v) is int and 1 <= v <= MAX_WIDTH for v in widths):
                 raise ValueError(f"{name} must be a tuple of 1 to {MAX_LAYERS} layer widths, "
                                  f"integers in 1..{MAX_WIDTH}, got {widths!r}"[:300])
-        if self.depth not in RESNET_DEPTHS:
-            raise ValueError(f"depth must be one of {', '.join(map(str, RESNET_DEPTHS))}, "
-                             f"got {self.depth!r}")
+        self._validate_shape_options()
         if type(self.width) is not int or not 1 <= self.width <= MAX_WIDTH // 4:
             raise ValueError(f"width must be an integer in 1..{MAX_WIDTH // 4}, got "
                              f"{self.width!r}")
@@ -133,6 +138,37 @@ class TrainConfig:
         if self.epochs_phase1 + self.epochs_phase2 == 0:
             raise ValueError("epochs_phase1 + epochs_phase2 must be at least 1")
         return self
+
+    @property
+    def model_depth(self) -> int | None:
+        """``depth``, or the model's default when None (None for a model without one)."""
+        return DEFAULT_DEPTHS.get(self.model) if self.depth is None else self.depth
+
+    def _validate_shape_options(self) -> None:
+        """depth (for the model it is given to), and the ViT's dim, heads, patch, pool,
+        mlp_activation."""
+        if self.depth is not None and (type(self.depth) is not int or self.depth < 1):
+            raise ValueError(f"depth must be a positive integer, got {self.depth!r}")
+        if self.model == "resnet" and self.model_depth not in RESNET_DEPTHS:
+            raise ValueError(f"depth must be one of {', '.join(map(str, RESNET_DEPTHS))} for "
+                             f"resnet (6 n + 2 >= 8), got {self.depth!r}")
+        if self.model == "vit" and self.model_depth > MAX_LAYERS:
+            raise ValueError(f"depth must be at most {MAX_LAYERS} blocks for vit, got "
+                             f"{self.depth!r}")
+        for name, most in (("dim", MAX_WIDTH), ("heads", MAX_WIDTH)):
+            value = getattr(self, name)
+            if type(value) is not int or not 1 <= value <= most:
+                raise ValueError(f"{name} must be an integer in 1..{most}, got {value!r}")
+        if self.dim % self.heads:
+            raise ValueError(f"dim must be a multiple of heads, got dim {self.dim} and heads "
+                             f"{self.heads}")
+        if self.patch is not None and (type(self.patch) is not int or self.patch < 1):
+            raise ValueError(f"patch must be a positive integer, got {self.patch!r}")
+        if self.pool not in VIT_POOLS:
+            raise ValueError(f"pool must be one of {', '.join(VIT_POOLS)}, got {self.pool!r}")
+        if self.mlp_activation not in ACTIVATIONS:
+            raise ValueError(f"mlp_activation must be one of {', '.join(ACTIVATIONS)}, got "
+                             f"{self.mlp_activation!r}")
 
     @classmethod
     def for_dataset(cls, dataset: str = "digits", **given) -> "TrainConfig":

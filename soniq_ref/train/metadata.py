@@ -29,7 +29,11 @@ def run_metadata(result) -> dict:
                     act_palette=list(config.act_palette), backend=TRAIN_BACKEND,
                     threads=blas_threads(config))
     if config.model == "resnet":            # the network's shape options
-        training.update(depth=config.depth, width=config.width)
+        training.update(depth=config.model_depth, width=config.width)
+    if config.model == "vit":
+        training.update(depth=config.model_depth, dim=config.dim, heads=config.heads,
+                        patch=int(result.model.layers[0].patch), pool=config.pool,
+                        mlp_activation=config.mlp_activation)
     return {"dataset": result.dataset, "input_shape": list(result.input_shape),
             "class_names": list(result.class_names), "soniq_version": __version__,
             "training": training}

@@ -12,7 +12,10 @@ activation-element-weighted, 32 for ``--fp32``), ``model_bytes`` (size of
 the model file's metadata records (:mod:`.metadata`): ``input_shape``,
 ``class_names``, ``weight_palette``, ``act_palette``, ``target_weight_bits``,
 ``target_act_bits``, ``lr``, ``batch_size``, ``val_fraction``, ``version``, ``threads``
-(the BLAS threads training ran on), ``backend``.
+(the BLAS threads training ran on), ``backend``; then the network's shape options
+(:data:`SHAPE_KEYS`) for the models that have them: ``depth`` and ``width`` for resnet;
+``depth`` (blocks), ``dim``, ``heads``, ``patch``, ``pool`` and ``mlp_activation`` for
+vit.
 """
 
 from __future__ import annotations
@@ -36,8 +39,16 @@ METRIC_KEYS = ("test_accuracy", "val_accuracy", "train_seconds", "mean_weight_bi
 
 
 def _float_bytes(result: TrainResult) -> int:
-    return 4 * sum(l.params["weight"].size + l.params["bias"].size
-                   for l in result.model.quant_layers())
+    """Bytes of the float32 model: the quantized layers' weights and biases (batch norms
+    fold into them), and the LayerNorms, position table and class token of a ViT."""
+    from ..layers.layernorm import LayerNorm
+    from ..layers.tokens import ClassToken, PositionEmbedding
+
+    kept = sum(p.size for _, l in result.model.named_layers()
+               if isinstance(l, (LayerNorm, PositionEmbedding, ClassToken))
+               for p in l.params.values())
+    return 4 * (kept + sum(l.params["weight"].size + l.params["bias"].size
+                           for l in result.model.quant_layers()))
 
 
 def compression(fp32_bytes: int, model_bytes: int, mean_weight_bits: float) -> dict:
@@ -49,6 +60,8 @@ def compression(fp32_bytes: int, model_bytes: int, mean_weight_bits: float) -> d
 
 
 METRIC_KEYS += ("weight_compression",)      # from :func:`compression`
+# the network's shape options, for the models that have them (resnet, vit)
+SHAPE_KEYS = ("depth", "width", "dim", "heads", "patch", "pool", "mlp_activation")
 
 
 def write_run(result: TrainResult, out_dir) -> dict:
@@ -78,5 +91,6 @@ def write_run(result: TrainResult, out_dir) -> dict:
               "input_shape": meta["input_shape"], "class_names": meta["class_names"],
               **meta["training"]}
     metrics = {k: values[k] for k in METRIC_KEYS}
+    metrics.update({k: meta["training"][k] for k in SHAPE_KEYS if k in meta["training"]})
     atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     return metrics

@@ -322,6 +322,18 @@ def _deploy_accuracy(deploy: DeployModel, x_uint8: np.ndarray, labels: np.ndarra
     return accuracy(pred, labels)
 
 
+def model_shape_kwargs(config: TrainConfig) -> dict:
+    """The keyword arguments of ``build_model`` that shape ``config.model``."""
+    if config.model == "cnn":
+        return dict(channels=config.channels)
+    if config.model == "mlp":
+        return dict(hidden=config.hidden)
+    if config.model == "resnet":
+        return dict(depth=config.model_depth, width=config.width)
+    return dict(depth=config.model_depth, dim=config.dim, heads=config.heads,
+                patch=config.patch, pool=config.pool, activation=config.mlp_activation)
+
+
 def train(config: TrainConfig, *, progress: bool = False, run_dir=None,
           resume: bool = False, callbacks=()) -> TrainResult:
     """Run ``config`` end to end; ``progress`` shows progress on stderr.
@@ -337,8 +349,7 @@ def train(config: TrainConfig, *, progress: bool = False, run_dir=None,
                                config.val_fraction)
     model_kwargs = dict(weight_palette=config.weight_palette, act_palette=config.act_palette,
                         seed=config.seed)
-    model_kwargs.update({"cnn": dict(channels=config.channels), "mlp": dict(hidden=config.hidden),
-                         "resnet": dict(depth=config.depth, width=config.width)}[config.model])
+    model_kwargs.update(model_shape_kwargs(config))
     model = build_model(config.model, data.input_shape, data.n_classes, **model_kwargs)
     return run_training(model, data, config, progress=progress, run_dir=run_dir,
                         resume=resume, callbacks=callbacks)
