@@ -13,9 +13,11 @@ from .contract import CheckedBackend
 from .bitpack import PackedWeights, pack_activations, pack_bits, pack_weights, unpack_bits
 from .epilogue import epilogue, requantize
 from .layers import QuantConv2d, QuantLinear
-from .integer_core import conv2d_int, im2col, linear_int, linear_int_bitserial, popcount
-from .quantizers import (act_ratio, act_step, dequantize_acts, dequantize_weights,
-                         quantize_acts, quantize_weights, signed_levels)
+from .integer_core import (conv2d_int, im2col, linear_int, linear_int_bitserial, popcount,
+                           signed_input_offset)
+from .quantizers import (act_ratio, act_step, dequantize_acts, dequantize_signed_acts,
+                         dequantize_weights, quantize_acts, quantize_signed_acts,
+                         quantize_weights, signed_levels)
 
 from .data import load_dataset
 from .deploy import DeployModel
@@ -23,7 +25,8 @@ from .fileformat import SoniqFileError, load as load_model, save as save_model
 from .layers import BatchNorm1d, BatchNorm2d, Flatten, MaxPool2d, ReLU
 from .layers.global_pool import GlobalAvgPool, PooledQuantLinear
 from .layers.residual import ResidualBlock
-from .models import Sequential, cnn, mlp, resnet
+from .layers.transformer_block import TransformerBlock
+from .models import Sequential, cnn, mlp, resnet, vit
 from .train import TrainConfig   # soniq_ref.train is the subpackage; train() lives there
 from .train.fit import fit
 
@@ -33,12 +36,15 @@ __all__ = [
     "CONTRACT", "BACKENDS", "get_backend", "CheckedBackend",
     "PackedWeights", "pack_weights", "pack_activations", "pack_bits", "unpack_bits",
     "linear_int", "conv2d_int", "linear_int_bitserial", "im2col", "popcount",
+    "signed_input_offset",
     "epilogue", "requantize",
     "quantize_weights", "dequantize_weights", "signed_levels",
     "quantize_acts", "dequantize_acts", "act_step", "act_ratio",
+    "quantize_signed_acts", "dequantize_signed_acts",
     "QuantLinear", "QuantConv2d", "budget", "noise",
     "BatchNorm1d", "BatchNorm2d", "ReLU", "MaxPool2d", "Flatten", "Sequential", "mlp", "cnn",
     "ResidualBlock", "GlobalAvgPool", "PooledQuantLinear", "resnet",
+    "TransformerBlock", "vit",
     "load_dataset", "TrainConfig", "fit", "DeployModel", "save_model", "load_model",
     "SoniqFileError",
 ]
