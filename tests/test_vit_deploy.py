@@ -139,9 +139,9 @@ def test_soniq_info_shows_the_stages(tmp_path):
     assert info["n_classes"] == 3 and info["stages"][1]["output_shape"] == [17, 8]
 
 
-def test_soniq_train_vit_then_eval_on_two_backends(tmp_path):
-    """``soniq train --model vit``: the run's accuracy is the saved model's on ref and cpu,
-    with the same logits bit for bit; the shape options are recorded."""
+def test_soniq_train_vit_then_eval_on_three_backends(tmp_path):
+    """``soniq train --model vit``: the run's accuracy is the saved model's on ref, cpu and
+    cuda-emu, with the same logits bit for bit; the shape options are recorded."""
     from soniq_ref.cli import main
 
     out = tmp_path / "run"
@@ -160,9 +160,9 @@ def test_soniq_train_vit_then_eval_on_two_backends(tmp_path):
     runs = [json.loads(subprocess.run(
         [sys.executable, "-m", "soniq_ref.cli", "eval", str(out / "model.soniq"), "--json",
          "--backend", backend], capture_output=True, text=True, check=True).stdout)
-        for backend in ("ref", "cpu")]
-    assert runs[0]["test_accuracy"] == runs[1]["test_accuracy"] == metrics["test_accuracy"]
-    assert runs[0]["logits_sha256"] == runs[1]["logits_sha256"]
+        for backend in ("ref", "cpu", "cuda-emu")]
+    assert [r["test_accuracy"] for r in runs] == [metrics["test_accuracy"]] * 3
+    assert runs[0]["logits_sha256"] == runs[1]["logits_sha256"] == runs[2]["logits_sha256"]
 
 
 def test_soniq_train_vit_fp32(tmp_path):
