@@ -34,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .linear import Linear, on_tokens, on_tokens_backward
-from .module import Module
+from .module import Container
 
 
 def softmax(s: np.ndarray) -> np.ndarray:
@@ -85,7 +85,7 @@ def attention_core(qkv: np.ndarray, heads: int) -> AttentionCore:
     return AttentionCore(q, k, v, p, scale, o)
 
 
-class MultiHeadSelfAttention(Module):
+class MultiHeadSelfAttention(Container):
     """Scaled dot-product self-attention with ``heads`` heads (see the module docstring)."""
 
     def __init__(self, dim: int, heads: int, seed=0, *, dtype=np.float32, linear=Linear):
@@ -96,23 +96,12 @@ class MultiHeadSelfAttention(Module):
         seeds = [[int(v) for v in np.atleast_1d(seed)] + [j] for j in range(2)]
         self.qkv = linear(dim, 3 * dim, seed=seeds[0], dtype=dtype)
         self.out = linear(dim, dim, seed=seeds[1], dtype=dtype)
-        self.params = {f"{n}.{k}": p for n, layer in self.named_layers()
-                       for k, p in layer.params.items()}
+        self.collect_params()
         self._cache = None
 
     def named_layers(self) -> list:
         """(name, layer) of the two projections."""
         return [("qkv", self.qkv), ("out", self.out)]
-
-    @property
-    def grads(self) -> dict:
-        """The children's gradients under the layer's parameter names."""
-        return {f"{n}.{k}": g for n, layer in self.named_layers()
-                for k, g in layer.grads.items()}
-
-    @grads.setter
-    def grads(self, value) -> None:      # Module.__init__ sets {}; the children hold them
-        pass
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if x.ndim != 3 or x.shape[2] != self.dim:

@@ -36,3 +36,36 @@ class Module:
 
     def eval(self) -> "Module":
         return self.train(False)
+
+
+class Container(Module):
+    """A layer made of child layers, listed by ``named_layers()`` as (name, layer).
+
+    Its ``params`` and ``grads`` are the children's, under ``"name.param"``; ``train``
+    reaches every child. A subclass builds its children, then calls
+    :meth:`collect_params`.
+    """
+
+    def named_layers(self) -> list:
+        raise NotImplementedError
+
+    def collect_params(self) -> None:
+        """Register the children's arrays (the same objects) under ``"name.param"``."""
+        self.params = {f"{n}.{k}": p for n, layer in self.named_layers()
+                       for k, p in layer.params.items()}
+
+    @property
+    def grads(self) -> dict:
+        """The children's gradients under the container's parameter names."""
+        return {f"{n}.{k}": g for n, layer in self.named_layers()
+                for k, g in layer.grads.items()}
+
+    @grads.setter
+    def grads(self, value) -> None:      # Module.__init__ sets {}; the children hold them
+        pass
+
+    def train(self, mode: bool = True) -> "Container":
+        self.training = mode
+        for _, layer in self.named_layers():
+            layer.train(mode)
+        return self

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .linear import Linear, on_tokens, on_tokens_backward
-from .module import Module
+from .module import Container, Module
 
 
 def _check_tokens(x: np.ndarray, dim: int, tokens: int | None = None) -> None:
@@ -70,7 +70,7 @@ def first_token(x: np.ndarray) -> np.ndarray:
 POOLS = {"mean": token_mean, "cls": first_token}   # the ViT's pooling, by its name
 
 
-class PatchEmbedding(Module):
+class PatchEmbedding(Container):
     """Non-overlapping p x p patches, each mapped linearly to D features."""
 
     def __init__(self, in_channels: int, patch: int, dim: int, seed=0, *, dtype=np.float32,
@@ -80,21 +80,12 @@ class PatchEmbedding(Module):
             raise ValueError(f"patch must be >= 1, got {patch!r}")
         self.in_channels, self.patch, self.dim = int(in_channels), int(patch), int(dim)
         self.proj = linear(in_channels * patch * patch, dim, seed=seed, dtype=dtype)
-        self.params = {f"proj.{k}": p for k, p in self.proj.params.items()}
+        self.collect_params()
         self._shape = None
 
     def named_layers(self) -> list:
         """(name, layer) of the one child, the projection."""
         return [("proj", self.proj)]
-
-    @property
-    def grads(self) -> dict:
-        """The ``proj`` child's gradients under the layer's parameter names."""
-        return {f"proj.{k}": g for k, g in self.proj.grads.items()}
-
-    @grads.setter
-    def grads(self, value) -> None:      # Module.__init__ sets {}; the child holds them
-        pass
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._check(x)

@@ -35,12 +35,12 @@ from .attention import MultiHeadSelfAttention
 from .gelu import GELU
 from .layernorm import LayerNorm
 from .linear import Linear, on_tokens, on_tokens_backward
-from .module import Module
+from .module import Container
 
 ACTIVATIONS = ("relu", "gelu")
 
 
-class TransformerBlock(Module):
+class TransformerBlock(Container):
     """ln1 -> attention -> add, ln2 -> fc1 -> act -> fc2 -> add (see the module docstring)."""
 
     def __init__(self, dim: int, heads: int, *, mlp_ratio: int = 2, activation: str = "relu",
@@ -62,30 +62,13 @@ class TransformerBlock(Module):
         self.act = ReLU() if activation == "relu" else GELU()
         fc2 = linear if activation == "relu" else signed_linear
         self.fc2 = fc2(hidden, dim, seed=base + [2], dtype=dtype)
-        self.params = {f"{n}.{k}": p for n, layer in self.named_layers()
-                       for k, p in layer.params.items()}
+        self.collect_params()
 
     def named_layers(self) -> list:
         """(name, layer) of every child with parameters, the attention's two maps as
         ``attn.qkv`` and ``attn.out``."""
         return [("ln1", self.ln1)] + [(f"attn.{n}", l) for n, l in self.attn.named_layers()] \
             + [("ln2", self.ln2), ("fc1", self.fc1), ("fc2", self.fc2)]
-
-    @property
-    def grads(self) -> dict:
-        """The children's gradients under the block's parameter names."""
-        return {f"{n}.{k}": g for n, layer in self.named_layers()
-                for k, g in layer.grads.items()}
-
-    @grads.setter
-    def grads(self, value) -> None:      # Module.__init__ sets {}; the children hold them
-        pass
-
-    def train(self, mode: bool = True) -> "TransformerBlock":
-        self.training = mode
-        for _, layer in self.named_layers():
-            layer.train(mode)
-        return self
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         h = x + self.attn.forward(self.ln1.forward(x))
