@@ -16,7 +16,6 @@
 #pragma GCC target("avx2")
 #include <immintrin.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "requantize_avx2.h"
 #include "soniq_cpu.h"
@@ -35,6 +34,12 @@ static inline __attribute__((always_inline))
 void put_channel(const soniq_gemm_job *job, const soniq_requant_out *rq, int64_t o,
                  const __m256i *a, int64_t pairs, const int64_t *pos, const int64_t *n,
                  int64_t nb, uint8_t *codes) {
+    /* A block whose 8 lanes stay within the chunk's positions reads and writes all 8 even
+     * when it has fewer (the last of a row): the lanes past it are the next blocks' first
+     * positions, which those blocks -- later in this loop, on this thread -- overwrite. Only
+     * a short block at the chunk's end takes the careful path (a call to memcpy there cost
+     * the whole layer about a third of its time). */
+    const int64_t end = nb > 0 ? pos[nb - 1] + n[nb - 1] : 0;
     const int32_t *w = (const int32_t *)(const void *)job->direct + o * pairs;
     const int64_t rpi = job->layout.rows_per_image;
     const __m256 scale = param(rq->scale + o, 0), bias = param(rq->bias + o, 0);
@@ -55,23 +60,25 @@ void put_channel(const soniq_gemm_job *job, const soniq_requant_out *rq, int64_t
         if (p < pairs)
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_loadu_si256(a + p), wp[p]));
         acc = _mm256_add_epi32(acc, acc2);
-        if (rq->per_position && n[i] == 8) {
+        const int full = pos[i] + 8 <= end;
+        if (rq->per_position && full) {
             r = param(rq->ratio + o * rpi + pos[i], 1);
             top = tops(rq->bits + o * rpi + pos[i], 1);
         } else if (rq->per_position) {   /* the last positions of a row: no reads past them */
-            memset(ratio, 0, sizeof ratio);
-            memset(bits, 0, sizeof bits);
-            memcpy(ratio, rq->ratio + o * rpi + pos[i], sizeof(float) * (size_t)n[i]);
-            memcpy(bits, rq->bits + o * rpi + pos[i], (size_t)n[i]);
+            for (int j = 0; j < 8; j++) {
+                ratio[j] = j < n[i] ? rq->ratio[o * rpi + pos[i] + j] : 0.0f;
+                bits[j] = j < n[i] ? rq->bits[o * rpi + pos[i] + j] : 0;
+            }
             r = param(ratio, 1);
             top = tops(bits, 1);
         }
         const __m256i k = soniq_requantize8_avx2(acc, scale, bias, r, top);
-        if (n[i] == 8) {
+        if (full) {
             store_codes(codes + pos[i], k);
         } else {
             store_codes(tail, k);
-            memcpy(codes + pos[i], tail, (size_t)n[i]);
+            for (int64_t j = 0; j < n[i]; j++)
+                codes[pos[i] + j] = tail[j];
         }
     }
 }
