@@ -208,6 +208,8 @@ def test_fused_requantize_at_the_largest_exact_sums(isa):
     (1, 5, 5, 2, (6, 21)),
     (4, 4, 4, 0, (9, 17)),      # K = 64, the largest direct conv
     (5, 3, 3, 1, (5, 9)),       # K = 45
+    (2, 3, 3, 1, (6, 5)),       # rows of 5: every block short, 8-byte stores spill into the next
+    (2, 3, 3, 0, (11, 3)),      # rows of 1 position
     (13, 1, 5, 0, (3, 12)),     # K = 65: the GEMM path
 ])
 @pytest.mark.parametrize("per_position", [False, True])

@@ -10,6 +10,7 @@ path or the thread count.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -165,28 +166,42 @@ class CpuKernels:
         return self._conv(x_codes, a_bits, packed, act_bits_hi, stride, padding,
                           (scale, bias, out_bits, out_ratio))
 
-    def _one_width(self, codes, a_bits, k_bits, packed, hi):
-        """(codes, k_bits) to run: as given, or for inputs of several widths whose plan
-        has an int8 block (:func:`~.engines.one_width_for_mixed_inputs`) the codes shifted
-        to ``a << (A - a_bits)`` with every K position at width A (the same sums)."""
+    def _layout(self, packed, a_bits, hi, taps: int, conv: bool, direct_ok: bool) -> "_Layout":
+        """How a call with input widths ``a_bits`` (``taps`` K positions per input channel)
+        runs on ``packed`` under these settings, built once per layout and cached on the
+        packed weights (a layer's later calls only look it up)."""
         settings = self.settings
-        if codes.size == 0 or a_bits.size == 0 or a_bits.min() == a_bits.max() or \
-                not one_width_for_mixed_inputs(
-                    settings.isa, settings.engine_policy,
-                    packed.plan(k_bits, hi, settings.engine_policy, settings.isa).engines,
-                    packed.k, conv=codes.ndim == 4):
-            return codes, k_bits
-        shift = (hi - a_bits.astype(np.uint8)).reshape((1, -1) + (1,) * (codes.ndim - 2))
-        return np.left_shift(codes, shift), np.full_like(k_bits, hi)
+        key = ("layout", hi, settings.engine_policy, settings.isa, taps, conv, direct_ok,
+               a_bits.tobytes())
+        return packed.cached(key, lambda: self._build_layout(packed, a_bits, hi, taps, conv,
+                                                             direct_ok))
+
+    def _build_layout(self, packed, a_bits, hi, taps, conv, direct_ok) -> "_Layout":
+        """Inputs of several widths whose plan has an int8 block
+        (:func:`~.engines.one_width_for_mixed_inputs`) run as codes shifted to ``a << (A -
+        a_bits)`` with every K position at width A (the same sums); others as given."""
+        settings = self.settings
+        k_bits = np.repeat(a_bits, taps)
+        shift = None
+        if a_bits.size and a_bits.min() != a_bits.max() and one_width_for_mixed_inputs(
+                settings.isa, settings.engine_policy,
+                packed.plan(k_bits, hi, settings.engine_policy, settings.isa).engines,
+                packed.k, conv=conv):
+            shift = (hi - a_bits.astype(np.uint8)).reshape((1, -1) + (1,) * (2 * conv))
+            k_bits = np.full_like(k_bits, hi)
+        if direct_ok and direct_conv(settings.isa, settings.engine_policy, packed.k):
+            return _Layout(shift, ("direct",), _NO_PLAN, packed.direct(k_bits, hi))
+        found = packed.plan(k_bits, hi, settings.engine_policy, settings.isa)
+        return _Layout(shift, tuple(sorted(found.engines)), found.kernel, None)
 
     def _linear(self, a_codes, a_bits, packed, hi, requant):
         if self.guarded:
             a_codes = _contiguous_codes(a_codes, 2)
             _check_packed(packed, a_bits, 2, a_codes.shape[1], packed.k)
-        a_codes, a_bits = self._one_width(a_codes, a_bits, a_bits, packed, hi)
         m, n = a_codes.shape[0], packed.shape[0]
         out = np.empty((m, n), np.int64 if requant is None else np.uint8)
-        self._gemm(packed, a_bits, hi, a_codes, None, m, out,
+        layout = self._layout(packed, a_bits, hi, 1, False, False)
+        self._gemm(packed, layout, layout.shifted(a_codes), None, m, out,
                    OutLayout(rows_per_image=max(m, 1), image_stride=0, row_stride=n,
                              col_stride=1), requant)
         return out
@@ -202,33 +217,25 @@ class CpuKernels:
         b, c, h, w = x_codes.shape
         o, _, kh, kw = packed.shape
         out = np.empty((b, o, ho, wo), np.int64 if requant is None else np.uint8)
-        x_codes, k_bits = self._one_width(x_codes, a_bits, np.repeat(a_bits, kh * kw),
-                                          packed, hi)
-        conv = ConvSource(x=x_codes, c=c, h=h, w=w, kh=kh, kw=kw, stride=stride,
-                          padding=padding, ho=ho, wo=wo)
-        direct = None
-        if requant is not None and stride == 1 and \
-                direct_conv(self.settings.isa, self.settings.engine_policy, packed.k):
-            direct = packed.direct(k_bits, hi)
-        self._gemm(packed, k_bits, hi, None, conv, b * ho * wo, out,
+        layout = self._layout(packed, a_bits, hi, kh * kw, True,
+                              requant is not None and stride == 1)
+        conv = ConvSource(x=layout.shifted(x_codes), c=c, h=h, w=w, kh=kh, kw=kw,
+                          stride=stride, padding=padding, ho=ho, wo=wo)
+        self._gemm(packed, layout, None, conv, b * ho * wo, out,
                    OutLayout(rows_per_image=ho * wo, image_stride=o * ho * wo, row_stride=1,
-                             col_stride=ho * wo), requant, direct)
+                             col_stride=ho * wo), requant)
         return out
 
-    def _gemm(self, packed, k_bits, hi, a_codes, conv, m, out, layout, requant, direct=None):
+    def _gemm(self, packed, layout, a_codes, conv, m, out, out_layout, requant):
         """Run the GEMM. requant: None (int64 sums) or the fused requantize's
         :class:`~.records.Requantize` (uint8 codes)."""
         settings = self.settings
-        if direct is not None:
-            engines, plan = ("direct",), _NO_PLAN
-        else:
-            found = packed.plan(k_bits, hi, settings.engine_policy, settings.isa)
-            engines, plan = found.engines, found.kernel
-        settings.last_path = (settings.isa, tuple(sorted(engines)))
+        settings.last_path = (settings.isa, layout.engines)
         threads = self._threads(m * max(packed.k, 64) * packed.shape[0])  # K: 64-byte rows
-        _kernels.gemm(GemmJob(a=a_codes, conv=conv, m=m, k=packed.k, plan=plan, out=out,
-                              n_out=packed.shape[0], layout=layout, isa=settings.isa_index,
-                              requant=requant, direct=direct), threads)
+        _kernels.gemm(GemmJob(a=a_codes, conv=conv, m=m, k=packed.k, plan=layout.plan,
+                              out=out, n_out=packed.shape[0], layout=out_layout,
+                              isa=settings.isa_index, requant=requant, direct=layout.direct),
+                      threads)
 
     # --------------------------------------------------------------------------- epilogue
 
@@ -294,6 +301,20 @@ class CpuKernels:
 
 # The plan of a direct conv: no act groups, no blocks (the job's `direct` weights instead).
 _NO_PLAN = KernelPlan((), ())
+
+
+class _Layout(NamedTuple):
+    """How calls with one input layout run (``CpuBackend._layout``): the per-channel shift
+    to width A (None: the codes as given), the engine names, the kernel plan, and the
+    direct conv's weights (None: a GEMM)."""
+
+    shift: np.ndarray | None
+    engines: tuple
+    plan: KernelPlan
+    direct: np.ndarray | None
+
+    def shifted(self, codes: np.ndarray) -> np.ndarray:
+        return codes if self.shift is None else np.left_shift(codes, self.shift)
 
 
 def _check_packed(packed, a_bits, ndim: int, channels: int, expected: int) -> None:

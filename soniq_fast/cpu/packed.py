@@ -93,8 +93,11 @@ class CpuPackedWeights:
         codes, bits = check_weights(codes.reshape(shape), bits)
         self._codes = checks.frozen(checks.rows(codes))
         self.bits = checks.frozen(bits)
-        self._bits_bytes = self.bits.tobytes()
         self.shape = shape
+        # what check() compares by identity: the arrays are read-only views of read-only
+        # copies (in-place edits are impossible), so only replacing an attribute can change
+        # what the kernels would see
+        self._sealed = (self._codes, self.bits, self.shape)
         self._by_width = {int(b): np.flatnonzero(self.bits == b).astype(np.int32)
                           for b in np.unique(self.bits)}
         self._plans = OrderedDict()
@@ -102,17 +105,14 @@ class CpuPackedWeights:
 
     def check(self) -> "CpuPackedWeights":
         """Refuse (ValueError naming w_codes) an object edited since it was packed: the
-        kernels rely on its shapes and bits. O(N), run before every kernel."""
-        try:
-            n, k = self._codes.shape
-            ok = (self._codes.dtype == np.uint8 and not self._codes.flags.writeable
-                  and isinstance(self.bits, np.ndarray) and self.bits.dtype == np.uint8
-                  and self.bits.shape == (n,) and self.bits.tobytes() == self._bits_bytes
-                  and checks.check_weight_shape("shape", self.shape)[0] == n
-                  and int(np.prod(self.shape[1:], dtype=object)) == k)
-        except (AttributeError, TypeError, ValueError):
-            ok = False
-        if not ok:
+        kernels rely on its shapes and bits. O(1), run before every kernel: the codes, bits
+        and shape must be the very objects packing made (their arrays cannot be edited in
+        place, see ``checks.frozen``)."""
+        sealed = getattr(self, "_sealed", None)
+        if not (isinstance(sealed, tuple) and len(sealed) == 3
+                and getattr(self, "_codes", None) is sealed[0]
+                and getattr(self, "bits", None) is sealed[1]
+                and getattr(self, "shape", None) is sealed[2]):
             raise ValueError("w_codes: the packed weights were changed after packing; "
                              "pack the codes again")
         return self
@@ -128,10 +128,10 @@ class CpuPackedWeights:
     def plan(self, k_bits: np.ndarray, act_bits_hi: int, policy: str = "auto",
              isa: str = "scalar"):
         """The :class:`Plan` for activations whose K positions have widths ``k_bits``."""
-        return self._cached((act_bits_hi, policy, isa, k_bits.tobytes()),
+        return self.cached((act_bits_hi, policy, isa, k_bits.tobytes()),
                             lambda: self._build(k_bits, act_bits_hi, policy, isa))
 
-    def _cached(self, key, build):
+    def cached(self, key, build):
         """The cached value for ``key`` (built on a miss); the least recently used of more
         than MAX_PLANS entries is dropped, so distinct layouts cannot grow memory."""
         with self._lock:
@@ -149,7 +149,7 @@ class CpuPackedWeights:
     def direct(self, k_bits: np.ndarray, act_bits_hi: int) -> np.ndarray:
         """int16 [N, K rounded up to even]: ``q << (A - ba)`` with ``q = 2 w - (2^bw - 1)``,
         the weights of the direct conv (core/direct_conv_avx2.c); zero past K."""
-        return self._cached(("direct", act_bits_hi, k_bits.tobytes()),
+        return self.cached(("direct", act_bits_hi, k_bits.tobytes()),
                             lambda: self._direct_weights(k_bits, act_bits_hi))
 
     def _direct_weights(self, k_bits: np.ndarray, act_bits_hi: int) -> np.ndarray:
