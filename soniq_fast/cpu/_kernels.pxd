@@ -39,6 +39,7 @@ cdef extern from "core/params.h" nogil:
         int64_t rows_per_image, image_stride, row_stride, col_stride
     ctypedef struct soniq_conv_src:
         const uint8_t *x
+        const uint8_t *shift
         int64_t c, h, w, kh, kw, stride, padding, ho, wo
     ctypedef struct soniq_requant_out:
         const float *scale
@@ -78,7 +79,7 @@ cdef class OutLayout:
 
 
 cdef class ConvSource:
-    cdef readonly object x
+    cdef readonly object x, shift
     cdef readonly int64_t c, h, w, kh, kw, stride, padding, ho, wo
 
 

@@ -114,11 +114,12 @@ cdef class OutLayout:
 cdef class ConvSource:
     """GEMM rows as im2col patches of ``x`` uint8 [B, c, h, w] (``soniq_conv_src``): K
     ordered (channel, kernel row, kernel column), window kh x kw, ``stride``, zero
-    ``padding``, output ho x wo per image."""
+    ``padding``, output ho x wo per image. ``shift``: None, or uint8 [c]: the codes are read
+    as ``x << shift[channel]`` (inputs of several widths run at the high width A)."""
 
     def __init__(self, *, x, int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw,
-                 int64_t stride, int64_t padding, int64_t ho, int64_t wo):
-        self.x = x
+                 int64_t stride, int64_t padding, int64_t ho, int64_t wo, shift=None):
+        self.x, self.shift = x, shift
         self.c, self.h, self.w, self.kh, self.kw = c, h, w, kh, kw
         self.stride, self.padding, self.ho, self.wo = stride, padding, ho, wo
 
@@ -164,6 +165,7 @@ def gemm(GemmJob job not None, int n_threads):
     cjob.conv = NULL
     if conv is not None:
         src.x = <uint8_t *>addr(conv.x)
+        src.shift = <uint8_t *>addr_or_null(conv.shift)
         src.c, src.h, src.w, src.kh, src.kw = conv.c, conv.h, conv.w, conv.kh, conv.kw
         src.stride, src.padding, src.ho, src.wo = conv.stride, conv.padding, conv.ho, conv.wo
         cjob.conv = <const soniq_conv_src *>&src

@@ -187,7 +187,7 @@ class CpuKernels:
                 settings.isa, settings.engine_policy,
                 packed.plan(k_bits, hi, settings.engine_policy, settings.isa).engines,
                 packed.k, conv=conv):
-            shift = (hi - a_bits.astype(np.uint8)).reshape((1, -1) + (1,) * (2 * conv))
+            shift = hi - a_bits.astype(np.uint8)      # per input channel
             k_bits = np.full_like(k_bits, hi)
         if direct_ok and direct_conv(settings.isa, settings.engine_policy, packed.k):
             return _Layout(shift, ("direct",), _NO_PLAN, packed.direct(k_bits, hi))
@@ -219,8 +219,8 @@ class CpuKernels:
         out = np.empty((b, o, ho, wo), np.int64 if requant is None else np.uint8)
         layout = self._layout(packed, a_bits, hi, kh * kw, True,
                               requant is not None and stride == 1)
-        conv = ConvSource(x=layout.shifted(x_codes), c=c, h=h, w=w, kh=kh, kw=kw,
-                          stride=stride, padding=padding, ho=ho, wo=wo)
+        conv = ConvSource(x=x_codes, c=c, h=h, w=w, kh=kh, kw=kw, stride=stride,
+                          padding=padding, ho=ho, wo=wo, shift=layout.shift)
         self._gemm(packed, layout, None, conv, b * ho * wo, out,
                    OutLayout(rows_per_image=ho * wo, image_stride=o * ho * wo, row_stride=1,
                              col_stride=ho * wo), requant)
@@ -305,8 +305,9 @@ _NO_PLAN = KernelPlan((), ())
 
 class _Layout(NamedTuple):
     """How calls with one input layout run (``CpuBackend._layout``): the per-channel shift
-    to width A (None: the codes as given), the engine names, the kernel plan, and the
-    direct conv's weights (None: a GEMM)."""
+    to width A (uint8 [C]; None: the codes as given -- a convolution's kernels apply it as
+    they read the image, a linear layer's codes are shifted here), the engine names, the
+    kernel plan, and the direct conv's weights (None: a GEMM)."""
 
     shift: np.ndarray | None
     engines: tuple
@@ -314,7 +315,7 @@ class _Layout(NamedTuple):
     direct: np.ndarray | None
 
     def shifted(self, codes: np.ndarray) -> np.ndarray:
-        return codes if self.shift is None else np.left_shift(codes, self.shift)
+        return codes if self.shift is None else np.left_shift(codes, self.shift[None, :])
 
 
 def _check_packed(packed, a_bits, ndim: int, channels: int, expected: int) -> None:

@@ -100,6 +100,7 @@ typedef struct {
 
 typedef struct {            /* rows are im2col patches of x [B, C, H, W], K ordered (c, r, s) */
     const uint8_t *x;
+    const uint8_t *shift;   /* NULL, or per channel [C]: the codes read as x << shift[c] */
     int64_t c, h, w, kh, kw, stride, padding, ho, wo;
 } soniq_conv_src;
 

@@ -13,6 +13,7 @@ void soniq_im2col_row(const soniq_conv_src *s, int64_t m, uint8_t *row) {
     const uint8_t *img = s->x + b * s->c * s->h * s->w;
     for (int64_t c = 0; c < s->c; c++) {
         const uint8_t *plane = img + c * s->h * s->w;
+        const int sh = s->shift ? s->shift[c] : 0;
         for (int64_t r = 0; r < s->kh; r++) {
             int64_t y = y0 + r;
             uint8_t *dst = row + (c * s->kh + r) * s->kw;
@@ -22,7 +23,7 @@ void soniq_im2col_row(const soniq_conv_src *s, int64_t m, uint8_t *row) {
             }
             for (int64_t q = 0; q < s->kw; q++) {
                 int64_t x = x0 + q;
-                dst[q] = (x >= 0 && x < s->w) ? plane[y * s->w + x] : 0;
+                dst[q] = (x >= 0 && x < s->w) ? (uint8_t)(plane[y * s->w + x] << sh) : 0;
             }
         }
     }
@@ -37,8 +38,15 @@ int64_t soniq_padded_bytes(const soniq_conv_src *s) {
     return s->c * (s->h + 2 * s->padding) * soniq_padded_row_bytes(s);
 }
 
-/* Copy image b into `padded` (zeroed once by the caller; only the interior is written).
- * Narrow rows (a small feature map) in 4-byte copies, not one library call per row. */
+/* Shift a row of n codes left by sh bits (the high-width codes of a channel). */
+static void shift_row(uint8_t *dst, const uint8_t *src, int64_t n, int sh) {
+    for (int64_t x = 0; x < n; x++)
+        dst[x] = (uint8_t)(src[x] << sh);
+}
+
+/* Copy image b into `padded` (zeroed once by the caller; only the interior is written),
+ * each channel's codes shifted by s->shift[c] when given. Narrow rows (a small feature map)
+ * in 4-byte copies, not one library call per row. */
 void soniq_pad_image(const soniq_conv_src *s, int64_t b, uint8_t *padded) {
     const int64_t hp = s->h + 2 * s->padding, wpp = soniq_padded_row_bytes(s), w = s->w;
     const uint8_t *img = s->x + b * s->c * s->h * w;
@@ -46,6 +54,10 @@ void soniq_pad_image(const soniq_conv_src *s, int64_t b, uint8_t *padded) {
         for (int64_t y = 0; y < s->h; y++) {
             uint8_t *dst = padded + (c * hp + y + s->padding) * wpp + s->padding;
             const uint8_t *src = img + (c * s->h + y) * w;
+            if (s->shift && s->shift[c]) {
+                shift_row(dst, src, w, s->shift[c]);
+                continue;
+            }
             if (w > 16) {
                 memcpy(dst, src, (size_t)w);
                 continue;
