@@ -155,18 +155,74 @@ def test_the_fused_residual_tail_equals_the_reference(backend, case):
         kernels.residual_requantize(acc, scale, bias, skip, bits, ratio), want)
 
 
-def test_the_deploy_model_uses_the_fused_tail_where_offered(trained, monkeypatch):
+@pytest.mark.parametrize("entry", ["conv2d_residual_requantize", "residual_requantize"])
+def test_the_deploy_model_uses_the_fused_tail_where_offered(trained, monkeypatch, entry):
+    """conv2 and the tail in one call where the kernels offer it; with only the tail
+    fused (``conv2d_residual_requantize`` taken away), conv2's sums and then the tail."""
     pytest.importorskip("soniq_fast.cpu._kernels")
     from soniq_ref import get_backend
     deploy, x = trained[0].deploy, trained[1]
     kernels = get_backend("cpu").kernels
+    if entry == "residual_requantize":
+        monkeypatch.delattr(type(kernels), "conv2d_residual_requantize")
     calls = []
-    original = type(kernels).residual_requantize
-    monkeypatch.setattr(type(kernels), "residual_requantize",
+    original = getattr(type(kernels), entry)
+    monkeypatch.setattr(type(kernels), entry,
                         lambda self, *a: calls.append(1) or original(self, *a))
     got = deploy.forward(x, "cpu")
     assert len(calls) == sum(s.kind.startswith("residual") for s in deploy.stages)
     np.testing.assert_array_equal(got.view(np.uint32), deploy.forward(x, "ref").view(np.uint32))
+
+
+@st.composite
+def residual_convs(draw):
+    """conv2 of a residual block with its tail: codes x [B, C, H, W] of mixed widths (extreme
+    codes on part of them), weights of mixed widths, stride 1 or 2, a float32 skip of the
+    output's shape, per-channel scale, bias, bits and ratio."""
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    b, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 13)), draw(st.integers(1, 19))
+    h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    k = draw(st.sampled_from([1, 3]))
+    stride, padding = draw(st.sampled_from([1, 2])), (k - 1) // 2
+    hi = draw(st.integers(1, 8))
+    a_bits = rng.integers(draw(st.integers(1, hi)), hi + 1, c).astype(np.uint8)
+    w_bits = rng.integers(draw(st.integers(1, 8)), 9, o).astype(np.uint8)
+    top = (1 << a_bits.astype(np.int64))[None, :, None, None]
+    x = (rng.random((b, c, h, w)) * top).astype(np.uint8)
+    if draw(st.booleans()):
+        x[0] = (top - 1)[0]
+    wc = (rng.random((o, c, k, k)) * (1 << w_bits.astype(np.int64))[:, None, None, None])
+    ho, wo = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
+    skip = rng.standard_normal((b, o, ho, wo)).astype(np.float32)
+    scale = (rng.uniform(0.5, 2.0, o) * 1e-3).astype(np.float32)
+    bias = rng.standard_normal(o).astype(np.float32)
+    bits = rng.integers(1, 9, o).astype(np.uint8)
+    ratio = ((2.0 ** bits) / rng.uniform(0.5, 4.0, o)).astype(np.float32)
+    return dict(x=x, a_bits=a_bits, w=wc.astype(np.uint8), w_bits=w_bits, hi=hi,
+                stride=stride, padding=padding, skip=skip, scale=scale, bias=bias, bits=bits,
+                ratio=ratio)
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=residual_convs())
+def test_conv_with_the_fused_residual_tail_equals_the_reference(backend, case):
+    """``conv2d_residual_requantize`` (an optional kernel method): the reference's conv,
+    epilogue, one float32 add and ``codes_from_ratio``, bit for bit."""
+    import independent
+    from soniq_ref.epilogue import epilogue
+    from soniq_ref.quantizers import codes_from_ratio
+    kernels = getattr(backend, "kernels", None)
+    if kernels is None or not hasattr(kernels, "conv2d_residual_requantize"):
+        pytest.skip(f"{backend.name} has no conv with the fused residual tail")
+    c = case
+    acc = independent.conv_acc(c["x"], c["a_bits"], c["w"], c["w_bits"], c["hi"], c["stride"],
+                               c["padding"])
+    want = codes_from_ratio(epilogue(acc, c["scale"], c["bias"]) + c["skip"], c["ratio"],
+                            c["bits"])
+    got = kernels.conv2d_residual_requantize(
+        c["x"], c["a_bits"], backend.pack_weights(c["w"], c["w_bits"]), c["hi"], c["stride"],
+        c["padding"], c["scale"], c["bias"], c["skip"], c["bits"], c["ratio"])
+    np.testing.assert_array_equal(got, want)
 
 
 def test_the_fused_residual_tail_adds_bias_then_skip(backend):

@@ -48,6 +48,7 @@ cdef extern from "core/params.h" nogil:
         const uint8_t *bits
         int per_position
         uint8_t *codes
+        const float *skip
     ctypedef struct soniq_gemm_job:
         const uint8_t *a
         const soniq_conv_src *conv
@@ -84,7 +85,7 @@ cdef class ConvSource:
 
 
 cdef class Requantize:
-    cdef readonly object scale, bias, bits, ratio
+    cdef readonly object scale, bias, bits, ratio, skip
     cdef readonly bint per_position
 
 

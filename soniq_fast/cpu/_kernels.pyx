@@ -128,10 +128,13 @@ cdef class Requantize:
     """The fused requantize (``soniq_requant_out``): codes = ``clip(rint((scale[o] *
     float32(acc) + bias[o]) * ratio), 0, 2^bits - 1)``; scale, bias float32 [O]; bits uint8
     and ratio float32 per channel [O], or per (channel, position) [O Ho Wo] when
-    ``per_position``."""
+    ``per_position``. ``skip``: None, or float32 like the output (a conv's channel planes,
+    parameters per channel): the residual tail ``clip(rint(((scale[o] * float32(acc) +
+    bias[o]) + skip) * ratio), 0, 2^bits - 1)`` instead (core/residual.h)."""
 
-    def __init__(self, *, scale, bias, bits, ratio, bint per_position):
+    def __init__(self, *, scale, bias, bits, ratio, bint per_position, skip=None):
         self.scale, self.bias, self.bits, self.ratio = scale, bias, bits, ratio
+        self.skip = skip
         self.per_position = per_position
 
 
@@ -188,6 +191,7 @@ def gemm(GemmJob job not None, int n_threads):
         rq.scale, rq.bias = <float *>addr(requant.scale), <float *>addr(requant.bias)
         rq.bits, rq.ratio = <uint8_t *>addr(requant.bits), <float *>addr(requant.ratio)
         rq.per_position, rq.codes = requant.per_position, <uint8_t *>addr(job.out)
+        rq.skip = <float *>addr_or_null(requant.skip)
         with nogil:
             rc = soniq_gemm_requantize_run(&cjob, &rq, n_threads)
     if rc == -2:

@@ -166,6 +166,16 @@ class CpuKernels:
         return self._conv(x_codes, a_bits, packed, act_bits_hi, stride, padding,
                           (scale, bias, out_bits, out_ratio))
 
+    def conv2d_residual_requantize(self, x_codes, a_bits, packed, act_bits_hi, stride,
+                                   padding, scale, bias, skip, out_bits,
+                                   out_ratio) -> np.ndarray:
+        """uint8 [B, O, Ho, Wo]: ``residual_requantize(conv2d_int(...), scale, bias, skip,
+        out_bits, out_ratio)`` in one pass -- conv2 of a residual block, its epilogue, the
+        skip add and the requantization, the int64 sums never stored (every parameter per
+        channel; skip float32 [B, O, Ho, Wo])."""
+        return self._conv(x_codes, a_bits, packed, act_bits_hi, stride, padding,
+                          (scale, bias, out_bits, out_ratio), skip)
+
     def _layout(self, packed, a_bits, hi, taps: int, conv: bool, direct_ok: bool) -> "_Layout":
         """How a call with input widths ``a_bits`` (``taps`` K positions per input channel)
         runs on ``packed`` under these settings, built once per layout and cached on the
@@ -206,19 +216,20 @@ class CpuKernels:
                              col_stride=1), requant)
         return out
 
-    def _conv(self, x_codes, a_bits, packed, hi, stride, padding, requant):
+    def _conv(self, x_codes, a_bits, packed, hi, stride, padding, requant, skip=None):
         if self.guarded:
             x_codes = _contiguous_codes(x_codes, 4)
             _check_packed(packed, a_bits, 4, x_codes.shape[1], packed.shape[1])
         stride, padding, ho, wo = check_conv_geometry(x_codes.shape, packed.shape, stride,
                                                       padding)
-        if requant is not None:
-            requant = _requant_args(packed.shape[0], ho * wo, *requant)
         b, c, h, w = x_codes.shape
         o, _, kh, kw = packed.shape
+        if requant is not None:
+            requant = _requant_args(o, 1 if skip is not None else ho * wo, *requant,
+                                    skip=_check_skip(skip, (b, o, ho, wo)))
         out = np.empty((b, o, ho, wo), np.int64 if requant is None else np.uint8)
         layout = self._layout(packed, a_bits, hi, kh * kw, True,
-                              requant is not None and stride == 1)
+                              requant is not None and skip is None and stride == 1)
         conv = ConvSource(x=x_codes, c=c, h=h, w=w, kh=kh, kw=kw, stride=stride,
                           padding=padding, ho=ho, wo=wo, shift=layout.shift)
         self._gemm(packed, layout, None, conv, b * ho * wo, out,
@@ -332,10 +343,20 @@ def _check_packed(packed, a_bits, ndim: int, channels: int, expected: int) -> No
                          f"exact only up to K = {MAX_EXACT_K}")
 
 
+def _check_skip(skip, shape: tuple):
+    """None, or the residual tail's skip: float32 C-contiguous in the output's shape."""
+    if skip is None:
+        return None
+    if not isinstance(skip, np.ndarray) or skip.dtype != np.float32 or skip.shape != shape:
+        raise ValueError(f"skip must be float32 of the output's shape {list(shape)}")
+    return np.ascontiguousarray(skip)
+
+
 def _requant_args(channels: int, positions: int, scale, bias, out_bits,
-                  out_ratio) -> Requantize:
+                  out_ratio, skip=None) -> Requantize:
     """The fused requantize's record; only lengths are checked here (the values were checked
-    by the caller)."""
+    by the caller). With ``skip`` (checked by :func:`_check_skip`), ``positions`` is 1: the
+    residual tail takes its parameters per channel."""
     floats = (scale, bias, out_ratio)
     if any(v.dtype != np.float32 for v in floats) or out_bits.dtype != np.uint8 \
             or scale.shape != (channels,) or bias.shape != (channels,) \
@@ -346,7 +367,7 @@ def _requant_args(channels: int, positions: int, scale, bias, out_bits,
     per_position = positions > 1 and out_bits.shape[0] == channels * positions
     return Requantize(scale=np.ascontiguousarray(scale), bias=np.ascontiguousarray(bias),
                       bits=np.ascontiguousarray(out_bits), ratio=np.ascontiguousarray(out_ratio),
-                      per_position=per_position)
+                      per_position=per_position, skip=skip)
 
 
 def _contiguous_codes(codes, ndim: int) -> np.ndarray:

@@ -94,9 +94,15 @@ class ResidualStage(Stage):
 
     def run(self, codes, run):
         """The next codes (float32 ``s`` when ``final``). With the backend's fused kernels,
-        when they offer ``residual_requantize`` (and the requantization is per channel),
-        conv2's epilogue, the add and the requantization are one kernel call."""
+        when the requantization is per channel: conv2 with its epilogue, the add and the
+        requantization in one kernel call where they offer ``conv2d_residual_requantize``,
+        else conv2's sums and then ``residual_requantize`` on them, where offered."""
         h = self.conv1.run(codes, run)               # checks the input codes when needed
+        whole = getattr(run.kernels, "conv2d_residual_requantize", None)
+        if whole is not None and not self.final and not self.per_feature:
+            packed, c2 = next(run.packed), self.conv2
+            return whole(h, c2.a_bits, packed, c2.act_bits_hi, c2.stride, c2.padding, c2.scale,
+                         c2.bias, self._skip(codes, run), self.out_bits, self.out_ratio)
         fused = getattr(run.kernels, "residual_requantize", None)
         if fused is not None and not self.final and not self.per_feature:
             acc = self.conv2.accumulate(run.kernels, next(run.packed), h)

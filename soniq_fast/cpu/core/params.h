@@ -106,12 +106,15 @@ typedef struct {            /* rows are im2col patches of x [B, C, H, W], K orde
 
 /* The fused requantize (soniq_gemm_requantize_run): codes (uint8, laid out like
  * job->layout in elements) = requantize(acc) with scale, bias per output channel and bits,
- * ratio per channel, or per (channel, position in the image) when per_position is set. */
+ * ratio per channel, or per (channel, position in the image) when per_position is set.
+ * With skip (float32, laid out like the codes; channel planes, every parameter per channel)
+ * the residual tail of residual.h instead: clip(rint(((scale acc + bias) + skip) ratio)). */
 typedef struct {
     const float *scale, *bias, *ratio;
     const uint8_t *bits;
     int per_position;
     uint8_t *codes;
+    const float *skip;
 } soniq_requant_out;
 
 typedef struct {

@@ -38,36 +38,44 @@ int64_t soniq_padded_bytes(const soniq_conv_src *s) {
     return s->c * (s->h + 2 * s->padding) * soniq_padded_row_bytes(s);
 }
 
-/* Shift a row of n codes left by sh bits (the high-width codes of a channel). */
-static void shift_row(uint8_t *dst, const uint8_t *src, int64_t n, int sh) {
-    for (int64_t x = 0; x < n; x++)
+/* n codes from src to dst, each shifted left by sh (0..7) bits: 8 at a time as one 64-bit
+ * word shifted whole, the bits each byte receives from the byte below masked off. Rows of a
+ * feature map are short (28, 14, 7 codes), too short for a library call each. */
+static inline void copy_row(uint8_t *dst, const uint8_t *src, int64_t n, int sh) {
+    if (sh == 0 && n > 64) {
+        memcpy(dst, src, (size_t)n);
+        return;
+    }
+    const uint64_t keep = 0x0101010101010101ull * (uint8_t)(0xFFu << sh);
+    int64_t x = 0;
+    for (; x + 8 <= n; x += 8) {
+        uint64_t v;
+        memcpy(&v, src + x, 8);
+        v = (v << sh) & keep;
+        memcpy(dst + x, &v, 8);
+    }
+    if (x + 4 <= n) {
+        uint32_t v;
+        memcpy(&v, src + x, 4);
+        v = (v << sh) & (uint32_t)keep;
+        memcpy(dst + x, &v, 4);
+        x += 4;
+    }
+    for (; x < n; x++)
         dst[x] = (uint8_t)(src[x] << sh);
 }
 
 /* Copy image b into `padded` (zeroed once by the caller; only the interior is written),
- * each channel's codes shifted by s->shift[c] when given. Narrow rows (a small feature map)
- * in 4-byte copies, not one library call per row. */
+ * each channel's codes shifted by s->shift[c] when given. */
 void soniq_pad_image(const soniq_conv_src *s, int64_t b, uint8_t *padded) {
     const int64_t hp = s->h + 2 * s->padding, wpp = soniq_padded_row_bytes(s), w = s->w;
     const uint8_t *img = s->x + b * s->c * s->h * w;
-    for (int64_t c = 0; c < s->c; c++)
-        for (int64_t y = 0; y < s->h; y++) {
-            uint8_t *dst = padded + (c * hp + y + s->padding) * wpp + s->padding;
-            const uint8_t *src = img + (c * s->h + y) * w;
-            if (s->shift && s->shift[c]) {
-                shift_row(dst, src, w, s->shift[c]);
-                continue;
-            }
-            if (w > 16) {
-                memcpy(dst, src, (size_t)w);
-                continue;
-            }
-            int64_t x = 0;
-            for (; x + 4 <= w; x += 4)
-                memcpy(dst + x, src + x, 4);
-            for (; x < w; x++)
-                dst[x] = src[x];
-        }
+    for (int64_t c = 0; c < s->c; c++) {
+        const int sh = s->shift ? s->shift[c] : 0;
+        for (int64_t y = 0; y < s->h; y++)
+            copy_row(padded + (c * hp + y + s->padding) * wpp + s->padding,
+                     img + (c * s->h + y) * w, w, sh);
+    }
 }
 
 /* The (c, r) segments of one im2col row, kw <= 8: 8-byte copies in increasing order (constant

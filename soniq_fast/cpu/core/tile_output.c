@@ -81,6 +81,28 @@ void soniq_unstage_tile(const soniq_gemm_job *job, const int32_t *perm, const in
     }
 }
 
+/* One channel's parameters of the residual tail (residual.h). */
+static inline soniq_residual_params residual_params(const soniq_requant_out *rq, int64_t o) {
+    const soniq_residual_params p = {rq->scale[o], rq->bias[o], rq->ratio[o],
+                                     (float)((1 << rq->bits[o]) - 1)};
+    return p;
+}
+
+/* The residual tail of a run of n rows within an image, from a column-major tile: buffer
+ * column i (sums at buf + i SONIQ_ROW_TILE) is channel o = perm[i] (i without perm), whose
+ * codes and skip values start at element `at` + o col_stride. */
+static void residual_columns(const soniq_gemm_job *job, const soniq_isa_ops *ops,
+                             const soniq_requant_out *rq, const int32_t *perm,
+                             const int64_t *buf, int64_t at, int64_t n) {
+    const int64_t cs = job->layout.col_stride;
+    for (int64_t i = 0; i < job->n_out; i++) {
+        const int64_t o = perm ? perm[i] : i;
+        const soniq_residual_params p = residual_params(rq, o);
+        ops->residual_span(buf + i * SONIQ_ROW_TILE, rq->skip + at + o * cs, n, &p,
+                           rq->codes + at + o * cs);
+    }
+}
+
 /* Codes of output rows m0 .. m0+rows-1 from their sums in buf (see soniq_local_job; buffer
  * column i of a column-major buf is channel perm[i]). */
 void soniq_requantize_tile(const soniq_gemm_job *job, const soniq_isa_ops *ops,
@@ -91,9 +113,15 @@ void soniq_requantize_tile(const soniq_gemm_job *job, const soniq_isa_ops *ops,
     if (l->col_stride == 1) {
         const soniq_epi_params p = {rq->scale, rq->bias, rq->ratio, rq->bits, 1, 1};
         for (int64_t r = 0; r < rows; r++) {
-            int64_t m = m0 + r;
-            uint8_t *out = rq->codes + (m / rpi) * l->image_stride + (m % rpi) * l->row_stride;
-            ops->requantize_span(buf + r * n_out, n_out, &p, out);
+            int64_t m = m0 + r, at = (m / rpi) * l->image_stride + (m % rpi) * l->row_stride;
+            if (rq->skip)       /* a 1 x 1 output: one element per channel */
+                for (int64_t o = 0; o < n_out; o++) {
+                    const soniq_residual_params q = residual_params(rq, o);
+                    ops->residual_span(buf + r * n_out + o, rq->skip + at + o, 1, &q,
+                                       rq->codes + at + o);
+                }
+            else
+                ops->requantize_span(buf + r * n_out, n_out, &p, rq->codes + at);
         }
         return;
     }
@@ -101,6 +129,12 @@ void soniq_requantize_tile(const soniq_gemm_job *job, const soniq_isa_ops *ops,
         const int64_t m = m0 + r, pos = m % rpi;
         const int64_t run = rpi - pos < rows - r ? rpi - pos : rows - r;
         uint8_t *out = rq->codes + (m / rpi) * l->image_stride + pos;
+        if (rq->skip) {
+            residual_columns(job, ops, rq, perm, buf + r, m / rpi * l->image_stride + pos,
+                             run);
+            r += run;
+            continue;
+        }
         const int64_t at = rq->per_position ? pos : 0, param_ld = rq->per_position ? rpi : 1;
         const soniq_epi_params p = {rq->scale, rq->bias, rq->ratio + at, rq->bits + at, 0,
                                     rq->per_position};
