@@ -134,6 +134,37 @@ def ort_matmul_integer(a_u8: np.ndarray, w_s8: np.ndarray, threads: int):
     return lambda: session.run(None, feed)[0]
 
 
+def fbgemm_linear(a_u8: np.ndarray, w_s8: np.ndarray, threads: int):
+    """A callable running PyTorch's fbgemm INT8 linear layer on uint8 [M, K] x int8 [K, N]
+    (per-channel qint8 weights, quint8 activations; ``torch.backends.quantized.engine =
+    "fbgemm"``), or None without PyTorch. Its output is requantized to quint8 (there is no
+    int32 result to compare): time only. Sets PyTorch's intra-op threads to ``threads``."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    import warnings
+    torch.backends.quantized.engine = "fbgemm"
+    torch.set_num_threads(threads)
+    n = w_s8.shape[1]
+    scales = torch.full((n,), 1.0, dtype=torch.float64)
+    with warnings.catch_warnings():         # quantized tensors are deprecated, still fbgemm's
+        warnings.simplefilter("ignore", UserWarning)
+        weight = torch._make_per_channel_quantized_tensor(
+            torch.from_numpy(np.ascontiguousarray(w_s8.T)), scales,
+            torch.zeros(n, dtype=torch.int64), 0)
+        packed = torch.ops.quantized.linear_prepack(weight, None)
+    x = torch._make_per_tensor_quantized_tensor(torch.from_numpy(np.ascontiguousarray(a_u8)),
+                                                1.0, 0)
+    out_scale = float(a_u8.shape[1] * 255 * 128) / 127     # every sum within the output grid
+
+    def run():
+        with torch.inference_mode():
+            return torch.ops.quantized.linear(x, packed, out_scale, 128)
+
+    return run
+
+
 def ort_conv_integer(x_u8: np.ndarray, w_s8: np.ndarray, stride: int, padding: int,
                      threads: int):
     """A callable running ONNX Runtime ConvInteger: uint8 NCHW x int8 OIHW -> int32."""
