@@ -556,3 +556,33 @@ def test_random_cnn_deploy_logits_identical_to_ref(isa):
     for threads in (1, 2):
         got = deploy.forward(x, backend=_backend(isa, "auto", threads))
         np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@given(seed=st.integers(0, 2 ** 32 - 1))
+def test_one_packed_object_serves_every_input_layout(isa, seed):
+    """A layer packs its weights once and its set-up per input layout is cached with them
+    (plan, one-width shift, direct weights): calls alternating between input widths, high
+    widths, strides and linear/conv use on one packed object each give the exact result."""
+    rng = np.random.default_rng(seed)
+    backend = _backend(isa)
+    o, c = int(rng.integers(1, 20)), int(rng.integers(1, 6))
+    w_bits = rng.integers(1, 9, o).astype(np.uint8)
+    w = (rng.random((o, c, 3, 3)) * (1 << w_bits.astype(np.int64))[:, None, None, None])
+    w = w.astype(np.uint8)
+    packed = backend.pack_weights(w, w_bits)
+    flat = backend.pack_weights(w.reshape(o, -1), w_bits)
+    for _ in range(6):
+        hi = int(rng.integers(1, 9))
+        a_bits = rng.integers(1, hi + 1, c).astype(np.uint8)
+        top = (1 << a_bits.astype(np.int64))[None, :, None, None]
+        x = (rng.random((2, c, 7, 6)) * top).astype(np.uint8)
+        stride = int(rng.integers(1, 3))
+        got = backend.conv2d_int(x, a_bits, packed, w_bits, hi, stride=stride, padding=1)
+        np.testing.assert_array_equal(
+            got, independent.conv_acc(x, a_bits, w, w_bits, hi, stride, 1))
+        k_bits = np.repeat(a_bits, 9)
+        a = (rng.random((5, c * 9)) * (1 << k_bits.astype(np.int64))[None, :]).astype(np.uint8)
+        np.testing.assert_array_equal(backend.linear_int(a, k_bits, flat, w_bits, hi),
+                                      independent.linear_acc(a, k_bits, w.reshape(o, -1),
+                                                             w_bits, hi))
