@@ -80,8 +80,25 @@ popcount up to 4 pairs, int8 beyond. (The VBMI rule is what Zen 4 runs.)
 nibble lookups), so lut wins from A2 on for up to 2 lookups (W1 x A2..A8, W2 x A2..A4) and
 popcount only up to 2 plane pairs; int8 keeps int16 partial sums. The minimum of 32
 channel-planes per table is measured there: the digits CNN's second conv, 48 W1 channels at
-A2, gains; its first, 8 W1 channels at A8 with K = 9, loses. These AVX2 figures predate the
-AVX-512 work; the AVX2 rule is unchanged and still to be remeasured on an AVX2 machine.
+A2, gains; its first, 8 W1 channels at A8 with K = 9, loses. Remeasured on that CPU after
+the AVX-512 work (``--isa avx2 --clock thread --repeats 5``, two training runs sharing the
+machine at low priority), lut / popcount / int8::
+
+    M x K x N          W1A2               W2A2               W1A4               W2A3
+    1024x1024x1024     4.14 / 6.53 / 9.10  6.34 / 11.8 / 8.79  5.96 / 13.5 / 10.6  7.25 / 16.8 / 9.42
+    256x1024x1024      0.94 / 1.60 / 2.23  2.35 / 4.34 / 3.41  1.06 / 3.11 / 2.59  2.31 / 5.53 / 2.38
+    3136x576x64        0.68 / 0.91 / 1.07  0.97 / 1.49 / 1.08  0.72 / 1.62 / 1.06  1.03 / 2.26 / 1.09
+    3136x576x256       1.99 / 3.18 / 4.35  3.40 / 6.14 / 4.09  2.24 / 6.27 / 4.69  3.86 / 9.03 / 4.31
+
+                       W2A4               W1A8 (2 tables)    W3A2 (3 lookups)
+    1024x1024x1024     8.20 / 24.1 / 9.94  8.23 / 24.1 / 9.51  9.16 / 16.6 / 9.15
+    256x1024x1024      2.46 / 6.14 / 2.54  1.86 / 5.85 / 2.09  2.19 / 4.09 / 2.01
+    3136x576x64        1.12 / 3.02 / 1.10  1.35 / 3.17 / 1.07  1.27 / 2.32 / 1.06
+    3136x576x256       4.80 / 12.1 / 4.79  4.66 / 11.1 / 4.80  4.51 / 9.03 / 4.27
+
+The rule stands: lut wins or ties wherever it is chosen; W1A8 at 64 channels (64 channel-
+planes, under 32 x 2^2 for two tables) goes to int8, which wins there by a fifth; three
+lookups (W3A2) never beat int8; popcount beyond one plane pair loses to both.
 
 **Direct convolution** (:func:`direct_conv`, ``core/direct_conv_avx2.c``): a stride-1 conv
 with the requantize fused and ``0 < K <= DIRECT_MAX_K`` (first layers: one grey channel
