@@ -32,4 +32,4 @@ print("code paths tested:", ", ".join(n for n in isa.ISA_NAMES if isa.supported(
 PY
 python -m pytest -q -p no:cacheprovider tests/test_cpu_backend.py tests/test_contract.py \
     tests/test_cpu_deploy_paths.py tests/test_packed_attacks.py \
-    tests/test_concurrency.py -k "cpu or test_cpu_backend"
+    tests/test_concurrency.py tests/test_residual_deploy.py -k "cpu or test_cpu_backend"
