@@ -16,6 +16,9 @@ activation group of width ``ba`` (see :mod:`.packed` for their layouts):
 **Engine rule** (:func:`choose_engine`, policy ``auto``; the tables below are keyed by
 :func:`rule_key`: the ISA, or ``avx512+vbmi``), in this order:
 
+0. int8 for a small block over few K positions (``SMALL_BLOCK_INT8``: at most that many
+   channels and K positions), where the per-row work of bit planes or tables is not paid
+   back;
 1. popcount when ``bw * ba <= POPCOUNT_FIRST_PLANE_PAIRS``;
 2. lut when ``ba >= 2``, ``lut_tables(ba) <= LUT_MAX_TABLES``, ``bw * lut_tables(ba) <=
    LUT_MAX_LOOKUPS`` and the block has channels enough to pay for the row tables
@@ -100,6 +103,20 @@ The rule stands: lut wins or ties wherever it is chosen; W1A8 at 64 channels (64
 planes, under 32 x 2^2 for two tables) goes to int8, which wins there by a fifth; three
 lookups (W3A2) never beat int8; popcount beyond one plane pair loses to both.
 
+*Small blocks on avx2* (Zen 3, the same machine and conditions; ``linear_int``, M = 16384,
+N = 32, engine forced, ms): popcount / lut / int8 ::
+
+    K      W1A1           W1A2                  W2A1
+    9      0.886 / 0.657  1.232 / 0.876 / 0.686  1.140 / 0.699
+    36     0.981 / 0.809  1.310 / 1.042 / 0.837  1.879 / 1.429
+    72     0.980 / 0.852  1.380 / 1.150 / 0.937  1.754 / 1.026
+    144    1.356 / 1.415  2.723 / 2.114 / 2.046  1.965 / 1.460
+
+while at N = 256 (M = 4096, K = 9) popcount already wins W1A1 (1.060 against 1.189): the
+planes are built once per row for all the channels. Hence int8 up to 32 channels and 72 K
+positions; e.g. the 3x3 convolution of one grey channel into 32 (digits conv1, K = 9) at
+75 % W1 / 25 % W4: 1.489 ms with popcount and int8 blocks, 0.768 ms all int8 (W8A8: 0.986).
+
 **Direct convolution** (:func:`direct_conv`, ``core/direct_conv_avx2.c``): a stride-1 conv
 with the requantize fused and ``0 < K <= DIRECT_MAX_K`` (first layers: one grey channel
 3x3 gives K = 9) runs without im2col, 8 output positions per vector, on the avx2 and the
@@ -138,6 +155,9 @@ POPCOUNT_SHORT_K = {"avx512+vbmi": (1024, 2)}
 LUT_MAX_TABLES = {"avx2": 2, "avx512": 1, "avx512+vbmi": 1}
 LUT_MAX_LOOKUPS = {"avx2": 2, "avx512": 1, "avx512+vbmi": 2}
 LUT_MIN_PLANES = {"avx2": 32, "avx512": 32, "avx512+vbmi": 256}
+# (channels, K): a block of at most this many channels over at most this many K positions
+# runs on int8 (rule 0)
+SMALL_BLOCK_INT8 = {"avx2": (32, 72)}
 
 DIRECT_CONV_ISAS = ("avx2", "avx512")
 INT8_VALUE_WIDTH_ISAS = ("avx2",)
@@ -161,6 +181,10 @@ def choose_engine(w_bits: int, a_bits: int, policy: str = "auto", isa: str = "sc
     if policy == "lut":
         return LUT
     key = rule_key(isa)
+    small = SMALL_BLOCK_INT8.get(key)
+    if small and channels is not None and k is not None and channels <= small[0] \
+            and k <= small[1]:
+        return INT8
     pairs = w_bits * a_bits
     if pairs <= POPCOUNT_FIRST_PLANE_PAIRS[key]:
         return POPCOUNT
