@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from random_deploy import random_resnet_deploy
 from soniq_ref import fileformat
-from soniq_ref.stages import PooledLinearStage, ResidualStage
+from soniq_ref.stages import IdentitySkip, PooledLinearStage, ResidualStage
 
 
 @st.composite
@@ -194,6 +194,12 @@ def residual_convs(draw):
     wc = (rng.random((o, c, k, k)) * (1 << w_bits.astype(np.int64))[:, None, None, None])
     ho, wo = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
     skip = rng.standard_normal((b, o, ho, wo)).astype(np.float32)
+    if draw(st.booleans()):     # an identity skip: the block's input codes and their factors
+        codes = rng.integers(0, 256, (b, o, ho, wo)).astype(np.uint8)
+        factor = np.array(draw(st.lists(st.sampled_from(
+            [2.0 ** -8, 0.0123, 1.0, 1e-42, 2.0 ** -140, 3e36, 1.7e38, 37.5]),
+            min_size=o, max_size=o)), np.float32)
+        skip = IdentitySkip(codes, factor)
     scale = (rng.uniform(0.5, 2.0, o) * 1e-3).astype(np.float32)
     bias = rng.standard_normal(o).astype(np.float32)
     bits = rng.integers(1, 9, o).astype(np.uint8)
@@ -207,7 +213,8 @@ def residual_convs(draw):
 @given(case=residual_convs())
 def test_conv_with_the_fused_residual_tail_equals_the_reference(backend, case):
     """``conv2d_residual_requantize`` (an optional kernel method): the reference's conv,
-    epilogue, one float32 add and ``codes_from_ratio``, bit for bit."""
+    epilogue, one float32 add and ``codes_from_ratio``, bit for bit; the skip a float32
+    array or an identity skip (codes and factors, tiny, subnormal and overflowing ones)."""
     import independent
     from soniq_ref.epilogue import epilogue
     from soniq_ref.quantizers import codes_from_ratio
@@ -217,8 +224,13 @@ def test_conv_with_the_fused_residual_tail_equals_the_reference(backend, case):
     c = case
     acc = independent.conv_acc(c["x"], c["a_bits"], c["w"], c["w_bits"], c["hi"], c["stride"],
                                c["padding"])
-    want = codes_from_ratio(epilogue(acc, c["scale"], c["bias"]) + c["skip"], c["ratio"],
-                            c["bits"])
+    skip = c["skip"]
+    if isinstance(skip, IdentitySkip):      # ResidualStage.skip_value's float32 product
+        with np.errstate(over="ignore"):
+            skip = skip.codes.astype(np.float32) * skip.factor.reshape(1, -1, 1, 1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = codes_from_ratio(epilogue(acc, c["scale"], c["bias"]) + skip, c["ratio"],
+                                c["bits"])
     got = kernels.conv2d_residual_requantize(
         c["x"], c["a_bits"], backend.pack_weights(c["w"], c["w_bits"]), c["hi"], c["stride"],
         c["padding"], c["scale"], c["bias"], c["skip"], c["bits"], c["ratio"])

@@ -49,6 +49,8 @@ cdef extern from "core/params.h" nogil:
         int per_position
         uint8_t *codes
         const float *skip
+        const uint8_t *skip_codes
+        const float *skip_factor
     ctypedef struct soniq_gemm_job:
         const uint8_t *a
         const soniq_conv_src *conv
@@ -85,7 +87,7 @@ cdef class ConvSource:
 
 
 cdef class Requantize:
-    cdef readonly object scale, bias, bits, ratio, skip
+    cdef readonly object scale, bias, bits, ratio, skip, skip_codes, skip_factor
     cdef readonly bint per_position
 
 

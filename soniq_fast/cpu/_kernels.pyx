@@ -130,11 +130,14 @@ cdef class Requantize:
     and ratio float32 per channel [O], or per (channel, position) [O Ho Wo] when
     ``per_position``. ``skip``: None, or float32 like the output (a conv's channel planes,
     parameters per channel): the residual tail ``clip(rint(((scale[o] * float32(acc) +
-    bias[o]) + skip) * ratio), 0, 2^bits - 1)`` instead (core/residual.h)."""
+    bias[o]) + skip) * ratio), 0, 2^bits - 1)`` instead (core/residual.h); or, for an
+    identity skip, ``skip_codes`` (uint8 like the output) and ``skip_factor`` (float32 [O]):
+    ``skip = float32(skip_codes) * skip_factor[o]``."""
 
-    def __init__(self, *, scale, bias, bits, ratio, bint per_position, skip=None):
+    def __init__(self, *, scale, bias, bits, ratio, bint per_position, skip=None,
+                 skip_codes=None, skip_factor=None):
         self.scale, self.bias, self.bits, self.ratio = scale, bias, bits, ratio
-        self.skip = skip
+        self.skip, self.skip_codes, self.skip_factor = skip, skip_codes, skip_factor
         self.per_position = per_position
 
 
@@ -192,6 +195,8 @@ def gemm(GemmJob job not None, int n_threads):
         rq.bits, rq.ratio = <uint8_t *>addr(requant.bits), <float *>addr(requant.ratio)
         rq.per_position, rq.codes = requant.per_position, <uint8_t *>addr(job.out)
         rq.skip = <float *>addr_or_null(requant.skip)
+        rq.skip_codes = <uint8_t *>addr_or_null(requant.skip_codes)
+        rq.skip_factor = <float *>addr_or_null(requant.skip_factor)
         with nogil:
             rc = soniq_gemm_requantize_run(&cjob, &rq, n_threads)
     if rc == -2:

@@ -19,6 +19,7 @@ from soniq_ref.bitpack import words_for
 from soniq_ref.contract import CheckedBackend
 from soniq_ref.integer_core import check_conv_geometry
 from soniq_ref.layers.pooling import check_pool_input
+from soniq_ref.stages import IdentitySkip
 
 from . import _kernels
 from ._kernels import MAX_EXACT_K
@@ -172,7 +173,9 @@ class CpuKernels:
         """uint8 [B, O, Ho, Wo]: ``residual_requantize(conv2d_int(...), scale, bias, skip,
         out_bits, out_ratio)`` in one pass -- conv2 of a residual block, its epilogue, the
         skip add and the requantization, the int64 sums never stored (every parameter per
-        channel; skip float32 [B, O, Ho, Wo])."""
+        channel). ``skip``: float32 [B, O, Ho, Wo], or an
+        :class:`~soniq_ref.stages.IdentitySkip` (the block's input codes, read as the
+        skip's float32 values in the kernel)."""
         return self._conv(x_codes, a_bits, packed, act_bits_hi, stride, padding,
                           (scale, bias, out_bits, out_ratio), skip)
 
@@ -226,7 +229,7 @@ class CpuKernels:
         o, _, kh, kw = packed.shape
         if requant is not None:
             requant = _requant_args(o, 1 if skip is not None else ho * wo, *requant,
-                                    skip=_check_skip(skip, (b, o, ho, wo)))
+                                    **_check_skip(skip, (b, o, ho, wo)))
         out = np.empty((b, o, ho, wo), np.int64 if requant is None else np.uint8)
         layout = self._layout(packed, a_bits, hi, kh * kw, True,
                               requant is not None and skip is None and stride == 1)
@@ -343,20 +346,30 @@ def _check_packed(packed, a_bits, ndim: int, channels: int, expected: int) -> No
                          f"exact only up to K = {MAX_EXACT_K}")
 
 
-def _check_skip(skip, shape: tuple):
-    """None, or the residual tail's skip: float32 C-contiguous in the output's shape."""
+def _check_skip(skip, shape: tuple) -> dict:
+    """The residual tail's skip as Requantize's keywords: none, a float32 array of the
+    output's shape, or an IdentitySkip (uint8 codes of that shape, float32 factor [O])."""
     if skip is None:
-        return None
+        return {}
+    if isinstance(skip, IdentitySkip):
+        codes, factor = skip.codes, skip.factor
+        if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8 \
+                or codes.shape != shape or not isinstance(factor, np.ndarray) \
+                or factor.dtype != np.float32 or factor.shape != shape[1:2]:
+            raise ValueError(f"an identity skip needs uint8 codes of the output's shape "
+                             f"{list(shape)} and a float32 factor per channel")
+        return {"skip_codes": np.ascontiguousarray(codes),
+                "skip_factor": np.ascontiguousarray(factor)}
     if not isinstance(skip, np.ndarray) or skip.dtype != np.float32 or skip.shape != shape:
         raise ValueError(f"skip must be float32 of the output's shape {list(shape)}")
-    return np.ascontiguousarray(skip)
+    return {"skip": np.ascontiguousarray(skip)}
 
 
 def _requant_args(channels: int, positions: int, scale, bias, out_bits,
-                  out_ratio, skip=None) -> Requantize:
+                  out_ratio, **skip) -> Requantize:
     """The fused requantize's record; only lengths are checked here (the values were checked
-    by the caller). With ``skip`` (checked by :func:`_check_skip`), ``positions`` is 1: the
-    residual tail takes its parameters per channel."""
+    by the caller). With a skip (Requantize's keywords from :func:`_check_skip`),
+    ``positions`` is 1: the residual tail takes its parameters per channel."""
     floats = (scale, bias, out_ratio)
     if any(v.dtype != np.float32 for v in floats) or out_bits.dtype != np.uint8 \
             or scale.shape != (channels,) or bias.shape != (channels,) \
@@ -367,7 +380,7 @@ def _requant_args(channels: int, positions: int, scale, bias, out_bits,
     per_position = positions > 1 and out_bits.shape[0] == channels * positions
     return Requantize(scale=np.ascontiguousarray(scale), bias=np.ascontiguousarray(bias),
                       bits=np.ascontiguousarray(out_bits), ratio=np.ascontiguousarray(out_ratio),
-                      per_position=per_position, skip=skip)
+                      per_position=per_position, **skip)
 
 
 def _contiguous_codes(codes, ndim: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from .patch_embed import PatchEmbedStage
 from .pool import PoolStage
 from .pooled_linear import PooledLinearStage
 from .quant import QuantStage
-from .residual import ResidualStage
+from .residual import IdentitySkip, ResidualStage
 from .token_head import TokenHeadStage
 from .transformer_block import TransformerBlockStage
 

@@ -41,6 +41,16 @@ from .base import Stage
 from .quant import QuantStage, onnx_requantize, out_clip_field, out_code_bound
 
 
+@dataclass(frozen=True)
+class IdentitySkip:
+    """An identity skip as fused kernels may take it: the block's input ``codes`` (uint8
+    [B, C, H, W]) and one float32 ``factor`` per channel [C], ``s_a * 2^(A - a_bits[c])``;
+    the skip is ``float32(codes) * factor[c]``, exactly :meth:`ResidualStage.skip_value`."""
+
+    codes: np.ndarray
+    factor: np.ndarray
+
+
 @dataclass
 class ResidualStage(Stage):
     """conv1, conv2 (final: float32 out) and optionally a projection (final), see the
@@ -101,8 +111,10 @@ class ResidualStage(Stage):
         whole = getattr(run.kernels, "conv2d_residual_requantize", None)
         if whole is not None and not self.final and not self.per_feature:
             packed, c2 = next(run.packed), self.conv2
+            factor = self.skip_factor() if self.proj is None else None
+            skip = self._skip(codes, run) if factor is None else IdentitySkip(codes, factor)
             return whole(h, c2.a_bits, packed, c2.act_bits_hi, c2.stride, c2.padding, c2.scale,
-                         c2.bias, self._skip(codes, run), self.out_bits, self.out_ratio)
+                         c2.bias, skip, self.out_bits, self.out_ratio)
         fused = getattr(run.kernels, "residual_requantize", None)
         if fused is not None and not self.final and not self.per_feature:
             acc = self.conv2.accumulate(run.kernels, next(run.packed), h)
@@ -127,13 +139,20 @@ class ResidualStage(Stage):
         is exact, so both are the one rounding of the same real product ``s_a * a *
         2^(A - a_bits[c])`` -- the same bits, from one multiply on the uint8 codes instead
         of a shift in int64 (whenever the per-channel factor is finite)."""
-        step = np.float32(self.skip_step)
-        shift = (self.act_bits_hi - self.a_bits.astype(np.int64)).astype(np.float32)
-        with np.errstate(over="ignore"):                 # an infinite factor: the long way
-            factor = (step * np.exp2(shift)).astype(np.float32)
-        if not np.all(np.isfinite(factor)):
+        factor = self.skip_factor()
+        if factor is None:                               # an infinite factor: the long way
+            step = np.float32(self.skip_step)
             return step * shifted_codes(codes, self.a_bits, self.act_bits_hi).astype(np.float32)
         return codes.astype(np.float32) * factor.reshape((1, -1) + (1,) * (codes.ndim - 2))
+
+    def skip_factor(self) -> np.ndarray | None:
+        """float32 [C] ``s_a * 2^(A - a_bits[c])``, the identity skip's factor per channel
+        (see :meth:`skip_value`); None where one is not finite."""
+        step = np.float32(self.skip_step)
+        shift = (self.act_bits_hi - self.a_bits.astype(np.int64)).astype(np.float32)
+        with np.errstate(over="ignore"):
+            factor = (step * np.exp2(shift)).astype(np.float32)
+        return factor if np.all(np.isfinite(factor)) else None
 
     def code_bound(self, bound, shape, out_shape):
         """Checks every inner layer, the shapes of both branches and the skip step; the

@@ -28,6 +28,7 @@ static const soniq_isa_ops scalar_ops = {
     .requantize_columns = soniq_requantize_columns_scalar,
     .direct_conv = NULL,
     .residual_span = soniq_residual_span_scalar,
+    .residual_codes_span = soniq_residual_codes_span_scalar,
     .max_pool2 = NULL,
     .popcount_probe = NULL,
 };
@@ -52,6 +53,7 @@ static const soniq_isa_ops avx2_ops = {
     .requantize_columns = soniq_requantize_columns_avx2,
     .direct_conv = soniq_direct_conv_requantize_avx2,
     .residual_span = soniq_residual_span_avx2,
+    .residual_codes_span = soniq_residual_codes_span_avx2,
     .max_pool2 = soniq_max_pool2_avx2,
     .popcount_probe = soniq_popcount_probe_avx2,
 };
@@ -76,6 +78,7 @@ static const soniq_isa_ops avx512_ops = {
     .requantize_columns = soniq_requantize_columns_avx2,
     .direct_conv = soniq_direct_conv_requantize_avx2,
     .residual_span = soniq_residual_span_avx2,
+    .residual_codes_span = soniq_residual_codes_span_avx2,
     .max_pool2 = soniq_max_pool2_avx2,
     .popcount_probe = soniq_popcount_probe_avx512,
 };

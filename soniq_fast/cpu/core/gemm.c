@@ -157,7 +157,9 @@ int soniq_gemm_requantize_run(const soniq_gemm_job *job, const soniq_requant_out
         return -3;
     if (job->k > SONIQ_MAX_EXACT_K)     /* the requantize relies on |sum| < 2^31 */
         return -3;
-    if (rq->skip && (rq->per_position || job->direct))
+    if ((rq->skip || rq->skip_codes) && (rq->per_position || job->direct
+                                          || (rq->skip && rq->skip_codes)
+                                          || (rq->skip_codes && !rq->skip_factor)))
         return -3;                      /* the residual tail: parameters per channel */
     if (job->direct)
         return ops->direct_conv ? ops->direct_conv(job, rq, n_threads) : -3;

@@ -107,14 +107,18 @@ typedef struct {            /* rows are im2col patches of x [B, C, H, W], K orde
 /* The fused requantize (soniq_gemm_requantize_run): codes (uint8, laid out like
  * job->layout in elements) = requantize(acc) with scale, bias per output channel and bits,
  * ratio per channel, or per (channel, position in the image) when per_position is set.
- * With skip (float32, laid out like the codes; channel planes, every parameter per channel)
- * the residual tail of residual.h instead: clip(rint(((scale acc + bias) + skip) ratio)). */
+ * With skip (float32, laid out like the codes; every parameter per channel) the residual
+ * tail of residual.h instead: clip(rint(((scale acc + bias) + skip) ratio)); with
+ * skip_codes (uint8, laid out like the codes) and skip_factor (float32 per channel) the same
+ * with skip = (float)skip_codes * skip_factor[o] (an identity skip). At most one of the two. */
 typedef struct {
     const float *scale, *bias, *ratio;
     const uint8_t *bits;
     int per_position;
     uint8_t *codes;
     const float *skip;
+    const uint8_t *skip_codes;
+    const float *skip_factor;
 } soniq_requant_out;
 
 typedef struct {

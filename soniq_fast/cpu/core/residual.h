@@ -20,6 +20,13 @@ void soniq_residual_span_scalar(const int64_t *acc, const float *skip, int64_t n
                                 const soniq_residual_params *p, uint8_t *k);
 void soniq_residual_span_avx2(const int64_t *acc, const float *skip, int64_t n,
                               const soniq_residual_params *p, uint8_t *k);
+/* The same with an identity skip given as the block input's codes and their channel's
+ * factor s_a 2^(A - a_bits): skip = (float)codes[j] * factor, one rounding, as
+ * soniq_ref's ResidualStage.skip_value computes it. */
+void soniq_residual_codes_span_scalar(const int64_t *acc, const uint8_t *codes, float factor,
+                                      int64_t n, const soniq_residual_params *p, uint8_t *k);
+void soniq_residual_codes_span_avx2(const int64_t *acc, const uint8_t *codes, float factor,
+                                    int64_t n, const soniq_residual_params *p, uint8_t *k);
 int soniq_residual_requantize(const int64_t *acc, const float *skip, int64_t total,
                               int64_t channels, int64_t inner, const float *scale,
                               const float *bias, const uint8_t *bits, const float *ratio,

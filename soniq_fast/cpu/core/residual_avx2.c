@@ -46,3 +46,27 @@ void soniq_residual_span_avx2(const int64_t *acc, const float *skip, int64_t n,
     }
     soniq_residual_span_scalar(acc + j, skip + j, n - j, p, k + j);
 }
+
+void soniq_residual_codes_span_avx2(const int64_t *acc, const uint8_t *codes, float factor,
+                                    int64_t n, const soniq_residual_params *p, uint8_t *k) {
+    const __m256 s = _mm256_set1_ps(p->scale), b = _mm256_set1_ps(p->bias);
+    const __m256 r = _mm256_set1_ps(p->ratio), top = _mm256_set1_ps(p->top);
+    const __m256 f = _mm256_set1_ps(factor);
+    int64_t j = 0;
+    __m256i v;
+    for (; j + 8 <= n; j += 8) {
+        if (!narrow8(acc + j, &v)) {
+            soniq_residual_codes_span_scalar(acc + j, codes + j, factor, 8, p, k + j);
+            continue;
+        }
+        const __m256 skip = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+            _mm_loadl_epi64((const __m128i *)(codes + j)))), f);
+        __m256 t = _mm256_mul_ps(s, _mm256_cvtepi32_ps(v));
+        __m256 sum = _mm256_add_ps(_mm256_add_ps(t, b), skip);
+        __m256 q = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(sum, r), _mm256_setzero_ps()),
+                                 top);
+        q = _mm256_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        store_codes(k + j, _mm256_cvtps_epi32(q));
+    }
+    soniq_residual_codes_span_scalar(acc + j, codes + j, factor, n - j, p, k + j);
+}

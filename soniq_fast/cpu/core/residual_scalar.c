@@ -23,3 +23,15 @@ void soniq_residual_span_scalar(const int64_t *acc, const float *skip, int64_t n
         k[j] = to_code(sum * r, top);
     }
 }
+
+void soniq_residual_codes_span_scalar(const int64_t *acc, const uint8_t *codes, float factor,
+                                      int64_t n, const soniq_residual_params *p, uint8_t *k) {
+    const float s = p->scale, b = p->bias, r = p->ratio, top = p->top;
+    for (int64_t j = 0; j < n; j++) {
+        float t = s * (float)acc[j];
+        float y = t + b;
+        float skip = (float)codes[j] * factor;
+        float sum = y + skip;
+        k[j] = to_code(sum * r, top);
+    }
+}

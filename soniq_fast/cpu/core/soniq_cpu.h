@@ -286,6 +286,9 @@ typedef void (*soniq_max_pool2_fn)(const uint8_t *x, int64_t h, int64_t w, int64
                                    int64_t wo, int64_t lo, int64_t hi, uint8_t *out);
 typedef void (*soniq_residual_span_fn)(const int64_t *acc, const float *skip, int64_t n,
                                        const soniq_residual_params *p, uint8_t *k);
+typedef void (*soniq_residual_codes_span_fn)(const int64_t *acc, const uint8_t *codes,
+                                             float factor, int64_t n,
+                                             const soniq_residual_params *p, uint8_t *k);
 typedef int64_t (*soniq_probe_fn)(int64_t iterations);
 typedef struct {
     int isa;                                /* SONIQ_SCALAR, SONIQ_AVX2, SONIQ_AVX512 */
@@ -305,6 +308,7 @@ typedef struct {
     soniq_requantize_columns_fn requantize_columns;
     soniq_direct_conv_fn direct_conv;       /* fused direct conv, or NULL */
     soniq_residual_span_fn residual_span;   /* the fused residual tail (residual.h) */
+    soniq_residual_codes_span_fn residual_codes_span;   /* its identity skip from codes */
     soniq_max_pool2_fn max_pool2;           /* 2 x 2 windows at stride 2, or NULL */
     soniq_probe_fn popcount_probe;          /* or NULL */
 } soniq_isa_ops;

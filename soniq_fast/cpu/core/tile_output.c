@@ -88,6 +88,17 @@ static inline soniq_residual_params residual_params(const soniq_requant_out *rq,
     return p;
 }
 
+/* The residual tail of channel o's n sums `acc`, whose codes and skip start at element at. */
+static inline void residual_run(const soniq_isa_ops *ops, const soniq_requant_out *rq,
+                                int64_t o, const int64_t *acc, int64_t at, int64_t n) {
+    const soniq_residual_params p = residual_params(rq, o);
+    if (rq->skip_codes)
+        ops->residual_codes_span(acc, rq->skip_codes + at, rq->skip_factor[o], n, &p,
+                                 rq->codes + at);
+    else
+        ops->residual_span(acc, rq->skip + at, n, &p, rq->codes + at);
+}
+
 /* The residual tail of a run of n rows within an image, from a column-major tile: buffer
  * column i (sums at buf + i SONIQ_ROW_TILE) is channel o = perm[i] (i without perm), whose
  * codes and skip values start at element `at` + o col_stride. */
@@ -97,9 +108,7 @@ static void residual_columns(const soniq_gemm_job *job, const soniq_isa_ops *ops
     const int64_t cs = job->layout.col_stride;
     for (int64_t i = 0; i < job->n_out; i++) {
         const int64_t o = perm ? perm[i] : i;
-        const soniq_residual_params p = residual_params(rq, o);
-        ops->residual_span(buf + i * SONIQ_ROW_TILE, rq->skip + at + o * cs, n, &p,
-                           rq->codes + at + o * cs);
+        residual_run(ops, rq, o, buf + i * SONIQ_ROW_TILE, at + o * cs, n);
     }
 }
 
@@ -114,12 +123,9 @@ void soniq_requantize_tile(const soniq_gemm_job *job, const soniq_isa_ops *ops,
         const soniq_epi_params p = {rq->scale, rq->bias, rq->ratio, rq->bits, 1, 1};
         for (int64_t r = 0; r < rows; r++) {
             int64_t m = m0 + r, at = (m / rpi) * l->image_stride + (m % rpi) * l->row_stride;
-            if (rq->skip)       /* a 1 x 1 output: one element per channel */
-                for (int64_t o = 0; o < n_out; o++) {
-                    const soniq_residual_params q = residual_params(rq, o);
-                    ops->residual_span(buf + r * n_out + o, rq->skip + at + o, 1, &q,
-                                       rq->codes + at + o);
-                }
+            if (rq->skip || rq->skip_codes)     /* a 1 x 1 output: one element per channel */
+                for (int64_t o = 0; o < n_out; o++)
+                    residual_run(ops, rq, o, buf + r * n_out + o, at + o, 1);
             else
                 ops->requantize_span(buf + r * n_out, n_out, &p, rq->codes + at);
         }
@@ -129,7 +135,7 @@ void soniq_requantize_tile(const soniq_gemm_job *job, const soniq_isa_ops *ops,
         const int64_t m = m0 + r, pos = m % rpi;
         const int64_t run = rpi - pos < rows - r ? rpi - pos : rows - r;
         uint8_t *out = rq->codes + (m / rpi) * l->image_stride + pos;
-        if (rq->skip) {
+        if (rq->skip || rq->skip_codes) {
             residual_columns(job, ops, rq, perm, buf + r, m / rpi * l->image_stride + pos,
                              run);
             r += run;
