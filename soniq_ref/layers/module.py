@@ -43,22 +43,28 @@ class Container(Module):
 
     Its ``params`` and ``grads`` are the children's, under ``"name.param"``; ``train``
     reaches every child. A subclass builds its children, then calls
-    :meth:`collect_params`.
+    :meth:`collect_params`. A parameter a child shares with another (the same array
+    registered twice) is listed once: :meth:`_shared` names the copies to leave out.
     """
 
     def named_layers(self) -> list:
         raise NotImplementedError
 
+    def _shared(self, layer, name: str) -> bool:
+        """Whether ``layer``'s parameter ``name`` is another child's, listed there."""
+        return False
+
     def collect_params(self) -> None:
         """Register the children's arrays (the same objects) under ``"name.param"``."""
         self.params = {f"{n}.{k}": p for n, layer in self.named_layers()
-                       for k, p in layer.params.items()}
+                       for k, p in layer.params.items() if not self._shared(layer, k)}
 
     @property
     def grads(self) -> dict:
-        """The children's gradients under the container's parameter names."""
+        """The children's gradients under the container's parameter names (read each
+        time, so that what the budget adds to a child's ``grads`` shows here)."""
         return {f"{n}.{k}": g for n, layer in self.named_layers()
-                for k, g in layer.grads.items()}
+                for k, g in layer.grads.items() if not self._shared(layer, k)}
 
     @grads.setter
     def grads(self, value) -> None:      # Module.__init__ sets {}; the children hold them

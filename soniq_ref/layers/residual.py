@@ -38,14 +38,14 @@ import numpy as np
 from .. import noise
 from .activations import ReLU
 from .batchnorm import BatchNorm2d
-from .module import Module
+from .module import Container
 from .quant_conv import QuantConv2d
 from .quant_layer import QuantLayer
 
 SHARED_INPUT = ("beta", "theta_a")     # the projection's parameters that are conv1's
 
 
-class ResidualBlock(Module):
+class ResidualBlock(Container):
     """conv1 -> BN1 -> ReLU -> conv2 -> BN2, plus the skip, then ReLU (see the module
     docstring). ``projection``: None for a 1x1 projection exactly when the shapes
     differ (``in_channels != out_channels`` or ``stride != 1``), or a bool to force it."""
@@ -81,8 +81,7 @@ class ResidualBlock(Module):
                 if name in self.conv1.params:
                     self.proj.params[name] = self.conv1.params[name]
             self.proj.input_source = self.conv1
-        self.params = {f"{n}.{k}": p for n, layer in self.named_layers()
-                       for k, p in layer.params.items() if not self._shared(layer, k)}
+        self.collect_params()
         self._cache = None
 
     # ---------------------------------------------------------------- structure
@@ -99,23 +98,6 @@ class ResidualBlock(Module):
 
     def _shared(self, layer, name: str) -> bool:
         return layer is self.proj and name in SHARED_INPUT
-
-    @property
-    def grads(self) -> dict:
-        """The children's gradients under the block's parameter names (read each time,
-        so that what the budget adds to a child's ``grads`` shows here)."""
-        return {f"{n}.{k}": g for n, layer in self.named_layers()
-                for k, g in layer.grads.items() if not self._shared(layer, k)}
-
-    @grads.setter
-    def grads(self, value) -> None:      # Module.__init__ sets {}; the children hold them
-        pass
-
-    def train(self, mode: bool = True) -> "ResidualBlock":
-        self.training = mode
-        for _, layer in self.named_layers():
-            layer.train(mode)
-        return self
 
     # ---------------------------------------------------------------- forward / backward
 
